@@ -1,0 +1,249 @@
+"""The LMDB environment: reads on the caller's thread, writes on one writer thread.
+
+Every write is a function run inside a write transaction on a dedicated thread. Writes that
+arrive while another batch is committing are run together in the next transaction and share
+its fsync (group commit, DESIGN decision 5); each runs in a nested transaction, so one
+failing write does not spoil the others. A write's Deferred fires on the reactor thread
+only after the commit that holds it is on stable storage.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import lmdb
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+
+from mailserver.db import schema
+from mailserver.errors import StoreUnavailable
+
+T = TypeVar("T")
+log = Logger()
+
+#: At most this many writes share one transaction.
+MAX_BATCH = 256
+
+
+class Txn:
+    """A transaction plus the sub-database handles, passed to write functions and readers."""
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[bytes, Any]) -> None:
+        self.raw = txn
+        self.dbs = dbs
+        self._after: list[Callable[[], None]] = []
+
+    def get(self, table: bytes, key: bytes) -> bytes | None:
+        value = self.raw.get(key, db=self.dbs[table])
+        return None if value is None else bytes(value)
+
+    def put(self, table: bytes, key: bytes, value: bytes) -> None:
+        self.raw.put(key, value, db=self.dbs[table])
+
+    def delete(self, table: bytes, key: bytes) -> bool:
+        return bool(self.raw.delete(key, db=self.dbs[table]))
+
+    def get_json(self, table: bytes, key: bytes) -> Any:
+        raw = self.get(table, key)
+        return None if raw is None else schema.load(raw)
+
+    def put_json(self, table: bytes, key: bytes, value: Any) -> None:
+        self.put(table, key, schema.dump(value))
+
+    def prefix(self, table: bytes, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with ``prefix``, in key order."""
+        yield from self.range(table, prefix, None, prefix=prefix)
+
+    def range(
+        self, table: bytes, start: bytes, stop: bytes | None, prefix: bytes = b""
+    ) -> Iterator[tuple[bytes, bytes]]:
+        """Every (key, value) with ``start <= key <= stop`` (and the prefix), in key order."""
+        cursor = self.raw.cursor(db=self.dbs[table])
+        if not cursor.set_range(start):
+            return
+        for key, value in cursor:
+            key = bytes(key)
+            if stop is not None and key > stop:
+                return
+            if prefix and not key.startswith(prefix):
+                return
+            yield key, bytes(value)
+
+    def count(self, table: bytes) -> int:
+        return int(self.raw.stat(self.dbs[table])["entries"])
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run ``action`` on the writer thread once the enclosing commit is durable (used for
+        best-effort file renames that mirror the index)."""
+        self._after.append(action)
+
+
+@dataclass
+class _Write(Generic[T]):
+    function: Callable[[Txn], T]
+    deferred: Deferred[T]
+    result: Any = None
+    error: BaseException | None = None
+    after: list[Callable[[], None]] = field(default_factory=list)
+
+
+class Database:
+    """One LMDB environment holding the whole index of a data directory."""
+
+    def __init__(self, env: lmdb.Environment, dbs: dict[bytes, Any], reactor: Any) -> None:
+        self.env = env
+        self.dbs = dbs
+        self._reactor = reactor
+        self._queue: queue.Queue[_Write[Any] | None] = queue.Queue()
+        self._closing: list[Deferred[None]] | None = None
+        self._done = False
+        self._thread = threading.Thread(target=self._run, name="lmdb-writer", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def open(cls, path: str, *, map_size: int, reactor: Any, sync: bool = True) -> Database:
+        """Open (creating when absent) the environment at ``path`` and bring its schema up to
+        :data:`schema.SCHEMA_VERSION`. Raises StoreUnavailable with the reason on failure."""
+        try:
+            os.makedirs(path, exist_ok=True)
+            env = lmdb.open(
+                path,
+                map_size=map_size,
+                max_dbs=len(schema.SUBDBS) + 4,
+                sync=sync,
+                metasync=sync,
+                max_spare_txns=4,
+            )
+        except (OSError, lmdb.Error) as e:
+            raise StoreUnavailable(detail=f"cannot open the index at {path}: {e}") from e
+        dbs = {name: env.open_db(name) for name in schema.SUBDBS}
+        migrate(env, dbs)
+        return cls(env, dbs, reactor)
+
+    @property
+    def schema_version(self) -> int:
+        with self.read() as txn:
+            return int(txn.get_json(b"meta", b"schema_version") or 0)
+
+    @contextmanager
+    def read(self) -> Iterator[Txn]:
+        """A read-only snapshot. LMDB reads are fast enough for the reactor thread."""
+        with self.env.begin(write=False, buffers=True) as raw:
+            yield Txn(raw, self.dbs)
+
+    def write(self, function: Callable[[Txn], T]) -> Deferred[T]:
+        """Run ``function(txn)`` in a write transaction on the writer thread.
+
+        The Deferred fires with its result after the commit is durable, or fails with the
+        exception it raised (its changes are then rolled back, others' are not).
+        """
+        if self._closing is not None:
+            return fail(StoreUnavailable(detail="the index is closing"))
+        d: Deferred[T] = Deferred()
+        self._queue.put(_Write(function, d))
+        return d
+
+    def write_sync(self, function: Callable[[Txn], T]) -> T:
+        """Run a write on the calling thread (for tools with no reactor, e.g. the CLI's
+        offline paths and migrations). Never call it from the reactor thread."""
+        with self.env.begin(write=True) as raw:
+            txn = Txn(raw, self.dbs)
+            result = function(txn)
+        for action in txn._after:
+            action()
+        return result
+
+    def close(self) -> Deferred[None]:
+        """Finish every queued write, then close the environment. Idempotent."""
+        if self._done:
+            return succeed(None)
+        if self._closing is None:
+            self._closing = []
+            self._queue.put(None)
+        d: Deferred[None] = Deferred()
+        self._closing.append(d)
+        return d
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                self._finish()
+                return
+            batch = [first]
+            stop = False
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self._commit(batch)
+            if stop:
+                self._finish()
+                return
+
+    def _commit(self, batch: list[_Write[Any]]) -> None:
+        try:
+            with self.env.begin(write=True) as parent:
+                for item in batch:
+                    child = self.env.begin(write=True, parent=parent)
+                    txn = Txn(child, self.dbs)
+                    try:
+                        item.result = item.function(txn)
+                    except BaseException as e:  # reported to that write's caller
+                        child.abort()
+                        item.error = e
+                    else:
+                        child.commit()
+                        item.after = txn._after
+        except lmdb.Error as e:
+            failure = StoreUnavailable(detail=f"index commit failed: {e}")
+            for item in batch:
+                item.error = item.error or failure
+        for item in batch:
+            for action in item.after:
+                try:
+                    action()
+                except OSError as e:
+                    log.warn("post-commit action failed: {error}", error=e)
+            if item.error is not None:
+                self._reactor.callFromThread(item.deferred.errback, item.error)
+            else:
+                self._reactor.callFromThread(item.deferred.callback, item.result)
+
+    def _finish(self) -> None:
+        self.env.sync(True)
+        self.env.close()
+        self._reactor.callFromThread(self._closed_now)
+
+    def _closed_now(self) -> None:
+        self._done = True
+        for d in self._closing or ():
+            d.callback(None)
+
+
+def migrate(env: lmdb.Environment, dbs: dict[bytes, Any]) -> int:
+    """Apply every pending migration, each in its own transaction; return the new version."""
+    while True:
+        with env.begin(write=True) as raw:
+            txn = Txn(raw, dbs)
+            version = int(txn.get_json(b"meta", b"schema_version") or 0)
+            if version >= schema.SCHEMA_VERSION:
+                if version > schema.SCHEMA_VERSION:
+                    raise StoreUnavailable(
+                        detail=f"index schema {version} is newer than this program "
+                        f"({schema.SCHEMA_VERSION}): upgrade mailserver"
+                    )
+                return version
+            schema.MIGRATIONS[version](raw, dbs)
+            txn.put_json(b"meta", b"schema_version", version + 1)

@@ -1,0 +1,155 @@
+"""LMDB sub-databases, key encodings and the schema version with its migrations.
+
+Every key layout used anywhere lives here, so a reader can see the whole index at once:
+
+========== ======================================= =========================================
+sub-db     key                                     value
+========== ======================================= =========================================
+meta       ascii name                              JSON (schema_version, next_folder_id, ...)
+domains    domain (lower-case, utf-8)              JSON Domain
+users      address (utf-8)                         JSON User
+aliases    source (``local@domain``/``@domain``)   JSON list of targets
+accounts   address (utf-8)                         JSON {dirname, created}
+folders    address NUL name (utf-8)                folder id (u32)
+finfo      folder id (u32)                         JSON folder record (counters, UIDVALIDITY)
+flags      folder id (u32) + uid (u32)             modseq (u64) + system flag bits (u8) +
+                                                   keywords (utf-8, space separated)
+messages   folder id (u32) + uid (u32)             JSON {base, size, internaldate, savedate,
+                                                   object_id}
+objects    object id (ascii)                       JSON {envelope, bodystructure,
+                                                   attachments, spam, size}
+labels     object id + NUL + folder id + uid       empty: every place an object sits
+modseq     folder id (u32) + modseq (u64) + uid    empty: the change log for CONDSTORE
+names      folder id (u32) + file base name        uid (u32): file -> UID, for recovery
+========== ======================================= =========================================
+
+Big-endian integers keep cursor order equal to numeric order, so UID and modseq ranges are
+plain cursor walks.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Callable
+from typing import Any
+
+#: Bump with a migration below whenever a key or value layout changes.
+SCHEMA_VERSION = 1
+
+SUBDBS = (
+    b"meta",
+    b"domains",
+    b"users",
+    b"aliases",
+    b"accounts",
+    b"folders",
+    b"finfo",
+    b"flags",
+    b"messages",
+    b"objects",
+    b"labels",
+    b"modseq",
+    b"names",
+)
+
+_U32 = struct.Struct(">I")
+_U64 = struct.Struct(">Q")
+_FLAGS_HEAD = struct.Struct(">QB")
+
+#: System flags <-> bits in a flags value.
+FLAG_BITS = {
+    "\\Seen": 1,
+    "\\Answered": 2,
+    "\\Flagged": 4,
+    "\\Deleted": 8,
+    "\\Draft": 16,
+}
+
+
+def u32(n: int) -> bytes:
+    return _U32.pack(n)
+
+
+def from_u32(b: bytes) -> int:
+    return int(_U32.unpack(b)[0])
+
+
+def msg_key(folder_id: int, uid: int) -> bytes:
+    """Key of a message in ``flags`` and ``messages``."""
+    return _U32.pack(folder_id) + _U32.pack(uid)
+
+
+def split_msg_key(key: bytes) -> tuple[int, int]:
+    return int(_U32.unpack_from(key, 0)[0]), int(_U32.unpack_from(key, 4)[0])
+
+
+def modseq_key(folder_id: int, modseq: int) -> bytes:
+    return _U32.pack(folder_id) + _U64.pack(modseq)
+
+
+def modseq_uid_key(folder_id: int, modseq: int, uid: int) -> bytes:
+    return _U32.pack(folder_id) + _U64.pack(modseq) + _U32.pack(uid)
+
+
+def split_modseq_key(key: bytes) -> tuple[int, int, int]:
+    """(folder id, modseq, uid) of a ``modseq`` key."""
+    return (
+        int(_U32.unpack_from(key, 0)[0]),
+        int(_U64.unpack_from(key, 4)[0]),
+        int(_U32.unpack_from(key, 12)[0]),
+    )
+
+
+def folder_key(address: str, name: str) -> bytes:
+    return address.encode() + b"\0" + name.encode()
+
+
+def label_key(object_id: str, folder_id: int, uid: int) -> bytes:
+    return object_id.encode("ascii") + b"\0" + msg_key(folder_id, uid)
+
+
+def name_key(folder_id: int, base: str) -> bytes:
+    return _U32.pack(folder_id) + base.encode()
+
+
+def encode_flags(modseq: int, flags: frozenset[str]) -> bytes:
+    """Pack a message's modseq and flags: system flags as bits, keywords as text."""
+    bits = 0
+    keywords = []
+    for flag in flags:
+        bit = FLAG_BITS.get(flag)
+        if bit is None:
+            keywords.append(flag)
+        else:
+            bits |= bit
+    return _FLAGS_HEAD.pack(modseq, bits) + " ".join(sorted(keywords)).encode()
+
+
+def decode_flags(value: bytes) -> tuple[int, frozenset[str]]:
+    modseq, bits = _FLAGS_HEAD.unpack_from(value, 0)
+    flags = {name for name, bit in FLAG_BITS.items() if bits & bit}
+    rest = bytes(value[_FLAGS_HEAD.size :])
+    if rest:
+        flags.update(rest.decode().split(" "))
+    return int(modseq), frozenset(flags)
+
+
+def dump(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def load(raw: bytes) -> Any:
+    return json.loads(raw)
+
+
+#: Migrations: MIGRATIONS[n] upgrades a schema at version n to n + 1 inside one write
+#: transaction. Version 0 is an empty database.
+Migration = Callable[[Any, dict[bytes, Any]], None]
+
+
+def _create_v1(txn: Any, dbs: dict[bytes, Any]) -> None:
+    txn.put(b"next_folder_id", dump(1), db=dbs[b"meta"])
+
+
+MIGRATIONS: dict[int, Migration] = {0: _create_v1}

@@ -1,0 +1,15 @@
+"""Contracts between the protocol, auth and storage layers (a leaf package)."""
+
+from mailserver.interfaces.auth import IUserDirectory
+from mailserver.interfaces.delivery import IDelivery, IDeliveryTarget
+from mailserver.interfaces.store import IAccount, IMailbox, IMailStore, IMessage
+
+__all__ = [
+    "IAccount",
+    "IDelivery",
+    "IDeliveryTarget",
+    "IMailStore",
+    "IMailbox",
+    "IMessage",
+    "IUserDirectory",
+]

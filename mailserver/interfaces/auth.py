@@ -1,0 +1,62 @@
+"""Users, domains and aliases: the directory every protocol's realm consults."""
+
+from __future__ import annotations
+
+from zope.interface import Interface
+
+
+class IUserDirectory(Interface):
+    """Who has mail here and where mail for an address goes.
+
+    Addresses are compared with the domain case-folded and the local part as given (RFC 5321
+    §2.4), except that look-ups fall back to a lower-cased local part. Password hashing and
+    checking run off the reactor thread; methods that do so return Deferreds.
+    """
+
+    def add_domain(name: str) -> object:
+        """Serve ``name``. Deferred[Domain]; AlreadyExists if served already."""
+
+    def remove_domain(name: str) -> object:
+        """Stop serving ``name``. Deferred; refused (MailError) while users or aliases
+        remain in it; NoSuchDomain if unknown."""
+
+    def domains() -> list:  # type: ignore[type-arg]
+        """Every Domain, sorted by name."""
+
+    def has_domain(name: str) -> bool:
+        """True when mail for ``name`` is accepted here."""
+
+    def add_user(address: str, password: str, roles: object = None) -> object:
+        """Create a user in a served domain with a bcrypt hash of ``password``. Deferred[User];
+        NoSuchDomain, AlreadyExists or InvalidName on failure."""
+
+    def set_password(address: str, password: str) -> object:
+        """Replace the user's password hash. Deferred; NoSuchUser."""
+
+    def remove_user(address: str) -> object:
+        """Delete the user. Deferred; NoSuchUser."""
+
+    def get_user(address: str) -> object:
+        """The User, or None."""
+
+    def users(domain: str | None = None) -> list:  # type: ignore[type-arg]
+        """Every User (of ``domain`` when given), sorted by address."""
+
+    def check_password(address: str, password: str) -> object:
+        """Deferred[bool]: whether ``password`` matches. Takes about as long for an unknown
+        user as for a wrong password, so replies do not reveal who exists."""
+
+    def add_alias(source: str, targets: object) -> object:
+        """Forward ``source`` (``local@domain`` or catch-all ``@domain``) to ``targets``.
+        Deferred[Alias]; the source domain must be served."""
+
+    def remove_alias(source: str) -> object:
+        """Delete an alias. Deferred; MailError if unknown."""
+
+    def aliases(domain: str | None = None) -> list:  # type: ignore[type-arg]
+        """Every Alias (of ``domain`` when given), sorted by source."""
+
+    def resolve(address: str) -> list:  # type: ignore[type-arg]
+        """The local accounts that mail to ``address`` reaches: a user itself, ``user+tag``
+        subaddresses, aliases (expanded recursively, loops cut, remote targets kept as given),
+        then a catch-all. An empty list means nobody here."""

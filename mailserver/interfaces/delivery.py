@@ -1,0 +1,61 @@
+"""The SMTP transaction as an interface (DESIGN decision 4).
+
+Local store, outbound spool and the filter pipeline all provide :class:`IDeliveryTarget`,
+and pipelines nest: a target may wrap another target.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from zope.interface import Attribute, Interface
+
+
+class IDeliveryTarget(Interface):
+    """Something that accepts messages: the final store, the spool, or a filter in front."""
+
+    def start(envelope: object) -> IDelivery:  # type: ignore[misc]
+        """Begin one transaction for ``envelope`` (a :class:`mailserver.types.Envelope`).
+
+        Must not block and must not commit anything: nothing is visible until
+        :meth:`IDelivery.commit` succeeds.
+        """
+
+
+class IDelivery(Interface):
+    """One message transaction: recipients, then the body, then commit or abort.
+
+    A provider guarantees all-or-nothing: after ``commit`` fires its callback the message is
+    durable (fsynced) for every accepted recipient; after ``abort``, or a failed commit, no
+    recipient sees it. Errors are :class:`mailserver.errors.MailError` instances carrying the
+    reply to give the peer.
+    """
+
+    envelope = Attribute("The Envelope given to start().")
+
+    def add_recipient(address: object) -> object:
+        """Accept or refuse one recipient (a :class:`mailserver.types.Address`).
+
+        Returns a Deferred firing with ``None`` when accepted, or failing with a MailError
+        (e.g. NoSuchUser) when refused. A refused recipient does not spoil the transaction.
+        """
+
+    def body(source: BinaryIO) -> object:
+        """Take the message (header and body bytes, CRLF or LF line ends) from ``source``,
+        a seekable binary file positioned at its start.
+
+        Returns a Deferred. The provider may read ``source`` in a worker thread and must be
+        done with it when the Deferred fires. Fails with MailError if there is no accepted
+        recipient or the message is refused (e.g. QuotaExceeded).
+        """
+
+    def commit() -> object:
+        """Make the message durable for every accepted recipient.
+
+        Returns a Deferred that fires only after the bytes and their index entries are on
+        stable storage. The transaction is finished either way.
+        """
+
+    def abort() -> object:
+        """Drop the transaction and every temporary file it made. Idempotent; returns a
+        Deferred."""

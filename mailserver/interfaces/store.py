@@ -1,0 +1,117 @@
+"""The mail store: accounts, folders and messages, with ranges instead of "load all".
+
+A provider guarantees IMAP semantics (RFC 9051 §2.3.1.1): within one UIDVALIDITY, UIDs in a
+folder strictly ascend with arrival order and are never reused; every change of a message's
+flags or membership raises its modseq above the folder's previous HIGHESTMODSEQ (RFC 7162).
+Writes return Deferreds that fire only after the change is durable; reads are synchronous
+and must be cheap (index look-ups, never a scan of every message file).
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO
+
+from zope.interface import Attribute, Interface
+
+
+class IMailStore(Interface):
+    """All accounts of one installation."""
+
+    def create_account(address: str) -> object:
+        """Create the account ``address`` with the default folders (INBOX, Sent, Drafts, Junk,
+        Trash, Archive with their special-use flags). Deferred; fails with AlreadyExists."""
+
+    def delete_account(address: str) -> object:
+        """Remove the account, its folders and messages. Deferred; NoSuchUser if absent."""
+
+    def has_account(address: str) -> bool:
+        """True when ``address`` has an account in this store."""
+
+    def account(address: str) -> IAccount:  # type: ignore[misc]
+        """The account for ``address``; raises NoSuchUser when there is none."""
+
+    def close() -> object:
+        """Finish in-flight writes and release every resource. Deferred; idempotent."""
+
+
+class IAccount(Interface):
+    """One user's folders."""
+
+    address = Attribute("The account's address (str).")
+
+    def list_folders() -> list:  # type: ignore[type-arg]
+        """Every folder as a FolderInfo, sorted by name, INBOX first."""
+
+    def folder(name: str) -> IMailbox:  # type: ignore[misc]
+        """The folder called ``name`` (``INBOX`` is case-insensitive); NoSuchFolder if none."""
+
+    def create_folder(name: str, special_use: object = None) -> object:
+        """Create a folder (parents are created as needed). Deferred[FolderInfo]; fails with
+        FolderExists or InvalidName. A new folder gets a fresh UIDVALIDITY."""
+
+    def delete_folder(name: str) -> object:
+        """Delete a folder and its messages. INBOX cannot be deleted (InvalidName). Deferred."""
+
+    def rename_folder(old: str, new: str) -> object:
+        """Rename a folder and its children, keeping UIDVALIDITY and UIDs. Renaming INBOX moves
+        its messages into the new folder and leaves INBOX empty (RFC 9051 §6.3.6). Deferred."""
+
+    def subscribe(name: str, subscribed: bool) -> object:
+        """Set the folder's subscription. Deferred."""
+
+    def labels(object_id: str) -> list:  # type: ignore[type-arg]
+        """Every (folder name, uid) holding the message ``object_id``: its labels."""
+
+
+class IMailbox(Interface):
+    """One folder: a UID-ordered sequence of messages."""
+
+    name = Attribute("The folder's name (str).")
+
+    def info() -> object:
+        """The folder's current FolderInfo (counts, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ)."""
+
+    def uids(first: int = 1, last: int | None = None) -> object:
+        """Iterator of the UIDs present in ``first..last`` (inclusive; ``None`` = no upper
+        bound), ascending."""
+
+    def flags(first: int = 1, last: int | None = None) -> object:
+        """Iterator of FlagInfo for the messages in ``first..last``, ascending by UID."""
+
+    def changed_since(modseq: int) -> object:
+        """Iterator of FlagInfo for messages whose modseq is greater than ``modseq``,
+        ascending by modseq (CONDSTORE/QRESYNC)."""
+
+    def message(uid: int) -> IMessage:  # type: ignore[misc]
+        """The message with ``uid``; NoSuchMessage if it is not (or no longer) here."""
+
+    def append(source: BinaryIO, flags: object = (), internaldate: float | None = None) -> object:
+        """Store a message read from ``source``. Deferred[int]: the new UID, fired only after
+        the message is durable."""
+
+    def store_flags(uids: object, flags: object, mode: object) -> object:
+        """Change flags of the messages ``uids`` (an iterable of UIDs; absent ones are ignored)
+        with a FlagMode. Deferred[list[FlagInfo]] with the new state of each changed message."""
+
+    def expunge(uids: object = None) -> object:
+        """Remove the given messages (default: every message flagged \\Deleted). Deferred[list
+        of expunged UIDs, ascending]."""
+
+    def copy(uids: object, destination: str) -> object:
+        """Add the messages to folder ``destination`` without copying their bytes (the copies
+        share an object_id: labels). Deferred[list of (source uid, new uid)]."""
+
+    def move(uids: object, destination: str) -> object:
+        """Copy then expunge, atomically. Deferred[list of (source uid, new uid)]."""
+
+
+class IMessage(Interface):
+    """One message in one folder."""
+
+    info = Attribute("The MessageInfo of this message when it was looked up.")
+
+    def open() -> BinaryIO:  # type: ignore[misc]
+        """A binary file with the message's bytes, exactly as delivered. The caller closes it."""
+
+    def set_spam_verdict(verdict: object) -> object:
+        """Record a SpamVerdict for this message (shared by every label). Deferred."""

@@ -1,0 +1,309 @@
+"""Index operations on one LMDB transaction: folders, UIDs, flags, modseqs and labels.
+
+These are plain functions of a :class:`mailserver.db.Txn`, so they compose into one
+transaction (a MOVE is add + remove, atomically) and are tested without files. The record
+layouts are documented in :mod:`mailserver.db.schema`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from mailserver.db import Txn
+from mailserver.db.schema import (
+    decode_flags,
+    encode_flags,
+    folder_key,
+    from_u32,
+    label_key,
+    modseq_uid_key,
+    msg_key,
+    name_key,
+    split_msg_key,
+    u32,
+)
+from mailserver.errors import FolderExists, NoSuchFolder, NoSuchUser
+from mailserver.types import DEFAULT_FOLDERS, SEEN, FlagInfo, FlagMode
+
+Record = dict[str, Any]
+
+
+def new_object_id() -> str:
+    """An RFC 8474 object id: 1-255 characters of ``[A-Za-z0-9_-]``, unguessable."""
+    return "M" + secrets.token_hex(12)
+
+
+def _next_uidvalidity(txn: Txn) -> int:
+    # RFC 9051 §2.3.1.1: a re-created folder must get a different UIDVALIDITY. A clock
+    # value that never repeats (strictly above the last one handed out) does that.
+    last = int(txn.get_json(b"meta", b"last_uidvalidity") or 0)
+    value = max(int(time.time()), last + 1) & 0xFFFFFFFF
+    txn.put_json(b"meta", b"last_uidvalidity", value)
+    return value
+
+
+def _next_folder_id(txn: Txn) -> int:
+    value = int(txn.get_json(b"meta", b"next_folder_id") or 1)
+    txn.put_json(b"meta", b"next_folder_id", value + 1)
+    return value
+
+
+# -- accounts and folders ---------------------------------------------------------------
+
+
+def account(txn: Txn, address: str) -> Record | None:
+    record: Record | None = txn.get_json(b"accounts", address.encode())
+    return record
+
+
+def create_account(txn: Txn, address: str, dirname: str) -> Record:
+    record = {"dirname": dirname, "created": time.time()}
+    txn.put_json(b"accounts", address.encode(), record)
+    for name, special in DEFAULT_FOLDERS:
+        if folder_id(txn, address, name) is None:
+            create_folder(txn, address, name, special.value if special else None)
+    return record
+
+
+def delete_account(txn: Txn, address: str) -> list[Record]:
+    """Drop the account and every folder; return the removed folder records."""
+    if account(txn, address) is None:
+        raise NoSuchUser(detail=address)
+    removed = []
+    for _name, fid, record in list(folders(txn, address)):
+        delete_folder(txn, fid)
+        removed.append(record)
+    txn.delete(b"accounts", address.encode())
+    return removed
+
+
+def folder_id(txn: Txn, address: str, name: str) -> int | None:
+    raw = txn.get(b"folders", folder_key(address, name))
+    return None if raw is None else from_u32(raw)
+
+
+def folder(txn: Txn, fid: int) -> Record:
+    record: Record | None = txn.get_json(b"finfo", u32(fid))
+    if record is None:
+        raise NoSuchFolder(detail=f"folder id {fid}")
+    return record
+
+
+def folders(txn: Txn, address: str) -> Iterator[tuple[str, int, Record]]:
+    """(name, folder id, record) of every folder of the account, by name."""
+    prefix = address.encode() + b"\0"
+    for key, value in list(txn.prefix(b"folders", prefix)):
+        fid = from_u32(value)
+        yield key[len(prefix) :].decode(), fid, folder(txn, fid)
+
+
+def create_folder(
+    txn: Txn, address: str, name: str, special_use: str | None, dirname: str | None = None
+) -> Record:
+    if folder_id(txn, address, name) is not None:
+        raise FolderExists(detail=name)
+    fid = _next_folder_id(txn)
+    record = {
+        "id": fid,
+        "account": address,
+        "name": name,
+        "uidvalidity": _next_uidvalidity(txn),
+        "uidnext": 1,
+        "highestmodseq": 1,
+        "exists": 0,
+        "unseen": 0,
+        "size": 0,
+        "special_use": special_use,
+        "subscribed": True,
+    }
+    if dirname is not None:
+        record["dirname"] = dirname
+    txn.put(b"folders", folder_key(address, name), u32(fid))
+    txn.put_json(b"finfo", u32(fid), record)
+    return record
+
+
+def rename_folder(txn: Txn, fid: int, new_name: str) -> Record:
+    record = folder(txn, fid)
+    address = record["account"]
+    if folder_id(txn, address, new_name) is not None:
+        raise FolderExists(detail=new_name)
+    txn.delete(b"folders", folder_key(address, record["name"]))
+    record["name"] = new_name
+    txn.put(b"folders", folder_key(address, new_name), u32(fid))
+    txn.put_json(b"finfo", u32(fid), record)
+    return record
+
+
+def update_folder(txn: Txn, record: Record) -> None:
+    txn.put_json(b"finfo", u32(record["id"]), record)
+
+
+def delete_folder(txn: Txn, fid: int) -> list[tuple[int, str, frozenset[str]]]:
+    """Remove a folder and its messages from the index; return (uid, base, flags) of each
+    message so the caller can remove the files."""
+    record = folder(txn, fid)
+    uids = [uid for uid, _flags, _modseq in flag_range(txn, fid, 1, None)]
+    removed = remove_messages(txn, record, uids)
+    txn.delete(b"folders", folder_key(record["account"], record["name"]))
+    txn.delete(b"finfo", u32(fid))
+    return removed
+
+
+# -- messages -----------------------------------------------------------------------------
+
+
+def add_message(
+    txn: Txn,
+    record: Record,
+    base: str,
+    flags: frozenset[str],
+    size: int,
+    internaldate: float,
+    object_id: str,
+    meta: Record | None = None,
+) -> int:
+    """Append a message to the folder ``record`` (updated in place and written back); return
+    its UID. ``meta`` (envelope, bodystructure, attachments) is stored once per object."""
+    fid = record["id"]
+    uid = record["uidnext"]
+    modseq = record["highestmodseq"] + 1
+    key = msg_key(fid, uid)
+    txn.put(b"flags", key, encode_flags(modseq, flags))
+    txn.put_json(
+        b"messages",
+        key,
+        {
+            "base": base,
+            "size": size,
+            "internaldate": internaldate,
+            "savedate": time.time(),
+            "object_id": object_id,
+        },
+    )
+    txn.put(b"modseq", modseq_uid_key(fid, modseq, uid), b"")
+    txn.put(b"names", name_key(fid, base), u32(uid))
+    txn.put(b"labels", label_key(object_id, fid, uid), b"")
+    if meta is not None and txn.get(b"objects", object_id.encode()) is None:
+        txn.put_json(b"objects", object_id.encode(), meta)
+    record["uidnext"] = uid + 1
+    record["highestmodseq"] = modseq
+    record["exists"] += 1
+    record["size"] += size
+    if SEEN not in flags:
+        record["unseen"] += 1
+    update_folder(txn, record)
+    return uid
+
+
+def message(txn: Txn, fid: int, uid: int) -> tuple[Record, int, frozenset[str]] | None:
+    """(message record, modseq, flags) or None."""
+    key = msg_key(fid, uid)
+    raw = txn.get(b"flags", key)
+    if raw is None:
+        return None
+    modseq, flags = decode_flags(raw)
+    return txn.get_json(b"messages", key), modseq, flags
+
+
+def object_meta(txn: Txn, object_id: str) -> Record:
+    record: Record = txn.get_json(b"objects", object_id.encode()) or {}
+    return record
+
+
+def flag_range(
+    txn: Txn, fid: int, first: int, last: int | None
+) -> Iterator[tuple[int, frozenset[str], int]]:
+    """(uid, flags, modseq) for the UIDs in ``first..last`` present in the folder."""
+    start = msg_key(fid, max(first, 0))
+    stop = msg_key(fid, min(last, 0xFFFFFFFF)) if last is not None else msg_key(fid, 0xFFFFFFFF)
+    for key, value in txn.range(b"flags", start, stop):
+        _fid, uid = split_msg_key(key)
+        modseq, flags = decode_flags(value)
+        yield uid, flags, modseq
+
+
+def combine(current: frozenset[str], given: frozenset[str], mode: FlagMode) -> frozenset[str]:
+    if mode is FlagMode.ADD:
+        return current | given
+    if mode is FlagMode.REMOVE:
+        return current - given
+    return given
+
+
+def store_flags(
+    txn: Txn, record: Record, uids: Iterable[int], given: frozenset[str], mode: FlagMode
+) -> list[tuple[FlagInfo, frozenset[str], str]]:
+    """Change flags; every changed message gets the same new modseq (RFC 7162 §3.1.3 allows
+    one modseq per command). Returns (new state, old flags, file base) per changed message."""
+    fid = record["id"]
+    modseq = record["highestmodseq"] + 1
+    changed = []
+    for uid in sorted(set(uids)):
+        key = msg_key(fid, uid)
+        raw = txn.get(b"flags", key)
+        if raw is None:
+            continue
+        old_modseq, old = decode_flags(raw)
+        new = combine(old, given, mode)
+        if new == old:
+            continue
+        txn.put(b"flags", key, encode_flags(modseq, new))
+        txn.delete(b"modseq", modseq_uid_key(fid, old_modseq, uid))
+        txn.put(b"modseq", modseq_uid_key(fid, modseq, uid), b"")
+        if (SEEN in old) != (SEEN in new):
+            record["unseen"] += 1 if SEEN in old else -1
+        base = txn.get_json(b"messages", key)["base"]
+        changed.append((FlagInfo(uid, new, modseq), old, base))
+    if changed:
+        record["highestmodseq"] = modseq
+        update_folder(txn, record)
+    return changed
+
+
+def remove_messages(
+    txn: Txn, record: Record, uids: Iterable[int]
+) -> list[tuple[int, str, frozenset[str]]]:
+    """Remove messages from the folder; return (uid, base, flags) of each removed one. An
+    object whose last label goes is forgotten too. UIDs are never handed out again because
+    UIDNEXT does not move back (RFC 9051 §2.3.1.1)."""
+    fid = record["id"]
+    removed = []
+    for uid in sorted(set(uids)):
+        key = msg_key(fid, uid)
+        raw = txn.get(b"flags", key)
+        if raw is None:
+            continue
+        modseq, flags = decode_flags(raw)
+        info = txn.get_json(b"messages", key)
+        txn.delete(b"flags", key)
+        txn.delete(b"messages", key)
+        txn.delete(b"modseq", modseq_uid_key(fid, modseq, uid))
+        txn.delete(b"names", name_key(fid, info["base"]))
+        object_id = info["object_id"]
+        txn.delete(b"labels", label_key(object_id, fid, uid))
+        if next(txn.prefix(b"labels", object_id.encode("ascii") + b"\0"), None) is None:
+            txn.delete(b"objects", object_id.encode())
+        record["exists"] -= 1
+        record["size"] -= info["size"]
+        if SEEN not in flags:
+            record["unseen"] -= 1
+        removed.append((uid, info["base"], flags))
+    if removed:
+        record["highestmodseq"] += 1
+        update_folder(txn, record)
+    return removed
+
+
+def labels(txn: Txn, object_id: str) -> list[tuple[int, int]]:
+    """(folder id, uid) of every place holding ``object_id``."""
+    prefix = object_id.encode("ascii") + b"\0"
+    return [split_msg_key(key[len(prefix) :]) for key, _ in txn.prefix(b"labels", prefix)]
+
+
+def uid_for_name(txn: Txn, fid: int, base: str) -> int | None:
+    raw = txn.get(b"names", name_key(fid, base))
+    return None if raw is None else from_u32(raw)

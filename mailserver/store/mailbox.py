@@ -1,0 +1,350 @@
+"""IMailbox and IMessage providers of the maildir store (see maildir_store for the write
+protocol: tmp -> new -> index commit -> cur)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from twisted.internet.defer import Deferred, inlineCallbacks
+from zope.interface import implementer
+
+from mailserver import durable
+from mailserver.db import Txn
+from mailserver.db.schema import dump
+from mailserver.errors import NoSuchMessage
+from mailserver.interfaces import IMailbox, IMessage
+from mailserver.message import mime
+from mailserver.store import index, maildir
+from mailserver.store.names import normalize_folder_name
+from mailserver.types import (
+    DELETED,
+    FlagInfo,
+    FlagMode,
+    FolderInfo,
+    MessageInfo,
+    SpamVerdict,
+    SpecialUse,
+)
+
+if TYPE_CHECKING:
+    from mailserver.store.maildir_store import MaildirAccount
+
+#: Range reads open one short read transaction per this many entries, so a long iteration
+#: never pins an old snapshot.
+CHUNK = 1000
+
+
+def deliver_file(folder_path: str, data: bytes, fsync: bool) -> str:
+    """Write ``data`` durably into ``new/`` of a maildir; return the file's base name."""
+    base = maildir.unique_name()
+    temporary = os.path.join(folder_path, "tmp", base)
+    durable.write_new(temporary, data, fsync=fsync)
+    durable.publish(temporary, os.path.join(folder_path, "new", base), fsync=fsync)
+    return base
+
+
+def move_to_cur(folder_path: str, base: str, flags: frozenset[str]) -> None:
+    """After the index commit: ``new/base`` -> ``cur/base:2,FLAGS`` (a mirror; no fsync)."""
+    try:
+        os.rename(
+            os.path.join(folder_path, "new", base),
+            os.path.join(folder_path, "cur", maildir.file_name(base, flags)),
+        )
+    except FileNotFoundError:
+        pass
+
+
+def find_file(folder_path: str, base: str, flags: frozenset[str]) -> str:
+    """The path of a message file: where its flags say, else wherever a crash left it."""
+    path = os.path.join(folder_path, "cur", maildir.file_name(base, flags))
+    if os.path.exists(path):
+        return path
+    candidate = os.path.join(folder_path, "new", base)
+    if os.path.exists(candidate):
+        return candidate
+    cur = os.path.join(folder_path, "cur")
+    for name in os.listdir(cur):
+        if maildir.split_name(name)[0] == base:
+            return os.path.join(cur, name)
+    raise NoSuchMessage(detail=f"file {base} is missing: run mailserver reindex")
+
+
+def _rename_flags(folder_path: str, base: str, old: frozenset[str], new: frozenset[str]) -> None:
+    old_name, new_name = maildir.file_name(base, old), maildir.file_name(base, new)
+    if old_name != new_name:
+        try:
+            os.rename(
+                os.path.join(folder_path, "cur", old_name),
+                os.path.join(folder_path, "cur", new_name),
+            )
+        except FileNotFoundError:
+            pass
+
+
+def _unlink(folder_path: str, base: str, flags: frozenset[str]) -> None:
+    try:
+        os.unlink(find_file(folder_path, base, flags))
+    except (NoSuchMessage, FileNotFoundError):
+        pass
+
+
+def _link_all(
+    source: str, destination: str, files: list[tuple[str, frozenset[str]]], fsync: bool
+) -> list[str]:
+    bases = []
+    for base, flags in files:
+        new_base = maildir.unique_name()
+        durable.link_into(
+            find_file(source, base, flags),
+            os.path.join(destination, "new", new_base),
+            fsync=False,
+        )
+        bases.append(new_base)
+    if fsync and bases:
+        durable.fsync_directory(os.path.join(destination, "new"))
+    return bases
+
+
+def folder_info(record: index.Record) -> FolderInfo:
+    special = record.get("special_use")
+    return FolderInfo(
+        name=record["name"],
+        uidvalidity=record["uidvalidity"],
+        uidnext=record["uidnext"],
+        highestmodseq=record["highestmodseq"],
+        exists=record["exists"],
+        unseen=record["unseen"],
+        size=record["size"],
+        special_use=SpecialUse(special) if special else None,
+        subscribed=record.get("subscribed", True),
+        folder_id=record["id"],
+    )
+
+
+def message_meta(data: bytes) -> index.Record:
+    """The cached parse results stored once per message object."""
+    parsed = mime.parse(data)
+    return {
+        "envelope": parsed.envelope,
+        "bodystructure": parsed.bodystructure,
+        "attachments": parsed.attachments,
+        "spam": None,
+    }
+
+
+@implementer(IMailbox)
+class MaildirMailbox:
+    def __init__(self, account: MaildirAccount, folder_id: int, name: str, path: str) -> None:
+        self.account = account
+        self.store = account.store
+        self.folder_id = folder_id
+        self.name = name
+        self.path = path
+
+    def _record(self, txn: Txn) -> index.Record:
+        return index.folder(txn, self.folder_id)
+
+    def info(self) -> FolderInfo:
+        with self.store.db.read() as txn:
+            return folder_info(self._record(txn))
+
+    def flags(self, first: int = 1, last: int | None = None) -> Iterator[FlagInfo]:
+        while True:
+            with self.store.db.read() as txn:
+                chunk = []
+                for uid, flags, modseq in index.flag_range(txn, self.folder_id, first, last):
+                    chunk.append(FlagInfo(uid, flags, modseq))
+                    if len(chunk) == CHUNK:
+                        break
+            yield from chunk
+            if len(chunk) < CHUNK:
+                return
+            first = chunk[-1].uid + 1
+
+    def uids(self, first: int = 1, last: int | None = None) -> Iterator[int]:
+        return (info.uid for info in self.flags(first, last))
+
+    def changed_since(self, modseq: int) -> Iterator[FlagInfo]:
+        from mailserver.db.schema import modseq_key, split_modseq_key, u32
+
+        start = modseq_key(self.folder_id, modseq + 1)
+        with self.store.db.read() as txn:
+            keys = [
+                split_modseq_key(k)
+                for k, _ in txn.range(b"modseq", start, None, prefix=u32(self.folder_id))
+            ]
+            for _fid, _modseq, uid in keys:
+                found = index.message(txn, self.folder_id, uid)
+                if found is not None:
+                    yield FlagInfo(uid, found[2], found[1])
+
+    def message(self, uid: int) -> MaildirMessage:
+        with self.store.db.read() as txn:
+            found = index.message(txn, self.folder_id, uid)
+            if found is None:
+                raise NoSuchMessage(detail=f"{self.name} uid {uid}")
+            record, modseq, flags = found
+            meta = index.object_meta(txn, record["object_id"])
+        spam = meta.get("spam")
+        info = MessageInfo(
+            uid=uid,
+            flags=flags,
+            modseq=modseq,
+            size=record["size"],
+            internaldate=record["internaldate"],
+            object_id=record["object_id"],
+            savedate=record.get("savedate", 0.0),
+            envelope=meta.get("envelope") or {},
+            bodystructure=meta.get("bodystructure") or {},
+            attachments=tuple(meta.get("attachments") or ()),
+            spam=SpamVerdict(**{**spam, "reasons": tuple(spam["reasons"])}) if spam else None,
+        )
+        return MaildirMessage(self, info, record["base"])
+
+    @inlineCallbacks
+    def append(
+        self, source: BinaryIO, flags: Iterable[str] = (), internaldate: float | None = None
+    ) -> Any:
+        data = source.read()
+        flag_set = frozenset(f for f in flags if f != "\\Recent")
+        meta = yield self.store.in_thread(message_meta, data)
+        base = yield self.store.in_thread(deliver_file, self.path, data, self.store.fsync)
+        uid = yield self.store.write(
+            lambda txn: self._add(txn, base, flag_set, len(data), internaldate, meta)
+        )
+        return uid
+
+    def _add(
+        self,
+        txn: Txn,
+        base: str,
+        flags: frozenset[str],
+        size: int,
+        internaldate: float | None,
+        meta: index.Record | None,
+        object_id: str | None = None,
+    ) -> int:
+        record = self._record(txn)
+        uid = index.add_message(
+            txn,
+            record,
+            base,
+            flags,
+            size,
+            time.time() if internaldate is None else internaldate,
+            object_id or index.new_object_id(),
+            meta,
+        )
+        txn.after_commit(lambda: move_to_cur(self.path, base, flags))
+        return uid
+
+    def store_flags(
+        self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode
+    ) -> Deferred[list[FlagInfo]]:
+        given = frozenset(f for f in flags if f != "\\Recent")
+        wanted = list(uids)
+
+        def op(txn: Txn) -> list[FlagInfo]:
+            changed = index.store_flags(txn, self._record(txn), wanted, given, mode)
+            renames = [(base, old, info.flags) for info, old, base in changed]
+            txn.after_commit(lambda: [_rename_flags(self.path, *r) for r in renames])
+            return [info for info, _old, _base in changed]
+
+        return self.store.write(op)
+
+    def expunge(self, uids: Iterable[int] | None = None) -> Deferred[list[int]]:
+        wanted = None if uids is None else list(uids)
+
+        def op(txn: Txn) -> list[int]:
+            targets = wanted
+            if targets is None:
+                targets = [
+                    uid
+                    for uid, flags, _m in index.flag_range(txn, self.folder_id, 1, None)
+                    if DELETED in flags
+                ]
+            removed = index.remove_messages(txn, self._record(txn), targets)
+            txn.after_commit(lambda: [_unlink(self.path, b, f) for _u, b, f in removed])
+            return [uid for uid, _b, _f in removed]
+
+        return self.store.write(op)
+
+    def copy(self, uids: Iterable[int], destination: str) -> Deferred[list[tuple[int, int]]]:
+        return self._copy(uids, destination, remove=False)
+
+    def move(self, uids: Iterable[int], destination: str) -> Deferred[list[tuple[int, int]]]:
+        return self._copy(uids, destination, remove=True)
+
+    @inlineCallbacks
+    def _copy(self, uids: Iterable[int], destination: str, remove: bool) -> Any:
+        target = self.account.folder(normalize_folder_name(destination))
+        items = []
+        with self.store.db.read() as txn:
+            for uid in sorted(set(uids)):
+                found = index.message(txn, self.folder_id, uid)
+                if found is not None:
+                    record, _modseq, flags = found
+                    items.append((uid, record, flags))
+        if not items:
+            return []
+        bases = yield self.store.in_thread(
+            _link_all,
+            self.path,
+            target.path,
+            [(r["base"], f) for _u, r, f in items],
+            self.store.fsync,
+        )
+
+        def op(txn: Txn) -> list[tuple[int, int]]:
+            pairs = []
+            for (uid, record, flags), base in zip(items, bases):
+                new_uid = target._add(
+                    txn,
+                    base,
+                    flags,
+                    record["size"],
+                    record["internaldate"],
+                    None,
+                    record["object_id"],
+                )
+                pairs.append((uid, new_uid))
+            if remove:
+                removed = index.remove_messages(txn, self._record(txn), [u for u, _r, _f in items])
+                txn.after_commit(lambda: [_unlink(self.path, b, f) for _u, b, f in removed])
+            return pairs
+
+        pairs = yield self.store.write(op)
+        return pairs
+
+
+@implementer(IMessage)
+class MaildirMessage:
+    def __init__(self, mailbox: MaildirMailbox, info: MessageInfo, base: str) -> None:
+        self.mailbox = mailbox
+        self.info = info
+        self.base = base
+
+    def path(self) -> str:
+        return find_file(self.mailbox.path, self.base, self.info.flags)
+
+    def open(self) -> BinaryIO:
+        return open(self.path(), "rb")
+
+    def set_spam_verdict(self, verdict: SpamVerdict) -> Deferred[None]:
+        key = self.info.object_id.encode()
+        value = {
+            "score": verdict.score,
+            "is_spam": verdict.is_spam,
+            "reasons": list(verdict.reasons),
+            "classifier": verdict.classifier,
+        }
+
+        def op(txn: Txn) -> None:
+            meta = txn.get_json(b"objects", key) or {}
+            meta["spam"] = value
+            txn.put(b"objects", key, dump(meta))
+
+        return self.mailbox.store.write(op)

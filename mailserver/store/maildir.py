@@ -1,0 +1,116 @@
+"""Maildir++ on disk: directory layout, unique file names and flags mirrored in names.
+
+The layout is the one mutt, Dovecot and Python's ``mailbox.Maildir`` read:
+``<root>/<domain>/<local>/{cur,new,tmp}`` is INBOX, and a folder ``a/b`` lives in
+``<root>/<domain>/<local>/.a.b/`` with a ``maildirfolder`` marker. Folder names are stored
+in modified UTF-7 (RFC 3501 §5.1.3) as Dovecot does; a literal ``.`` or ``~`` inside a name
+is escaped as ``~2e``/``~7e`` because ``.`` separates levels on disk.
+
+Messages are delivered ``tmp -> new`` and moved to ``cur`` once indexed, with the standard
+info suffix ``:2,<letters>`` (D draft, F flagged, P passed, R replied, S seen, T trashed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import re
+import secrets
+import socket
+import time
+
+from mailserver.message import utf7
+
+_counter = itertools.count(1)
+
+#: Maildir info letters <-> IMAP flags (letters are kept in ASCII order in names).
+LETTERS = {
+    "D": "\\Draft",
+    "F": "\\Flagged",
+    "P": "$Forwarded",
+    "R": "\\Answered",
+    "S": "\\Seen",
+    "T": "\\Deleted",
+}
+_FLAG_LETTERS = {flag: letter for letter, flag in LETTERS.items()}
+_SAFE_LOCAL = re.compile(r"[A-Za-z0-9!#$&'*+=?^_`{|}~-][A-Za-z0-9.!#$&'*+=?^_`{|}~-]*\Z")
+
+
+def _hostname() -> str:
+    # Maildir spec: "/" and ":" in the host name are written as \057 and \072.
+    return socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
+
+
+def unique_name(now: float | None = None) -> str:
+    """A file name unique across processes and hosts: ``sec.M<usec>P<pid>Q<n>R<rand>.host``."""
+    now = time.time() if now is None else now
+    seconds = int(now)
+    micro = int((now - seconds) * 1_000_000)
+    return f"{seconds}.M{micro}P{os.getpid()}Q{next(_counter)}R{secrets.token_hex(4)}.{_hostname()}"
+
+
+def flags_suffix(flags: frozenset[str]) -> str:
+    """The ``:2,`` info suffix mirroring ``flags`` (keywords other than $Forwarded live only
+    in the index)."""
+    letters = sorted(_FLAG_LETTERS[f] for f in flags if f in _FLAG_LETTERS)
+    return ":2," + "".join(letters)
+
+
+def file_name(base: str, flags: frozenset[str]) -> str:
+    return base + flags_suffix(flags)
+
+
+def split_name(name: str) -> tuple[str, frozenset[str]]:
+    """(base, flags) of a file name in ``cur`` or ``new``; unknown letters are ignored."""
+    base, sep, info = name.partition(":")
+    if not sep or not info.startswith("2,"):
+        return base, frozenset()
+    return base, frozenset(LETTERS[c] for c in info[2:] if c in LETTERS)
+
+
+def account_dirname(address: str) -> str:
+    """``<domain>/<local>`` with anything unsafe for a path percent-escaped."""
+    local, _, domain = address.rpartition("@")
+    if not _SAFE_LOCAL.match(local):
+        local = "".join(
+            c if c.isalnum() and c.isascii() else "".join(f"%{b:02X}" for b in c.encode())
+            for c in local
+        )
+    domain = domain.lower().replace("/", "%2F")
+    return os.path.join(domain or "_", local or "_")
+
+
+def _escape_level(level: str) -> str:
+    encoded = utf7.encode(level)
+    return encoded.replace("~", "~7e").replace(".", "~2e")
+
+
+def _unescape_level(level: str) -> str:
+    return utf7.decode(level.replace("~2e", ".").replace("~7e", "~"))
+
+
+def folder_dirname(name: str) -> str:
+    """The directory of folder ``name`` relative to the account: ``""`` for INBOX."""
+    if name == "INBOX":
+        return ""
+    return "." + ".".join(_escape_level(level) for level in name.split("/"))
+
+
+def folder_name(dirname: str) -> str:
+    """Inverse of :func:`folder_dirname`; raises ValueError for a name that is not ours."""
+    if dirname == "":
+        return "INBOX"
+    if not dirname.startswith(".") or dirname in (".", ".."):
+        raise ValueError(f"not a Maildir++ folder directory: {dirname!r}")
+    return "/".join(_unescape_level(level) for level in dirname[1:].split("."))
+
+
+def make_maildir(path: str, subfolder: bool) -> None:
+    """Create ``path`` with ``cur``, ``new`` and ``tmp`` (idempotent)."""
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(os.path.join(path, sub), mode=0o700, exist_ok=True)
+    if subfolder:
+        marker = os.path.join(path, "maildirfolder")
+        if not os.path.exists(marker):
+            with open(marker, "wb"):
+                pass

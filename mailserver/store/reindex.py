@@ -1,0 +1,190 @@
+"""Bring the index back in line with the maildir files.
+
+- :func:`recover_new` runs at every start: files in ``new/`` are either indexed already (a
+  crash came after the commit: just move them to ``cur/``) or not (a crash came before it, or
+  an outside deliverer put them there: index them).
+- :func:`reindex` is ``mailserver reindex``: the files are the truth. Known files keep their
+  UID, modseq and keywords and take the system flags from their names; unknown files get new
+  UIDs (hard links to one inode share one object id, i.e. they are labels of one message);
+  index entries without a file are dropped; folders on disk but not in the index are added.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import inlineCallbacks
+
+from mailserver.db import Txn
+from mailserver.db.schema import u32
+from mailserver.store import index, maildir
+from mailserver.store.mailbox import message_meta, move_to_cur
+from mailserver.types import SYSTEM_FLAGS, FlagMode
+
+if TYPE_CHECKING:
+    from mailserver.store.mailbox import MaildirMailbox
+    from mailserver.store.maildir_store import MaildirStore
+
+#: Maildir convention: a file in tmp/ untouched for 36 hours is debris.
+TMP_MAX_AGE = 36 * 3600
+
+
+@dataclass
+class ReindexReport:
+    folders_added: int = 0
+    folders_dropped: int = 0
+    messages_added: int = 0
+    messages_dropped: int = 0
+    flags_fixed: int = 0
+    files_seen: int = 0
+
+
+def _scan_new(path: str, now: float) -> list[str]:
+    """Names in ``new/`` (oldest first), after removing stale ``tmp/`` debris."""
+    tmp = os.path.join(path, "tmp")
+    for name in os.listdir(tmp) if os.path.isdir(tmp) else ():
+        full = os.path.join(tmp, name)
+        try:
+            if now - os.stat(full).st_mtime > TMP_MAX_AGE:
+                os.unlink(full)
+        except FileNotFoundError:
+            pass
+    new = os.path.join(path, "new")
+    return sorted(os.listdir(new)) if os.path.isdir(new) else []
+
+
+def _read(path: str) -> tuple[bytes, float]:
+    with open(path, "rb") as f:
+        data = f.read()
+        return data, os.fstat(f.fileno()).st_mtime
+
+
+@inlineCallbacks
+def _index_file(
+    mailbox: MaildirMailbox, subdir: str, name: str, object_id: str, first: bool
+) -> Any:
+    """Index one file found on disk as (a label of) ``object_id`` and move it to ``cur/``;
+    the ``first`` file of an object carries its parsed MIME data. Returns its UID."""
+    store = mailbox.store
+    base, flags = maildir.split_name(name)
+    path = os.path.join(mailbox.path, subdir, name)
+    data, mtime = yield store.in_thread(_read, path)
+    meta = (yield store.in_thread(message_meta, data)) if first else None
+    if subdir == "cur" or ":" in name:
+        # Give it a plain name in new/ so the usual post-commit step files it in cur/.
+        yield store.in_thread(os.rename, path, os.path.join(mailbox.path, "new", base))
+    uid = yield store.write(
+        lambda txn: mailbox._add(txn, base, flags, len(data), mtime, meta, object_id)
+    )
+    return uid
+
+
+@inlineCallbacks
+def recover_new(store: MaildirStore) -> Any:
+    count = 0
+    now = time.time()
+    for address in store.accounts():
+        account = store.account(address)
+        for info in account.list_folders():
+            mailbox = account.folder(info.name)
+            names = yield store.in_thread(_scan_new, mailbox.path, now)
+            for name in names:
+                base, _ = maildir.split_name(name)
+                with store.db.read() as txn:
+                    uid = index.uid_for_name(txn, mailbox.folder_id, base)
+                    found = None if uid is None else index.message(txn, mailbox.folder_id, uid)
+                if found is not None:
+                    yield store.in_thread(move_to_cur, mailbox.path, base, found[2])
+                    continue
+                yield _index_file(mailbox, "new", name, index.new_object_id(), True)
+                count += 1
+    return count
+
+
+def _disk_folders(account_path: str) -> list[str]:
+    names = ["INBOX"]
+    for entry in sorted(os.listdir(account_path)):
+        if entry.startswith(".") and os.path.isdir(os.path.join(account_path, entry, "cur")):
+            try:
+                names.append(maildir.folder_name(entry))
+            except ValueError:
+                continue
+    return names
+
+
+def _disk_files(path: str) -> list[tuple[str, str, tuple[int, int]]]:
+    """(subdir, name, (device, inode)) of every message file, oldest first."""
+    files = []
+    for subdir in ("new", "cur"):
+        directory = os.path.join(path, subdir)
+        for name in os.listdir(directory) if os.path.isdir(directory) else ():
+            st = os.stat(os.path.join(directory, name))
+            files.append((subdir, name, (st.st_dev, st.st_ino)))
+    return sorted(files, key=lambda f: f[1])
+
+
+@inlineCallbacks
+def reindex(
+    store: MaildirStore, address: str, progress: Callable[[str], None] | None = None
+) -> Any:
+    """Reconcile one account's index with its files; Deferred[ReindexReport]."""
+    report = ReindexReport()
+    account = store.account(address)
+    on_disk = yield store.in_thread(_disk_folders, account.path)
+    known = {info.name for info in account.list_folders()}
+    for name in on_disk:
+        if name not in known:
+            yield store.write(lambda txn, n=name: index.create_folder(txn, address, n, None))
+            report.folders_added += 1
+    for name in known - set(on_disk):
+        yield account.delete_folder(name)
+        report.folders_dropped += 1
+    inode_objects: dict[tuple[int, int], str] = {}
+    for name in on_disk:
+        if progress is not None:
+            progress(name)
+        mailbox = account.folder(name)
+        files = yield store.in_thread(_disk_files, mailbox.path)
+        report.files_seen += len(files)
+        seen_bases: set[str] = set()
+        unknown = []
+        fixes: dict[frozenset[str], list[int]] = {}
+        with store.db.read() as txn:
+            for subdir, file, inode in files:
+                base, file_flags = maildir.split_name(file)
+                seen_bases.add(base)
+                uid = index.uid_for_name(txn, mailbox.folder_id, base)
+                found = None if uid is None else index.message(txn, mailbox.folder_id, uid)
+                if uid is None or found is None:
+                    unknown.append((subdir, file, inode))
+                    continue
+                record, _modseq, flags = found
+                inode_objects.setdefault(inode, record["object_id"])
+                wanted = (flags - SYSTEM_FLAGS) | (file_flags & SYSTEM_FLAGS)
+                if file_flags != maildir.split_name(maildir.file_name(base, flags))[1]:
+                    fixes.setdefault(frozenset(wanted), []).append(uid)
+            stale = [
+                index.uid_for_name(txn, mailbox.folder_id, key[4:].decode())
+                for key, _ in txn.prefix(b"names", u32(mailbox.folder_id))
+                if key[4:].decode() not in seen_bases
+            ]
+        for wanted, uids in fixes.items():
+            yield mailbox.store_flags(uids, wanted, FlagMode.REPLACE)
+            report.flags_fixed += len(uids)
+        if stale:
+            yield store.write(lambda txn, s=stale, m=mailbox: _drop(txn, m, s))
+            report.messages_dropped += len(stale)
+        for subdir, file, inode in unknown:
+            first = inode not in inode_objects
+            object_id = inode_objects.setdefault(inode, index.new_object_id())
+            yield _index_file(mailbox, subdir, file, object_id, first)
+            report.messages_added += 1
+    return report
+
+
+def _drop(txn: Txn, mailbox: MaildirMailbox, uids: list[int | None]) -> None:
+    index.remove_messages(txn, index.folder(txn, mailbox.folder_id), [u for u in uids if u])

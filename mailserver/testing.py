@@ -1,0 +1,465 @@
+"""Public in-memory providers of the project's interfaces, for embedders' tests and ours.
+
+They work for real and pass the same contract tests (``tests/contracts/``) as the embedded
+maildir + LMDB providers: :class:`MemoryStore` (IMailStore), :class:`MemoryDirectory`
+(IUserDirectory) and :class:`MemoryDeliveryTarget` (IDeliveryTarget). Nothing here touches
+the disk; every write completes at once.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
+from zope.interface import implementer
+
+from mailserver.auth.directory import DirectoryRules
+from mailserver.errors import (
+    AlreadyExists,
+    FolderExists,
+    InvalidName,
+    MailError,
+    NoSuchFolder,
+    NoSuchMessage,
+    NoSuchUser,
+)
+from mailserver.interfaces import (
+    IAccount,
+    IDelivery,
+    IDeliveryTarget,
+    IMailbox,
+    IMailStore,
+    IMessage,
+    IUserDirectory,
+)
+from mailserver.message import mime
+from mailserver.store.index import combine, new_object_id
+from mailserver.store.names import normalize_folder_name, parents
+from mailserver.types import (
+    DEFAULT_FOLDERS,
+    DELETED,
+    SEEN,
+    Address,
+    Envelope,
+    FlagInfo,
+    FlagMode,
+    FolderInfo,
+    MessageInfo,
+    SpamVerdict,
+    SpecialUse,
+)
+
+
+def _meta(data: bytes) -> dict[str, Any]:
+    parsed = mime.parse(data)
+    return {
+        "envelope": parsed.envelope,
+        "bodystructure": parsed.bodystructure,
+        "attachments": tuple(parsed.attachments),
+    }
+
+
+@dataclass
+class _Object:
+    data: bytes
+    meta: dict[str, Any]
+    spam: SpamVerdict | None = None
+    refs: int = 0
+
+
+@dataclass
+class _Entry:
+    object_id: str
+    flags: frozenset[str]
+    modseq: int
+    internaldate: float
+    savedate: float
+
+
+@dataclass
+class _Folder:
+    name: str
+    uidvalidity: int
+    special_use: SpecialUse | None
+    uidnext: int = 1
+    highestmodseq: int = 1
+    subscribed: bool = True
+    entries: dict[int, _Entry] = field(default_factory=dict)
+    order: list[int] = field(default_factory=list)
+
+
+@implementer(IMailStore)
+class MemoryStore:
+    """Accounts, folders and messages in dictionaries."""
+
+    def __init__(self) -> None:
+        self._accounts: dict[str, MemoryAccount] = {}
+        self.objects: dict[str, _Object] = {}
+        self._last_uidvalidity = 0
+
+    def next_uidvalidity(self) -> int:
+        self._last_uidvalidity = max(int(time.time()), self._last_uidvalidity + 1)
+        return self._last_uidvalidity
+
+    def create_account(self, address: str) -> Deferred[None]:
+        key = address.strip().lower()
+        if key in self._accounts:
+            return fail(AlreadyExists(detail=key))
+        account = MemoryAccount(self, key)
+        for name, special in DEFAULT_FOLDERS:
+            account._folders[name] = _Folder(name, self.next_uidvalidity(), special)
+        self._accounts[key] = account
+        return succeed(None)
+
+    def delete_account(self, address: str) -> Deferred[None]:
+        account = self._accounts.pop(address.strip().lower(), None)
+        if account is None:
+            return fail(NoSuchUser(detail=address))
+        return succeed(None)
+
+    def has_account(self, address: str) -> bool:
+        return address.strip().lower() in self._accounts
+
+    def account(self, address: str) -> MemoryAccount:
+        try:
+            return self._accounts[address.strip().lower()]
+        except KeyError:
+            raise NoSuchUser(detail=address) from None
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)
+
+
+def _info(folder: _Folder, store: MemoryStore) -> FolderInfo:
+    entries = folder.entries.values()
+    return FolderInfo(
+        name=folder.name,
+        uidvalidity=folder.uidvalidity,
+        uidnext=folder.uidnext,
+        highestmodseq=folder.highestmodseq,
+        exists=len(folder.entries),
+        unseen=sum(1 for e in entries if SEEN not in e.flags),
+        size=sum(len(store.objects[e.object_id].data) for e in entries),
+        special_use=folder.special_use,
+        subscribed=folder.subscribed,
+    )
+
+
+@implementer(IAccount)
+class MemoryAccount:
+    def __init__(self, store: MemoryStore, address: str) -> None:
+        self.store = store
+        self.address = address
+        self._folders: dict[str, _Folder] = {}
+
+    def list_folders(self) -> list[FolderInfo]:
+        infos = [_info(f, self.store) for f in self._folders.values()]
+        return sorted(infos, key=lambda i: (i.name != "INBOX", i.name))
+
+    def folder(self, name: str) -> MemoryMailbox:
+        name = normalize_folder_name(name)
+        if name not in self._folders:
+            raise NoSuchFolder(detail=name)
+        return MemoryMailbox(self, self._folders[name])
+
+    def create_folder(self, name: str, special_use: SpecialUse | None = None) -> Deferred[Any]:
+        def create() -> FolderInfo:
+            wanted = normalize_folder_name(name)
+            if wanted in self._folders:
+                raise FolderExists(detail=wanted)
+            for parent in parents(wanted):
+                if parent not in self._folders:
+                    self._folders[parent] = _Folder(parent, self.store.next_uidvalidity(), None)
+            folder = _Folder(wanted, self.store.next_uidvalidity(), special_use)
+            self._folders[wanted] = folder
+            return _info(folder, self.store)
+
+        return maybeDeferred(create)
+
+    def delete_folder(self, name: str) -> Deferred[None]:
+        def delete() -> None:
+            mailbox = self.folder(name)
+            if mailbox.name == "INBOX":
+                raise InvalidName("INBOX cannot be deleted")
+            del self._folders[mailbox.name]
+
+        return maybeDeferred(delete)
+
+    def rename_folder(self, old: str, new: str) -> Deferred[Any]:
+        def rename() -> Any:
+            source = self.folder(old)
+            target = normalize_folder_name(new)
+            if target == "INBOX":
+                raise InvalidName("cannot rename a folder to INBOX")
+            if source.name == "INBOX":
+                self.create_folder(target)
+                return source.move(list(source.uids()), target)
+            moving = [
+                n for n in self._folders if n == source.name or n.startswith(source.name + "/")
+            ]
+            renamed = {n: target + n[len(source.name) :] for n in moving}
+            if any(t in self._folders for t in renamed.values()):
+                raise FolderExists(detail=target)
+            for parent in parents(target):
+                if parent not in self._folders:
+                    self._folders[parent] = _Folder(parent, self.store.next_uidvalidity(), None)
+            for old_name, new_name in renamed.items():
+                folder = self._folders.pop(old_name)
+                folder.name = new_name
+                self._folders[new_name] = folder
+            return None
+
+        return maybeDeferred(rename)
+
+    def subscribe(self, name: str, subscribed: bool) -> Deferred[None]:
+        def set_it() -> None:
+            self.folder(name)._folder.subscribed = subscribed
+
+        return maybeDeferred(set_it)
+
+    def labels(self, object_id: str) -> list[tuple[str, int]]:
+        return sorted(
+            (f.name, uid)
+            for f in self._folders.values()
+            for uid, entry in f.entries.items()
+            if entry.object_id == object_id
+        )
+
+
+@implementer(IMailbox)
+class MemoryMailbox:
+    def __init__(self, account: MemoryAccount, folder: _Folder) -> None:
+        self.account = account
+        self._folder = folder
+        self.name = folder.name
+
+    def info(self) -> FolderInfo:
+        return _info(self._folder, self.account.store)
+
+    def flags(self, first: int = 1, last: int | None = None) -> Iterator[FlagInfo]:
+        order = self._folder.order
+        start = bisect.bisect_left(order, first)
+        stop = len(order) if last is None else bisect.bisect_right(order, last)
+        for uid in order[start:stop]:
+            entry = self._folder.entries[uid]
+            yield FlagInfo(uid, entry.flags, entry.modseq)
+
+    def uids(self, first: int = 1, last: int | None = None) -> Iterator[int]:
+        return (info.uid for info in self.flags(first, last))
+
+    def changed_since(self, modseq: int) -> Iterator[FlagInfo]:
+        changed = [
+            FlagInfo(uid, e.flags, e.modseq)
+            for uid, e in self._folder.entries.items()
+            if e.modseq > modseq
+        ]
+        return iter(sorted(changed, key=lambda i: (i.modseq, i.uid)))
+
+    def message(self, uid: int) -> MemoryMessage:
+        entry = self._folder.entries.get(uid)
+        if entry is None:
+            raise NoSuchMessage(detail=f"{self.name} uid {uid}")
+        obj = self.account.store.objects[entry.object_id]
+        info = MessageInfo(
+            uid=uid,
+            flags=entry.flags,
+            modseq=entry.modseq,
+            size=len(obj.data),
+            internaldate=entry.internaldate,
+            object_id=entry.object_id,
+            savedate=entry.savedate,
+            envelope=obj.meta["envelope"],
+            bodystructure=obj.meta["bodystructure"],
+            attachments=obj.meta["attachments"],
+            spam=obj.spam,
+        )
+        return MemoryMessage(self, info)
+
+    def _add(self, object_id: str, flags: frozenset[str], internaldate: float) -> int:
+        folder = self._folder
+        uid = folder.uidnext
+        folder.uidnext += 1
+        folder.highestmodseq += 1
+        folder.entries[uid] = _Entry(
+            object_id, flags, folder.highestmodseq, internaldate, time.time()
+        )
+        folder.order.append(uid)
+        self.account.store.objects[object_id].refs += 1
+        return uid
+
+    def _remove(self, uids: Iterable[int]) -> list[int]:
+        folder = self._folder
+        removed = [u for u in sorted(set(uids)) if u in folder.entries]
+        objects = self.account.store.objects
+        for uid in removed:
+            object_id = folder.entries.pop(uid).object_id
+            del folder.order[bisect.bisect_left(folder.order, uid)]
+            objects[object_id].refs -= 1
+            if objects[object_id].refs == 0:
+                del objects[object_id]
+        if removed:
+            folder.highestmodseq += 1
+        return removed
+
+    def append(
+        self, source: BinaryIO, flags: Iterable[str] = (), internaldate: float | None = None
+    ) -> Deferred[int]:
+        data = source.read()
+        object_id = new_object_id()
+        self.account.store.objects[object_id] = _Object(data, _meta(data))
+        wanted = frozenset(f for f in flags if f != "\\Recent")
+        return succeed(
+            self._add(object_id, wanted, time.time() if internaldate is None else internaldate)
+        )
+
+    def store_flags(
+        self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode
+    ) -> Deferred[list[FlagInfo]]:
+        given = frozenset(f for f in flags if f != "\\Recent")
+        folder = self._folder
+        modseq = folder.highestmodseq + 1
+        changed = []
+        for uid in sorted(set(uids)):
+            entry = folder.entries.get(uid)
+            if entry is None:
+                continue
+            new = combine(entry.flags, given, mode)
+            if new != entry.flags:
+                entry.flags, entry.modseq = new, modseq
+                changed.append(FlagInfo(uid, new, modseq))
+        if changed:
+            folder.highestmodseq = modseq
+        return succeed(changed)
+
+    def expunge(self, uids: Iterable[int] | None = None) -> Deferred[list[int]]:
+        if uids is None:
+            uids = [u for u, e in self._folder.entries.items() if DELETED in e.flags]
+        return succeed(self._remove(uids))
+
+    def _copy(self, uids: Iterable[int], destination: str, remove: bool) -> list[tuple[int, int]]:
+        target = self.account.folder(destination)
+        pairs = []
+        wanted = [u for u in sorted(set(uids)) if u in self._folder.entries]
+        for uid in wanted:
+            entry = self._folder.entries[uid]
+            pairs.append((uid, target._add(entry.object_id, entry.flags, entry.internaldate)))
+        if remove:
+            self._remove(wanted)
+        return pairs
+
+    def copy(self, uids: Iterable[int], destination: str) -> Deferred[list[tuple[int, int]]]:
+        return maybeDeferred(self._copy, uids, destination, False)
+
+    def move(self, uids: Iterable[int], destination: str) -> Deferred[list[tuple[int, int]]]:
+        return maybeDeferred(self._copy, uids, destination, True)
+
+
+@implementer(IMessage)
+class MemoryMessage:
+    def __init__(self, mailbox: MemoryMailbox, info: MessageInfo) -> None:
+        self.mailbox = mailbox
+        self.info = info
+
+    def open(self) -> BinaryIO:
+        return io.BytesIO(self.mailbox.account.store.objects[self.info.object_id].data)
+
+    def set_spam_verdict(self, verdict: SpamVerdict) -> Deferred[None]:
+        self.mailbox.account.store.objects[self.info.object_id].spam = verdict
+        return succeed(None)
+
+
+@implementer(IUserDirectory)
+class MemoryDirectory(DirectoryRules):
+    """The directory's rules over dictionaries (bcrypt still runs in the thread pool)."""
+
+    def __init__(self, reactor: Any = None, bcrypt_cost: int = 4) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        super().__init__(reactor, bcrypt_cost)
+        self._tables: dict[str, dict[str, Any]] = {"domains": {}, "users": {}, "aliases": {}}
+
+    def _get(self, table: str, key: str) -> Any:
+        return self._tables[table].get(key)
+
+    def _scan(self, table: str, prefix: str = "") -> Iterator[tuple[str, Any]]:
+        rows = sorted(self._tables[table].items())
+        return iter([(k, v) for k, v in rows if k.startswith(prefix)])
+
+    def _apply(self, changes: list[tuple[str, str, Any]], check: Any = None) -> Deferred[Any]:
+        def apply() -> None:
+            if check is not None:
+                check(self._get)
+            for table, key, value in changes:
+                if value is None:
+                    self._tables[table].pop(key, None)
+                else:
+                    self._tables[table][key] = value
+
+        return maybeDeferred(apply)
+
+
+@implementer(IDeliveryTarget)
+class MemoryDeliveryTarget:
+    """Final delivery into a :class:`MemoryStore`'s INBOXes, resolved by a directory."""
+
+    def __init__(self, store: MemoryStore, directory: IUserDirectory) -> None:
+        self.store = store
+        self.directory = directory
+
+    def start(self, envelope: Envelope) -> MemoryDelivery:
+        return MemoryDelivery(self, envelope)
+
+
+@implementer(IDelivery)
+class MemoryDelivery:
+    def __init__(self, target: MemoryDeliveryTarget, envelope: Envelope) -> None:
+        self.target = target
+        self.envelope = envelope
+        self._accounts: dict[str, None] = {}
+        self._data: bytes | None = None
+        self._done = False
+
+    def add_recipient(self, address: Address) -> Deferred[None]:
+        local = [
+            a
+            for a in self.target.directory.resolve(str(address))
+            if self.target.store.has_account(a)
+        ]
+        if not local:
+            return fail(NoSuchUser(detail=str(address)))
+        self._accounts.update(dict.fromkeys(local))
+        return succeed(None)
+
+    def body(self, source: BinaryIO) -> Deferred[None]:
+        if not self._accounts:
+            return fail(MailError("no valid recipients"))
+        sender = "" if self.envelope.sender is None else str(self.envelope.sender)
+        self._data = f"Return-Path: <{sender}>\r\n".encode() + source.read()
+        return succeed(None)
+
+    def commit(self) -> Deferred[list[int]]:
+        if self._done or self._data is None:
+            return fail(MailError("no message to commit"))
+        self._done = True
+        store = self.target.store
+        object_id = new_object_id()
+        store.objects[object_id] = _Object(self._data, _meta(self._data))
+        now = self.envelope.received_at or time.time()
+        return succeed(
+            [
+                store.account(a).folder("INBOX")._add(object_id, frozenset(), now)
+                for a in self._accounts
+            ]
+        )
+
+    def abort(self) -> Deferred[None]:
+        self._done = True
+        self._data = None
+        return succeed(None)

@@ -1,0 +1,180 @@
+"""Frozen value types shared by every layer (a leaf: imports nothing from mailserver).
+
+Interfaces speak these types; no lmdb, dnspython or Twisted object crosses an interface.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+#: IMAP system flags (RFC 9051 §2.3.2). ``\\Recent`` is session state, never stored.
+SEEN = "\\Seen"
+ANSWERED = "\\Answered"
+FLAGGED = "\\Flagged"
+DELETED = "\\Deleted"
+DRAFT = "\\Draft"
+SYSTEM_FLAGS = frozenset({SEEN, ANSWERED, FLAGGED, DELETED, DRAFT})
+
+
+class SpecialUse(enum.Enum):
+    """RFC 6154 special-use attributes of the default folders."""
+
+    SENT = "\\Sent"
+    DRAFTS = "\\Drafts"
+    JUNK = "\\Junk"
+    TRASH = "\\Trash"
+    ARCHIVE = "\\Archive"
+    ALL = "\\All"
+    FLAGGED = "\\Flagged"
+
+
+#: The folders every new account gets, with their special use (INBOX has none).
+DEFAULT_FOLDERS: tuple[tuple[str, SpecialUse | None], ...] = (
+    ("INBOX", None),
+    ("Sent", SpecialUse.SENT),
+    ("Drafts", SpecialUse.DRAFTS),
+    ("Junk", SpecialUse.JUNK),
+    ("Trash", SpecialUse.TRASH),
+    ("Archive", SpecialUse.ARCHIVE),
+)
+
+#: The hierarchy delimiter of folder names as the protocols show them.
+DELIMITER = "/"
+
+
+class FlagMode(enum.Enum):
+    """How a STORE-like operation combines the given flags with the current ones."""
+
+    REPLACE = "replace"
+    ADD = "add"
+    REMOVE = "remove"
+
+
+@dataclass(frozen=True, slots=True)
+class Address:
+    """An RFC 5321 mailbox: local part and domain (the domain is stored in lower-case A-label
+    or U-label form as given by the parser; comparisons use :attr:`key`)."""
+
+    local: str
+    domain: str
+
+    def __str__(self) -> str:
+        return f"{self.local}@{self.domain}"
+
+    @property
+    def key(self) -> str:
+        """The canonical lookup key: the local part as given, the domain lower-cased."""
+        return f"{self.local}@{self.domain.lower()}"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The SMTP envelope of one message transaction.
+
+    ``sender`` is ``None`` for the null reverse-path ``<>`` (bounces). ``params`` holds the
+    validated ESMTP MAIL parameters (e.g. ``RET``, ``ENVID``, ``SMTPUTF8``, ``BODY``).
+    """
+
+    sender: Address | None
+    helo: str = ""
+    client_address: str = ""
+    authenticated_as: str | None = None
+    params: Mapping[str, str] = field(default_factory=dict)
+    received_at: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FolderInfo:
+    """The status of one folder, as SELECT/STATUS report it."""
+
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highestmodseq: int
+    exists: int
+    unseen: int
+    size: int
+    special_use: SpecialUse | None = None
+    subscribed: bool = True
+    folder_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FlagInfo:
+    """The mutable state of one message: what listing flags over a range returns."""
+
+    uid: int
+    flags: frozenset[str]
+    modseq: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageInfo:
+    """The stored facts about one message in one folder.
+
+    ``object_id`` identifies the message's bytes (RFC 8474 EMAILID): every folder the message
+    sits in (its labels) shares it. ``envelope`` and ``bodystructure`` are the cached parse
+    results of :mod:`mailserver.message.mime`; ``attachments`` lists attachment metadata.
+    """
+
+    uid: int
+    flags: frozenset[str]
+    modseq: int
+    size: int
+    internaldate: float
+    object_id: str
+    savedate: float = 0.0
+    envelope: Mapping[str, object] = field(default_factory=dict)
+    bodystructure: Mapping[str, object] = field(default_factory=dict)
+    attachments: tuple[Mapping[str, object], ...] = ()
+    spam: SpamVerdict | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpamVerdict:
+    """A classifier's verdict on a message: score, threshold decision and the reasons."""
+
+    score: float
+    is_spam: bool
+    reasons: tuple[str, ...] = ()
+    classifier: str = ""
+
+
+class Role(enum.Enum):
+    """Account roles, from least to most powerful."""
+
+    USER = "user"
+    DOMAIN_ADMIN = "domain-admin"
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """A mail account as the directory keeps it. ``password_hash`` is a bcrypt (or argon2)
+    hash; it never leaves the directory in logs or replies."""
+
+    address: str
+    password_hash: str
+    roles: frozenset[Role] = frozenset({Role.USER})
+    created: float = 0.0
+    quota_bytes: int = 0
+    display_name: str = ""
+    admin_domains: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Domain:
+    """A domain this server accepts mail for."""
+
+    name: str
+    created: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    """``source`` (``local@domain``, or ``@domain`` for a catch-all) forwards to ``targets``."""
+
+    source: str
+    targets: tuple[str, ...]

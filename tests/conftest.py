@@ -1,0 +1,44 @@
+"""Shared fixtures: the real providers (maildir + LMDB) and the in-memory ones."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from mailserver.auth.directory import LmdbDirectory
+from mailserver.db import Database
+from mailserver.store.maildir_store import MaildirStore
+
+
+def shared_dir() -> Path | None:
+    """``../shared`` beside the checkout (or $MAILSERVER_SHARED), when present."""
+    configured = os.environ.get("MAILSERVER_SHARED")
+    path = Path(configured) if configured else Path(__file__).resolve().parents[2] / "shared"
+    return path if path.is_dir() else None
+
+
+class Storage:
+    """One data directory's database, directory and store, closed at teardown."""
+
+    def __init__(self, root: Path, fsync: bool = False) -> None:
+        self.root = root
+        self.db = Database.open(
+            str(root / "index"), map_size=64 << 20, reactor=reactor, sync=fsync
+        )
+        self.directory = LmdbDirectory(self.db, reactor=reactor, bcrypt_cost=4)
+        self.store = MaildirStore(self.db, str(root / "mail"), reactor=reactor, fsync=fsync)
+
+    def close(self) -> None:
+        pytest_twisted.blockon(self.store.close())
+        pytest_twisted.blockon(self.db.close())
+
+
+@pytest.fixture
+def storage(tmp_path: Path):
+    s = Storage(tmp_path)
+    yield s
+    s.close()

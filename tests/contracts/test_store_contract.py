@@ -1,0 +1,297 @@
+"""The IMailStore contract, run against the maildir + LMDB store and the in-memory store."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import pytest_twisted
+from zope.interface.verify import verifyObject
+
+from mailserver.errors import (
+    AlreadyExists,
+    FolderExists,
+    InvalidName,
+    NoSuchFolder,
+    NoSuchMessage,
+    NoSuchUser,
+)
+from mailserver.interfaces import IAccount, IMailbox, IMailStore, IMessage
+from mailserver.testing import MemoryStore
+from mailserver.types import DELETED, SEEN, FlagMode, SpamVerdict, SpecialUse
+
+ALICE = "alice@example.org"
+
+MESSAGE = (
+    b"From: Bob <bob@example.net>\r\n"
+    b"To: alice@example.org\r\n"
+    b"Subject: Hello there\r\n"
+    b"Message-ID: <1@example.net>\r\n"
+    b"\r\n"
+    b"Hi Alice.\r\n"
+)
+
+
+def msg(n: int = 0) -> io.BytesIO:
+    return io.BytesIO(MESSAGE.replace(b"Hello there", b"Hello %d" % n))
+
+
+class StoreContract:
+    """Behaviour every IMailStore provider guarantees. Subclasses provide ``make_store``."""
+
+    @pytest.fixture
+    def store(self, request):
+        return self.make_store(request)
+
+    @pytest.fixture
+    def account(self, store):
+        pytest_twisted.blockon(store.create_account(ALICE))
+        return store.account(ALICE)
+
+    @pytest.fixture
+    def inbox(self, account):
+        return account.folder("INBOX")
+
+    def append(self, mailbox, n: int = 0, flags=()):
+        return mailbox.append(msg(n), flags)
+
+    @pytest_twisted.ensureDeferred
+    async def test_provides_interfaces(self, store, account, inbox):
+        """The store, its accounts, folders and messages provide their interfaces."""
+        uid = await self.append(inbox)
+        assert verifyObject(IMailStore, store)
+        assert verifyObject(IAccount, account)
+        assert verifyObject(IMailbox, inbox)
+        assert verifyObject(IMessage, inbox.message(uid))
+
+    def test_new_account_has_default_folders(self, account):
+        """A new account has INBOX, Sent, Drafts, Junk, Trash and Archive with special use."""
+        folders = {f.name: f.special_use for f in account.list_folders()}
+        assert folders == {
+            "INBOX": None,
+            "Sent": SpecialUse.SENT,
+            "Drafts": SpecialUse.DRAFTS,
+            "Junk": SpecialUse.JUNK,
+            "Trash": SpecialUse.TRASH,
+            "Archive": SpecialUse.ARCHIVE,
+        }
+        assert account.list_folders()[0].name == "INBOX"
+
+    @pytest_twisted.ensureDeferred
+    async def test_account_errors(self, store, account):
+        """Creating an existing account fails; an unknown account is NoSuchUser."""
+        with pytest.raises(AlreadyExists):
+            await store.create_account(ALICE.upper())
+        with pytest.raises(NoSuchUser):
+            store.account("nobody@example.org")
+        assert store.has_account("Alice@Example.ORG")
+
+    @pytest_twisted.ensureDeferred
+    async def test_append_and_read_back(self, inbox):
+        """An appended message reads back byte for byte, and the counters follow."""
+        uid = await self.append(inbox, 1, flags=[SEEN])
+        message = inbox.message(uid)
+        with message.open() as f:
+            assert f.read() == msg(1).getvalue()
+        assert message.info.flags == frozenset({SEEN})
+        assert message.info.size == len(msg(1).getvalue())
+        info = inbox.info()
+        assert (info.exists, info.unseen, info.size) == (1, 0, message.info.size)
+        await self.append(inbox, 2)
+        assert inbox.info().unseen == 1
+
+    @pytest_twisted.ensureDeferred
+    async def test_envelope_is_cached(self, inbox):
+        """The parsed envelope and body structure are available without reading the file."""
+        uid = await self.append(inbox, 7)
+        info = inbox.message(uid).info
+        assert info.envelope["subject"] == "Hello 7"
+        assert info.envelope["message_id"] == "<1@example.net>"
+        assert info.bodystructure["type"] == "text"
+
+    @pytest_twisted.ensureDeferred
+    async def test_uids_strictly_ascend(self, inbox):
+        """UIDs are assigned in strictly ascending order (RFC 3501 §2.3.1.1)."""
+        uids = [await self.append(inbox, n) for n in range(5)]
+        assert uids == sorted(uids) and len(set(uids)) == 5
+        assert list(inbox.uids()) == uids
+        assert inbox.info().uidnext > uids[-1]
+
+    @pytest_twisted.ensureDeferred
+    async def test_expunged_uid_not_reused(self, inbox):
+        """An expunged UID is never handed out again in the same UIDVALIDITY."""
+        first = await self.append(inbox, 1)
+        second = await self.append(inbox, 2)
+        await inbox.store_flags([second], [DELETED], FlagMode.ADD)
+        assert await inbox.expunge() == [second]
+        third = await self.append(inbox, 3)
+        assert third > second > first
+        assert list(inbox.uids()) == [first, third]
+        with pytest.raises(NoSuchMessage):
+            inbox.message(second)
+
+    @pytest_twisted.ensureDeferred
+    async def test_recreated_folder_new_uidvalidity(self, account):
+        """A folder deleted and created again gets a different UIDVALIDITY (RFC 3501 §2.3.1.1)."""
+        first = await account.create_folder("Projects")
+        await account.delete_folder("Projects")
+        second = await account.create_folder("Projects")
+        assert second.uidvalidity != first.uidvalidity
+
+    @pytest_twisted.ensureDeferred
+    async def test_ranges(self, inbox):
+        """UID and flag listings honour inclusive ranges and an open upper end."""
+        uids = [await self.append(inbox, n) for n in range(6)]
+        assert list(inbox.uids(uids[1], uids[3])) == uids[1:4]
+        assert list(inbox.uids(uids[4])) == uids[4:]
+        assert [i.uid for i in inbox.flags(uids[5] + 1)] == []
+
+    @pytest_twisted.ensureDeferred
+    async def test_store_flags_modes_and_modseq(self, inbox):
+        """Add, remove and replace change flags, and each change raises the modseq."""
+        uid = await self.append(inbox)
+        before = inbox.info().highestmodseq
+        [changed] = await inbox.store_flags([uid], [SEEN, "$Label"], FlagMode.ADD)
+        assert changed.flags == frozenset({SEEN, "$Label"})
+        assert changed.modseq > before
+        assert inbox.info().highestmodseq == changed.modseq
+        [removed] = await inbox.store_flags([uid], [SEEN], FlagMode.REMOVE)
+        assert removed.flags == frozenset({"$Label"}) and removed.modseq > changed.modseq
+        [replaced] = await inbox.store_flags([uid], [DELETED], FlagMode.REPLACE)
+        assert replaced.flags == frozenset({DELETED})
+        assert inbox.message(uid).info.flags == frozenset({DELETED})
+        unchanged = await inbox.store_flags([uid], [DELETED], FlagMode.ADD)
+        assert unchanged == []
+        assert inbox.info().unseen == 1
+
+    @pytest_twisted.ensureDeferred
+    async def test_changed_since(self, inbox):
+        """changed_since lists exactly the messages changed after a modseq, oldest change first."""
+        uids = [await self.append(inbox, n) for n in range(3)]
+        mark = inbox.info().highestmodseq
+        await inbox.store_flags([uids[1]], [SEEN], FlagMode.ADD)
+        assert [i.uid for i in inbox.changed_since(mark)] == [uids[1]]
+        assert [i.uid for i in inbox.changed_since(0)] == [uids[0], uids[2], uids[1]]
+
+    @pytest_twisted.ensureDeferred
+    async def test_expunge_given_uids(self, inbox):
+        """Expunging named UIDs removes them whatever their flags."""
+        uids = [await self.append(inbox, n) for n in range(3)]
+        assert await inbox.expunge([uids[0], 999]) == [uids[0]]
+        assert inbox.info().exists == 2
+
+    @pytest_twisted.ensureDeferred
+    async def test_copy_is_a_label(self, account, inbox):
+        """A copy shares the original's object id and bytes: one message, two labels."""
+        uid = await self.append(inbox, 1, flags=[SEEN])
+        [(source, copied)] = await inbox.copy([uid], "Archive")
+        assert source == uid
+        archive = account.folder("Archive")
+        original, copy = inbox.message(uid), archive.message(copied)
+        assert copy.info.object_id == original.info.object_id
+        assert copy.info.flags == frozenset({SEEN})
+        with copy.open() as f:
+            assert f.read() == msg(1).getvalue()
+        assert account.labels(original.info.object_id) == [("Archive", copied), ("INBOX", uid)]
+        await inbox.expunge([uid])
+        with archive.message(copied).open() as f:
+            assert f.read() == msg(1).getvalue()
+
+    @pytest_twisted.ensureDeferred
+    async def test_copy_to_missing_folder(self, inbox):
+        """Copying into a folder that does not exist fails with NoSuchFolder."""
+        uid = await self.append(inbox)
+        with pytest.raises(NoSuchFolder):
+            await inbox.copy([uid], "Nowhere")
+
+    @pytest_twisted.ensureDeferred
+    async def test_move(self, account, inbox):
+        """A move adds to the destination and removes from the source."""
+        uids = [await self.append(inbox, n) for n in range(2)]
+        pairs = await inbox.move(uids, "Trash")
+        assert [p[0] for p in pairs] == uids
+        assert inbox.info().exists == 0
+        trash = account.folder("Trash")
+        assert list(trash.uids()) == [p[1] for p in pairs]
+
+    @pytest_twisted.ensureDeferred
+    async def test_create_folder_rules(self, account):
+        """Nested folders create their parents; duplicates and bad names are refused."""
+        await account.create_folder("Work/2026/Q4")
+        names = {f.name for f in account.list_folders()}
+        assert {"Work", "Work/2026", "Work/2026/Q4"} <= names
+        with pytest.raises(FolderExists):
+            await account.create_folder("Work")
+        for bad in ["", "a//b", "/a", "a/", "bad*", "x%y", "a/../b"]:
+            with pytest.raises(InvalidName):
+                await account.create_folder(bad)
+        assert account.folder("inbox").name == "INBOX"
+
+    @pytest_twisted.ensureDeferred
+    async def test_unicode_and_dotted_folder_names(self, account, inbox):
+        """Folder names with non-ASCII letters, dots and tildes work and hold messages."""
+        for name in ["Réunions", "台北/日本語", "v1.2~rc"]:
+            await account.create_folder(name)
+            uid = await self.append(inbox)
+            await inbox.move([uid], name)
+            assert account.folder(name).info().exists == 1
+
+    @pytest_twisted.ensureDeferred
+    async def test_delete_inbox_refused(self, account):
+        """INBOX cannot be deleted."""
+        with pytest.raises(InvalidName):
+            await account.delete_folder("INBOX")
+
+    @pytest_twisted.ensureDeferred
+    async def test_rename_keeps_uids_and_children(self, account):
+        """A rename keeps UIDVALIDITY and UIDs and carries child folders along."""
+        await account.create_folder("Old/Child")
+        old = account.folder("Old")
+        uid = await self.append(old)
+        validity = old.info().uidvalidity
+        await account.rename_folder("Old", "New/Place")
+        renamed = account.folder("New/Place")
+        assert renamed.info().uidvalidity == validity
+        assert list(renamed.uids()) == [uid]
+        assert account.folder("New/Place/Child").name == "New/Place/Child"
+        with pytest.raises(NoSuchFolder):
+            account.folder("Old")
+
+    @pytest_twisted.ensureDeferred
+    async def test_rename_inbox_moves_messages(self, account, inbox):
+        """Renaming INBOX moves its messages to the new folder and leaves INBOX empty."""
+        await self.append(inbox)
+        await account.rename_folder("INBOX", "Old Mail")
+        assert account.folder("INBOX").info().exists == 0
+        assert account.folder("Old Mail").info().exists == 1
+
+    @pytest_twisted.ensureDeferred
+    async def test_subscribe(self, account):
+        """Subscription state is kept per folder."""
+        await account.subscribe("Junk", False)
+        junk = [f for f in account.list_folders() if f.name == "Junk"][0]
+        assert junk.subscribed is False
+
+    @pytest_twisted.ensureDeferred
+    async def test_spam_verdict(self, inbox):
+        """A spam verdict recorded on a message is read back with it."""
+        uid = await self.append(inbox)
+        verdict = SpamVerdict(0.93, True, ("viagra", "dnsbl"), "bayes")
+        await inbox.message(uid).set_spam_verdict(verdict)
+        assert inbox.message(uid).info.spam == verdict
+
+    @pytest_twisted.ensureDeferred
+    async def test_delete_account(self, store, account):
+        """A deleted account is gone."""
+        await store.delete_account(ALICE)
+        assert not store.has_account(ALICE)
+
+
+class TestMaildirStore(StoreContract):
+    def make_store(self, request):
+        return request.getfixturevalue("storage").store
+
+
+class TestMemoryStore(StoreContract):
+    def make_store(self, request):
+        return MemoryStore()
