@@ -32,9 +32,21 @@ class Storage:
         self.directory = LmdbDirectory(self.db, reactor=reactor, bcrypt_cost=4)
         self.store = MaildirStore(self.db, str(root / "mail"), reactor=reactor, fsync=fsync)
 
+        self.closed = False
+
+    async def aclose(self) -> None:
+        """Close from inside a test (which runs in the reactor's greenlet)."""
+        if not self.closed:
+            self.closed = True
+            await self.store.close()
+            await self.db.close()
+
     def close(self) -> None:
-        pytest_twisted.blockon(self.store.close())
-        pytest_twisted.blockon(self.db.close())
+        """Close from a fixture's teardown."""
+        if not self.closed:
+            self.closed = True
+            pytest_twisted.blockon(self.store.close())
+            pytest_twisted.blockon(self.db.close())
 
 
 @pytest.fixture

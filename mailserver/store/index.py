@@ -59,10 +59,12 @@ def account(txn: Txn, address: str) -> Record | None:
     return record
 
 
-def create_account(txn: Txn, address: str, dirname: str) -> Record:
+def create_account(
+    txn: Txn, address: str, dirname: str, default_folders: bool = True
+) -> Record:
     record = {"dirname": dirname, "created": time.time()}
     txn.put_json(b"accounts", address.encode(), record)
-    for name, special in DEFAULT_FOLDERS:
+    for name, special in DEFAULT_FOLDERS if default_folders else ():
         if folder_id(txn, address, name) is None:
             create_folder(txn, address, name, special.value if special else None)
     return record

@@ -80,6 +80,24 @@ def account_dirname(address: str) -> str:
     return os.path.join(domain or "_", local or "_")
 
 
+def address_from_dirname(dirname: str) -> str:
+    """Inverse of :func:`account_dirname`."""
+    domain, _, local = dirname.replace(os.sep, "/").partition("/")
+    raw = bytearray()
+    i = 0
+    while i < len(local):
+        if local[i] == "%" and i + 2 < len(local) + 1:
+            try:
+                raw.append(int(local[i + 1 : i + 3], 16))
+                i += 3
+                continue
+            except ValueError:
+                pass
+        raw.extend(local[i].encode())
+        i += 1
+    return f"{raw.decode('utf-8', 'replace')}@{domain.replace('%2F', '/')}"
+
+
 def _escape_level(level: str) -> str:
     encoded = utf7.encode(level)
     return encoded.replace("~", "~7e").replace(".", "~2e")

@@ -105,6 +105,35 @@ def recover_new(store: MaildirStore) -> Any:
     return count
 
 
+def _account_dirs(root: str) -> list[str]:
+    found = []
+    for domain in sorted(os.listdir(root)) if os.path.isdir(root) else ():
+        domain_path = os.path.join(root, domain)
+        if not os.path.isdir(domain_path):
+            continue
+        for local in sorted(os.listdir(domain_path)):
+            if os.path.isdir(os.path.join(domain_path, local, "cur")):
+                found.append(os.path.join(domain, local))
+    return found
+
+
+@inlineCallbacks
+def adopt_accounts(store: MaildirStore) -> Any:
+    """Give every account directory on disk that the index does not know an account record
+    (its folders come from :func:`reindex`). Deferred[list of adopted addresses]."""
+    dirnames = yield store.in_thread(_account_dirs, store.root)
+    adopted = []
+    for dirname in dirnames:
+        address = maildir.address_from_dirname(dirname)
+        if store.has_account(address):
+            continue
+        yield store.write(
+            lambda txn, a=address, d=dirname: index.create_account(txn, a, d, False)
+        )
+        adopted.append(address)
+    return adopted
+
+
 def _disk_folders(account_path: str) -> list[str]:
     names = ["INBOX"]
     for entry in sorted(os.listdir(account_path)):

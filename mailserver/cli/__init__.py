@@ -1,0 +1,1 @@
+"""The ``mailserver`` administration command: ``main.py`` plus one module per noun."""

@@ -1,0 +1,71 @@
+"""``mailserver NOUN VERB [options]``: the administration command line.
+
+Each noun is a module in :data:`NOUNS` exposing ``register(subparsers)``, which adds its
+sub-parser and sets ``handler`` (a function ``(args) -> int``) as a default. To add a noun,
+write ``mailserver/cli/<noun>.py`` and append its module name to :data:`NOUNS`.
+
+Expected errors (a bad config, a missing user, ...) end with one line on stderr and a
+non-zero exit status; tracebacks are for bugs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from mailserver import __version__
+from mailserver.errors import ConfigError, MailError
+
+#: Modules providing ``register(subparsers)``, one per noun, in ``--help`` order.
+NOUNS = [
+    "mailserver.cli.config_cmd",
+]
+
+#: Exit statuses: a usage or config problem, and any other expected failure.
+EXIT_USAGE = 2
+EXIT_FAILED = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every noun in :data:`NOUNS` registered."""
+    parser = argparse.ArgumentParser(
+        prog="mailserver", description="Administer a mailserver installation."
+    )
+    parser.add_argument("--version", action="version", version=f"mailserver {__version__}")
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help="TOML config file (default: the embedded defaults)",
+    )
+    subparsers = parser.add_subparsers(title="commands", metavar="NOUN")
+    for name in NOUNS:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command and return its exit status (0 on success)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(handler(args))
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return EXIT_USAGE
+    except MailError as error:
+        print(f"error: {error.detail or error.text}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""The configuration tree: every key, its type, default and meaning live in this module.
+
+A config file is TOML (read with :mod:`tomllib`). Every section and key is optional; a missing
+key takes the default given here, and ``load(None)`` runs entirely on these embedded defaults.
+``etc/mailserver.toml.example`` is generated from the dataclasses below by
+:func:`render_example` (``mailserver config example``) and a test keeps the two in step.
+
+Every problem raises :class:`mailserver.errors.ConfigError` naming the dotted key and the fix,
+so that start-up and ``mailserver config check`` can report it as one line.
+
+To add a key: add a field with :func:`_key` (default, one-line doc, optional check) to its
+section dataclass, then regenerate the example. To add a section: add a frozen dataclass and a
+field of that type on :class:`Config`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import tomllib
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from mailserver.errors import ConfigError
+
+#: A field check: returns ``None`` when the value is fine, else ``(problem, fix)``.
+Check = Callable[[Any], "tuple[str, str] | None"]
+
+EMBEDDED = "embedded defaults"
+LOG_LEVELS = ("debug", "info", "warn", "error")
+LOG_FORMATS = ("text", "json")
+
+
+def _key(default: Any, doc: str, check: Check | None = None) -> Any:
+    """Declare one config key: its default, its one-line documentation and an optional check."""
+    metadata = {"doc": doc, "check": check}
+    if isinstance(default, list | dict):
+        raise TypeError("config defaults must be immutable (use a tuple)")
+    return field(default=default, metadata=metadata)
+
+
+def _positive(value: Any) -> tuple[str, str] | None:
+    """Accept numbers greater than zero."""
+    if value <= 0:
+        return f"must be greater than 0, got {value!r}", "use a positive number"
+    return None
+
+
+def _not_empty(value: str) -> tuple[str, str] | None:
+    """Accept non-blank strings."""
+    if not value.strip():
+        return "must not be empty", "give a value or remove the key to use the default"
+    return None
+
+
+def _between(low: int, high: int) -> Check:
+    """A check accepting integers in ``low..high`` inclusive."""
+
+    def check(value: int) -> tuple[str, str] | None:
+        if not low <= value <= high:
+            return f"must be between {low} and {high}, got {value}", f"use {low}..{high}"
+        return None
+
+    return check
+
+
+def _one_of(*choices: str) -> Check:
+    """A check accepting exactly one of ``choices``."""
+
+    def check(value: str) -> tuple[str, str] | None:
+        if value not in choices:
+            allowed = ", ".join(repr(c) for c in choices)
+            return f"unknown value {value!r}", f"use one of {allowed}"
+        return None
+
+    return check
+
+
+def _endpoints(value: tuple[str, ...]) -> tuple[str, str] | None:
+    """Accept a list of server endpoint strings Twisted can parse (nothing is opened)."""
+    for index, description in enumerate(value):
+        problem = endpoint_problem(description)
+        if problem:
+            return (
+                f"[{index}] {description!r} is not a valid listener: {problem}",
+                'use a Twisted endpoint string such as "tcp:2525:interface=127.0.0.1"',
+            )
+    return None
+
+
+def endpoint_problem(description: str) -> str | None:
+    """Why ``description`` is not a usable server endpoint string, or ``None`` if it is.
+
+    Parses with :func:`twisted.internet.endpoints.serverFromString` against a MemoryReactor,
+    so nothing listens and no file is touched beyond what the endpoint's parser reads.
+    """
+    from twisted.internet.endpoints import serverFromString
+    from twisted.internet.testing import MemoryReactor
+
+    try:
+        endpoint = serverFromString(MemoryReactor(), description)
+    except Exception as error:  # parsers raise ValueError, TypeError, KeyError, SSL errors
+        return str(error) or type(error).__name__
+    port = getattr(endpoint, "_port", None)
+    if isinstance(port, int) and not 0 <= port <= 65535:
+        return f"port {port} is out of range 0..65535"
+    return None
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """[server]: identity, data location and process life cycle."""
+
+    hostname: str = _key(
+        "localhost",
+        "The server's own host name: greetings, Received headers, the self-signed certificate.",
+        _not_empty,
+    )
+    data_dir: str = _key(
+        "var",
+        "Directory for the mail store, index and generated TLS files (relative: to the cwd).",
+        _not_empty,
+    )
+    shutdown_timeout: float = _key(
+        10.0,
+        "Seconds SIGTERM waits for in-flight work (deliveries, index writes) before closing.",
+        _positive,
+    )
+
+    @property
+    def data_path(self) -> str:
+        """:attr:`data_dir` as an absolute path (relative paths are taken from the cwd)."""
+        return os.path.abspath(self.data_dir)
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """[tls]: the certificate every TLS listener presents."""
+
+    cert: str = _key(
+        "",
+        'PEM certificate (chain) file; "" = self-signed, made once under <data_dir>/tls/.',
+    )
+    key: str = _key(
+        "",
+        'PEM private key file for cert; "" when cert is "" (the self-signed key is generated).',
+    )
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """[store]: the maildir store and its LMDB index."""
+
+    map_size_mb: int = _key(
+        1024,
+        "Maximum size of the LMDB index in MiB (address space reserved, not disk used).",
+        _positive,
+    )
+    fsync: bool = _key(
+        True,
+        "fsync mail and index before acknowledging; false is UNSAFE (throwaway test setups).",
+    )
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """[auth]: password hashing and authentication."""
+
+    bcrypt_cost: int = _key(
+        12,
+        "bcrypt work factor (log2 rounds, 4..31) for new password hashes.",
+        _between(4, 31),
+    )
+
+
+@dataclass(frozen=True)
+class HTTPConfig:
+    """[http]: the HTTP listener (health check now, the REST API later)."""
+
+    listen: tuple[str, ...] = _key(
+        ("tcp:8080:interface=127.0.0.1",),
+        "Endpoint strings to serve HTTP on (GET /healthz); [] disables HTTP.",
+        _endpoints,
+    )
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """[log]: what the process logs and how."""
+
+    level: str = _key(
+        "info", "Lowest level logged: debug, info, warn or error.", _one_of(*LOG_LEVELS)
+    )
+    format: str = _key(
+        "text",
+        'Log line format: "text" or "json" (one JSON object per event).',
+        _one_of(*LOG_FORMATS),
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration; each field of a dataclass type is one TOML section."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    http: HTTPConfig = field(default_factory=HTTPConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    #: Where this configuration came from: a file path or "embedded defaults" (not a key).
+    source: str = EMBEDDED
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def load(path: str | None) -> Config:
+    """Read the TOML file at ``path``; ``None`` gives the embedded defaults.
+
+    Raises ConfigError for an unreadable file, a TOML syntax error or any invalid key.
+    """
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as source:
+            data = source.read()
+    except OSError as error:
+        raise ConfigError(
+            path,
+            f"cannot read the config file: {error.strerror or error}",
+            "check the --config path, or leave --config out to run on embedded defaults",
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(path, f"not UTF-8 ({error.reason})", "save the file as UTF-8") from None
+    return loads(text, source=path)
+
+
+def loads(text: str, source: str = "<string>") -> Config:
+    """Parse and validate TOML ``text``; ``source`` names it in errors and in Config.source."""
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(
+            source, f"TOML syntax error: {error}", "fix the TOML syntax at that line"
+        ) from None
+    return from_mapping(document, source=source)
+
+
+def from_mapping(document: Mapping[str, Any], source: str = "<mapping>") -> Config:
+    """Build a validated Config from parsed TOML (nested dicts); unknown keys are errors."""
+    sections = _sections()
+    values: dict[str, Any] = {}
+    for name, body in document.items():
+        if name not in sections:
+            raise ConfigError(name, "unknown section", _suggest(name, list(sections), "section"))
+        if not isinstance(body, Mapping):
+            raise ConfigError(
+                name, f"expected a table, got {_type_name(body)}", f"write it as [{name}]"
+            )
+        values[name] = _section(name, sections[name], body)
+    config = Config(**values, source=source)
+    _check_files(config)
+    return config
+
+
+def _sections() -> dict[str, type]:
+    """Section name -> section dataclass, in declaration order."""
+    hints = typing.get_type_hints(Config)
+    return {
+        f.name: hints[f.name]
+        for f in dataclasses.fields(Config)
+        if dataclasses.is_dataclass(hints[f.name])
+    }
+
+
+def _section(name: str, cls: type, body: Mapping[str, Any]) -> Any:
+    """Validate one section's keys and values and build its dataclass."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, raw in body.items():
+        dotted = f"{name}.{key}"
+        if key not in fields:
+            known = [f"{name}.{k}" for k in fields]
+            raise ConfigError(dotted, "unknown key", _suggest(dotted, known, "key"))
+        value = _coerce(dotted, hints[key], raw)
+        check = fields[key].metadata.get("check")
+        if check is not None:
+            result = check(value)
+            if result is not None:
+                raise ConfigError(dotted, *result)
+        values[key] = value
+    return cls(**values)
+
+
+def _coerce(dotted: str, expected: Any, raw: Any) -> Any:
+    """Check ``raw`` against the annotated type and convert it (int -> float, list -> tuple)."""
+    if expected is bool:
+        ok = isinstance(raw, bool)
+    elif expected is int:
+        ok = isinstance(raw, int) and not isinstance(raw, bool)
+    elif expected is float:
+        ok = isinstance(raw, int | float) and not isinstance(raw, bool)
+        raw = float(raw) if ok else raw
+    elif expected is str:
+        ok = isinstance(raw, str)
+    elif typing.get_origin(expected) is tuple:
+        item = typing.get_args(expected)[0]
+        ok = isinstance(raw, list) and all(isinstance(v, item) for v in raw)
+        raw = tuple(raw) if ok else raw
+    else:  # pragma: no cover - a new annotation needs a branch here
+        raise TypeError(f"unsupported config type {expected!r} for {dotted}")
+    if not ok:
+        raise ConfigError(
+            dotted,
+            f"expected {_expected_name(expected)}, got {_type_name(raw)} {_short(raw)}",
+            f"write it like the default: {dotted.split('.')[-1]} = {_example_value(dotted)}",
+        )
+    return raw
+
+
+def _check_files(config: Config) -> None:
+    """Refuse configured certificate/key files that are missing or given without the other."""
+    tls = config.tls
+    if bool(tls.cert) != bool(tls.key):
+        missing = "tls.key" if tls.cert else "tls.cert"
+        raise ConfigError(
+            missing,
+            "tls.cert and tls.key must be given together",
+            'set both, or set both to "" for a self-signed certificate',
+        )
+    for key, path in (("tls.cert", tls.cert), ("tls.key", tls.key)):
+        if path and not os.path.isfile(path):
+            raise ConfigError(
+                key,
+                f"file not found: {os.path.abspath(path)}",
+                'fix the path, or set tls.cert and tls.key to "" for a self-signed certificate',
+            )
+
+
+def _suggest(name: str, known: list[str], what: str) -> str:
+    """A fix naming the closest known ``what`` (a section or a key), or listing them all."""
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {close[0]!r}?"
+    return f"known {what}s: {', '.join(known)}"
+
+
+def _expected_name(expected: Any) -> str:
+    """A reader's name for an annotated type."""
+    if typing.get_origin(expected) is tuple:
+        return f"a list of {_expected_name(typing.get_args(expected)[0]).split()[-1]}s"
+    names = {bool: "a boolean (true/false)", int: "an integer", float: "a number", str: "a string"}
+    return names.get(expected, str(expected))
+
+
+def _type_name(value: Any) -> str:
+    """A reader's name for the type of a parsed TOML value."""
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list"}
+    return names.get(type(value), "table" if isinstance(value, Mapping) else type(value).__name__)
+
+
+def _short(value: Any) -> str:
+    """``value`` in TOML notation, cut to a readable length."""
+    text = _toml_value(value) if not isinstance(value, Mapping) else "{...}"
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _example_value(dotted: str) -> str:
+    """The default of ``dotted`` in TOML notation."""
+    section, key = dotted.split(".", 1)
+    return _toml_value(getattr(getattr(Config(), section), key))
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def _toml_value(value: Any) -> str:
+    """Render a scalar or a list as a TOML value."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot render {value!r} as TOML")
+
+
+def render_example() -> str:
+    """The annotated example config: every section, every key commented out with its default
+    and its one-line doc. ``etc/mailserver.toml.example`` is exactly this text."""
+    lines = [
+        "# mailserver configuration (TOML).",
+        "#",
+        "# Generated from mailserver/config.py: `mailserver config example > "
+        "etc/mailserver.toml.example`.",
+        "# Every key is optional and shown commented out with its default; uncomment to change.",
+        "# Check a file with `mailserver config check --config PATH`.",
+    ]
+    defaults = Config()
+    for name, cls in _sections().items():
+        summary = (cls.__doc__ or "").strip().split(":", 1)[-1].strip()
+        lines += ["", f"[{name}]", f"# {summary[:1].upper()}{summary[1:]}"]
+        for f in dataclasses.fields(cls):
+            value = getattr(getattr(defaults, name), f.name)
+            lines += ["", f"# {f.metadata['doc']}", f"#{f.name} = {_toml_value(value)}"]
+    return "\n".join(lines) + "\n"

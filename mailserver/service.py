@@ -1,0 +1,278 @@
+"""The one place where concrete parts are wired together (DESIGN: dependency direction 4).
+
+:func:`build` opens the storage, makes the TLS options and puts every listener under one
+:class:`MailService`. Start-up: listeners bind in ``privilegedStartService``; ``startService``
+runs the store's crash recovery, and ``/healthz`` says ``ok`` once it is done. Shut-down
+(SIGTERM: twistd stops the reactor and calls ``stopService``): stop accepting first, then give
+in-flight work ``server.shutdown_timeout`` seconds, then close the store and the index.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, TimeoutError, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IProtocolFactory
+from twisted.internet.ssl import CertificateOptions
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import Site
+
+from mailserver import __version__
+from mailserver.auth.directory import LmdbDirectory
+from mailserver.config import Config
+from mailserver.db import Database
+from mailserver.errors import ConfigError
+from mailserver.store.maildir_store import MaildirStore
+from mailserver.tls import ensure_self_signed, server_options
+from mailserver.web.health import HealthResource
+
+log = Logger(namespace="mailserver.service")
+
+
+class ListenerService(StreamServerEndpointService):
+    """A listener built from an endpoint string; a failure to bind becomes a ConfigError that
+    names the config key (e.g. ``http.listen``) and the endpoint."""
+
+    def __init__(self, key: str, description: str, factory: IProtocolFactory, reactor: Any):
+        super().__init__(serverFromString(reactor, description), factory)
+        self.key = key
+        self.description = description
+        self.name = f"{key}={description}"
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self) -> None:
+        """Bind now (so ports below 1024 work before twistd drops privileges)."""
+        try:
+            super().privilegedStartService()
+        except CannotListenError as error:
+            reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+            raise ConfigError(
+                self.key,
+                f"cannot listen on {self.description!r}: {reason}",
+                "stop whatever holds that address or choose another endpoint",
+            ) from None
+        log.info("listening on {endpoint} ({key})", endpoint=self.description, key=self.key)
+
+
+class MailService(MultiService):
+    """The running server: listeners as child services, storage owned directly.
+
+    ``status()`` is the document ``/healthz`` serves: ``starting`` until recovery is done,
+    then ``ok``; ``stopping`` once SIGTERM arrives; ``failed`` if recovery failed.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any,
+        *,
+        db: Database,
+        store: MaildirStore,
+        directory: LmdbDirectory,
+        tls: CertificateOptions,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.db = db
+        self.store = store
+        self.directory = directory
+        self.tls = tls
+        self.state = "starting"
+        #: After stopService: True when in-flight work finished and storage closed in time.
+        self.stopped_cleanly = False
+        self._closed = False
+
+    # --- wiring helpers (used by build) ---------------------------------------------------
+
+    def add_listeners(
+        self, key: str, descriptions: Iterable[str], factory: IProtocolFactory
+    ) -> list[ListenerService]:
+        """Serve ``factory`` on each endpoint string; ``key`` names them in errors and logs."""
+        services = []
+        for description in descriptions:
+            service = ListenerService(key, description, factory, self.reactor)
+            service.setServiceParent(self)
+            services.append(service)
+        return services
+
+    def status(self) -> dict[str, object]:
+        """The health document: status, package version and index schema version."""
+        document: dict[str, object] = {"status": self.state, "version": __version__}
+        if not self._closed:
+            document["schema_version"] = self.db.schema_version
+        return document
+
+    # --- life cycle -----------------------------------------------------------------------
+
+    def privilegedStartService(self) -> None:
+        """Bind every listener (before twistd drops privileges)."""
+        log.info(
+            "mailserver {version} starting: config {source}, data in {data_dir}",
+            version=__version__,
+            source=self.config.source,
+            data_dir=self.config.server.data_path,
+        )
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        """Start the listeners' services and recover the store (files a crash left behind)."""
+        super().startService()
+        recovering = maybeDeferred(self.store.recover)
+        recovering.addCallbacks(self._recovered, self._recovery_failed)
+
+    def _recovered(self, count: object) -> None:
+        """Mark the server ready."""
+        if self.state == "starting":
+            self.state = "ok"
+        log.info("store recovered ({count} message(s) indexed); ready", count=count)
+
+    def _recovery_failed(self, failure: Failure) -> None:
+        """Keep running (so /healthz can say so) but never report ``ok``."""
+        self.state = "failed"
+        log.failure("store recovery failed; /healthz reports 'failed'", failure)
+
+    def stopService(self) -> Deferred[None]:
+        """Stop accepting, wait for in-flight work up to the shutdown timeout, close storage."""
+        Service.stopService(self)
+        self.state = "stopping"
+        log.info("shutting down: closing {n} listener(s)", n=len(self.services))
+        stopping = [maybeDeferred(s.stopService) for s in reversed(self.services) if s.running]
+        closing: Deferred[Any] = DeferredList(stopping, consumeErrors=True)
+        closing.addCallback(lambda _: self._close_storage())
+        return closing
+
+    def _close_storage(self) -> Deferred[None]:
+        """Close the store (bounded by shutdown_timeout), then the index; log each outcome."""
+        timeout = self.config.server.shutdown_timeout
+        started = self.reactor.seconds()
+        log.info("listeners closed; waiting up to {timeout}s for in-flight work", timeout=timeout)
+
+        def store_closed(_: object) -> Deferred[Any]:
+            log.info("in-flight work finished; store closed")
+            return self._close_db(started + timeout, clean=True)
+
+        def store_not_closed(failure: Failure) -> Deferred[Any]:
+            if failure.check(TimeoutError):
+                log.error(
+                    "in-flight work did not finish within {timeout}s; closing the index anyway",
+                    timeout=timeout,
+                )
+            else:
+                log.failure("closing the store failed", failure)
+            return self._close_db(started + timeout, clean=False)
+
+        closing = _within(maybeDeferred(self.store.close), timeout, self.reactor)
+        closing.addCallbacks(store_closed, store_not_closed)
+        return closing
+
+    def _close_db(self, deadline: float, clean: bool) -> Deferred[None]:
+        """Close the index within what is left of the deadline (at least one second);
+        ``clean`` says whether the store closed in time."""
+        self._closed = True
+        budget = max(deadline - self.reactor.seconds(), 1.0)
+        closing = _within(maybeDeferred(self.db.close), budget, self.reactor)
+
+        def closed(_: object) -> None:
+            self.stopped_cleanly = clean
+            if clean:
+                log.info("index closed; mailserver stopped cleanly")
+            else:
+                log.error("index closed; mailserver stopped uncleanly")
+
+        def not_closed(failure: Failure) -> None:
+            log.failure("closing the index failed; mailserver stopped uncleanly", failure)
+
+        closing.addCallbacks(closed, not_closed)
+        return closing
+
+
+def _within(deferred: Deferred[Any], seconds: float, reactor: Any) -> Deferred[Any]:
+    """A Deferred with ``deferred``'s result, or TimeoutError after ``seconds``.
+
+    Unlike ``deferred.addTimeout`` this never cancels ``deferred`` itself: work the store
+    still has in its threads is left alone rather than interrupted halfway.
+    """
+    result: Deferred[Any] = Deferred()
+    result.addTimeout(seconds, reactor)
+
+    def forward(outcome: object) -> None:
+        if result.called:
+            if isinstance(outcome, Failure):
+                log.failure("late failure after the shutdown timeout", outcome)
+        elif isinstance(outcome, Failure):
+            result.errback(outcome)
+        else:
+            result.callback(outcome)
+
+    deferred.addBoth(forward)
+    return result
+
+
+def _tls_options(config: Config) -> CertificateOptions:
+    """The configured certificate, or the self-signed one under ``<data_dir>/tls``."""
+    cert, key = config.tls.cert, config.tls.key
+    if not cert:
+        directory = os.path.join(config.server.data_path, "tls")
+        try:
+            cert, key = ensure_self_signed(directory, config.server.hostname)
+        except OSError as error:
+            raise _data_dir_error(config, error) from None
+        log.info("using the self-signed certificate in {directory}", directory=directory)
+    return server_options(cert, key)
+
+
+def _data_dir_error(config: Config, error: OSError) -> ConfigError:
+    """A ConfigError for a data directory the server cannot write."""
+    where = error.filename or config.server.data_path
+    return ConfigError(
+        "server.data_dir",
+        f"cannot write {where}: {error.strerror or error}",
+        "create it writable for the server's user, or choose another data_dir",
+    )
+
+
+def _web_root(status: Any) -> Resource:
+    """The HTTP resource tree: ``/healthz`` now (the REST API mounts here later)."""
+    root = Resource()
+    root.putChild(b"healthz", HealthResource(status))
+    return root
+
+
+def build(config: Config, reactor: Any) -> MailService:
+    """Wire the whole server for ``config`` on ``reactor``; nothing listens until started.
+
+    Creates the data directory, the self-signed certificate if needed, and opens the index
+    (synchronously). Raises ConfigError for TLS problems and StoreUnavailable when the index
+    cannot be opened.
+    """
+    data_dir = config.server.data_path
+    try:
+        os.makedirs(data_dir, exist_ok=True)
+    except OSError as error:
+        raise _data_dir_error(config, error) from None
+    tls = _tls_options(config)
+    db = Database.open(
+        os.path.join(data_dir, "index"),
+        map_size=config.store.map_size_mb * 1024 * 1024,
+        sync=config.store.fsync,
+        reactor=reactor,
+    )
+    directory = LmdbDirectory(db, reactor=reactor, bcrypt_cost=config.auth.bcrypt_cost)
+    store = MaildirStore(
+        db, root=os.path.join(data_dir, "mail"), reactor=reactor, fsync=config.store.fsync
+    )
+    root = MailService(config, reactor, db=db, store=store, directory=directory, tls=tls)
+    site = Site(_web_root(root.status))
+    site.displayTracebacks = False
+    site.noisy = False
+    root.add_listeners("http.listen", config.http.listen, site)
+    return root
