@@ -211,7 +211,7 @@ class Database:
             for item in batch:
                 item.error = item.error or failure
         for item in batch:
-            for action in item.after:
+            for action in item.after if item.error is None else ():
                 try:
                     action()
                 except OSError as e:

@@ -137,12 +137,12 @@ def _segments(text: str) -> list[str]:
     return segments
 
 
-def _unquote(value: str) -> tuple[str, bool]:
+def _unquote(value: str) -> str:
     """Return the content of a quoted-string (escapes removed; an unterminated one runs to
-    the end) and True, or the stripped token and False."""
+    the end), or the stripped token."""
     value = value.strip()
     if not value.startswith('"'):
-        return value, False
+        return value
     out: list[str] = []
     i = 1
     while i < len(value) and value[i] != '"':
@@ -150,19 +150,19 @@ def _unquote(value: str) -> tuple[str, bool]:
             i += 1
         out.append(value[i])
         i += 1
-    return "".join(out), True
+    return "".join(out)
 
 
-def _raw_parameters(text: str) -> tuple[str, list[tuple[str, str, bool]]]:
-    """Split ``value; name=value; ...`` into the leading value and (name, value, quoted)
-    triples, skipping parameters without a name or ``=`` (tolerant of broken mail)."""
+def _raw_parameters(text: str) -> tuple[str, list[tuple[str, str]]]:
+    """Split ``value; name=value; ...`` into the leading value and (name, value) pairs,
+    skipping parameters without a name or ``=`` (tolerant of broken mail)."""
     head, *rest = _segments(_strip_comments(text))
-    params: list[tuple[str, str, bool]] = []
+    params: list[tuple[str, str]] = []
     for segment in rest:
         name, equals, value = segment.partition("=")
         name = name.strip().lower()
         if equals and name:
-            params.append((name, *_unquote(value)))
+            params.append((name, _unquote(value)))
     return head.strip(), params
 
 
@@ -182,7 +182,7 @@ def _decode_2231(sections: dict[int, tuple[str, bool]]) -> str:
     return decode_charset(raw, charset) if charset else decode_text(raw)
 
 
-def _parameters(raw: list[tuple[str, str, bool]]) -> tuple[dict[str, str], dict[str, str]]:
+def _parameters(raw: list[tuple[str, str]]) -> tuple[dict[str, str], dict[str, str]]:
     """Decode parameters: returns (decoded params, raw latin-1 values of plain params).
 
     The first occurrence of a name wins; an RFC 2231 form overrides the plain form of the
@@ -190,7 +190,7 @@ def _parameters(raw: list[tuple[str, str, bool]]) -> tuple[dict[str, str], dict[
     """
     plain: dict[str, str] = {}
     extended: dict[str, dict[int, tuple[str, bool]]] = {}
-    for name, value, _quoted in raw:
+    for name, value in raw:
         match = _EXTENDED_NAME.fullmatch(name) if "*" in name else None
         if match is None:
             plain.setdefault(name, value)
@@ -379,10 +379,10 @@ class _Parser:
                 inner_end,
                 end,
                 depth + 1,
-                part,
-                True,
-                _TEXT_PLAIN,
-                False,
+                number=part,
+                root=True,
+                default=_TEXT_PLAIN,
+                collect=False,
             )
         return node
 
@@ -439,14 +439,14 @@ class _Parser:
         """Record ``node`` as an attachment when it has an attachment disposition, a file
         name, or is not text."""
         disposition = node["disposition"]
-        disposition_type = None
-        filename = None
+        disposition_type: object = None
+        filename: str | None = None
         if isinstance(disposition, list):
-            disposition_type = disposition[0]
-            filename = disposition[1].get("filename")
+            disposition_type, disposition_params = disposition
+            if isinstance(disposition_params, dict):
+                filename = disposition_params.get("filename")
         params = node["params"]
-        assert isinstance(params, dict)
-        if not filename:
+        if not filename and isinstance(params, dict):
             filename = params.get("name")
         if filename:
             filename = decode_encoded_words(filename)

@@ -84,8 +84,11 @@ class LocalDelivery:
     def body(self, source: BinaryIO) -> Any:
         if not self._accounts:
             raise MailError("no valid recipients", detail="body before any accepted recipient")
-        self._data = return_path(self.envelope) + source.read()
-        self._meta = yield self.target.store.in_thread(message_meta, self._data)
+        def read() -> tuple[bytes, index.Record]:
+            data = return_path(self.envelope) + source.read()
+            return data, message_meta(data)
+
+        self._data, self._meta = yield self.target.store.in_thread(read)
 
     @inlineCallbacks
     def commit(self) -> Any:

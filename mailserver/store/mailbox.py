@@ -208,14 +208,18 @@ class MaildirMailbox:
     def append(
         self, source: BinaryIO, flags: Iterable[str] = (), internaldate: float | None = None
     ) -> Any:
-        data = source.read()
         flag_set = frozenset(f for f in flags if f != "\\Recent")
-        meta = yield self.store.in_thread(message_meta, data)
-        base = yield self.store.in_thread(deliver_file, self.path, data, self.store.fsync)
+        base, size, meta = yield self.store.in_thread(self._write, source)
         uid = yield self.store.write(
-            lambda txn: self._add(txn, base, flag_set, len(data), internaldate, meta)
+            lambda txn: self._add(txn, base, flag_set, size, internaldate, meta)
         )
         return uid
+
+    def _write(self, source: BinaryIO) -> tuple[str, int, index.Record]:
+        """In a worker thread: read, parse and durably write one message into ``new/``."""
+        data = source.read()
+        meta = message_meta(data)
+        return deliver_file(self.path, data, self.store.fsync), len(data), meta
 
     def _add(
         self,
