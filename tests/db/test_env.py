@@ -1,0 +1,105 @@
+"""The LMDB environment: group commit, isolation of failing writes, schema migrations."""
+
+from __future__ import annotations
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+
+from mailserver.db import Database, schema
+from mailserver.db.env import migrate
+from mailserver.errors import StoreUnavailable
+
+
+@pytest.fixture
+def db(tmp_path):
+    database = Database.open(str(tmp_path / "index"), map_size=16 << 20, reactor=reactor)
+    yield database
+    if not database._done:
+        pytest_twisted.blockon(database.close())
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_queued_together_share_a_commit(db):
+    """Writes submitted while the writer is busy are committed together, each answered."""
+    def put(n):
+        return lambda txn: (txn.put(b"meta", b"k%d" % n, b"%d" % n), n)[1]
+
+    results = await defer.gatherResults([db.write(put(n)) for n in range(200)])
+    assert results == list(range(200))
+    with db.read() as txn:
+        assert txn.get(b"meta", b"k199") == b"199"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failing_write_spoils_only_itself(db):
+    """A write that raises is rolled back and reported; its batch-mates still commit."""
+    def bad(txn):
+        txn.put(b"meta", b"bad", b"x")
+        raise Boom()
+
+    good1 = db.write(lambda txn: txn.put(b"meta", b"good1", b"1"))
+    failing = db.write(bad)
+    good2 = db.write(lambda txn: txn.put(b"meta", b"good2", b"2"))
+    await good1
+    with pytest.raises(Boom):
+        await failing
+    await good2
+    with db.read() as txn:
+        assert txn.get(b"meta", b"bad") is None
+        assert txn.get(b"meta", b"good1") == b"1" and txn.get(b"meta", b"good2") == b"2"
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_commit_runs_only_on_success(db):
+    """Post-commit actions run after a successful write and never after a failed one."""
+    ran = []
+
+    def ok(txn):
+        txn.after_commit(lambda: ran.append("ok"))
+
+    def bad(txn):
+        txn.after_commit(lambda: ran.append("bad"))
+        raise Boom()
+
+    await db.write(ok)
+    with pytest.raises(Boom):
+        await db.write(bad)
+    assert ran == ["ok"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_close_finishes_queued_writes(db):
+    """close() waits for queued writes; later writes fail with StoreUnavailable."""
+    pending = db.write(lambda txn: txn.put(b"meta", b"last", b"1"))
+    closing = db.close()
+    with pytest.raises(StoreUnavailable):
+        await db.write(lambda txn: None)
+    await pending
+    await closing
+    await db.close()
+
+
+def test_schema_is_current_and_newer_is_refused(tmp_path):
+    """A new index is at SCHEMA_VERSION; an index from a newer program is refused clearly."""
+    db = Database.open(str(tmp_path / "i"), map_size=16 << 20, reactor=reactor)
+    assert db.schema_version == schema.SCHEMA_VERSION
+    db.write_sync(lambda txn: txn.put_json(b"meta", b"schema_version", schema.SCHEMA_VERSION + 1))
+    with pytest.raises(StoreUnavailable) as caught:
+        migrate(db.env, db.dbs)
+    assert "upgrade mailserver" in str(caught.value)
+
+
+def test_migrations_run_in_order(tmp_path, monkeypatch):
+    """Pending migrations run one by one, each bumping the stored version."""
+    calls = []
+    monkeypatch.setattr(schema, "SCHEMA_VERSION", 3)
+    monkeypatch.setitem(schema.MIGRATIONS, 1, lambda txn, dbs: calls.append(1))
+    monkeypatch.setitem(schema.MIGRATIONS, 2, lambda txn, dbs: calls.append(2))
+    db = Database.open(str(tmp_path / "i"), map_size=16 << 20, reactor=reactor)
+    assert calls == [1, 2]
+    assert db.schema_version == 3
