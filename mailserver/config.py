@@ -178,6 +178,58 @@ class AuthConfig:
 
 
 @dataclass(frozen=True)
+class SMTPConfig:
+    """[smtp]: the inbound MX listener (port 25 in production): local recipients only."""
+
+    listen: tuple[str, ...] = _key(
+        ("tcp:2525:interface=127.0.0.1",),
+        'Endpoint strings for inbound SMTP (production: "tcp:25"); [] disables it.',
+        _endpoints,
+    )
+    max_message_size: int = _key(
+        50 * 1024 * 1024,
+        "Largest message accepted, in bytes (advertised as SIZE, RFC 1870).",
+        _positive,
+    )
+    max_recipients: int = _key(
+        100,
+        "Recipients per message; RFC 5321 §4.5.3.1.8 asks for at least 100.",
+        _between(100, 100_000),
+    )
+    max_line_length: int = _key(
+        2048,
+        "Longest command line in bytes incl. CRLF (RFC 5321: 512 plus extension allowances).",
+        _between(512, 65536),
+    )
+    max_connections: int = _key(200, "Concurrent SMTP sessions in all.", _positive)
+    max_connections_per_ip: int = _key(20, "Concurrent SMTP sessions per client IP.", _positive)
+    command_timeout: float = _key(
+        300.0, "Seconds to wait for a command (RFC 5321 §4.5.3.2.7: at least 300).", _positive
+    )
+    data_timeout: float = _key(
+        180.0,
+        "Seconds to wait for the next block of message data (RFC 5321 §4.5.3.2.5).",
+        _positive,
+    )
+    helo_check: str = _key(
+        "syntax",
+        'EHLO/HELO name check: "syntax" (any valid name) or "fqdn" (dotted name or literal).',
+        _one_of("syntax", "fqdn"),
+    )
+    vrfy: str = _key(
+        "cannot",
+        'VRFY reply: "cannot" (252, no user enumeration) or "disabled" (502).',
+        _one_of("cannot", "disabled"),
+    )
+    bare_newline: str = _key(
+        "reject",
+        'Bare CR/LF: "reject" (521 and disconnect, SMTP smuggling defence) or "normalize".',
+        _one_of("reject", "normalize"),
+    )
+    starttls: bool = _key(True, "Offer STARTTLS (RFC 3207) with the [tls] certificate.")
+
+
+@dataclass(frozen=True)
 class HTTPConfig:
     """[http]: the HTTP listener (health check now, the REST API later)."""
 
@@ -210,6 +262,7 @@ class Config:
     tls: TLSConfig = field(default_factory=TLSConfig)
     store: StoreConfig = field(default_factory=StoreConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
+    smtp: SMTPConfig = field(default_factory=SMTPConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     log: LogConfig = field(default_factory=LogConfig)
     #: Where this configuration came from: a file path or "embedded defaults" (not a key).

@@ -38,6 +38,14 @@ class NoSuchDomain(MailError):
     text = "Domain not served here"
 
 
+class RelayDenied(MailError):
+    """A recipient in a domain this server does not serve, from a client that may not relay."""
+
+    code = 550
+    enhanced = "5.7.1"
+    text = "Relaying denied"
+
+
 class AlreadyExists(MailError):
     code = 550
     enhanced = "5.2.0"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import io
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -426,7 +426,9 @@ class MemoryDelivery:
         self._data: bytes | None = None
         self._done = False
 
-    def add_recipient(self, address: Address) -> Deferred[None]:
+    def add_recipient(
+        self, address: Address, params: Mapping[str, str] | None = None
+    ) -> Deferred[None]:
         local = [
             a
             for a in self.target.directory.resolve(str(address))

@@ -33,8 +33,11 @@ class IDelivery(Interface):
 
     envelope = Attribute("The Envelope given to start().")
 
-    def add_recipient(address: object) -> object:
+    def add_recipient(address: object, params: object = None) -> object:
         """Accept or refuse one recipient (a :class:`mailserver.types.Address`).
+
+        ``params`` maps validated RCPT parameters (RFC 3461 ``NOTIFY``, ``ORCPT``) to their
+        values; a provider that forwards or bounces keeps them with the recipient.
 
         Returns a Deferred firing with ``None`` when accepted, or failing with a MailError
         (e.g. NoSuchUser) when refused. A refused recipient does not spoil the transaction.

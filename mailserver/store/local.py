@@ -9,6 +9,7 @@ for every recipient or for none before the commit's Deferred fires.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any, BinaryIO
 
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
@@ -66,7 +67,9 @@ class LocalDelivery:
         self._meta: index.Record | None = None
         self._done = False
 
-    def add_recipient(self, address: Address) -> Deferred[None]:
+    def add_recipient(
+        self, address: Address, params: Mapping[str, str] | None = None
+    ) -> Deferred[None]:
         def check() -> None:
             local = [
                 a

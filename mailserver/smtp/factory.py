@@ -1,0 +1,79 @@
+"""SMTPFactory: an ESMTP listener built from a Portal, a policy and TLS options.
+
+Design rule: the factory holds no global state; everything a session needs comes from the
+portal (its avatar decides who may receive mail), the policy (limits) and the TLS options.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.cred.portal import Portal
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+
+from mailserver.smtp.server import ESMTPServer
+
+
+@dataclass(frozen=True)
+class SMTPPolicy:
+    """The limits and choices of one SMTP listener (RFC sections where they come from)."""
+
+    hostname: str = "localhost"
+    #: RFC 1870: advertised SIZE and the cap enforced while reading; 0 = no limit.
+    max_message_size: int = 50 * 1024 * 1024
+    #: RFC 5321 §4.5.3.1.8: at least 100 recipients must be accepted.
+    max_recipients: int = 100
+    #: RFC 5321 §4.5.3.1.4 gives 512 octets; extensions (SIZE, DSN, AUTH, SMTPUTF8) may add
+    #: to it (RFC 1869 §4.1.2, RFC 3461 §5), so the cap is configurable.
+    max_line_length: int = 2048
+    #: RFC 5321 §4.5.3.1.6: text lines of 1000 octets including CRLF; 0 = no check.
+    max_text_line: int = 0
+    #: RFC 5321 §4.5.3.2.7: the server waits at least 5 minutes for the next command.
+    command_timeout: float = 300.0
+    #: RFC 5321 §4.5.3.2.5: 3 minutes between data blocks.
+    data_timeout: float = 180.0
+    max_connections: int = 200
+    max_connections_per_ip: int = 20
+    #: Bad commands tolerated before the session is dropped with 421.
+    max_errors: int = 20
+    #: "syntax": any valid domain or literal; "fqdn": a dotted name or an address literal.
+    helo_check: str = "syntax"
+    #: "cannot": 252 (RFC 5321 §3.5.3); "disabled": 502.
+    vrfy: str = "cannot"
+    #: "reject" (bare CR/LF -> 521 and disconnect) or "normalize"; see smtp/data.py.
+    bare_newline: str = "reject"
+    #: Protocol name in Received headers ("ESMTP") and whether STARTTLS is offered.
+    offer_starttls: bool = True
+
+
+class SMTPFactory(Factory):
+    """Builds an :class:`ESMTPServer` per connection and counts connections per client."""
+
+    protocol = ESMTPServer
+
+    def __init__(
+        self,
+        portal: Portal,
+        policy: SMTPPolicy,
+        tls: Any = None,
+        reactor: IReactorTime | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor  # type: ignore[assignment]
+        self.portal = portal
+        self.policy = policy
+        self.tls = tls
+        self.reactor = reactor
+        self.connections = 0
+        self.per_ip: Counter[str] = Counter()
+        self.shutting_down = False
+        self.noisy = False
+
+    def buildProtocol(self, addr: Any) -> ESMTPServer:
+        protocol = ESMTPServer(self)
+        return protocol
