@@ -15,6 +15,8 @@ from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import MultiService, Service
+from twisted.cred.checkers import AllowAnonymousAccess
+from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, DeferredList, TimeoutError, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
@@ -27,9 +29,12 @@ from twisted.web.server import Site
 
 from mailserver import __version__
 from mailserver.auth.directory import LmdbDirectory
+from mailserver.auth.realm import MailRealm, MXTarget
 from mailserver.config import Config
 from mailserver.db import Database
 from mailserver.errors import ConfigError
+from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
+from mailserver.store.local import LocalDeliveryTarget
 from mailserver.store.maildir_store import MaildirStore
 from mailserver.tls import ensure_self_signed, server_options
 from mailserver.web.health import HealthResource
@@ -90,6 +95,8 @@ class MailService(MultiService):
         #: After stopService: True when in-flight work finished and storage closed in time.
         self.stopped_cleanly = False
         self._closed = False
+        #: Every protocol factory served; told ``shutting_down`` when SIGTERM arrives.
+        self.factories: list[IProtocolFactory] = []
 
     # --- wiring helpers (used by build) ---------------------------------------------------
 
@@ -97,6 +104,7 @@ class MailService(MultiService):
         self, key: str, descriptions: Iterable[str], factory: IProtocolFactory
     ) -> list[ListenerService]:
         """Serve ``factory`` on each endpoint string; ``key`` names them in errors and logs."""
+        self.factories.append(factory)
         services = []
         for description in descriptions:
             service = ListenerService(key, description, factory, self.reactor)
@@ -144,6 +152,9 @@ class MailService(MultiService):
         """Stop accepting, wait for in-flight work up to the shutdown timeout, close storage."""
         Service.stopService(self)
         self.state = "stopping"
+        for factory in self.factories:
+            if hasattr(factory, "shutting_down"):
+                factory.shutting_down = True  # sessions get 421 on their next command
         log.info("shutting down: closing {n} listener(s)", n=len(self.services))
         stopping = [maybeDeferred(s.stopService) for s in reversed(self.services) if s.running]
         closing: Deferred[Any] = DeferredList(stopping, consumeErrors=True)
@@ -247,6 +258,26 @@ def _web_root(status: Any) -> Resource:
     return root
 
 
+def open_storage(config: Config, reactor: Any) -> tuple[Database, LmdbDirectory, MaildirStore]:
+    """Open the index, the directory and the maildir store under ``server.data_dir``.
+
+    Used by :func:`build` and by the admin command line, so both see the same storage.
+    Raises StoreUnavailable when the index cannot be opened.
+    """
+    data_dir = config.server.data_path
+    db = Database.open(
+        os.path.join(data_dir, "index"),
+        map_size=config.store.map_size_mb * 1024 * 1024,
+        sync=config.store.fsync,
+        reactor=reactor,
+    )
+    directory = LmdbDirectory(db, reactor=reactor, bcrypt_cost=config.auth.bcrypt_cost)
+    store = MaildirStore(
+        db, root=os.path.join(data_dir, "mail"), reactor=reactor, fsync=config.store.fsync
+    )
+    return db, directory, store
+
+
 def build(config: Config, reactor: Any) -> MailService:
     """Wire the whole server for ``config`` on ``reactor``; nothing listens until started.
 
@@ -260,19 +291,36 @@ def build(config: Config, reactor: Any) -> MailService:
     except OSError as error:
         raise _data_dir_error(config, error) from None
     tls = _tls_options(config)
-    db = Database.open(
-        os.path.join(data_dir, "index"),
-        map_size=config.store.map_size_mb * 1024 * 1024,
-        sync=config.store.fsync,
-        reactor=reactor,
-    )
-    directory = LmdbDirectory(db, reactor=reactor, bcrypt_cost=config.auth.bcrypt_cost)
-    store = MaildirStore(
-        db, root=os.path.join(data_dir, "mail"), reactor=reactor, fsync=config.store.fsync
-    )
+    db, directory, store = open_storage(config, reactor)
     root = MailService(config, reactor, db=db, store=store, directory=directory, tls=tls)
     site = Site(_web_root(root.status))
     site.displayTracebacks = False
     site.noisy = False
     root.add_listeners("http.listen", config.http.listen, site)
+    if config.smtp.listen:
+        root.add_listeners("smtp.listen", config.smtp.listen, _mx_factory(config, root, reactor))
     return root
+
+
+def _mx_factory(config: Config, service: MailService, reactor: Any) -> SMTPFactory:
+    """The port-25 SMTP factory: anonymous sessions that may deliver only to local users."""
+    postmaster = f"postmaster@{config.server.hostname}"
+    target = LocalDeliveryTarget(service.store, service.directory)
+    realm = MailRealm(lambda: MXTarget(target, service.directory, postmaster))
+    portal = Portal(realm, [AllowAnonymousAccess()])
+    smtp = config.smtp
+    policy = SMTPPolicy(
+        hostname=config.server.hostname,
+        max_message_size=smtp.max_message_size,
+        max_recipients=smtp.max_recipients,
+        max_line_length=smtp.max_line_length,
+        command_timeout=smtp.command_timeout,
+        data_timeout=smtp.data_timeout,
+        max_connections=smtp.max_connections,
+        max_connections_per_ip=smtp.max_connections_per_ip,
+        helo_check=smtp.helo_check,
+        vrfy=smtp.vrfy,
+        bare_newline=smtp.bare_newline,
+        offer_starttls=smtp.starttls,
+    )
+    return SMTPFactory(portal, policy, service.tls, reactor=reactor)

@@ -273,3 +273,55 @@ async def test_idle_session_times_out(smtp_server, make_policy):
 
     reply, closed = await in_thread(talk)
     assert reply.startswith("421 4.4.2") and closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_shutting_down_answers_421_and_closes(smtp_server):
+    """Once the server is stopping, the next command gets 421 4.3.2 and the session ends."""
+
+    def talk():
+        raw = smtp_server.connect()
+        raw.reply()
+        raw.send(b"EHLO c.example\r\n")
+        raw.reply()
+        smtp_server.factory.shutting_down = True
+        raw.send(b"MAIL FROM:<a@example.net>\r\n")
+        return raw.code(), raw.closed()
+
+    reply, closed = await in_thread(talk)
+    assert reply.startswith("421 4.3.2") and closed
+
+
+@pytest_twisted.ensureDeferred
+async def test_postmaster_without_domain_is_accepted(smtp_server):
+    """RCPT TO:<Postmaster> (any case, no domain) must be accepted (RFC 5321 §4.1.1.3)."""
+    await in_thread(dialog, smtp_server, [
+        (b"EHLO c.example\r\n", "250 "),
+        (b"MAIL FROM:<>\r\n", "250 2.1.0"),
+        (b"RCPT TO:<PostMaster>\r\n", "250 2.1.5"),
+        (b"DATA\r\n", "354"),
+        (MESSAGE + b".\r\n", "250 2.0.0"),
+    ])
+    assert len(smtp_server.messages("alice")) == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_dsn_and_utf8_parameters(smtp_server):
+    """DSN parameters are validated (RFC 3461); UTF-8 addresses need SMTPUTF8 (RFC 6531)."""
+    await in_thread(dialog, smtp_server, [
+        (b"EHLO c.example\r\n", "250 "),
+        (b"MAIL FROM:<a@example.net> RET=HDRS ENVID=QQ+2B314\r\n", "250 2.1.0"),
+        (b"RCPT TO:<alice@example.org> NOTIFY=NEVER,DELAY\r\n", "501 5.5.4"),
+        (b"RCPT TO:<alice@example.org> NOTIFY=FAILURE,DELAY ORCPT=rfc822;alice+2B@example.org\r\n",
+         "250 2.1.5"),
+        (b"RSET\r\n", "250 2.0.0"),
+        (b"MAIL FROM:<a@example.net> RET=MAYBE\r\n", "501 5.5.4"),
+        ("MAIL FROM:<jos\u00e9@example.net>\r\n".encode(), "553 5.6.7"),
+        ("MAIL FROM:<jos\u00e9@example.net> SMTPUTF8\r\n".encode(), "250 2.1.0"),
+        ("RCPT TO:<alice@example.org>\r\n".encode(), "250 2.1.5"),
+        (b"DATA\r\n", "354"),
+        ("Subject: caf\u00e9\r\n\r\nUTF-8 headers.\r\n.\r\n".encode(), "250 2.0.0"),
+    ])
+    [stored] = smtp_server.messages("alice")
+    assert "Subject: caf\u00e9".encode() in stored
+    assert b"with UTF8SMTP" in stored or b"with UTF8ESMTP" in stored
