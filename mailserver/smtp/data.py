@@ -91,7 +91,23 @@ class _Sink:
             self._pieces.clear()
 
 
-class DataReader:
+class _Reader:
+    """What both readers report: stored size and 8-bit content (RFC 1870, RFC 6152)."""
+
+    _out: _Sink
+
+    @property
+    def size(self) -> int:
+        """Message octets so far, after unstuffing/normalisation (stored or not)."""
+        return self._out.size
+
+    @property
+    def has_8bit(self) -> bool:
+        """True once any octet >= 0x80 was seen in the content (RFC 6152)."""
+        return self._out.has_8bit
+
+
+class DataReader(_Reader):
     """DATA content: dot-unstuffing, end of data ONLY at <CRLF>.<CRLF> (RFC 5321 §4.1.1.4, §4.5.2).
 
     The input starts right after the 354 reply, at the start of a line whose preceding CRLF
@@ -119,16 +135,6 @@ class DataReader:
         self._line_len = 0  # stored octets of the current line so far
         self._done = False
         self.outcome = Outcome.OK
-
-    @property
-    def size(self) -> int:
-        """Message octets after unstuffing (all stored when the outcome is OK)."""
-        return self._out.size
-
-    @property
-    def has_8bit(self) -> bool:
-        """True once any octet >= 0x80 was seen in the content (RFC 6152)."""
-        return self._out.has_8bit
 
     def feed(self, data: bytes) -> bytes | None:
         """Consume ``data``; ``None`` while more is needed, else the bytes after the end."""
@@ -258,7 +264,7 @@ class BdatState:
     last_cr: bool = False
 
 
-class ChunkReader:
+class ChunkReader(_Reader):
     """One BDAT chunk (RFC 3030): exactly `size` octets, no dot-stuffing, no end marker.
 
     ``binary`` (BODY=BINARYMIME, RFC 3030 §3): stored verbatim, nothing checked. Otherwise:
@@ -296,16 +302,6 @@ class ChunkReader:
         self._prev_cr: bool | None = state.last_cr if state is not None else None
         self._bare = False
         self.outcome = Outcome.OK
-
-    @property
-    def size(self) -> int:
-        """Message octets so far including this chunk (after normalisation, stored or not)."""
-        return self._out.size
-
-    @property
-    def has_8bit(self) -> bool:
-        """True once an octet >= 0x80 was seen in this chunk."""
-        return self._out.has_8bit
 
     def feed(self, data: bytes) -> bytes | None:
         """Consume ``data``; ``None`` until `size` octets are read, then the leftover."""
