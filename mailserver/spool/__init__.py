@@ -1,0 +1,1 @@
+"""The outbound spool: durable queue, routing (MX), delivery over SMTP, retries and bounces."""
