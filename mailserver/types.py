@@ -178,3 +178,49 @@ class Alias:
 
     source: str
     targets: tuple[str, ...]
+
+
+class RecipientState(enum.Enum):
+    """Where one queued recipient stands (the spool's per-recipient state)."""
+
+    PENDING = "pending"  # not tried yet
+    DEFERRED = "deferred"  # tried; a temporary failure; tried again later
+    DELIVERED = "delivered"  # a remote server (or the local store) took it
+    FAILED = "failed"  # permanently refused, or given up on: bounced to the sender
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedRecipient:
+    """One recipient of a queued message, with its DSN parameters and delivery history."""
+
+    address: str
+    params: Mapping[str, str] = field(default_factory=dict)
+    state: RecipientState = RecipientState.PENDING
+    last_reply: str = ""
+    attempts: int = 0
+    updated: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        return self.state in (RecipientState.DELIVERED, RecipientState.FAILED)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A message in the outbound spool: envelope, recipients and schedule."""
+
+    queue_id: str
+    sender: str  # "" for the null reverse-path
+    recipients: tuple[QueuedRecipient, ...]
+    size: int
+    created: float
+    next_attempt: float
+    params: Mapping[str, str] = field(default_factory=dict)
+    attempts: int = 0
+    held: bool = False
+    authenticated_as: str | None = None
+
+    @property
+    def pending(self) -> tuple[QueuedRecipient, ...]:
+        """Recipients still to deliver."""
+        return tuple(r for r in self.recipients if not r.done)

@@ -21,6 +21,8 @@ objects    object id (ascii)                       JSON {envelope, bodystructure
 labels     object id + NUL + folder id + uid       empty: every place an object sits
 modseq     folder id (u32) + modseq (u64) + uid    empty: the change log for CONDSTORE
 names      folder id (u32) + file base name        uid (u32): file -> UID, for recovery
+queue      queue id (ascii)                        JSON QueueEntry (spool/queue.py)
+due        next attempt ms (u64) + queue id        empty: the spool's schedule
 ========== ======================================= =========================================
 
 Big-endian integers keep cursor order equal to numeric order, so UID and modseq ranges are
@@ -35,7 +37,7 @@ from collections.abc import Callable
 from typing import Any
 
 #: Bump with a migration below whenever a key or value layout changes.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SUBDBS = (
     b"meta",
@@ -51,6 +53,8 @@ SUBDBS = (
     b"labels",
     b"modseq",
     b"names",
+    b"queue",
+    b"due",
 )
 
 _U32 = struct.Struct(">I")
@@ -152,4 +156,8 @@ def _create_v1(txn: Any, dbs: dict[bytes, Any]) -> None:
     txn.put(b"next_folder_id", dump(1), db=dbs[b"meta"])
 
 
-MIGRATIONS: dict[int, Migration] = {0: _create_v1}
+def _add_spool_v2(txn: Any, dbs: dict[bytes, Any]) -> None:
+    """Version 2 adds the spool's ``queue`` and ``due`` sub-dbs (created empty on open)."""
+
+
+MIGRATIONS: dict[int, Migration] = {0: _create_v1, 1: _add_spool_v2}

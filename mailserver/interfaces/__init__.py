@@ -2,6 +2,7 @@
 
 from mailserver.interfaces.auth import IUserDirectory
 from mailserver.interfaces.delivery import IDelivery, IDeliveryTarget
+from mailserver.interfaces.spool import ISpool
 from mailserver.interfaces.store import IAccount, IMailbox, IMailStore, IMessage
 
 __all__ = [
@@ -11,5 +12,6 @@ __all__ = [
     "IMailStore",
     "IMailbox",
     "IMessage",
+    "ISpool",
     "IUserDirectory",
 ]
