@@ -12,6 +12,7 @@ from twisted.internet import reactor
 from mailserver.auth.directory import LmdbDirectory
 from mailserver.db import Database
 from mailserver.store.maildir_store import MaildirStore
+from mailserver.tls import ensure_self_signed, server_options
 
 
 def shared_dir() -> Path | None:
@@ -54,3 +55,10 @@ def storage(tmp_path: Path):
     s = Storage(tmp_path)
     yield s
     s.close()
+
+
+@pytest.fixture(scope="session")
+def tls_options(tmp_path_factory):
+    """Server TLS options with a self-signed certificate for "mx.test"."""
+    cert, key = ensure_self_signed(str(tmp_path_factory.mktemp("tls")), "mx.test")
+    return server_options(cert, key)

@@ -21,7 +21,6 @@ from twisted.internet.threads import deferToThread
 from mailserver.auth.realm import MailRealm, MXTarget
 from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
 from mailserver.testing import MemoryDeliveryTarget, MemoryDirectory, MemoryStore
-from mailserver.tls import ensure_self_signed, server_options
 
 
 def in_thread(function: Any, *args: Any) -> Any:
@@ -95,12 +94,6 @@ class Raw:
 
     def close(self) -> None:
         self.sock.close()
-
-
-@pytest.fixture(scope="session")
-def tls_options(tmp_path_factory):
-    cert, key = ensure_self_signed(str(tmp_path_factory.mktemp("tls")), "mx.test")
-    return server_options(cert, key)
 
 
 @pytest.fixture
