@@ -219,6 +219,7 @@ class QueueEntry:
     attempts: int = 0
     held: bool = False
     authenticated_as: str | None = None
+    warned: bool = False  # a "delayed" DSN was sent
 
     @property
     def pending(self) -> tuple[QueuedRecipient, ...]:

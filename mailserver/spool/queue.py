@@ -81,6 +81,7 @@ def _to_json(entry: QueueEntry) -> dict[str, Any]:
         "attempts": entry.attempts,
         "held": entry.held,
         "authenticated_as": entry.authenticated_as,
+        "warned": entry.warned,
     }
 
 
@@ -107,6 +108,7 @@ def _from_json(queue_id: str, raw: Mapping[str, Any]) -> QueueEntry:
         attempts=raw["attempts"],
         held=raw["held"],
         authenticated_as=raw["authenticated_as"],
+        warned=raw.get("warned", False),
     )
 
 
@@ -205,12 +207,20 @@ class LmdbSpool:
         return self.db.write(op)
 
     def update(
-        self, queue_id: str, recipients: Mapping[str, QueuedRecipient], next_attempt: float
+        self,
+        queue_id: str,
+        recipients: Mapping[str, QueuedRecipient],
+        next_attempt: float,
+        warned: bool | None = None,
     ) -> Deferred[QueueEntry | None]:
         def change(entry: QueueEntry) -> QueueEntry | None:
             merged = tuple(recipients.get(r.address, r) for r in entry.recipients)
             new = replace(
-                entry, recipients=merged, next_attempt=next_attempt, attempts=entry.attempts + 1
+                entry,
+                recipients=merged,
+                next_attempt=next_attempt,
+                attempts=entry.attempts + 1,
+                warned=entry.warned if warned is None else warned,
             )
             return new if new.pending else None
 
