@@ -21,6 +21,11 @@ from mailserver.errors import ConfigError, MailError
 #: Modules providing ``register(subparsers)``, one per noun, in ``--help`` order.
 NOUNS = [
     "mailserver.cli.config_cmd",
+    "mailserver.cli.domain",
+    "mailserver.cli.user",
+    "mailserver.cli.alias",
+    "mailserver.cli.reindex",
+    "mailserver.cli.deliver",
 ]
 
 #: Exit statuses: a usage or config problem, and any other expected failure.

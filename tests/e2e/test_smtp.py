@@ -100,8 +100,12 @@ async def test_not_an_open_relay_swaks(tmp_path):
 
     good = await deferToThread(swaks, "alice@example.org")
     assert good.returncode == 0, good.stdout + good.stderr
-    for foreign in ("victim@elsewhere.example", "alice@example.org@elsewhere.example",
-                    "\"alice@elsewhere.example\"@example.org", "alice%elsewhere.example@example.org"):
+    for foreign in (
+        "victim@elsewhere.example",
+        "alice@example.org@elsewhere.example",
+        '"alice@elsewhere.example"@example.org',
+        "alice%elsewhere.example@example.org",
+    ):
         relay = await deferToThread(swaks, foreign)
         assert relay.returncode != 0, (foreign, relay.stdout)
         assert "<** 5" in relay.stdout, (foreign, relay.stdout)

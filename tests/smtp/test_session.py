@@ -318,7 +318,7 @@ async def test_dsn_and_utf8_parameters(smtp_server):
         (b"MAIL FROM:<a@example.net> RET=MAYBE\r\n", "501 5.5.4"),
         ("MAIL FROM:<jos\u00e9@example.net>\r\n".encode(), "553 5.6.7"),
         ("MAIL FROM:<jos\u00e9@example.net> SMTPUTF8\r\n".encode(), "250 2.1.0"),
-        ("RCPT TO:<alice@example.org>\r\n".encode(), "250 2.1.5"),
+        (b"RCPT TO:<alice@example.org>\r\n", "250 2.1.5"),
         (b"DATA\r\n", "354"),
         ("Subject: caf\u00e9\r\n\r\nUTF-8 headers.\r\n.\r\n".encode(), "250 2.0.0"),
     ])
