@@ -12,16 +12,14 @@ Design rules:
 4. Message content is only ever read by the DATA/BDAT readers of ``smtp/data.py``; body text
    can never be taken for a command, and bytes after STARTTLS are discarded (RFC 3207 §4.2).
 5. The avatar from the portal decides who may receive mail; this module knows no store.
+
+Message content (DATA, BDAT, the transaction's spool and commit) is in ``transaction.py``.
 """
 
 from __future__ import annotations
 
-import enum
-import secrets
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twisted.cred.credentials import Anonymous
@@ -31,65 +29,39 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailserver.errors import MailError
-from mailserver.interfaces import IDelivery, IDeliveryTarget
-from mailserver.message.received import protocol_name, received_header
+from mailserver.interfaces import IDeliveryTarget
 from mailserver.smtp import codes
 from mailserver.smtp.codes import Reply
-from mailserver.smtp.data import BdatState, ChunkReader, DataReader, Outcome
+from mailserver.smtp.data import ChunkReader, DataReader
 from mailserver.smtp.grammar import (
     GrammarError,
-    MailParams,
     parse_command,
     parse_helo,
     parse_mail,
     parse_rcpt,
 )
-from mailserver.types import Address, Envelope
+from mailserver.smtp.transaction import (
+    ANY,
+    TRANSACTION,
+    MessageContent,
+    State,
+    Transaction,
+    mail_params,
+    new_queue_id,
+    sequence_hint,
+)
+from mailserver.types import Envelope
 
 if TYPE_CHECKING:
     from mailserver.smtp.factory import SMTPFactory
 
 log = Logger(namespace="mailserver.smtp")
 
-#: Spool a message in memory up to this size, then in a temporary file.
-SPOOL_IN_MEMORY = 1 << 20
 #: Pause reading from the socket when this much input waits behind a pending reply.
 PAUSE_AT = 1 << 18
 
 
-class State(enum.Enum):
-    CONNECTED = "connected"  # before EHLO/HELO
-    GREETED = "greeted"  # no transaction
-    MAIL = "mail"  # MAIL accepted, no recipient yet
-    RCPT = "rcpt"  # at least one recipient accepted
-    CHUNKING = "chunking"  # BDAT chunks arriving (RFC 3030)
-
-
-ANY = frozenset(State)
-TRANSACTION = frozenset({State.MAIL, State.RCPT, State.CHUNKING})
-
-
-@dataclass
-class Transaction:
-    """One mail transaction: from MAIL to the end of the message (or RSET)."""
-
-    delivery: IDelivery
-    sender: Address | None
-    params: MailParams
-    queue_id: str
-    recipients: list[Address] = field(default_factory=list)
-    bdat: BdatState = field(default_factory=BdatState)
-    sink: Any = None
-    size: int = 0
-    failed: Reply | None = None  # a BDAT chunk failed: the rest is read and refused
-
-
-def new_queue_id() -> str:
-    """A short, unique, unguessable id shown in the 250 reply and the Received header."""
-    return secrets.token_hex(6).upper()
-
-
-class ESMTPServer(Protocol):
+class ESMTPServer(MessageContent, Protocol):
     """One SMTP session. Created by :class:`mailserver.smtp.factory.SMTPFactory`."""
 
     def __init__(self, factory: SMTPFactory) -> None:
@@ -100,6 +72,7 @@ class ESMTPServer(Protocol):
         self.helo = ""
         self.esmtp = False
         self.secure = False
+        self.authenticated_as: str | None = None
         self.errors = 0
         self.peer = ""
         self.transaction: Transaction | None = None
@@ -259,7 +232,7 @@ class ESMTPServer(Protocol):
             return
         handler, allowed = entry
         if self.state not in allowed:
-            self._error(codes.BAD_SEQUENCE.with_text(_sequence_hint(command.verb, self.state)))
+            self._error(codes.BAD_SEQUENCE.with_text(sequence_hint(command.verb, self.state)))
             return
         try:
             result = handler(self, command.argument)
@@ -315,94 +288,6 @@ class ESMTPServer(Protocol):
             self._abort_transaction()
             self.transport.loseConnection()
 
-    # -- message content ----------------------------------------------------------------
-
-    def _feed_reader(self) -> None:
-        assert self._reader is not None and self._reader_done is not None
-        leftover = self._reader.feed(self._buffer)
-        if leftover is None:
-            self._buffer = b""
-            return
-        self._buffer = leftover
-        reader, done = self._reader, self._reader_done
-        self._reader, self._reader_done = None, None
-        self._reset_timeout()
-        self._answer(done(reader))
-
-    def _start_message(self, transaction: Transaction) -> None:
-        """Open the spool for the message and write our Received header first."""
-        transaction.sink = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)
-        one = transaction.recipients[0] if len(transaction.recipients) == 1 else None
-        transaction.sink.write(
-            received_header(
-                helo=self.helo,
-                client_address=self.peer,
-                client_name=None,
-                hostname=self.policy.hostname,
-                protocol=protocol_name(
-                    esmtp=self.esmtp,
-                    tls=self.secure,
-                    authenticated=False,
-                    utf8=transaction.params.smtputf8,
-                ),
-                queue_id=transaction.queue_id,
-                recipient=str(one) if one else None,
-                timestamp=time.time(),
-                tls=self._tls_description(),
-            )
-        )
-
-    def _tls_description(self) -> str | None:
-        if not self.secure:
-            return None
-        try:
-            connection = self.transport.getHandle()
-            version = connection.get_protocol_version_name()
-            return f"{version} with cipher {connection.get_cipher_name()}"
-        except Exception:  # not a pyOpenSSL transport (tests with iosim)
-            return "TLS"
-
-    def _deliver(self) -> Deferred[Reply]:
-        """Hand the complete message to the avatar's transaction and commit it."""
-        transaction = self.transaction
-        assert transaction is not None
-        self.transaction = None
-        self.state = State.GREETED
-        sink = transaction.sink
-        sink.seek(0)
-        delivery = transaction.delivery
-
-        def committed(_: object) -> Reply:
-            log.info(
-                "{queue_id}: from=<{sender}> to={count} size={size} accepted",
-                queue_id=transaction.queue_id,
-                sender=transaction.sender or "",
-                count=len(transaction.recipients),
-                size=transaction.size,
-            )
-            return codes.QUEUED.with_text(f"OK: queued as {transaction.queue_id}")
-
-        def failed(failure: Failure) -> Failure:
-            delivery.abort()
-            return failure
-
-        d = maybeDeferred(delivery.body, sink)
-        d.addCallback(lambda _: delivery.commit())
-        d.addCallbacks(committed, failed)
-        d.addBoth(lambda result: (sink.close(), result)[1])
-        return d
-
-    def _abort_transaction(self) -> None:
-        transaction, self.transaction = self.transaction, None
-        self._reader = None
-        self._reader_done = None
-        if transaction is not None:
-            if transaction.sink is not None:
-                transaction.sink.close()
-            transaction.delivery.abort()
-        if self.state in TRANSACTION:
-            self.state = State.GREETED
-
     # -- command handlers ---------------------------------------------------------------
 
     def extensions(self) -> list[str]:
@@ -456,7 +341,7 @@ class ESMTPServer(Protocol):
             sender=sender,
             helo=self.helo,
             client_address=self.peer,
-            params=_mail_params(params),
+            params=mail_params(params),
             received_at=time.time(),
         )
         delivery = self.avatar.start(envelope)
@@ -488,100 +373,6 @@ class ESMTPServer(Protocol):
 
         d = maybeDeferred(transaction.delivery.add_recipient, recipient, rcpt_params)
         return d.addCallback(accepted)
-
-    def do_DATA(self, argument: str) -> Reply:
-        if argument:
-            return codes.BAD_ARGUMENTS.with_text("DATA takes no arguments")
-        transaction = self.transaction
-        if transaction is None or self.state is State.MAIL:
-            return codes.TRANSACTION_FAILED.with_text("No valid recipients")
-        if self.state is State.CHUNKING:
-            return codes.BAD_SEQUENCE.with_text("DATA not allowed after BDAT")
-        if transaction.params.body == "BINARYMIME":
-            return codes.NEED_BINARY  # RFC 3030 §3: BINARYMIME needs BDAT
-        self._start_message(transaction)
-        self._reader = DataReader(
-            transaction.sink,
-            max_size=self.policy.max_message_size,
-            max_line=self.policy.max_text_line,
-            bare_newline=self.policy.bare_newline,
-        )
-        self._reader_done = self._data_done
-        return codes.START_DATA
-
-    def _data_done(self, reader: DataReader) -> Reply | Deferred[Reply]:
-        transaction = self.transaction
-        assert transaction is not None
-        transaction.size = reader.size
-        return self._finish(transaction, reader.outcome)
-
-    def _finish(self, transaction: Transaction, outcome: Outcome) -> Reply | Deferred[Reply]:
-        if outcome is Outcome.BARE_NEWLINE:
-            return codes.BARE_NEWLINE.with_text(
-                f"{self.policy.hostname} Error: bare <LF> or <CR> received"
-            )
-        refused = {
-            Outcome.TOO_BIG: codes.MESSAGE_TOO_BIG,
-            Outcome.LINE_TOO_LONG: codes.LINE_TOO_LONG,
-        }.get(outcome)
-        if refused is not None:
-            self._abort_transaction()
-            return refused
-        return self._deliver()
-
-    def do_BDAT(self, argument: str) -> Reply | None:
-        parts = argument.split()
-        if (
-            not 1 <= len(parts) <= 2
-            or not parts[0].isdigit()
-            or (len(parts) == 2 and parts[1].upper() != "LAST")
-        ):
-            return codes.BAD_ARGUMENTS.with_text("Syntax: BDAT <size> [LAST]")
-        size, last = int(parts[0]), len(parts) == 2
-        transaction = self.transaction
-        if transaction is None or self.state is State.MAIL:
-            # RFC 3030 §2: the chunk must still be read; it is then refused.
-            self._reader = ChunkReader(_Discard(), size)
-            self._reader_done = lambda _reader: _refuse_chunk(self.state)
-            return None
-        if self.state is State.RCPT:
-            self._start_message(transaction)
-            self.state = State.CHUNKING
-        self._reader = ChunkReader(
-            transaction.sink,
-            size,
-            already=transaction.size,
-            max_size=self.policy.max_message_size,
-            binary=transaction.params.body == "BINARYMIME",
-            bare_newline=self.policy.bare_newline,
-            state=transaction.bdat,
-            last=last,
-        )
-        self._reader_done = lambda reader: self._chunk_done(reader, transaction, size, last)
-        return None
-
-    def _chunk_done(
-        self, reader: ChunkReader, transaction: Transaction, size: int, last: bool
-    ) -> Reply | Deferred[Reply]:
-        transaction.size = reader.size
-        if reader.outcome is not Outcome.OK and transaction.failed is None:
-            transaction.failed = {
-                Outcome.TOO_BIG: codes.MESSAGE_TOO_BIG,
-                Outcome.BARE_NEWLINE: codes.BARE_NEWLINE.with_text(
-                    f"{self.policy.hostname} Error: bare <LF> or <CR> received"
-                ),
-            }.get(reader.outcome, codes.TRANSACTION_FAILED)
-        if reader.outcome is Outcome.BARE_NEWLINE:
-            return transaction.failed  # type: ignore[return-value]
-        if not last:
-            if transaction.failed is not None:
-                return transaction.failed
-            return codes.OK.with_text(f"{size} octets received")
-        if transaction.failed is not None:
-            failed = transaction.failed
-            self._abort_transaction()
-            return failed
-        return self._deliver()
 
     def do_RSET(self, argument: str) -> Reply:
         self._abort_transaction()
@@ -628,45 +419,6 @@ class ESMTPServer(Protocol):
         self.helo = ""
         self.esmtp = False
         return None
-
-
-class _Discard:
-    """A sink for chunks that are read only to stay in sync."""
-
-    def write(self, data: bytes) -> int:
-        return len(data)
-
-
-def _mail_params(params: MailParams) -> dict[str, str]:
-    """The MAIL parameters as kept in the Envelope (for DSNs and the trace)."""
-    kept: dict[str, str] = {}
-    if params.size is not None:
-        kept["SIZE"] = str(params.size)
-    if params.body is not None:
-        kept["BODY"] = params.body
-    if params.smtputf8:
-        kept["SMTPUTF8"] = ""
-    if params.ret is not None:
-        kept["RET"] = params.ret
-    if params.envid is not None:
-        kept["ENVID"] = params.envid
-    return kept
-
-
-def _refuse_chunk(state: State) -> Reply:
-    if state in (State.CONNECTED, State.GREETED):
-        return codes.BAD_SEQUENCE.with_text(_sequence_hint("BDAT", state))
-    return codes.TRANSACTION_FAILED.with_text("No valid recipients")
-
-
-def _sequence_hint(verb: str, state: State) -> str:
-    if state is State.CONNECTED:
-        return "Send EHLO/HELO first"
-    if verb in ("RCPT", "DATA", "BDAT"):
-        return "Need MAIL command first"
-    if verb == "MAIL":
-        return "Nested MAIL command"
-    return "Bad sequence of commands"
 
 
 Handler = Callable[[ESMTPServer, str], Any]
