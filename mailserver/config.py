@@ -230,6 +230,54 @@ class SMTPConfig:
 
 
 @dataclass(frozen=True)
+class SubmissionConfig:
+    """[submission]: mail from your users' clients (RFC 6409), AUTH over TLS only."""
+
+    listen: tuple[str, ...] = _key(
+        ("tcp:2587:interface=127.0.0.1",),
+        'Endpoints with STARTTLS (production: "tcp:587"); [] disables them.',
+        _endpoints,
+    )
+    tls_listen: tuple[str, ...] = _key(
+        ("tcp:2465:interface=127.0.0.1",),
+        'Endpoints with implicit TLS, RFC 8314 (production: "tcp:465"); [] disables them.',
+        _endpoints,
+    )
+    max_message_size: int = _key(
+        50 * 1024 * 1024, "Largest message a user may send, in bytes (SIZE).", _positive
+    )
+    max_recipients: int = _key(
+        100, "Recipients per message (RFC 5321 §4.5.3.1.8: at least 100).", _between(100, 100_000)
+    )
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    """[delivery]: the outbound spool: DNS, remote SMTP, retries and bounces."""
+
+    nameservers: tuple[str, ...] = _key(
+        (), 'DNS servers ("host" or "host:port"); [] uses /etc/resolv.conf.'
+    )
+    port: int = _key(25, "TCP port of remote mail servers (25; tests use others).", _positive)
+    tls: str = _key(
+        "may",
+        'STARTTLS to remote servers: "may" (opportunistic), "verify" (required and '
+        'verified) or "none".',
+        _one_of("may", "verify", "none"),
+    )
+    first_retry: float = _key(300.0, "Seconds before the first retry.", _positive)
+    max_retry: float = _key(4 * 3600.0, "Longest wait between retries, in seconds.", _positive)
+    give_up: float = _key(
+        5 * 86400.0, "Seconds after which a message is bounced (RFC 5321: 4-5 days).", _positive
+    )
+    delay_warning: float = _key(
+        0.0, 'Seconds after which the sender gets a "delayed" DSN once; 0 = never.'
+    )
+    max_in_flight: int = _key(50, "Messages being delivered at once.", _positive)
+    max_per_domain: int = _key(10, "Concurrent deliveries to one recipient domain.", _positive)
+
+
+@dataclass(frozen=True)
 class HTTPConfig:
     """[http]: the HTTP listener (health check now, the REST API later)."""
 
@@ -263,6 +311,8 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     auth: AuthConfig = field(default_factory=AuthConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     log: LogConfig = field(default_factory=LogConfig)
     #: Where this configuration came from: a file path or "embedded defaults" (not a key).

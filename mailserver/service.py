@@ -23,17 +23,25 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from mailserver import __version__
+from mailserver.auth.checkers import PasswordChecker
 from mailserver.auth.directory import LmdbDirectory
 from mailserver.auth.realm import MailRealm, MXTarget
+from mailserver.auth.submission import SubmissionTarget
 from mailserver.config import Config
 from mailserver.db import Database
+from mailserver.dns import Resolver
 from mailserver.errors import ConfigError
 from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
+from mailserver.spool.queue import LmdbSpool
+from mailserver.spool.remote import RemoteCourier
+from mailserver.spool.router import Router
+from mailserver.spool.scheduler import RetryPolicy, Scheduler
 from mailserver.store.local import LocalDeliveryTarget
 from mailserver.store.maildir_store import MaildirStore
 from mailserver.tls import ensure_self_signed, server_options
@@ -83,6 +91,7 @@ class MailService(MultiService):
         store: MaildirStore,
         directory: LmdbDirectory,
         tls: CertificateOptions,
+        spool: LmdbSpool | None = None,
     ) -> None:
         super().__init__()
         self.config = config
@@ -91,6 +100,7 @@ class MailService(MultiService):
         self.store = store
         self.directory = directory
         self.tls = tls
+        self.spool = spool
         self.state = "starting"
         #: After stopService: True when in-flight work finished and storage closed in time.
         self.stopped_cleanly = False
@@ -135,6 +145,9 @@ class MailService(MultiService):
         """Start the listeners' services and recover the store (files a crash left behind)."""
         super().startService()
         recovering = maybeDeferred(self.store.recover)
+        if self.spool is not None:
+            spool = self.spool
+            recovering.addCallback(lambda count: spool.recover().addCallback(lambda _: count))
         recovering.addCallbacks(self._recovered, self._recovery_failed)
 
     def _recovered(self, count: object) -> None:
@@ -297,9 +310,68 @@ def build(config: Config, reactor: Any) -> MailService:
     site.displayTracebacks = False
     site.noisy = False
     root.add_listeners("http.listen", config.http.listen, site)
+    local = LocalDeliveryTarget(store, directory)
+    spool = LmdbSpool(db, os.path.join(data_dir, "spool"), reactor, fsync=config.store.fsync)
+    root.spool = spool
+    scheduler = _scheduler(config, spool, reactor)
+    router = Router(local, spool, directory, queued=scheduler.poke)
+    scheduler.bounces = router
+    scheduler.setServiceParent(root)
     if config.smtp.listen:
         root.add_listeners("smtp.listen", config.smtp.listen, _mx_factory(config, root, reactor))
+    submission = config.submission
+    if submission.listen:
+        factory = _submission_factory(config, root, router, reactor, implicit_tls=False)
+        root.add_listeners("submission.listen", submission.listen, factory)
+    if submission.tls_listen:
+        factory = _submission_factory(config, root, router, reactor, implicit_tls=True)
+        wrapped = TLSMemoryBIOFactory(tls, False, factory)
+        root.add_listeners("submission.tls_listen", submission.tls_listen, wrapped)
+        root.factories.append(factory)
     return root
+
+
+def _scheduler(config: Config, spool: LmdbSpool, reactor: Any) -> Scheduler:
+    """The outbound side: DNS, the remote courier and the retry schedule."""
+    delivery = config.delivery
+    hostname = config.server.hostname
+    resolver = Resolver(reactor, delivery.nameservers)
+    courier = RemoteCourier(
+        reactor, resolver, hostname, port=delivery.port, tls=delivery.tls, own_names=[hostname]
+    )
+    policy = RetryPolicy(
+        first=delivery.first_retry,
+        maximum=delivery.max_retry,
+        give_up=delivery.give_up,
+        delay_warning=delivery.delay_warning,
+    )
+    return Scheduler(
+        spool,
+        courier,
+        reactor,
+        hostname=hostname,
+        policy=policy,
+        max_in_flight=delivery.max_in_flight,
+        max_per_domain=delivery.max_per_domain,
+    )
+
+
+def _policy_fields(config: Config) -> dict[str, Any]:
+    smtp = config.smtp
+    return {
+        "hostname": config.server.hostname,
+        "max_message_size": smtp.max_message_size,
+        "max_recipients": smtp.max_recipients,
+        "max_line_length": smtp.max_line_length,
+        "command_timeout": smtp.command_timeout,
+        "data_timeout": smtp.data_timeout,
+        "max_connections": smtp.max_connections,
+        "max_connections_per_ip": smtp.max_connections_per_ip,
+        "helo_check": smtp.helo_check,
+        "vrfy": smtp.vrfy,
+        "bare_newline": smtp.bare_newline,
+        "offer_starttls": smtp.starttls,
+    }
 
 
 def _mx_factory(config: Config, service: MailService, reactor: Any) -> SMTPFactory:
@@ -308,19 +380,28 @@ def _mx_factory(config: Config, service: MailService, reactor: Any) -> SMTPFacto
     target = LocalDeliveryTarget(service.store, service.directory)
     realm = MailRealm(lambda: MXTarget(target, service.directory, postmaster))
     portal = Portal(realm, [AllowAnonymousAccess()])
-    smtp = config.smtp
-    policy = SMTPPolicy(
-        hostname=config.server.hostname,
-        max_message_size=smtp.max_message_size,
-        max_recipients=smtp.max_recipients,
-        max_line_length=smtp.max_line_length,
-        command_timeout=smtp.command_timeout,
-        data_timeout=smtp.data_timeout,
-        max_connections=smtp.max_connections,
-        max_connections_per_ip=smtp.max_connections_per_ip,
-        helo_check=smtp.helo_check,
-        vrfy=smtp.vrfy,
-        bare_newline=smtp.bare_newline,
-        offer_starttls=smtp.starttls,
+    return SMTPFactory(portal, SMTPPolicy(**_policy_fields(config)), service.tls, reactor=reactor)
+
+
+def _submission_factory(
+    config: Config, service: MailService, router: Router, reactor: Any, *, implicit_tls: bool
+) -> SMTPFactory:
+    """Submission (RFC 6409): AUTH over TLS required; local and remote recipients."""
+    hostname = config.server.hostname
+    directory = service.directory
+
+    def avatar(user: str) -> SubmissionTarget:
+        return SubmissionTarget(user, directory, router, hostname, reactor)
+
+    realm = MailRealm(lambda: MXTarget(router, directory, f"postmaster@{hostname}"), avatar)
+    portal = Portal(realm, [PasswordChecker(directory)])
+    fields = _policy_fields(config)
+    fields.update(
+        max_message_size=config.submission.max_message_size,
+        max_recipients=config.submission.max_recipients,
+        auth=True,
+        require_auth=True,
+        implicit_tls=implicit_tls,
+        offer_starttls=not implicit_tls,
     )
-    return SMTPFactory(portal, policy, service.tls, reactor=reactor)
+    return SMTPFactory(portal, SMTPPolicy(**fields), service.tls, reactor=reactor)

@@ -68,15 +68,23 @@ class MXDelivery:
 
 @implementer(IRealm)
 class MailRealm:
-    """Hands out avatars: the MX target for anonymous SMTP logins (more kinds follow with
-    submission, IMAP and POP3)."""
+    """Hands out avatars: the MX target for anonymous SMTP logins, the submission target of
+    an authenticated user (IMAP and POP3 avatars follow with their issues)."""
 
-    def __init__(self, mx_target: Callable[[], IDeliveryTarget]) -> None:
+    def __init__(
+        self,
+        mx_target: Callable[[], IDeliveryTarget],
+        submission_target: Callable[[str], IDeliveryTarget] | None = None,
+    ) -> None:
         self._mx_target = mx_target
+        self._submission_target = submission_target
 
     def requestAvatar(
         self, avatarId: Any, mind: Any, *interfaces: Any
     ) -> tuple[Any, Any, Callable[[], None]]:
-        if IDeliveryTarget in interfaces and avatarId is ANONYMOUS:
-            return IDeliveryTarget, self._mx_target(), lambda: None
+        if IDeliveryTarget in interfaces:
+            if avatarId is ANONYMOUS:
+                return IDeliveryTarget, self._mx_target(), lambda: None
+            if self._submission_target is not None and isinstance(avatarId, str):
+                return IDeliveryTarget, self._submission_target(avatarId), lambda: None
         raise NotImplementedError("no avatar for this login and interface")

@@ -34,7 +34,8 @@ class Reply:
         out = []
         for index, text in enumerate(texts):
             separator = " " if index == len(texts) - 1 else "-"
-            out.append(f"{self.code}{separator}{prefix}{text}".rstrip())
+            line = f"{self.code}{separator}{prefix}{text}"
+            out.append(line if self.code == 334 else line.rstrip())  # "334 " + empty challenge
         return out
 
     def encode(self) -> bytes:
@@ -65,12 +66,15 @@ CANNOT_VRFY = _reply(  # RFC 5321 §3.5.3
     252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"
 )
 START_DATA = _reply(354, "", "End data with <CR><LF>.<CR><LF>")
+AUTH_OK = _reply(235, "2.7.0", "Authentication successful")  # RFC 4954 §6
+CHALLENGE = _reply(334, "", "")  # RFC 4954 §4: the text is the base64 challenge
 
 # --- transient (4yz) ---------------------------------------------------------------------
 SHUTTING_DOWN = _reply(421, "4.3.2", "Service not available, closing channel", close=True)
 TIMEOUT = _reply(421, "4.4.2", "Timeout, closing connection", close=True)
 TOO_MANY_CONNECTIONS = _reply(421, "4.7.0", "Too many connections", close=True)
 LOCAL_ERROR = _reply(451, "4.3.0", "Local error in processing; try again later")
+AUTH_TEMPORARY = _reply(454, "4.7.0", "Temporary authentication failure")
 TOO_MANY_RECIPIENTS = _reply(452, "4.5.3", "Too many recipients")  # RFC 5321 §4.5.3.1.10
 INSUFFICIENT_STORAGE = _reply(452, "4.3.1", "Insufficient system storage")  # RFC 1870 §6
 
@@ -91,6 +95,15 @@ NEED_BINARY = _reply(  # RFC 3030 §3: BINARYMIME content only through BDAT
 MESSAGE_TOO_BIG = _reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 MAILBOX_NAME_NOT_ALLOWED = _reply(553, "5.1.3", "Mailbox name not allowed")
 UTF8_REQUIRED = _reply(553, "5.6.7", "Non-ASCII address needs SMTPUTF8")  # RFC 6531 §3.5
+AUTH_REQUIRED = _reply(530, "5.7.0", "Authentication required")  # RFC 4954 §6
+TLS_REQUIRED = _reply(530, "5.7.0", "Must issue a STARTTLS command first")  # RFC 3207 §4
+AUTH_FAILED = _reply(535, "5.7.8", "Authentication credentials invalid")
+ENCRYPTION_REQUIRED = _reply(  # RFC 4954 §6
+    538, "5.7.11", "Encryption required for requested authentication mechanism"
+)
+AUTH_CANCELLED = _reply(501, "5.0.0", "Authentication cancelled")
+AUTH_BAD_RESPONSE = _reply(501, "5.5.2", "Cannot decode response")
+MECHANISM_UNKNOWN = _reply(504, "5.5.4", "Unrecognized authentication type")
 TRANSACTION_FAILED = _reply(554, "5.0.0", "Transaction failed")
 PARAMS_NOT_RECOGNIZED = _reply(555, "5.5.4", "Parameter not recognized")  # RFC 5321 §4.1.1.11
 

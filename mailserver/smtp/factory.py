@@ -47,6 +47,14 @@ class SMTPPolicy:
     bare_newline: str = "reject"
     #: Protocol name in Received headers ("ESMTP") and whether STARTTLS is offered.
     offer_starttls: bool = True
+    #: RFC 4954 AUTH (PLAIN, LOGIN) offered; on submission ports (RFC 6409).
+    auth: bool = False
+    #: MAIL needs a prior AUTH (530 5.7.0), and no anonymous avatar is asked for.
+    require_auth: bool = False
+    #: AUTH only over TLS (RFC 8314 §3, RFC 4954 §4): 538 5.7.11 before it.
+    auth_needs_tls: bool = True
+    #: The listener wraps connections in TLS from the first byte (port 465, RFC 8314 §3.3).
+    implicit_tls: bool = False
 
 
 class SMTPFactory(Factory):

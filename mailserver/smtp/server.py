@@ -18,11 +18,13 @@ Message content (DATA, BDAT, the transaction's spool and commit) is in ``transac
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.cred.credentials import Anonymous
+from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -39,6 +41,15 @@ from mailserver.smtp.grammar import (
     parse_helo,
     parse_mail,
     parse_rcpt,
+)
+from mailserver.smtp.sasl import (
+    MECHANISMS,
+    Cancelled,
+    LoginExchange,
+    PlainExchange,
+    SASLError,
+    decode,
+    new_exchange,
 )
 from mailserver.smtp.transaction import (
     ANY,
@@ -73,6 +84,8 @@ class ESMTPServer(MessageContent, Protocol):
         self.esmtp = False
         self.secure = False
         self.authenticated_as: str | None = None
+        self._anonymous: IDeliveryTarget | None = None
+        self._sasl: PlainExchange | LoginExchange | None = None
         self.errors = 0
         self.peer = ""
         self.transaction: Transaction | None = None
@@ -108,11 +121,17 @@ class ESMTPServer(MessageContent, Protocol):
         factory.per_ip[self.peer] += 1
         self._counted = True
         self._reset_timeout()
+        if self.policy.implicit_tls:
+            self.secure = True
+        if self.policy.require_auth:
+            self._logged_in((None, None, None))  # no avatar until AUTH
+            return
         d = factory.portal.login(Anonymous(), None, IDeliveryTarget)
         d.addCallbacks(self._logged_in, self._login_failed)
 
     def _logged_in(self, result: tuple[Any, Any, Any]) -> None:
         _interface, self.avatar, _logout = result
+        self._anonymous = self.avatar
         if self._closing:
             return
         self.send(codes.GREETING.with_text(f"{self.policy.hostname} ESMTP mailserver"))
@@ -171,7 +190,10 @@ class ESMTPServer(MessageContent, Protocol):
             line = self._next_line()
             if line is None:
                 break
-            self._dispatch(line)
+            if self._sasl is not None:
+                self._sasl_response(line)
+            else:
+                self._dispatch(line)
         if self._paused and not self._busy:
             self._paused = False
             self.transport.resumeProducing()
@@ -299,12 +321,21 @@ class ESMTPServer(MessageContent, Protocol):
         offered.append("DSN")
         if self.factory.tls is not None and self.policy.offer_starttls and not self.secure:
             offered.append("STARTTLS")
+        if self._auth_offered():
+            offered.append("AUTH " + " ".join(MECHANISMS))
         return offered
+
+    def _auth_offered(self) -> bool:
+        policy = self.policy
+        return policy.auth and (self.secure or not policy.auth_needs_tls)
 
     def _param_extensions(self) -> frozenset[str]:
         if not self.esmtp:
             return frozenset()  # RFC 5321 §4.1.1.1: parameters need EHLO
-        return frozenset({"SIZE", "8BITMIME", "SMTPUTF8", "DSN", "BINARYMIME"})
+        offered = {"SIZE", "8BITMIME", "SMTPUTF8", "DSN", "BINARYMIME"}
+        if self.policy.auth:
+            offered.add("AUTH")  # RFC 4954 §5
+        return frozenset(offered)
 
     def _greet(self, argument: str, esmtp: bool) -> Reply:
         try:
@@ -331,6 +362,10 @@ class ESMTPServer(MessageContent, Protocol):
         return self._greet(argument, esmtp=False)
 
     def do_MAIL(self, argument: str) -> Reply:
+        if self.policy.require_auth and self.authenticated_as is None:
+            if self.policy.auth_needs_tls and not self.secure:
+                return codes.TLS_REQUIRED
+            return codes.AUTH_REQUIRED
         sender, params = parse_mail(
             argument,
             extensions=self._param_extensions(),
@@ -418,7 +453,70 @@ class ESMTPServer(MessageContent, Protocol):
         self.state = State.CONNECTED
         self.helo = ""
         self.esmtp = False
+        self.authenticated_as = None
+        self.avatar = self._anonymous
         return None
+
+    # -- AUTH (RFC 4954) -----------------------------------------------------------------
+
+    def do_AUTH(self, argument: str) -> Reply | Deferred[Reply] | None:
+        if not self.policy.auth:
+            return codes.NOT_IMPLEMENTED.with_text("AUTH not available")
+        if self.authenticated_as is not None:
+            return codes.BAD_SEQUENCE.with_text("Already authenticated")  # RFC 4954 §4
+        if not self._auth_offered():
+            return codes.ENCRYPTION_REQUIRED
+        mechanism, _, initial = argument.partition(" ")
+        exchange = new_exchange(mechanism)
+        if exchange is None:
+            return codes.MECHANISM_UNKNOWN
+        self._sasl = exchange
+        try:
+            response = decode(initial.encode()) if initial else None
+        except SASLError as error:
+            return self._sasl_error(error)
+        return self._sasl_step(response)
+
+    def _sasl_response(self, line: bytes) -> None:
+        try:
+            response = decode(line)
+        except SASLError as error:
+            self._answer(self._sasl_error(error))
+            return
+        self._answer(self._sasl_step(response))
+
+    def _sasl_error(self, error: SASLError) -> Reply:
+        self._sasl = None
+        if isinstance(error, Cancelled):
+            return codes.AUTH_CANCELLED
+        return codes.AUTH_BAD_RESPONSE.with_text(f"Cannot decode response: {error}")
+
+    def _sasl_step(self, response: bytes | None) -> Reply | Deferred[Reply]:
+        assert self._sasl is not None
+        try:
+            step = self._sasl.step(response)
+        except SASLError as error:
+            return self._sasl_error(error)
+        if isinstance(step, bytes):
+            return codes.CHALLENGE.with_text(base64.b64encode(step).decode())
+        self._sasl = None
+        d = self.factory.portal.login(step, None, IDeliveryTarget)
+        return d.addCallbacks(self._authenticated, self._not_authenticated)
+
+    def _authenticated(self, result: tuple[Any, Any, Any]) -> Reply:
+        _interface, avatar, _logout = result
+        self.avatar = avatar
+        self.authenticated_as = str(getattr(avatar, "user", "") or "")
+        log.info("{peer}: authenticated as {user}", peer=self.peer, user=self.authenticated_as)
+        return codes.AUTH_OK
+
+    def _not_authenticated(self, failure: Failure) -> Reply:
+        if failure.check(UnauthorizedLogin, UnhandledCredentials):
+            log.info("{peer}: authentication failed", peer=self.peer)
+            self.errors += 1
+            return codes.AUTH_FAILED
+        log.failure("authentication error", failure)
+        return codes.AUTH_TEMPORARY
 
 
 Handler = Callable[[ESMTPServer, str], Any]
@@ -439,4 +537,5 @@ VERBS: dict[str, tuple[Handler, frozenset[State]]] = {
     "EXPN": (ESMTPServer.do_EXPN, ANY - {State.CHUNKING}),
     "HELP": (ESMTPServer.do_HELP, ANY),
     "STARTTLS": (ESMTPServer.do_STARTTLS, frozenset({State.GREETED, State.CONNECTED})),
+    "AUTH": (ESMTPServer.do_AUTH, frozenset({State.GREETED})),  # RFC 4954 §4: not in a mail
 }

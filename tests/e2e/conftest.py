@@ -16,8 +16,9 @@ API of :class:`ServerProcess`:
   ``directory/mailserver.toml`` from the harness defaults (data in ``directory/var``,
   ``auth.bcrypt_cost = 4``) deep-merged with ``extra_config`` (section -> key -> value; a
   value of ``None`` removes the key). Each dotted key in ``listen_keys`` gets one free port
-  on 127.0.0.1 (kept across restarts). ``use_config=False`` passes no ``--config`` at all:
-  the server runs on embedded defaults (``ports == {"http.listen": 8080}``).
+  on 127.0.0.1 (kept across restarts); the other listeners of :data:`LISTENERS` are off.
+  ``use_config=False`` passes no ``--config`` at all: the server runs on embedded defaults
+  (``ports == {"http.listen": 8080}``).
 - Attributes: ``directory``, ``config_path`` (None without a config), ``data_dir``,
   ``ports`` (dotted listen key -> port), ``process`` (the Popen or None).
 - ``start(wait=True, timeout=20)``: spawn; with ``wait`` block until ready (``/healthz``
@@ -53,6 +54,8 @@ import pytest
 
 TWISTD = str(Path(sys.executable).parent / "twistd")
 READY_TIMEOUT = 20.0
+#: Every listener key of the config; those not in ``listen_keys`` are disabled.
+LISTENERS = ("http.listen", "smtp.listen", "submission.listen", "submission.tls_listen")
 
 
 def free_port() -> int:
@@ -123,9 +126,11 @@ class ServerProcess:
             "server": {"hostname": "localhost", "data_dir": str(self.directory / "var")},
             "auth": {"bcrypt_cost": 4},
         }
-        for key, port in self.ports.items():
+        for key in LISTENERS:  # listeners not asked for are off, so tests never collide
             section, name = key.split(".", 1)
-            base.setdefault(section, {})[name] = [f"tcp:{port}:interface=127.0.0.1"]
+            port = self.ports.get(key)
+            endpoints = [] if port is None else [f"tcp:{port}:interface=127.0.0.1"]
+            base.setdefault(section, {})[name] = endpoints
         document = merge(base, extra_config)
         self.data_dir = Path(document["server"].get("data_dir", self.directory / "var"))
         self.config_path = self.directory / "mailserver.toml"
