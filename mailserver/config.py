@@ -265,6 +265,9 @@ class DeliveryConfig:
         'verified) or "none".',
         _one_of("may", "verify", "none"),
     )
+    mta_sts: bool = _key(
+        True, "Honour MTA-STS policies (RFC 8461): enforce mode needs verified TLS to a listed MX."
+    )
     first_retry: float = _key(300.0, "Seconds before the first retry.", _positive)
     max_retry: float = _key(4 * 3600.0, "Longest wait between retries, in seconds.", _positive)
     give_up: float = _key(

@@ -38,6 +38,7 @@ from mailserver.db import Database
 from mailserver.dns import Resolver
 from mailserver.errors import ConfigError
 from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
+from mailserver.spool.mtasts import MTASTS
 from mailserver.spool.queue import LmdbSpool
 from mailserver.spool.remote import RemoteCourier
 from mailserver.spool.router import Router
@@ -336,8 +337,15 @@ def _scheduler(config: Config, spool: LmdbSpool, reactor: Any) -> Scheduler:
     delivery = config.delivery
     hostname = config.server.hostname
     resolver = Resolver(reactor, delivery.nameservers)
+    mta_sts = MTASTS(reactor, resolver) if delivery.mta_sts else None
     courier = RemoteCourier(
-        reactor, resolver, hostname, port=delivery.port, tls=delivery.tls, own_names=[hostname]
+        reactor,
+        resolver,
+        hostname,
+        port=delivery.port,
+        tls=delivery.tls,
+        own_names=[hostname],
+        mta_sts=mta_sts,
     )
     policy = RetryPolicy(
         first=delivery.first_retry,

@@ -26,6 +26,7 @@ NOUNS = [
     "mailserver.cli.alias",
     "mailserver.cli.reindex",
     "mailserver.cli.deliver",
+    "mailserver.cli.queue",
 ]
 
 #: Exit statuses: a usage or config problem, and any other expected failure.

@@ -109,6 +109,9 @@ class SMTPClient(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if reason is None or reason.check(ConnectionDone):
             reason = Failure(ProtocolError("connection closed by the server"))
+        elif not reason.check(ProtocolError):
+            # TLS handshake and verification failures end up here too
+            reason = Failure(ProtocolError(f"connection lost: {reason.getErrorMessage()}"))
         self._closed = reason
         self._fail_waiters(reason)
 

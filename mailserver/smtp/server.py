@@ -268,7 +268,11 @@ class ESMTPServer(MessageContent, Protocol):
 
     def _answer(self, result: Reply | Deferred[Reply] | None) -> None:
         if result is None:
-            return  # the reply comes when the BDAT chunk has been read
+            # The reply comes when the BDAT chunk has been read. Feed the reader now: a
+            # chunk of 0 octets ("BDAT 0 LAST", RFC 3030 §2) is complete with no more input.
+            if self._reader is not None:
+                self._feed_reader()
+            return
         if isinstance(result, Reply):
             self._reply(result)
             return
@@ -318,7 +322,8 @@ class ESMTPServer(MessageContent, Protocol):
         size = self.policy.max_message_size
         offered.append(f"SIZE {size}" if size else "SIZE")
         offered += ["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8", "CHUNKING", "BINARYMIME"]
-        offered.append("DSN")
+        # RFC 5321 §4.1.1.1: every supported command outside the §4.5.1 minimum is listed.
+        offered += ["DSN", "HELP"]
         if self.factory.tls is not None and self.policy.offer_starttls and not self.secure:
             offered.append("STARTTLS")
         if self._auth_offered():
@@ -410,6 +415,8 @@ class ESMTPServer(MessageContent, Protocol):
         return d.addCallback(accepted)
 
     def do_RSET(self, argument: str) -> Reply:
+        if argument:  # RFC 5321 §4.1.1: RSET, DATA and QUIT take no parameters
+            return codes.BAD_ARGUMENTS.with_text("RSET takes no arguments")
         self._abort_transaction()
         if self.state is not State.CONNECTED:
             self.state = State.GREETED
@@ -419,6 +426,8 @@ class ESMTPServer(MessageContent, Protocol):
         return codes.OK
 
     def do_QUIT(self, argument: str) -> Reply:
+        if argument:  # RFC 5321 §4.1.1: RSET, DATA and QUIT take no parameters
+            return codes.BAD_ARGUMENTS.with_text("QUIT takes no arguments")
         return codes.CLOSING.with_text(f"{self.policy.hostname} Bye")
 
     def do_VRFY(self, argument: str) -> Reply:

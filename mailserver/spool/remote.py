@@ -25,6 +25,7 @@ from twisted.logger import Logger
 
 from mailserver.dns import DNSTemporaryError, Resolver
 from mailserver.smtp.client import ProtocolError, ServerReply, SMTPClient, send_mail
+from mailserver.spool.mtasts import MTASTS
 from mailserver.spool.mx import NoRoute, Route, find_routes
 from mailserver.types import QueuedRecipient, QueueEntry, RecipientState
 
@@ -79,6 +80,8 @@ class RemoteCourier:
         timeouts: dict[str, float] | None = None,
         rng: random.Random | None = None,
         bind_address: str | None = None,
+        mta_sts: MTASTS | None = None,
+        verified_tls: Callable[[str], Any] = ssl.optionsForClientTLS,
     ) -> None:
         if tls not in ("none", "may", "verify"):
             raise ValueError(f"tls must be none, may or verify, not {tls!r}")
@@ -92,6 +95,8 @@ class RemoteCourier:
         self.timeouts = timeouts
         self.rng = rng or random.Random()
         self.bind_address = bind_address
+        self.mta_sts = mta_sts
+        self.verified_tls = verified_tls
 
     @inlineCallbacks
     def deliver(
@@ -110,14 +115,27 @@ class RemoteCourier:
             return self._all(recipients, RecipientState.FAILED, error.text, error.enhanced)
         except DNSTemporaryError as error:
             return self._all(recipients, RecipientState.DEFERRED, f"DNS: {error}", "4.4.3")
+        tls = self.tls
+        if self.mta_sts is not None:
+            policy = yield self.mta_sts.policy(domain)
+            if policy is not None and policy.mode == "enforce":
+                # RFC 8461 §4.1, §5: only matching MX hosts, only with verified TLS
+                routes = [route for route in routes if policy.allows(route.host)]
+                tls = "verify"
+                if not routes:
+                    return self._all(
+                        recipients, RecipientState.DEFERRED,
+                        f"MTA-STS policy of {domain}: no MX host matches", "4.7.5",
+                    )
         message = yield _read_in_thread(self.reactor, open_message)
         last = "no mail host answered"
+        tries = {"may": (True, False), "verify": (True,), "none": (False,)}[tls]
         for route in routes:
             for address in route.addresses:
-                for use_tls in ((True, False) if self.tls == "may" else (self.tls != "none",)):
+                for use_tls in tries:
                     try:
                         result = yield self._attempt(
-                            route, address, entry, recipients, message, use_tls
+                            route, address, entry, recipients, message, use_tls, tls
                         )
                         return result
                     except _NextHost as why:
@@ -125,7 +143,8 @@ class RemoteCourier:
                         log.info("{queue_id}: {why}", queue_id=entry.queue_id, why=last)
                         if "TLS" not in str(why):
                             break  # the plain-text retry is only for a failed handshake
-        return self._all(recipients, RecipientState.DEFERRED, last, "4.4.1")
+        status = "4.7.5" if tls == "verify" else "4.4.1"
+        return self._all(recipients, RecipientState.DEFERRED, last, status)
 
     @staticmethod
     def _all(
@@ -133,9 +152,9 @@ class RemoteCourier:
     ) -> dict[str, Outcome]:
         return {r.address: Outcome(state, reply, status) for r in recipients}
 
-    def _tls_options(self, host: str) -> Any:
-        if self.tls == "verify":
-            return ssl.optionsForClientTLS(host)
+    def _tls_options(self, host: str, tls: str) -> Any:
+        if tls == "verify":
+            return self.verified_tls(host)
         return ssl.CertificateOptions(verify=False)
 
     @inlineCallbacks
@@ -147,6 +166,7 @@ class RemoteCourier:
         recipients: Sequence[QueuedRecipient],
         message: bytes,
         use_tls: bool,
+        tls: str,
     ) -> Any:
         client = SMTPClient(self.reactor, self.timeouts)
         endpoint = HostnameEndpoint(
@@ -169,11 +189,11 @@ class RemoteCourier:
                 raise _NextHost(f"EHLO: {hello}")
             if use_tls:
                 if not client.supports("STARTTLS"):
-                    if self.tls == "verify":
+                    if tls == "verify":
                         raise _NextHost("STARTTLS not offered; TLS is required")
                 else:
-                    reply = yield client.starttls(self._tls_options(route.host))
-                    if reply.code != 220 and self.tls == "verify":
+                    reply = yield client.starttls(self._tls_options(route.host, tls))
+                    if reply.code != 220 and tls == "verify":
                         raise _NextHost(f"STARTTLS: {reply}")
                     if reply.code == 220:
                         try:
