@@ -87,6 +87,8 @@ class SMTPClient(Protocol):
         self._buffer = b""
         self._lines: list[str] = []
         self._closed: Failure | None = None
+        #: Transactions completed on this connection (the courier reuses connections).
+        self.uses = 0
 
     # -- transport events ---------------------------------------------------------------
 
@@ -197,6 +199,11 @@ class SMTPClient(Protocol):
                 keyword, _, value = line.partition(" ")
                 self.extensions[keyword.upper()] = value
         return reply
+
+    @property
+    def usable(self) -> bool:
+        """Connected, nothing outstanding: another transaction may start."""
+        return self._closed is None and not self._waiting and self.transport is not None
 
     def supports(self, keyword: str) -> bool:
         return keyword.upper() in self.extensions

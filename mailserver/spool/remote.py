@@ -82,6 +82,8 @@ class RemoteCourier:
         bind_address: str | None = None,
         mta_sts: MTASTS | None = None,
         verified_tls: Callable[[str], Any] = ssl.optionsForClientTLS,
+        idle_timeout: float = 5.0,
+        max_reuse: int = 100,
     ) -> None:
         if tls not in ("none", "may", "verify"):
             raise ValueError(f"tls must be none, may or verify, not {tls!r}")
@@ -97,6 +99,10 @@ class RemoteCourier:
         self.bind_address = bind_address
         self.mta_sts = mta_sts
         self.verified_tls = verified_tls
+        self.idle_timeout = idle_timeout
+        self.max_reuse = max_reuse
+        #: Parked connections: (address, TLS mode) -> [(client, expiry timer, uses)].
+        self._idle: dict[tuple[str, str], list[tuple[SMTPClient, Any, int]]] = {}
 
     @inlineCallbacks
     def deliver(
@@ -157,17 +163,11 @@ class RemoteCourier:
             return self.verified_tls(host)
         return ssl.CertificateOptions(verify=False)
 
+    # -- connections -------------------------------------------------------------------
+
     @inlineCallbacks
-    def _attempt(
-        self,
-        route: Route,
-        address: str,
-        entry: QueueEntry,
-        recipients: Sequence[QueuedRecipient],
-        message: bytes,
-        use_tls: bool,
-        tls: str,
-    ) -> Any:
+    def _connect(self, route: Route, address: str, use_tls: bool, tls: str) -> Any:
+        """A greeted, EHLO'd (and, as asked, TLS) connection; _NextHost when it fails."""
         client = SMTPClient(self.reactor, self.timeouts)
         endpoint = HostnameEndpoint(
             self.reactor,
@@ -188,32 +188,124 @@ class RemoteCourier:
             if not hello.positive:
                 raise _NextHost(f"EHLO: {hello}")
             if use_tls:
-                if not client.supports("STARTTLS"):
-                    if tls == "verify":
-                        raise _NextHost("STARTTLS not offered; TLS is required")
-                else:
-                    reply = yield client.starttls(self._tls_options(route.host, tls))
-                    if reply.code != 220 and tls == "verify":
-                        raise _NextHost(f"STARTTLS: {reply}")
-                    if reply.code == 220:
-                        try:
-                            hello = yield client.ehlo(self.hostname)
-                        except ProtocolError as error:
-                            raise _NextHost(f"TLS handshake failed: {error}") from None
-                        if not hello.positive:
-                            raise _NextHost(f"EHLO after TLS: {hello}")
-            if entry.params.get("SMTPUTF8") is not None and not client.supports("SMTPUTF8"):
-                # RFC 6531 §3.2: a message that needs SMTPUTF8 cannot go to a server without it
-                return self._all(
-                    recipients, RecipientState.FAILED,
-                    f"{route.host} does not support SMTPUTF8", "5.6.7",
-                )
-            if entry.params.get("BODY") == "8BITMIME" and not client.supports("8BITMIME"):
-                # RFC 6152 §3: no 8-bit content to a 7-bit server; we do not downconvert
-                return self._all(
-                    recipients, RecipientState.FAILED,
-                    f"{route.host} does not support 8BITMIME", "5.6.3",
-                )
+                yield self._starttls(client, route, tls)
+        except _NextHost:
+            client.transport.abortConnection()
+            raise
+        except ProtocolError as error:
+            client.transport.abortConnection()
+            raise _NextHost(str(error)) from None
+        return client
+
+    @inlineCallbacks
+    def _starttls(self, client: SMTPClient, route: Route, tls: str) -> Any:
+        if not client.supports("STARTTLS"):
+            if tls == "verify":
+                raise _NextHost("STARTTLS not offered; TLS is required")
+            return
+        reply = yield client.starttls(self._tls_options(route.host, tls))
+        if reply.code != 220:
+            if tls == "verify":
+                raise _NextHost(f"STARTTLS: {reply}")
+            return
+        try:
+            hello = yield client.ehlo(self.hostname)
+        except ProtocolError as error:
+            raise _NextHost(f"TLS handshake failed: {error}") from None
+        if not hello.positive:
+            raise _NextHost(f"EHLO after TLS: {hello}")
+
+    def _take_idle(self, address: str, tls: str) -> SMTPClient | None:
+        """A parked connection to ``address`` made under the same TLS mode, if any."""
+        parked = self._idle.get((address, tls))
+        while parked:
+            client, timer, uses = parked.pop()
+            if timer.active():
+                timer.cancel()
+            if client.usable:
+                client.uses = uses
+                return client
+        return None
+
+    def _park(self, address: str, tls: str, client: SMTPClient) -> None:
+        """Keep ``client`` for the next message to the same host (RFC 5321 §5.1 allows
+        several transactions per connection); QUIT it after ``idle_timeout``."""
+        uses = getattr(client, "uses", 0) + 1
+        if uses >= self.max_reuse or not client.usable:
+            client.quit()
+            return
+        key = (address, tls)
+
+        def expire() -> None:
+            entries = self._idle.get(key, [])
+            for index, (parked, _timer, _uses) in enumerate(entries):
+                if parked is client:
+                    del entries[index]
+                    break
+            client.quit()
+
+        timer = self.reactor.callLater(self.idle_timeout, expire)
+        self._idle.setdefault(key, []).append((client, timer, uses))
+
+    def close(self) -> None:
+        """QUIT every parked connection (the scheduler calls this on shutdown)."""
+        for parked in self._idle.values():
+            for client, timer, _uses in parked:
+                if timer.active():
+                    timer.cancel()
+                client.quit()
+        self._idle.clear()
+
+    # -- one attempt -------------------------------------------------------------------
+
+    @inlineCallbacks
+    def _attempt(
+        self,
+        route: Route,
+        address: str,
+        entry: QueueEntry,
+        recipients: Sequence[QueuedRecipient],
+        message: bytes,
+        use_tls: bool,
+        tls: str,
+    ) -> Any:
+        reused = self._take_idle(address, tls) if use_tls or tls == "none" else None
+        if reused is not None:
+            try:
+                outcomes = yield self._transact(reused, route, entry, recipients, message)
+            except _NextHost:
+                pass  # the parked connection went stale: open a fresh one
+            else:
+                self._park(address, tls, reused)
+                return outcomes
+        client = yield self._connect(route, address, use_tls, tls)
+        outcomes = yield self._transact(client, route, entry, recipients, message)
+        self._park(address, tls, client)
+        return outcomes
+
+    @inlineCallbacks
+    def _transact(
+        self,
+        client: SMTPClient,
+        route: Route,
+        entry: QueueEntry,
+        recipients: Sequence[QueuedRecipient],
+        message: bytes,
+    ) -> Any:
+        """One transaction on ``client``: Deferred[dict[address, Outcome]]."""
+        if entry.params.get("SMTPUTF8") is not None and not client.supports("SMTPUTF8"):
+            # RFC 6531 §3.2: a message that needs SMTPUTF8 cannot go to a server without it
+            return self._all(
+                recipients, RecipientState.FAILED,
+                f"{route.host} does not support SMTPUTF8", "5.6.7",
+            )
+        if entry.params.get("BODY") == "8BITMIME" and not client.supports("8BITMIME"):
+            # RFC 6152 §3: no 8-bit content to a 7-bit server; we do not downconvert
+            return self._all(
+                recipients, RecipientState.FAILED,
+                f"{route.host} does not support 8BITMIME", "5.6.3",
+            )
+        try:
             result = yield send_mail(
                 client,
                 entry.sender,
@@ -227,7 +319,6 @@ class RemoteCourier:
         if result.mail is not None and result.mail.temporary:
             client.transport.abortConnection()
             raise _NextHost(f"MAIL: {result.mail}")
-        yield client.quit()
         outcomes = {}
         for r in recipients:
             reply = result.reply_for(r.address)

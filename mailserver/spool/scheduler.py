@@ -101,7 +101,11 @@ class Scheduler(Service):
     def stopService(self) -> Deferred[Any]:
         super().stopService()
         self._cancel()
-        return DeferredList(list(self.in_flight.values()), consumeErrors=True)
+        waiting = DeferredList(list(self.in_flight.values()), consumeErrors=True)
+        close = getattr(self.courier, "close", None)
+        if close is not None:
+            waiting.addBoth(lambda _: close())
+        return waiting
 
     def _cancel(self) -> None:
         if self._timer is not None and self._timer.active():

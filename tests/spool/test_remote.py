@@ -181,3 +181,14 @@ async def test_dns_failure_defers(world):
     e, rcpts = entry("alice@remote.test")
     outcome = (await world.courier.deliver(e, "remote.test", rcpts, opener))["alice@remote.test"]
     assert outcome.state is RecipientState.DEFERRED and outcome.status == "4.4.3"
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_is_reused_for_the_next_message(world):
+    for n in range(3):
+        e, rcpts = entry("alice@remote.test")
+        outcomes = await world.courier.deliver(e, "remote.test", rcpts, opener)
+        assert outcomes["alice@remote.test"].state is RecipientState.DELIVERED, n
+    assert world.factory.connections == 1  # one parked connection carried all three
+    assert len(inbox(world)) == 3
+    world.courier.close()
