@@ -31,6 +31,7 @@ plain cursor walks.
 
 from __future__ import annotations
 
+import functools
 import json
 import struct
 from collections.abc import Callable
@@ -128,6 +129,17 @@ def encode_flags(modseq: int, flags: frozenset[str]) -> bytes:
         else:
             bits |= bit
     return _FLAGS_HEAD.pack(modseq, bits) + " ".join(sorted(keywords)).encode()
+
+
+@functools.lru_cache(maxsize=4096)
+def flag_set(tail: bytes) -> frozenset[str]:
+    """The flags of a ``flags`` value after its modseq: system bits + keywords. Memoised:
+    a folder has few distinct flag combinations, so listing decodes each only once."""
+    bits = tail[0]
+    flags = {name for name, bit in FLAG_BITS.items() if bits & bit}
+    if len(tail) > 1:
+        flags.update(tail[1:].decode().split(" "))
+    return frozenset(flags)
 
 
 def decode_flags(value: bytes) -> tuple[int, frozenset[str]]:

@@ -16,6 +16,7 @@ from mailserver.db import Txn
 from mailserver.db.schema import (
     decode_flags,
     encode_flags,
+    flag_set,
     folder_key,
     from_u32,
     label_key,
@@ -220,12 +221,21 @@ def flag_range(
     txn: Txn, fid: int, first: int, last: int | None
 ) -> Iterator[tuple[int, frozenset[str], int]]:
     """(uid, flags, modseq) for the UIDs in ``first..last`` present in the folder."""
-    start = msg_key(fid, max(first, 0))
-    stop = msg_key(fid, min(last, 0xFFFFFFFF)) if last is not None else msg_key(fid, 0xFFFFFFFF)
-    for key, value in txn.range(b"flags", start, stop):
-        _fid, uid = split_msg_key(key)
-        modseq, flags = decode_flags(value)
-        yield uid, flags, modseq
+    # The listing hot path (FETCH FLAGS, POP3 UIDL, resync): one cursor walk, integers
+    # straight from the key and value buffers, flag sets memoised by their encoding.
+    last_uid = 0xFFFFFFFF if last is None else min(last, 0xFFFFFFFF)
+    cursor = txn.raw.cursor(db=txn.dbs[b"flags"])
+    if not cursor.set_range(msg_key(fid, max(first, 0))):
+        return
+    prefix = u32(fid)
+    from_bytes = int.from_bytes
+    for key, value in cursor.iternext():
+        if key[:4] != prefix:
+            return
+        uid = from_bytes(key[4:8], "big")
+        if uid > last_uid:
+            return
+        yield uid, flag_set(bytes(value[8:])), from_bytes(value[:8], "big")
 
 
 def combine(current: frozenset[str], given: frozenset[str], mode: FlagMode) -> frozenset[str]:
