@@ -38,6 +38,7 @@ class Txn:
         self.raw = txn
         self.dbs = dbs
         self._after: list[Callable[[], None]] = []
+        self._before: dict[Any, Callable[[], None]] = {}
 
     def get(self, table: bytes, key: bytes) -> bytes | None:
         value = self.raw.get(key, db=self.dbs[table])
@@ -77,6 +78,13 @@ class Txn:
 
     def count(self, table: bytes) -> int:
         return int(self.raw.stat(self.dbs[table])["entries"])
+
+    def before_commit(self, key: Any, action: Callable[[], None]) -> None:
+        """Run ``action`` on the writer thread just before the enclosing commit, once per
+        ``key`` for the whole group commit (e.g. one fsync of a maildir ``new/`` directory
+        for every message renamed into it). If it raises OSError the batch is not
+        committed and every write in it fails."""
+        self._before.setdefault(key, action)
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run ``action`` on the writer thread once the enclosing commit is durable (used for
@@ -155,6 +163,8 @@ class Database:
         with self.env.begin(write=True) as raw:
             txn = Txn(raw, self.dbs)
             result = function(txn)
+            for before in txn._before.values():
+                before()
         for action in txn._after:
             action()
         return result
@@ -195,6 +205,7 @@ class Database:
     def _commit(self, batch: list[_Write[Any]]) -> None:
         try:
             with self.env.begin(write=True) as parent:
+                before: dict[Any, Callable[[], None]] = {}
                 for item in batch:
                     child = self.env.begin(write=True, parent=parent)
                     txn = Txn(child, self.dbs)
@@ -206,7 +217,11 @@ class Database:
                     else:
                         child.commit()
                         item.after = txn._after
-        except lmdb.Error as e:
+                        for key, action in txn._before.items():
+                            before.setdefault(key, action)
+                for action in before.values():
+                    action()  # e.g. fsync the directories the batch renamed into
+        except (lmdb.Error, OSError) as e:
             failure = StoreUnavailable(detail=f"index commit failed: {e}")
             for item in batch:
                 item.error = item.error or failure

@@ -3,13 +3,18 @@
 One transaction writes the message once (``tmp`` of the first recipient's INBOX, fsynced),
 hard-links it into every other recipient's INBOX (one copy of the bytes for any number of
 local recipients), and commits all index entries in one write, so the message is durable
-for every recipient or for none before the commit's Deferred fires.
+for every recipient or for none before the commit's Deferred fires. The renames into
+``new/`` happen on the index writer thread, and each ``new/`` directory is fsynced once for
+all the deliveries that share a group commit (DESIGN decision 5: batch fsyncs where the
+semantics allow). A crash after the rename but before the commit leaves a file in ``new/``
+that start-up recovery indexes (the sender got no 250 and may send it again).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, BinaryIO
 
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
@@ -20,7 +25,7 @@ from mailserver.db import Txn
 from mailserver.errors import MailError, NoSuchUser
 from mailserver.interfaces import IDelivery, IDeliveryTarget, IUserDirectory
 from mailserver.store import index, maildir
-from mailserver.store.mailbox import MaildirMailbox, deliver_file, message_meta
+from mailserver.store.mailbox import MaildirMailbox, message_meta
 from mailserver.store.maildir_store import MaildirStore
 from mailserver.types import Address, Envelope
 
@@ -43,28 +48,27 @@ class LocalDeliveryTarget:
         return LocalDelivery(self, envelope)
 
 
-def _write_once(
-    first: MaildirMailbox, others: list[MaildirMailbox], data: bytes, fsync: bool
-) -> list[str]:
-    """Write ``data`` into the first INBOX's new/ and hard-link it into the others'."""
-    base = deliver_file(first.path, data, fsync)
-    bases = [base]
-    source = os.path.join(first.path, "new", base)
-    for mailbox in others:
-        other = maildir.unique_name()
-        durable.link_into(source, os.path.join(mailbox.path, "new", other), fsync=fsync)
-        bases.append(other)
-    return bases
+def _link(source: str, final: str, fsync: bool) -> None:
+    """A hard link (no second copy); across file systems, a durable copy."""
+    try:
+        os.link(source, final)
+    except OSError:
+        durable.link_into(source, final, fsync=fsync)
 
 
 @implementer(IDelivery)
 class LocalDelivery:
+    """``body`` writes the message once into the first INBOX's ``tmp/`` (fsynced, still
+    invisible); ``commit`` runs on the index writer thread: it renames the file into
+    ``new/``, hard-links it into the other INBOXes, adds the index entries, and has each
+    ``new/`` directory fsynced once per group commit, before the commit itself."""
+
     def __init__(self, target: LocalDeliveryTarget, envelope: Envelope) -> None:
         self.target = target
         self.envelope = envelope
         self._accounts: dict[str, None] = {}
-        self._data: bytes | None = None
-        self._meta: index.Record | None = None
+        self._inboxes: list[MaildirMailbox] = []
+        self._written: tuple[str, int, index.Record] | None = None  # (base, size, meta)
         self._done = False
 
     def add_recipient(
@@ -87,36 +91,67 @@ class LocalDelivery:
     def body(self, source: BinaryIO) -> Any:
         if not self._accounts:
             raise MailError("no valid recipients", detail="body before any accepted recipient")
-        def read() -> tuple[bytes, index.Record]:
-            data = return_path(self.envelope) + source.read()
-            return data, message_meta(data)
+        store = self.target.store
+        self._inboxes = [store.account(a).folder("INBOX") for a in self._accounts]
+        first = self._inboxes[0]
 
-        self._data, self._meta = yield self.target.store.in_thread(read)
+        def write() -> tuple[str, int, index.Record]:
+            data = return_path(self.envelope) + source.read()
+            meta = message_meta(data)
+            base = maildir.unique_name()
+            durable.write_new(os.path.join(first.path, "tmp", base), data, fsync=store.fsync)
+            return base, len(data), meta
+
+        self._written = yield store.in_thread(write)
 
     @inlineCallbacks
     def commit(self) -> Any:
         if self._done:
             raise MailError("transaction already finished")
         self._done = True
-        if self._data is None:
+        if self._written is None:
             raise MailError("no message body", detail="commit before body")
         store = self.target.store
-        inboxes = [store.account(a).folder("INBOX") for a in self._accounts]
-        data, meta = self._data, self._meta
-        bases = yield store.in_thread(_write_once, inboxes[0], inboxes[1:], data, store.fsync)
+        base, size, meta = self._written
+        inboxes = self._inboxes
         object_id = index.new_object_id()
         received = self.envelope.received_at or None
+        fsync = store.fsync
 
         def op(txn: Txn) -> list[int]:
+            first = inboxes[0]
+            source = os.path.join(first.path, "new", base)
+            os.rename(os.path.join(first.path, "tmp", base), source)
+            bases = [base]
+            for mailbox in inboxes[1:]:
+                other = maildir.unique_name()
+                _link(source, os.path.join(mailbox.path, "new", other), fsync)
+                bases.append(other)
+            if fsync:
+                for mailbox in inboxes:
+                    new_dir = os.path.join(mailbox.path, "new")
+                    txn.before_commit(("fsync", new_dir), partial(durable.fsync_directory, new_dir))
             return [
-                mailbox._add(txn, base, frozenset(), len(data), received, meta, object_id)
-                for mailbox, base in zip(inboxes, bases)
+                mailbox._add(txn, name, frozenset(), size, received, meta, object_id)
+                for mailbox, name in zip(inboxes, bases)
             ]
 
         uids = yield store.write(op)
         return uids
 
     def abort(self) -> Deferred[None]:
+        if self._done:
+            return succeed(None)
         self._done = True
-        self._data = None
-        return succeed(None)
+        written, self._written = self._written, None
+        if written is None or not self._inboxes:
+            return succeed(None)
+        path = os.path.join(self._inboxes[0].path, "tmp", written[0])
+        return self.target.store.in_thread(_unlink_quietly, path)
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
