@@ -13,8 +13,8 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
-from tests.conftest import Storage
 from tests.e2e.conftest import ServerProcess
+from tests.e2e.mail import inbox_messages, provision
 
 pytestmark = pytest.mark.e2e
 
@@ -22,30 +22,6 @@ MESSAGE = (
     b"From: Bob <bob@example.net>\r\nTo: alice@example.org\r\nSubject: durable\r\n"
     b"Message-ID: <durable-1@example.net>\r\n\r\nThis must survive kill -9.\r\n"
 )
-
-
-async def provision(data_dir: Path) -> None:
-    """A served domain with one user, written before the server starts."""
-    storage = Storage(data_dir, fsync=True)
-    try:
-        await storage.directory.add_domain("example.org")
-        await storage.directory.add_user("alice@example.org", "secret-pw")
-        await storage.store.create_account("alice@example.org")
-    finally:
-        await storage.aclose()
-
-
-async def inbox_messages(data_dir: Path) -> list[bytes]:
-    storage = Storage(data_dir, fsync=True)
-    try:
-        inbox = storage.store.account("alice@example.org").folder("INBOX")
-        out = []
-        for uid in inbox.uids():
-            with inbox.message(uid).open() as f:
-                out.append(f.read())
-        return out
-    finally:
-        await storage.aclose()
 
 
 def make_server(tmp_path: Path) -> ServerProcess:
@@ -60,7 +36,7 @@ def make_server(tmp_path: Path) -> ServerProcess:
 async def test_acknowledged_message_survives_kill9(tmp_path):
     """A 250 after DATA means the message is on disk: kill -9 at once, restart, it is there."""
     server = make_server(tmp_path)
-    await provision(Path(server.data_dir))
+    await provision(server.data_dir, "example.org")
     await deferToThread(server.start)
     port = server.ports["smtp.listen"]
 
@@ -76,7 +52,7 @@ async def test_acknowledged_message_survives_kill9(tmp_path):
     assert server.stop(signal.SIGKILL) == -signal.SIGKILL
     await deferToThread(server.start)  # crash recovery runs on start
     server.stop()
-    [stored] = await inbox_messages(Path(server.data_dir))
+    [stored] = await inbox_messages(server.data_dir, "alice@example.org")
     assert stored.endswith(MESSAGE)
     assert stored.startswith(b"Return-Path: <bob@example.net>\r\nReceived: from client.example.net")
     assert b"by mx.test (mailserver) with ESMTP id " in stored
@@ -87,7 +63,7 @@ async def test_acknowledged_message_survives_kill9(tmp_path):
 async def test_not_an_open_relay_swaks(tmp_path):
     """swaks: local delivery works; a foreign recipient gets 550 5.7.1 (swaks exit 24)."""
     server = make_server(tmp_path)
-    await provision(Path(server.data_dir))
+    await provision(server.data_dir, "example.org")
     await deferToThread(server.start)
     port = str(server.ports["smtp.listen"])
 
@@ -112,14 +88,14 @@ async def test_not_an_open_relay_swaks(tmp_path):
     relay = await deferToThread(swaks, "victim@elsewhere.example")
     assert relay.returncode == 24 and "550 5.7.1" in relay.stdout
     server.stop()
-    assert len(await inbox_messages(Path(server.data_dir))) == 1
+    assert len(await inbox_messages(server.data_dir, "alice@example.org")) == 1
 
 
 @pytest_twisted.ensureDeferred
 async def test_sigterm_exits_cleanly_keeping_accepted_mail(tmp_path):
     """On SIGTERM the listener closes; the server exits 0 and the mail it accepted is kept."""
     server = make_server(tmp_path)
-    await provision(Path(server.data_dir))
+    await provision(server.data_dir, "example.org")
     await deferToThread(server.start)
     port = server.ports["smtp.listen"]
 
@@ -130,4 +106,4 @@ async def test_sigterm_exits_cleanly_keeping_accepted_mail(tmp_path):
     assert await deferToThread(send) == 0  # no refused recipients
     assert server.stop(signal.SIGTERM) == 0
     assert "mailserver stopped cleanly" in server.output()
-    assert len(await inbox_messages(Path(server.data_dir))) == 1
+    assert len(await inbox_messages(server.data_dir, "alice@example.org")) == 1

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import signal
 import smtplib
-import ssl
 import time
 from pathlib import Path
 
@@ -28,9 +27,9 @@ from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.threads import deferToThread
 
-from tests.conftest import Storage
 from tests.dns_server import Zone, start_dns_server
 from tests.e2e.conftest import ServerProcess, free_port
+from tests.e2e.mail import insecure_context, provision
 
 pytestmark = pytest.mark.e2e
 
@@ -92,13 +91,6 @@ class RemoteFactory(Factory):
         session.transport.write(b"250 2.0.0 queued\r\n")
 
 
-def insecure() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 async def until(predicate, timeout: float = 30.0) -> None:
     from twisted.internet.task import deferLater
 
@@ -143,19 +135,9 @@ def setup(tmp_path):
     pytest_twisted.blockon(dns.stop())
 
 
-async def provision(data_dir: Path) -> None:
-    storage = Storage(data_dir, fsync=True)
-    try:
-        await storage.directory.add_domain("example.org")
-        await storage.directory.add_user("alice@example.org", "secret-pw")
-        await storage.store.create_account("alice@example.org")
-    finally:
-        await storage.aclose()
-
-
 def submit(server: ServerProcess) -> None:
     with smtplib.SMTP("127.0.0.1", server.ports["submission.listen"], timeout=10) as client:
-        client.starttls(context=insecure())
+        client.starttls(context=insecure_context())
         client.login("alice@example.org", "secret-pw")
         client.sendmail("alice@example.org", ["carol@remote.test"],
                         b"From: alice@example.org\r\n" + BODY)
@@ -169,7 +151,7 @@ def queued(server: ServerProcess) -> int:
 @pytest_twisted.ensureDeferred
 async def test_kill_after_accept_before_any_attempt(setup):
     server, remote, up, _down = setup
-    await provision(Path(server.data_dir))
+    await provision(server.data_dir, "example.org")
     await deferToThread(server.start)
     await deferToThread(submit, server)  # the remote is down: the message waits in the spool
     assert queued(server) == 1
@@ -184,7 +166,7 @@ async def test_kill_after_accept_before_any_attempt(setup):
 @pytest_twisted.ensureDeferred
 async def test_kill_in_the_middle_of_the_remote_transaction(setup):
     server, remote, up, _down = setup
-    await provision(Path(server.data_dir))
+    await provision(server.data_dir, "example.org")
     remote.mode = "stall"
     up()
     await deferToThread(server.start)
@@ -201,7 +183,7 @@ async def test_kill_in_the_middle_of_the_remote_transaction(setup):
 @pytest_twisted.ensureDeferred
 async def test_kill_after_remote_250_before_recording_resends(setup):
     server, remote, up, _down = setup
-    await provision(Path(server.data_dir))
+    await provision(server.data_dir, "example.org")
     remote.mode = "kill-then-accept"
     up()
     await deferToThread(server.start)
@@ -217,7 +199,7 @@ async def test_kill_after_remote_250_before_recording_resends(setup):
 @pytest_twisted.ensureDeferred
 async def test_no_second_copy_once_recorded_delivered(setup):
     server, remote, up, _down = setup
-    await provision(Path(server.data_dir))
+    await provision(server.data_dir, "example.org")
     up()
     await deferToThread(server.start)
     await deferToThread(submit, server)

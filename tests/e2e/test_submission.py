@@ -10,7 +10,6 @@ import email
 import email.policy
 import shutil
 import smtplib
-import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -20,9 +19,9 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 
-from tests.conftest import Storage
 from tests.dns_server import Zone, start_dns_server
 from tests.e2e.conftest import ServerProcess, free_port
+from tests.e2e.mail import inbox_messages, insecure_context, provision
 
 pytestmark = pytest.mark.e2e
 
@@ -30,30 +29,6 @@ MESSAGE = (
     "From: Alice <alice@example.org>\r\nTo: carol@remote.test, bob@example.org\r\n"
     "Subject: outbound\r\n\r\nHello from the submission port.\r\n"
 )
-
-
-async def provision(data_dir: Path, domain: str, users: list[str]) -> None:
-    storage = Storage(data_dir, fsync=True)
-    try:
-        await storage.directory.add_domain(domain)
-        for user in users:
-            await storage.directory.add_user(f"{user}@{domain}", "secret-pw")
-            await storage.store.create_account(f"{user}@{domain}")
-    finally:
-        await storage.aclose()
-
-
-async def messages(data_dir: Path, address: str) -> list[bytes]:
-    storage = Storage(data_dir, fsync=True)
-    try:
-        inbox = storage.store.account(address).folder("INBOX")
-        out = []
-        for uid in inbox.uids():
-            with inbox.message(uid).open() as f:
-                out.append(f.read())
-        return out
-    finally:
-        await storage.aclose()
 
 
 def files_in_inbox(data_dir: Path, address: str) -> int:
@@ -68,13 +43,6 @@ def wait_for(predicate, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         time.sleep(0.1)
-
-
-def insecure() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 @pytest.fixture
@@ -115,7 +83,7 @@ async def test_submit_local_and_remote_then_bounce(two_servers):
 
     def submit(recipients: list[str]) -> dict:
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
-            client.starttls(context=insecure())
+            client.starttls(context=insecure_context())
             client.login("alice@example.org", "secret-pw")
             return client.sendmail("alice@example.org", recipients, MESSAGE.encode())
 
@@ -129,14 +97,14 @@ async def test_submit_local_and_remote_then_bounce(two_servers):
                                                          "alice@example.org") == 1)
     a.stop()
     b.stop()
-    [carol] = await messages(Path(b.data_dir), "carol@remote.test")
+    [carol] = await inbox_messages(Path(b.data_dir), "carol@remote.test")
     assert carol.endswith(MESSAGE.split("\r\n\r\n", 1)[1].encode())
     assert b"Message-ID: <" in carol and b"Date: " in carol  # added by the MSA
     assert b"with ESMTPSA" in carol  # submitted over TLS with AUTH
     assert b"by mx.remote.test" in carol and b"with ESMTPS" in carol  # relayed over TLS
-    [bob] = await messages(Path(a.data_dir), "bob@example.org")
+    [bob] = await inbox_messages(Path(a.data_dir), "bob@example.org")
     assert b"Subject: outbound" in bob
-    [dsn] = await messages(Path(a.data_dir), "alice@example.org")
+    [dsn] = await inbox_messages(Path(a.data_dir), "alice@example.org")
     report = email.message_from_bytes(dsn, policy=email.policy.default)
     assert report.get_content_type() == "multipart/report"
     status = report.get_payload()[1].get_payload()[1]
@@ -157,7 +125,7 @@ async def test_auth_rules(two_servers):
             assert not client.has_extn("auth")  # RFC 8314: no AUTH before TLS
             assert client.docmd("AUTH", "PLAIN AGFsaWNlQGV4YW1wbGUub3JnAHg=")[0] == 538
             assert client.docmd("MAIL", "FROM:<alice@example.org>")[0] == 530
-            client.starttls(context=insecure())
+            client.starttls(context=insecure_context())
             client.ehlo("c.example")
             assert "PLAIN" in client.esmtp_features["auth"]
             assert client.docmd("MAIL", "FROM:<alice@example.org>")[0] == 530
@@ -169,7 +137,8 @@ async def test_auth_rules(two_servers):
             assert (code, text[:5]) == (553, b"5.7.1")
             assert client.docmd("MAIL", "FROM:<alice+list@example.org>")[0] == 250
             client.rset()
-        with smtplib.SMTP_SSL("127.0.0.1", tls_port, timeout=10, context=insecure()) as client:
+        implicit = smtplib.SMTP_SSL("127.0.0.1", tls_port, timeout=10, context=insecure_context())
+        with implicit as client:
             client.login("alice@example.org", "secret-pw")
             with pytest.raises(smtplib.SMTPDataError) as spoof:
                 client.sendmail("alice@example.org", ["bob@example.org"],
@@ -180,7 +149,7 @@ async def test_auth_rules(two_servers):
 
     await deferToThread(check)
     a.stop()
-    assert len(await messages(Path(a.data_dir), "bob@example.org")) == 1
+    assert len(await inbox_messages(Path(a.data_dir), "bob@example.org")) == 1
 
 
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed (apt swaks)")
@@ -206,4 +175,4 @@ async def test_swaks_submits_with_auth_over_tls(two_servers):
     plain = await deferToThread(swaks, "--port", str(a.ports["submission.listen"]))
     assert plain.returncode != 0  # no AUTH offered without TLS
     a.stop()
-    assert len(await messages(Path(a.data_dir), "bob@example.org")) == 2
+    assert len(await inbox_messages(Path(a.data_dir), "bob@example.org")) == 2
