@@ -104,6 +104,7 @@ ENCRYPTION_REQUIRED = _reply(  # RFC 4954 §6
 AUTH_CANCELLED = _reply(501, "5.0.0", "Authentication cancelled")
 AUTH_BAD_RESPONSE = _reply(501, "5.5.2", "Cannot decode response")
 MECHANISM_UNKNOWN = _reply(504, "5.5.4", "Unrecognized authentication type")
+TOO_MANY_HOPS = _reply(554, "5.4.6", "Too many hops")  # RFC 5321 §6.3, RFC 3463 routing loop
 TRANSACTION_FAILED = _reply(554, "5.0.0", "Transaction failed")
 PARAMS_NOT_RECOGNIZED = _reply(555, "5.5.4", "Parameter not recognized")  # RFC 5321 §4.1.1.11
 

@@ -37,6 +37,8 @@ class SMTPPolicy:
     data_timeout: float = 180.0
     max_connections: int = 200
     max_connections_per_ip: int = 20
+    #: RFC 5321 §6.3: refuse a message with more Received fields than this (at least 100).
+    max_hops: int = 100
     #: Bad commands tolerated before the session is dropped with 421.
     max_errors: int = 20
     #: "syntax": any valid domain or literal; "fqdn": a dotted name or an address literal.

@@ -9,6 +9,7 @@ transaction, whose commit (fsync) comes before the 250 (DESIGN decision 5).
 from __future__ import annotations
 
 import enum
+import re
 import secrets
 import tempfile
 import time
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -29,6 +30,19 @@ from mailserver.smtp.grammar import MailParams
 from mailserver.types import Address
 
 log = Logger(namespace="mailserver.smtp")
+
+
+#: How much of the message start is scanned for Received fields (loop detection).
+HEADER_SCAN = 1 << 18
+_RECEIVED = re.compile(rb"^received[ \t]*:", re.IGNORECASE | re.MULTILINE)
+
+
+def count_received(head: bytes) -> int:
+    """Received fields in the header block at the start of ``head`` (RFC 5321 §6.3)."""
+    end = head.find(b"\r\n\r\n")
+    if end < 0:
+        end = head.find(b"\n\n")
+    return len(_RECEIVED.findall(head if end < 0 else head[:end]))
 
 
 #: Spool a message in memory up to this size, then in a temporary file.
@@ -145,6 +159,13 @@ class MessageContent:
         sink = transaction.sink
         sink.seek(0)
         delivery = transaction.delivery
+        hops = count_received(sink.read(HEADER_SCAN))
+        sink.seek(0)
+        if hops > self.policy.max_hops:
+            # RFC 5321 §6.3: a message that went through this many relays is looping
+            sink.close()
+            delivery.abort()
+            return succeed(codes.TOO_MANY_HOPS.with_text(f"Too many hops ({hops}): mail loop?"))
 
         def committed(_: object) -> Reply:
             log.info(

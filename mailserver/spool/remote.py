@@ -42,6 +42,8 @@ class Outcome:
     reply: str  # what the remote said, or why we could not ask
     status: str  # RFC 3463 code
     remote_mta: str = ""
+    #: The next hop took the DSN request (it offers DSN): success notices are its job now.
+    dsn_passed: bool = False
 
 
 def _status(reply: ServerReply) -> str:
@@ -50,14 +52,14 @@ def _status(reply: ServerReply) -> str:
     return {2: "2.0.0", 4: "4.0.0", 5: "5.0.0"}[reply.code // 100]
 
 
-def _outcome(reply: ServerReply, host: str) -> Outcome:
+def _outcome(reply: ServerReply, host: str, dsn_passed: bool = False) -> Outcome:
     if reply.positive:
         state = RecipientState.DELIVERED
     elif reply.temporary:
         state = RecipientState.DEFERRED
     else:
         state = RecipientState.FAILED
-    return Outcome(state, str(reply), _status(reply), host)
+    return Outcome(state, str(reply), _status(reply), host, dsn_passed)
 
 
 class _NextHost(Exception):
@@ -327,7 +329,7 @@ class RemoteCourier:
                     RecipientState.DEFERRED, "no reply to the message", "4.4.2", route.host
                 )
             else:
-                outcomes[r.address] = _outcome(reply, route.host)
+                outcomes[r.address] = _outcome(reply, route.host, client.supports("DSN"))
         return outcomes
 
 

@@ -214,9 +214,12 @@ class Scheduler(Service):
                 updated=now,
             )
             changed[recipient.address] = new
-            action = {RecipientState.FAILED: "failed", RecipientState.DEFERRED: "delayed"}.get(
-                state
-            )
+            action = {
+                RecipientState.FAILED: "failed",
+                RecipientState.DEFERRED: "delayed",
+                # RFC 3461 §5.2.2: a next hop without DSN support means we report success
+                RecipientState.DELIVERED: None if outcome.dsn_passed else "relayed",
+            }.get(state)
             if action == "delayed" and not warn:
                 continue
             if action is not None and wants_dsn(entry, new, action):

@@ -325,3 +325,21 @@ async def test_dsn_and_utf8_parameters(smtp_server):
     [stored] = smtp_server.messages("alice")
     assert "Subject: caf\u00e9".encode() in stored
     assert b"with UTF8SMTP" in stored or b"with UTF8ESMTP" in stored
+
+
+@pytest_twisted.ensureDeferred
+async def test_mail_loop_is_refused_after_100_hops(smtp_server):
+    """RFC 5321 §6.3: more than 100 Received fields (ours included) means a loop: 554 5.4.6."""
+    hop = b"Received: from a.example by b.example; Mon, 1 Jan 2024 00:00:00 +0000\r\n"
+    await in_thread(dialog, smtp_server, [
+        (b"EHLO c.example\r\n", "250 "),
+        (b"MAIL FROM:<a@example.net>\r\n", "250 2.1.0"),
+        (b"RCPT TO:<alice@example.org>\r\n", "250 2.1.5"),
+        (b"DATA\r\n", "354"),
+        (hop * 100 + MESSAGE + b".\r\n", "554 5.4.6"),
+        (b"MAIL FROM:<a@example.net>\r\n", "250 2.1.0"),
+        (b"RCPT TO:<alice@example.org>\r\n", "250 2.1.5"),
+        (b"DATA\r\n", "354"),
+        (hop * 99 + MESSAGE + b".\r\n", "250 2.0.0"),
+    ])
+    assert len(smtp_server.messages("alice")) == 1

@@ -193,3 +193,25 @@ async def test_delay_warning_sent_once(env):
     assert len(warnings) == 1 and spool.get(queue_id).warned
     with spool.open_message(warnings[0].queue_id) as f:
         assert b"Action: delayed" in f.read()
+
+
+@pytest_twisted.ensureDeferred
+async def test_success_notice_when_the_next_hop_cannot_take_the_dsn_request(env):
+    clock, spool = env
+    delivery = spool.start(Envelope(sender=SENDER))
+    await delivery.add_recipient(Address("x", "remote.test"), {"NOTIFY": "SUCCESS"})
+    await delivery.add_recipient(Address("y", "dsn.test"), {"NOTIFY": "SUCCESS,FAILURE"})
+    await delivery.add_recipient(Address("z", "remote.test"))
+    await delivery.body(BytesIO(MESSAGE))
+    queue_id = await delivery.commit()
+    passed = Outcome(RecipientState.DELIVERED, "250 ok", "2.0.0", "mx.dsn.test", dsn_passed=True)
+    scheduler, _courier = make(spool, clock, {"y@dsn.test": [passed]})
+    await scheduler.attempt(queue_id)
+    assert spool.get(queue_id) is None
+    [notice] = spool.entries()
+    with spool.open_message(notice.queue_id) as f:
+        text = f.read().decode()
+    # x: relayed to a server without DSN; y: the next hop took NOTIFY; z: no NOTIFY
+    assert "Action: relayed" in text and "x@remote.test" in text
+    assert "y@dsn.test" not in text and "z@remote.test" not in text
+    assert "Successful Mail Delivery Report" in text
