@@ -1,0 +1,1 @@
+"""Interoperability with real peer MTAs (a private Postfix) run by the suite itself."""
