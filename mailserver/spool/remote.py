@@ -307,6 +307,14 @@ class RemoteCourier:
                 recipients, RecipientState.FAILED,
                 f"{route.host} does not support 8BITMIME", "5.6.3",
             )
+        limit = client.extensions.get("SIZE", "")
+        if limit.isdigit() and 0 < int(limit) < len(message):
+            # RFC 1870 §5: do not send a message larger than the server's declared maximum
+            return self._all(
+                recipients, RecipientState.FAILED,
+                f"{route.host} accepts at most {limit} octets; the message has {len(message)}",
+                "5.3.4",
+            )
         try:
             result = yield send_mail(
                 client,

@@ -192,3 +192,14 @@ async def test_connection_is_reused_for_the_next_message(world):
     assert world.factory.connections == 1  # one parked connection carried all three
     assert len(inbox(world)) == 3
     world.courier.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_message_above_the_remote_size_limit_fails_without_sending(world):
+    from dataclasses import replace
+
+    world.factory.policy = replace(world.factory.policy, max_message_size=20)
+    e, rcpts = entry("alice@remote.test")
+    outcome = (await world.courier.deliver(e, "remote.test", rcpts, opener))["alice@remote.test"]
+    assert outcome.state is RecipientState.FAILED and outcome.status == "5.3.4"
+    assert inbox(world) == []
