@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import secrets
 import tempfile
 from collections.abc import Mapping
@@ -24,7 +23,13 @@ from zope.interface import implementer
 from mailserver.errors import MailError
 from mailserver.interfaces import IDelivery, IDeliveryTarget, IUserDirectory
 from mailserver.message.envelope import parse_address_list
-from mailserver.message.headers import get_header, get_headers, header_length, parse_headers
+from mailserver.message.headers import (
+    get_header,
+    get_headers,
+    header_length,
+    parse_headers,
+    rfc5322_date,
+)
 from mailserver.types import Address, Envelope
 
 __all__ = ["SenderNotOwned", "SubmissionTarget"]
@@ -114,7 +119,7 @@ class SubmissionDelivery:
                     )
         added = b""
         if get_header(headers, "Date") is None:
-            added += f"Date: {email.utils.formatdate(localtime=False)}\r\n".encode()
+            added += f"Date: {rfc5322_date()}\r\n".encode()
         if get_header(headers, "Message-ID") is None:
             token = secrets.token_hex(12)
             added += f"Message-ID: <{token}@{self.owner.hostname}>\r\n".encode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import email.utils
 import re
 from collections.abc import Iterable
 
@@ -216,3 +217,10 @@ def decode_header_value(raw: bytes) -> str:
     RFC 2047 encoded-words are decoded by :func:`decode_encoded_words`.
     """
     return decode_encoded_words(decode_text(_FOLD.sub(b"", raw)))
+
+
+def rfc5322_date(timestamp: float | None = None) -> str:
+    """An RFC 5322 §3.3 date-time in UTC, written ``+0000`` (``-0000`` would mean "time zone
+    unknown", and we know the clock is UTC)."""
+    formatted = email.utils.formatdate(timestamp, localtime=False)
+    return formatted[:-5] + "+0000" if formatted.endswith("-0000") else formatted

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import email.utils
+from mailserver.message.headers import rfc5322_date
 
 
 def protocol_name(*, esmtp: bool, tls: bool, authenticated: bool, utf8: bool) -> str:
@@ -48,5 +48,5 @@ def received_header(
     if recipient:
         line += f"\r\n\tfor <{_clean(recipient)}>"
     parts.append(line + ";")
-    parts.append("\t" + email.utils.formatdate(timestamp, localtime=False))
+    parts.append("\t" + rfc5322_date(timestamp))
     return ("\r\n".join(parts) + "\r\n").encode("utf-8")

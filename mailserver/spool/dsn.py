@@ -10,12 +10,12 @@ fields, and the original message (``message/rfc822``) or only its header
 
 from __future__ import annotations
 
-import email.utils
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from mailserver.message.headers import rfc5322_date
 from mailserver.types import QueuedRecipient, QueueEntry
 
 __all__ = ["Notice", "build_dsn", "wants_dsn"]
@@ -96,7 +96,7 @@ def _status_part(hostname: str, entry: QueueEntry, notices: Sequence[Notice], no
     fields = [f"Reporting-MTA: dns; {hostname}"]
     if entry.params.get("ENVID"):
         fields.append(f"Original-Envelope-Id: {entry.params['ENVID']}")
-    fields.append(f"Arrival-Date: {email.utils.formatdate(entry.created)}")
+    fields.append(f"Arrival-Date: {rfc5322_date(entry.created)}")
     blocks = ["\r\n".join(fields)]
     for notice in notices:
         r = notice.recipient
@@ -111,7 +111,7 @@ def _status_part(hostname: str, entry: QueueEntry, notices: Sequence[Notice], no
             lines.append(f"Remote-MTA: dns; {notice.remote_mta}")
         if notice.diagnostic:
             lines.append(f"Diagnostic-Code: smtp; {' '.join(notice.diagnostic.split())}")
-        lines.append(f"Last-Attempt-Date: {email.utils.formatdate(r.updated or now)}")
+        lines.append(f"Last-Attempt-Date: {rfc5322_date(r.updated or now)}")
         blocks.append("\r\n".join(lines))
     return "\r\n\r\n".join(blocks) + "\r\n"
 
@@ -148,7 +148,7 @@ def build_dsn(
         f"From: Mail Delivery System <MAILER-DAEMON@{hostname}>",
         f"To: <{entry.sender}>",
         f"Subject: {_subject(notices)}",
-        f"Date: {email.utils.formatdate(now)}",
+        f"Date: {rfc5322_date(now)}",
         f"Message-ID: <{entry.queue_id}.{secrets.token_hex(4)}@{hostname}>",
         "Auto-Submitted: auto-replied",
         "MIME-Version: 1.0",
