@@ -214,6 +214,7 @@ class PostfixInstance:
     ``settings`` are extra main.cf keys (see :func:`relay_settings`,
     :func:`virtual_maildir_settings`); ``smtpd_port=None`` picks a free port on
     ``smtpd_host``; ``keep=True`` leaves the directory in place after :meth:`stop`.
+    :attr:`settings` (the whole main.cf) may still be changed until :meth:`start` writes it.
     """
 
     def __init__(

@@ -1,0 +1,804 @@
+"""Inbound SMTP throughput: our server against a local Postfix, both durable, same run.
+
+    .venv/bin/python bench/smtp_bench.py [--messages N] [--sessions 20] [--sizes 4096,102400]
+        [--repeat 3] [--warmup 40] [--json PATH] [--quick] [--workdir DIR] [--keep]
+        [--set SECTION.KEY=VALUE ...] [--postfix-set KEY=VALUE ...] [--skip-postfix]
+
+For every message size, Postfix's ``smtp-source`` (``-s SESSIONS -m N -l SIZE``, one message
+per connection, no PIPELINING, no TLS) sends N messages for alice@example.org to
+
+- **ours**: ``twistd -n mailserver`` on 127.0.0.1 with ``[store] fsync = true`` (a 250 after
+  DATA means the file, its directory entry and the index commit are on disk), and
+- **postfix**: a private Postfix instance (``tests/peers/postfix.py``) on 127.0.0.2 whose
+  ``virtual`` agent delivers example.org into a Maildir (the queue file is fsynced before
+  the 250, the Maildir file before its rename into ``new/``),
+
+and measures the wall time from the start of smtp-source until smtp-source has exited *and*
+all N messages are files in the recipient's Maildir (``new/`` + ``cur/``): accepted-and-stored
+messages per second. Runs are interleaved (ours, postfix, ours, ...) ``--repeat`` times after
+a warm-up; the medians are reported and every run is kept in the JSON.
+
+CPU per message comes from ``/proc``: for ours, the on-CPU time of every twistd thread
+(``schedstat``, split into the reactor thread and the others); for Postfix, its live daemons
+(by name: smtpd, cleanup, qmgr, trivial-rewrite, virtual, postlogd, ...), the master, and the
+daemons the master reaped during the run (cutime+cstime, clock ticks). smtp-source's own CPU
+is reported apart (the same load generator for both), so is the kernel's time in its own
+threads and interrupts (``kernel_cpu_ms_per_msg``: journal commits for fsync, loopback TCP;
+shared by everything running, so only indicative), and so is the share of all CPUs that went
+to other processes during a run (``foreign_cpu_share``; the output warns above 10 %).
+
+The result is a table (and ``--json``) with msgs/s for both, the ratio ours/postfix and the
+issue's targets (>= 1.5x at 4 KB, >= 1.0x at 100 KB). Needs root and Debian's ``postfix``
+package (smtp-source is in it); with ``--skip-postfix`` only our server is measured.
+``--set`` changes our config (e.g. ``--set log.level=warn``), ``--postfix-set`` Postfix's
+main.cf (e.g. ``--postfix-set in_flow_delay=0``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import pwd
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
+    sys.path.insert(0, str(ROOT))
+
+from tests.peers.postfix import (  # noqa: E402
+    PostfixInstance,
+    child_pids,
+    free_port,
+    process_cpu_seconds,
+    unavailable_reason,
+    virtual_maildir_settings,
+    which,
+)
+
+DOMAIN = "example.org"
+RECIPIENT = f"alice@{DOMAIN}"
+SENDER = "sender@example.net"
+CLIENT_HELO = "bench-client.example.net"
+#: The issue's targets: minimum ratio ours/postfix per message size.
+TARGETS = {4096: 1.5, 102400: 1.0}
+DEFAULT_SIZES = (4096, 102400)
+#: Share of all CPUs used by other processes (a row's median) above which the output warns.
+NOISY = 0.10
+
+
+def default_messages(size: int) -> int:
+    """Messages per run when --messages is not given: 500 small, 200 large."""
+    return 500 if size <= 16 * 1024 else 200
+
+
+def count_maildir(maildir: Path) -> int:
+    """Files in ``maildir/new`` and ``maildir/cur`` (0 while the Maildir does not exist)."""
+    total = 0
+    for sub in ("new", "cur"):
+        try:
+            total += len(os.listdir(maildir / sub))
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def toml_value(value: Any) -> str:
+    """A str, bool, int or list as TOML (JSON's syntax is TOML's for these)."""
+    return json.dumps(value)
+
+
+def other_listeners() -> list[str]:
+    """Every listener key of our config (``section.listen`` / ``section.*_listen``) except
+    ``smtp.listen``, read from :class:`mailserver.config.Config` so that listeners added
+    later are turned off too."""
+    import dataclasses
+
+    from mailserver.config import Config
+
+    defaults = Config()
+    found = []
+    for section in dataclasses.fields(Config):
+        value = getattr(defaults, section.name)
+        if not dataclasses.is_dataclass(value):
+            continue
+        for key in dataclasses.fields(value):
+            if key.name == "listen" or key.name.endswith("_listen"):
+                found.append(f"{section.name}.{key.name}")
+    return [dotted for dotted in found if dotted != "smtp.listen"]
+
+
+class OurServer:
+    """``twistd -n --pidfile= mailserver --config`` in ``directory``, SMTP only."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        max_connections_per_ip: int = 200,
+        overrides: dict[str, Any] | None = None,
+    ) -> None:
+        self.directory = directory
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.data_dir = directory / "var"
+        self.port = free_port("127.0.0.1")
+        self.process: subprocess.Popen[bytes] | None = None
+        config = {
+            "server": {"hostname": "mx.bench.test", "data_dir": str(self.data_dir)},
+            "store": {"fsync": True},
+            "auth": {"bcrypt_cost": 4},
+            "smtp": {
+                "listen": [f"tcp:{self.port}:interface=127.0.0.1"],
+                "max_connections": max(200, max_connections_per_ip),
+                "max_connections_per_ip": max_connections_per_ip,
+            },
+        }
+        for dotted in other_listeners():  # only the SMTP listener: runs never collide
+            section, key = dotted.split(".", 1)
+            config.setdefault(section, {})[key] = []
+        for dotted, value in (overrides or {}).items():
+            section, key = dotted.split(".", 1)
+            config.setdefault(section, {})[key] = value
+        self.config = config
+        lines = []
+        for section, body in config.items():
+            lines.append(f"[{section}]")
+            lines += [f"{key} = {toml_value(value)}" for key, value in body.items()]
+            lines.append("")
+        self.config_path = directory / "mailserver.toml"
+        self.config_path.write_text("\n".join(lines))
+        self.log_path = directory / "twistd.log"
+
+    def provision(self) -> None:
+        """Create example.org, alice and her store account (before the server starts)."""
+        run_in_reactor(lambda: _provision(self.data_dir))
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Spawn twistd and wait until the SMTP port accepts connections."""
+        twistd = str(Path(sys.executable).parent / "twistd")
+        command = [twistd, "-n", "--pidfile=", "mailserver", "--config", str(self.config_path)]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=self.directory,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            )
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"mailserver exited during start-up:\n{self.log()}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 1.0).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"mailserver not ready after {timeout}s:\n{self.log()}"
+                    ) from None
+                time.sleep(0.05)
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM, wait, SIGKILL if it does not exit."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def log(self) -> str:
+        """What twistd wrote so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def cpu_seconds(self) -> float:
+        """User+system CPU seconds of the twistd process (all its threads)."""
+        assert self.process is not None
+        return process_cpu_seconds(self.process.pid)
+
+    def cpu_parts(self) -> CpuSnapshot:
+        """Per live thread (by tid): "reactor thread" (the main one) or "other threads"."""
+        assert self.process is not None
+        pid = self.process.pid
+        return {
+            tid: ("reactor thread" if tid == pid else "other threads", seconds)
+            for tid, seconds in thread_cpu_seconds(pid).items()
+        }
+
+    def stored(self) -> int:
+        """Messages in alice's INBOX Maildir (new/ + cur/)."""
+        return count_maildir(self.data_dir / "mail" / DOMAIN / "alice")
+
+    def describe_failure(self) -> str:
+        """The tail of the server log."""
+        return self.log()[-4000:]
+
+
+async def _provision(data_dir: Path) -> None:
+    """The provisioning itself (runs inside the reactor)."""
+    from twisted.internet import reactor
+
+    from mailserver.auth.directory import LmdbDirectory
+    from mailserver.db import Database
+    from mailserver.store.maildir_store import MaildirStore
+
+    db = Database.open(str(data_dir / "index"), map_size=64 << 20, reactor=reactor, sync=True)
+    store = MaildirStore(db, str(data_dir / "mail"), reactor=reactor, fsync=True)
+    try:
+        directory = LmdbDirectory(db, reactor=reactor, bcrypt_cost=4)
+        await directory.add_domain(DOMAIN)
+        await directory.add_user(RECIPIENT, "bench-password")
+        await store.create_account(RECIPIENT)
+    finally:
+        await store.close()
+        await db.close()
+
+
+def run_in_reactor(work: Callable[[], Any]) -> Any:
+    """Run the coroutine ``work()`` to completion on the Twisted reactor (once per process)."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import ensureDeferred
+    from twisted.python.failure import Failure
+
+    outcome: list[Any] = []
+
+    def begin() -> None:
+        d = ensureDeferred(work())
+        d.addBoth(outcome.append)
+        d.addBoth(lambda _: reactor.stop())
+
+    reactor.callWhenRunning(begin)
+    reactor.run(installSignalHandlers=False)
+    if outcome and isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    return outcome[0] if outcome else None
+
+
+class PostfixTarget:
+    """A private Postfix delivering example.org with ``virtual`` into a Maildir."""
+
+    def __init__(
+        self, directory: Path, keep: bool = False, overrides: dict[str, str] | None = None
+    ) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.mail_base = directory / "maildirs"
+        self.mail_base.mkdir()
+        nobody = pwd.getpwnam("nobody")
+        os.chown(self.mail_base, nobody.pw_uid, nobody.pw_gid)
+        settings = virtual_maildir_settings(
+            DOMAIN, RECIPIENT, self.mail_base, nobody.pw_uid, nobody.pw_gid
+        )
+        settings.update(overrides or {})
+        self.settings = settings
+        self.instance = PostfixInstance(directory, settings=settings, keep=keep)
+        self.port = self.instance.smtpd_port
+        self.host = self.instance.smtpd_host
+
+    def start(self) -> None:
+        self.instance.start()
+
+    def stop(self) -> None:
+        self.instance.stop()
+
+    def cpu_seconds(self) -> float:
+        return self.instance.cpu_seconds()
+
+    def cpu_parts(self) -> CpuSnapshot:
+        """Per live daemon (by pid, named by its command: smtpd, cleanup, ...), the master,
+        and under :data:`REAPED` everything the master has reaped so far."""
+        pid = self.instance.master_pid()
+        if pid is None:
+            return {}
+        parts: CpuSnapshot = {}
+        for child in child_pids(pid):
+            try:
+                name = Path(f"/proc/{child}/comm").read_text().strip()
+            except OSError:
+                continue
+            parts[child] = (name, process_cpu_seconds(child))
+        own = process_cpu_seconds(pid, children=False)
+        parts[pid] = ("master", own)
+        parts[REAPED] = ("exited daemons", process_cpu_seconds(pid, children=True) - own)
+        return parts
+
+    def stored(self) -> int:
+        return count_maildir(self.mail_base / DOMAIN / "alice")
+
+    def describe_failure(self) -> str:
+        return f"{self.instance.queued()} queued\n{self.instance.maillog_text()[-4000:]}"
+
+
+#: A CPU snapshot: process or thread id (or :data:`REAPED`) -> (part name, CPU seconds).
+CpuSnapshot = dict[int, tuple[str, float]]
+#: Snapshot key for the CPU of children already reaped (their full lifetimes).
+REAPED = -1
+
+
+def cpu_delta(before: CpuSnapshot, after: CpuSnapshot) -> dict[str, float]:
+    """CPU seconds per part name used between two snapshots.
+
+    A process in ``before`` that is gone in ``after`` shows up again, with its whole life,
+    in the :data:`REAPED` total, so its ``before`` value is taken off that total: every
+    process contributes only what it used in between, whichever part it ends up in."""
+    parts: dict[str, float] = {}
+    for key, (name, seconds) in after.items():
+        previous = before.get(key, (name, 0.0))[1]
+        parts[name] = parts.get(name, 0.0) + seconds - previous
+    for key, (_name, seconds) in before.items():
+        if key not in after and REAPED in after:
+            reaped = after[REAPED][0]
+            parts[reaped] = parts.get(reaped, 0.0) - seconds
+    return parts
+
+
+def thread_cpu_seconds(pid: int) -> dict[int, float]:
+    """On-CPU seconds of each live thread of ``pid`` (``/proc/PID/task/*/schedstat``)."""
+    found = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            found[int(task)] = (
+                int(Path(f"/proc/{pid}/task/{task}/schedstat").read_text().split()[0]) / 1e9
+            )
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def system_cpu() -> tuple[float, float]:
+    """All CPUs since boot from ``/proc/stat``, in seconds: (task time = user + nice +
+    system + steal, i.e. processes plus what the hypervisor gave to other guests; interrupt
+    time = irq + softirq, e.g. loopback TCP processing, charged to no process)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + steal) / tick, (irq + softirq) / tick
+
+
+def kernel_threads_seconds() -> float:
+    """CPU seconds of the kernel's own threads (kthreadd and its children: the ext4 journal
+    thread jbd2 that fsync waits for, kworkers, ksoftirqd), from ``/proc/*/stat``."""
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            raw = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        if entry == "2" or fields[1] == "2":
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def self_cpu_seconds() -> float:
+    """CPU seconds of this (bench) process."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's reaped children (smtp-source runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_one(
+    target: Any, host: str, port: int, *, size: int, messages: int, sessions: int
+) -> dict[str, Any]:
+    """One smtp-source run against ``target``; timings and CPU."""
+    smtp_source = which("smtp-source")
+    assert smtp_source is not None
+    before = target.stored()
+    cpu_before = target.cpu_seconds()
+    parts_before = target.cpu_parts()
+    client_before = children_cpu_seconds()
+    tasks_before, interrupts_before = system_cpu()
+    kernel_before, self_before = kernel_threads_seconds(), self_cpu_seconds()
+    command = [
+        smtp_source,
+        "-4",
+        "-s",
+        str(sessions),
+        "-m",
+        str(messages),
+        "-l",
+        str(size),
+        "-M",
+        CLIENT_HELO,
+        "-f",
+        SENDER,
+        "-t",
+        RECIPIENT,
+        f"{host}:{port}",
+    ]
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    accepted = time.monotonic() - started
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"smtp-source exited {result.returncode}: {result.stdout}{result.stderr}\n"
+            f"{target.describe_failure()}"
+        )
+    deadline = time.monotonic() + max(60.0, messages * 0.5)
+    while target.stored() - before < messages:
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"only {target.stored() - before}/{messages} stored\n{target.describe_failure()}"
+            )
+        time.sleep(0.005)
+    stored = time.monotonic() - started
+    cpu = target.cpu_seconds() - cpu_before
+    parts = {
+        name: round(seconds * 1000 / messages, 3)
+        for name, seconds in cpu_delta(parts_before, target.cpu_parts()).items()
+    }
+    client = children_cpu_seconds() - client_before
+    tasks_after, interrupts_after = system_cpu()
+    kernel = kernel_threads_seconds() - kernel_before + interrupts_after - interrupts_before
+    # CPU that went to other processes (other jobs on the machine, steal), as a share of all
+    # CPUs over the run: task time minus the MTA, smtp-source, this bench and kernel threads.
+    foreign = (
+        tasks_after
+        - tasks_before
+        - cpu
+        - client
+        - (self_cpu_seconds() - self_before)
+        - (kernel_threads_seconds() - kernel_before)
+    )
+    foreign_share = max(0.0, foreign) / (stored * (os.cpu_count() or 1))
+    return {
+        "messages": messages,
+        "accept_seconds": round(accepted, 4),
+        "stored_seconds": round(stored, 4),
+        "msgs_per_sec": round(messages / stored, 2),
+        "cpu_seconds": round(cpu, 3),
+        "cpu_ms_per_msg": round(cpu * 1000 / messages, 3),
+        "client_cpu_ms_per_msg": round(client * 1000 / messages, 3),
+        "kernel_cpu_ms_per_msg": round(kernel * 1000 / messages, 3),
+        "foreign_cpu_share": round(foreign_share, 3),
+        "cpu_ms_per_msg_by_part": {k: v for k, v in sorted(parts.items()) if abs(v) >= 0.001},
+    }
+
+
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The median of every figure over ``runs`` (each taken separately), plus the runs."""
+    summary: dict[str, Any] = {"messages": runs[0]["messages"]}
+    for key, value in runs[0].items():
+        if key != "messages" and isinstance(value, int | float):
+            summary[key] = round(statistics.median(run[key] for run in runs), 4)
+    names = sorted({name for run in runs for name in run["cpu_ms_per_msg_by_part"]})
+    summary["cpu_ms_per_msg_by_part"] = {
+        name: round(
+            statistics.median(run["cpu_ms_per_msg_by_part"].get(name, 0.0) for run in runs), 3
+        )
+        for name in names
+    }
+    summary["runs"] = runs
+    return summary
+
+
+def machine_facts(workdir: Path) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        postfix_version = subprocess.run(
+            [which("postconf") or "postconf", "-dh", "mail_version"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        postfix_version = ""
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "postfix": postfix_version,
+        "filesystem": filesystem_of(workdir),
+        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "code": code_version(),
+    }
+
+
+def code_version() -> str:
+    """``git describe --always --dirty`` of the checkout, plus the changed files if dirty."""
+    try:
+        describe = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        changed = subprocess.run(
+            ["git", "diff", "--name-only", "HEAD", "--", "mailserver"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return describe + (f" (changed: {', '.join(changed)})" if changed else "")
+
+
+def filesystem_of(path: Path) -> str:
+    """``type (device)`` of the mount holding ``path``, from /proc/mounts."""
+    best, found = "", ""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    resolved = str(path.resolve())
+    for line in mounts:
+        device, mount_point, kind = line.split()[:3]
+        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, found = mount_point, f"{kind} ({device})"
+    return found
+
+
+def run_bench(
+    sizes: list[int],
+    messages: int | None,
+    sessions: int,
+    workdir: Path,
+    *,
+    warmup: int,
+    repeat: int = 1,
+    skip_postfix: bool,
+    keep: bool = False,
+    overrides: dict[str, Any] | None = None,
+    postfix_overrides: dict[str, str] | None = None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Start both MTAs, warm them up, measure every size; the result document."""
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    ours = OurServer(
+        workdir / "ours", max_connections_per_ip=max(100, sessions * 2), overrides=overrides
+    )
+    ours.provision()
+    peer = (
+        None
+        if skip_postfix
+        else PostfixTarget(workdir / "postfix", keep=keep, overrides=postfix_overrides)
+    )
+    results = []
+    try:
+        ours.start()
+        if peer is not None:
+            peer.start()
+        targets: list[tuple[str, Any, str, int]] = [("ours", ours, "127.0.0.1", ours.port)]
+        if peer is not None:
+            targets.append(("postfix", peer, peer.host, peer.port))
+        if warmup:
+            for name, target, host, port in targets:
+                log(f"warm-up: {warmup} x {sizes[0]} B -> {name}")
+                run_one(target, host, port, size=sizes[0], messages=warmup, sessions=sessions)
+        for size in sizes:
+            count = messages or default_messages(size)
+            row: dict[str, Any] = {"size": size, "messages": count, "sessions": sessions}
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in targets}
+            for attempt in range(repeat):  # interleaved, so drift hits both alike
+                for name, target, host, port in targets:
+                    log(f"{count} x {size} B, {sessions} sessions -> {name} #{attempt + 1}")
+                    runs[name].append(
+                        run_one(target, host, port, size=size, messages=count, sessions=sessions)
+                    )
+            for name, measured in runs.items():
+                row[name] = summarize(measured)
+            if peer is not None:
+                row["ratio"] = round(
+                    row["ours"]["msgs_per_sec"] / row["postfix"]["msgs_per_sec"], 3
+                )
+                theirs = row["postfix"]["cpu_ms_per_msg"]
+                row["cpu_ratio"] = (
+                    round(row["ours"]["cpu_ms_per_msg"] / theirs, 3) if theirs > 0 else None
+                )
+                target_ratio = TARGETS.get(size)
+                row["target_ratio"] = target_ratio
+                row["target_met"] = None if target_ratio is None else row["ratio"] >= target_ratio
+            results.append(row)
+    finally:
+        ours.stop()
+        if peer is not None:
+            peer.stop()
+    return {
+        "machine": {**machine_facts(workdir), "loadavg_at_start": load_at_start},
+        "config": {
+            "sessions": sessions,
+            "sizes": sizes,
+            "warmup": warmup,
+            "repeat": repeat,
+            "ours_config": {k: v for k, v in ours.config.items() if k != "server"},
+            "postfix_overrides": postfix_overrides or {},
+            "client": "smtp-source (one message per connection)",
+        },
+        "results": results,
+    }
+
+
+def render(document: dict[str, Any]) -> str:
+    """The results as a plain-text table."""
+    header = (
+        f"{'size':>7} {'MTA':<8} {'msgs':>5} {'accept s':>9} {'stored s':>9} {'msgs/s':>8} "
+        f"{'CPU ms/msg':>10} {'client ms/msg':>13}"
+    )
+    lines = [header, "-" * len(header)]
+    for row in document["results"]:
+        for name in ("ours", "postfix"):
+            if name not in row:
+                continue
+            r = row[name]
+            lines.append(
+                f"{row['size']:>7} {name:<8} {r['messages']:>5} {r['accept_seconds']:>9.2f} "
+                f"{r['stored_seconds']:>9.2f} {r['msgs_per_sec']:>8.1f} "
+                f"{r['cpu_ms_per_msg']:>10.2f} {r['client_cpu_ms_per_msg']:>13.2f}"
+            )
+        if "ratio" in row:
+            target = row["target_ratio"]
+            verdict = (
+                ""
+                if target is None
+                else f" (target >= {target}x: {'met' if row['target_met'] else 'NOT met'})"
+            )
+            cpu = "n/a" if row["cpu_ratio"] is None else f"{row['cpu_ratio']:.2f}x"
+            lines.append(
+                f"{row['size']:>7} ratio ours/postfix {row['ratio']:.2f}x msgs/s{verdict}; "
+                f"CPU per message ours/postfix {cpu}"
+            )
+    lines.append("CPU ms per message by part (medians):")
+    for row in document["results"]:
+        for name in ("ours", "postfix"):
+            if name in row:
+                parts = row[name]["cpu_ms_per_msg_by_part"]
+                text = ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if v >= 0.005)
+                lines.append(f"{row['size']:>7} {name:<8} {text}")
+    machine = document["machine"]
+    foreign = max(
+        (
+            row[name]["foreign_cpu_share"]
+            for row in document["results"]
+            for name in ("ours", "postfix")
+            if name in row
+        ),
+        default=0.0,
+    )
+    if foreign > NOISY:
+        lines.append(
+            f"WARNING: up to {foreign:.0%} of all CPU time went to other processes (or steal) "
+            "during a measured run: the machine was busy, these figures are not reliable"
+        )
+    lines.append(
+        f"machine: {machine['cpus']} x {machine['cpu_model']}, kernel {machine['kernel']}, "
+        f"{machine['filesystem']}, Python {machine['python']}, Postfix {machine['postfix']}; "
+        f"load average {machine['loadavg_at_start'][0]} at start, "
+        f"{machine['loadavg_at_end'][0]} at end"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, help="messages per size (default 500 / 200)")
+    parser.add_argument("--sessions", type=int, default=20, help="parallel SMTP sessions")
+    parser.add_argument(
+        "--sizes",
+        default=",".join(map(str, DEFAULT_SIZES)),
+        help="comma-separated message payload sizes in bytes",
+    )
+    parser.add_argument("--warmup", type=int, default=40, help="warm-up messages per MTA")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="runs per size and MTA (interleaved); medians are reported",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 10 messages, 5 sessions, one run, no warm-up",
+    )
+    parser.add_argument("--workdir", type=Path, help="parent of the temporary directory")
+    parser.add_argument("--skip-postfix", action="store_true", help="measure our server only")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override our server's config (VALUE as JSON if it parses, else a string), "
+        "e.g. --set log.level=warn; repeatable",
+    )
+    parser.add_argument(
+        "--postfix-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra main.cf setting for the Postfix peer, e.g. in_flow_delay=0; repeatable",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    args = parser.parse_args(argv)
+
+    reason = unavailable_reason()
+    if reason and not args.skip_postfix:
+        print(f"smtp_bench: {reason}", file=sys.stderr)
+        return 2
+    if which("smtp-source") is None:
+        print("smtp_bench: smtp-source not found (Debian package postfix)", file=sys.stderr)
+        return 2
+    sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    messages, sessions, warmup, repeat = args.messages, args.sessions, args.warmup, args.repeat
+    if args.quick:
+        messages, sessions, warmup, repeat = messages or 10, min(sessions, 5), 0, 1
+
+    overrides = {}
+    for item in args.set:
+        dotted, sep, raw = item.partition("=")
+        if "." not in dotted or not sep:
+            parser.error(f"--set wants SECTION.KEY=VALUE, got {item!r}")
+        try:
+            overrides[dotted] = json.loads(raw)
+        except ValueError:
+            overrides[dotted] = raw
+    postfix_overrides = {}
+    for item in args.postfix_set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--postfix-set wants KEY=VALUE, got {item!r}")
+        postfix_overrides[key.strip()] = value.strip()
+    workdir = Path(tempfile.mkdtemp(prefix="smtp-bench-", dir=args.workdir))
+    os.chmod(workdir, 0o755)  # Postfix's daemons and its virtual agent (nobody) walk into it
+    try:
+        document = run_bench(
+            sizes,
+            messages,
+            sessions,
+            workdir,
+            warmup=warmup,
+            repeat=max(1, repeat),
+            skip_postfix=args.skip_postfix,
+            keep=args.keep,
+            overrides=overrides,
+            postfix_overrides=postfix_overrides,
+            log=lambda text: print(text, file=sys.stderr),
+        )
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    print(render(document))
+    if args.json:
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
