@@ -125,3 +125,49 @@ def make_policy():
         return replace(SMTPPolicy(hostname="mx.test", max_message_size=100_000), **changes)
 
     return make
+
+
+@dataclass
+class SubmissionFixture:
+    port: int
+    store: MemoryStore
+    host: str = "127.0.0.1"
+
+    def messages(self, user: str = "alice") -> list[bytes]:
+        inbox = self.store.account(f"{user}@example.org").folder("INBOX")
+        return [inbox.message(uid).open().read() for uid in inbox.uids()]
+
+
+def start_submission(tls_options: Any, auth_needs_tls: bool) -> tuple[SubmissionFixture, Any]:
+    """A submission listener (AUTH required) over the in-memory providers: users alice and
+    bob @example.org with password "secret"."""
+    from mailserver.auth.checkers import PasswordChecker
+    from mailserver.auth.submission import SubmissionTarget
+
+    store, directory = MemoryStore(), MemoryDirectory()
+    wait = pytest_twisted.blockon
+    wait(directory.add_domain("example.org"))
+    for user in ("alice", "bob"):
+        wait(directory.add_user(f"{user}@example.org", "secret"))
+        wait(store.create_account(f"{user}@example.org"))
+    target = MemoryDeliveryTarget(store, directory)
+    realm = MailRealm(
+        lambda: target,
+        lambda user: SubmissionTarget(user, directory, target, "mail.example.org", reactor),
+    )
+    policy = SMTPPolicy(
+        hostname="mail.example.org", auth=True, require_auth=True, auth_needs_tls=auth_needs_tls
+    )
+    factory = SMTPFactory(
+        Portal(realm, [PasswordChecker(directory)]), policy, tls_options, reactor=reactor
+    )
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    return SubmissionFixture(port.getHost().port, store), port
+
+
+@pytest.fixture
+def submission_server(tls_options):
+    """Submission as deployed: AUTH only after STARTTLS."""
+    server, port = start_submission(tls_options, auth_needs_tls=True)
+    yield server
+    pytest_twisted.blockon(port.stopListening())

@@ -8,15 +8,8 @@ import socket
 
 import pytest
 import pytest_twisted
-from twisted.cred.portal import Portal
-from twisted.internet import reactor
 
-from mailserver.auth.checkers import PasswordChecker
-from mailserver.auth.realm import MailRealm
-from mailserver.auth.submission import SubmissionTarget
-from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
-from mailserver.testing import MemoryDeliveryTarget, MemoryDirectory, MemoryStore
-from tests.smtp.conftest import Raw, in_thread
+from tests.smtp.conftest import Raw, in_thread, start_submission
 
 
 def b64(text: str) -> str:
@@ -25,22 +18,10 @@ def b64(text: str) -> str:
 
 @pytest.fixture
 def submission(tls_options):
-    store, directory = MemoryStore(), MemoryDirectory()
-    wait = pytest_twisted.blockon
-    wait(directory.add_domain("example.org"))
-    for user in ("alice", "bob"):
-        wait(directory.add_user(f"{user}@example.org", "secret"))
-        wait(store.create_account(f"{user}@example.org"))
-    target = MemoryDeliveryTarget(store, directory)
-    realm = MailRealm(lambda: target, lambda user: SubmissionTarget(
-        user, directory, target, "mail.example.org", reactor))
-    policy = SMTPPolicy(hostname="mail.example.org", auth=True, require_auth=True,
-                        auth_needs_tls=False)
-    factory = SMTPFactory(Portal(realm, [PasswordChecker(directory)]), policy, tls_options,
-                          reactor=reactor)
-    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    yield port.getHost().port
-    wait(port.stopListening())
+    """AUTH allowed without TLS, so the dialogs below can stay in plain text."""
+    server, port = start_submission(tls_options, auth_needs_tls=False)
+    yield server.port
+    pytest_twisted.blockon(port.stopListening())
 
 
 def talk(port: int, steps: list[tuple[str, str]]) -> list[str]:

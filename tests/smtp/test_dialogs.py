@@ -130,14 +130,17 @@ def test_every_check_names_a_dialog():
 
 @pytest.mark.parametrize("path", DIALOGS, ids=[path.name for path in DIALOGS])
 @pytest_twisted.ensureDeferred
-async def test_dialog(smtp_server, path):
-    """The dialog passes against our server (and the store holds what it should)."""
+async def test_dialog(smtp_server, submission_server, path):
+    """The dialog passes against our server (and the store holds what it should).
+    ``submission-*`` dialogs run against a submission listener (AUTH after STARTTLS),
+    the others against the port-25 listener."""
+    server = submission_server if path.name.startswith("submission-") else smtp_server
     dialog = runner.parse_dialog(path)
-    result = await in_thread(runner.play, dialog, smtp_server.host, smtp_server.port)
+    result = await in_thread(runner.play, dialog, server.host, server.port)
     assert result.passed, result.summary()
     check = AFTER.get(path.name)
     if check is not None:
-        check(smtp_server)
+        check(server)
 
 
 def test_policy_defaults_meet_rfc_5321_minimums():
