@@ -149,6 +149,11 @@ class TLSConfig:
         "",
         'PEM private key file for cert; "" when cert is "" (the self-signed key is generated).',
     )
+    sni_dir: str = _key(
+        "",
+        "Directory of per-host certificates chosen by SNI: <sni_dir>/<host name>/cert.pem and "
+        'key.pem; "" = one certificate for all. SIGHUP reloads every certificate.',
+    )
 
 
 @dataclass(frozen=True)

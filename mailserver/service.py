@@ -10,6 +10,8 @@ in-flight work ``server.shutdown_timeout`` seconds, then close the store and the
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,7 +23,6 @@ from twisted.internet.defer import Deferred, DeferredList, TimeoutError, maybeDe
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IProtocolFactory
-from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -45,7 +46,7 @@ from mailserver.spool.router import Router
 from mailserver.spool.scheduler import RetryPolicy, Scheduler
 from mailserver.store.local import LocalDeliveryTarget
 from mailserver.store.maildir_store import MaildirStore
-from mailserver.tls import ensure_self_signed, server_options
+from mailserver.tls import ServerTLS, ensure_self_signed
 from mailserver.web.health import HealthResource
 
 log = Logger(namespace="mailserver.service")
@@ -91,7 +92,7 @@ class MailService(MultiService):
         db: Database,
         store: MaildirStore,
         directory: LmdbDirectory,
-        tls: CertificateOptions,
+        tls: ServerTLS,
         spool: LmdbSpool | None = None,
     ) -> None:
         super().__init__()
@@ -145,6 +146,7 @@ class MailService(MultiService):
     def startService(self) -> None:
         """Start the listeners' services and recover the store (files a crash left behind)."""
         super().startService()
+        self._install_sighup()
         recovering = maybeDeferred(self.store.recover)
         if self.spool is not None:
             spool = self.spool
@@ -162,9 +164,36 @@ class MailService(MultiService):
         self.state = "failed"
         log.failure("store recovery failed; /healthz reports 'failed'", failure)
 
+    # --- SIGHUP: reload TLS certificates --------------------------------------------------
+
+    def _install_sighup(self) -> None:
+        """SIGHUP reloads the certificates (main thread only; restored on stop)."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._previous_sighup = signal.signal(
+            signal.SIGHUP, lambda _signum, _frame: self.reactor.callFromThread(self.reload_tls)
+        )
+
+    def reload_tls(self) -> bool:
+        """Read every certificate again; on failure keep the old ones. True when reloaded."""
+        try:
+            self.tls.reload()
+        except (ConfigError, OSError) as error:
+            log.error("TLS reload failed, keeping the old certificates: {error}", error=error)
+            return False
+        log.info(
+            "TLS certificates reloaded (generation {n}; SNI names: {names})",
+            n=self.tls.generation,
+            names=", ".join(self.tls.names()) or "none",
+        )
+        return True
+
     def stopService(self) -> Deferred[None]:
         """Stop accepting, wait for in-flight work up to the shutdown timeout, close storage."""
         Service.stopService(self)
+        previous = getattr(self, "_previous_sighup", None)
+        if previous is not None:
+            signal.signal(signal.SIGHUP, previous)
         self.state = "stopping"
         for factory in self.factories:
             if hasattr(factory, "shutting_down"):
@@ -242,8 +271,9 @@ def _within(deferred: Deferred[Any], seconds: float, reactor: Any) -> Deferred[A
     return result
 
 
-def _tls_options(config: Config) -> CertificateOptions:
-    """The configured certificate, or the self-signed one under ``<data_dir>/tls``."""
+def _tls_options(config: Config) -> ServerTLS:
+    """The configured certificate (or the self-signed one under ``<data_dir>/tls``) plus
+    the per-host certificates of ``tls.sni_dir``."""
     cert, key = config.tls.cert, config.tls.key
     if not cert:
         directory = os.path.join(config.server.data_path, "tls")
@@ -252,7 +282,7 @@ def _tls_options(config: Config) -> CertificateOptions:
         except OSError as error:
             raise _data_dir_error(config, error) from None
         log.info("using the self-signed certificate in {directory}", directory=directory)
-    return server_options(cert, key)
+    return ServerTLS(cert, key, config.tls.sni_dir)
 
 
 def _data_dir_error(config: Config, error: OSError) -> ConfigError:

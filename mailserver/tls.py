@@ -1,4 +1,5 @@
-"""TLS material: the self-signed certificate of the embedded defaults and server options.
+"""TLS material: the self-signed certificate of the embedded defaults, server options, the
+reloadable SNI-aware :class:`ServerTLS` every listener uses, and client options for the spool.
 
 :func:`ensure_self_signed` makes a certificate + key once (written atomically, key mode 0600)
 and reuses them on later starts while they are valid. :func:`server_options` loads a PEM
@@ -12,13 +13,17 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import NameOID
+from OpenSSL import SSL
 from twisted.internet import ssl
+from twisted.internet.interfaces import IOpenSSLServerConnectionCreator
+from zope.interface import implementer
 
 from mailserver.durable import write_atomically
 from mailserver.errors import ConfigError
@@ -27,6 +32,8 @@ CERT_NAME = "cert.pem"
 KEY_NAME = "key.pem"
 #: How long a generated certificate is valid.
 VALIDITY = datetime.timedelta(days=3650)
+#: TLS 1.2 suites with forward secrecy and AEAD only (TLS 1.3 suites are fixed by OpenSSL).
+MODERN_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
 #: A certificate closer than this to expiry is replaced on the next start.
 RENEW_BEFORE = datetime.timedelta(days=30)
 
@@ -161,4 +168,91 @@ def server_options(cert_path: str, key_path: str) -> ssl.CertificateOptions:
         certificate=chain[0],
         extraCertChain=chain[1:],
         raiseMinimumTo=ssl.TLSVersion.TLSv1_2,
+        acceptableCiphers=ssl.AcceptableCiphers.fromOpenSSLCipherString(MODERN_CIPHERS),
     )
+
+
+def _context(cert_path: str, key_path: str) -> SSL.Context:
+    """A server context for one certificate: TLS 1.2+, :data:`MODERN_CIPHERS`."""
+    return server_options(cert_path, key_path).getContext()
+
+
+def _sni_pairs(directory: str) -> dict[str, tuple[str, str]]:
+    """``<directory>/<hostname>/{cert.pem,key.pem}`` for each host name directory."""
+    pairs: dict[str, tuple[str, str]] = {}
+    if not directory:
+        return pairs
+    try:
+        names = sorted(os.listdir(directory))
+    except OSError as error:
+        raise ConfigError(
+            "tls.sni_dir",
+            f"cannot read {directory}: {error.strerror or error}",
+            "create it, or leave tls.sni_dir empty",
+        ) from None
+    for name in names:
+        cert = os.path.join(directory, name, CERT_NAME)
+        key = os.path.join(directory, name, KEY_NAME)
+        if os.path.isfile(cert) and os.path.isfile(key):
+            pairs[name.lower().rstrip(".")] = (cert, key)
+    return pairs
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """The one place server TLS is built: a default certificate plus one per host name
+    (chosen by SNI, RFC 6066 §3, from ``sni_dir/<name>/cert.pem+key.pem``), TLS 1.2+ with
+    :data:`MODERN_CIPHERS`. :meth:`reload` reads every file again (SIGHUP): new connections
+    get the new certificates, established ones keep theirs. A reload that fails keeps the
+    old certificates and raises ConfigError.
+
+    Usable wherever Twisted takes TLS options: ``transport.startTLS(tls)`` (STARTTLS) and
+    ``TLSMemoryBIOFactory(tls, False, factory)`` (implicit TLS).
+    """
+
+    def __init__(self, cert_path: str, key_path: str, sni_dir: str = "") -> None:
+        self.cert_path = cert_path
+        self.key_path = key_path
+        self.sni_dir = sni_dir
+        self.generation = 0
+        self._default: SSL.Context
+        self._by_name: dict[str, SSL.Context] = {}
+        self.reload()
+
+    def reload(self) -> None:
+        """Load every certificate again (all or nothing)."""
+        default = _context(self.cert_path, self.key_path)
+        by_name = {name: _context(*pair) for name, pair in _sni_pairs(self.sni_dir).items()}
+        default.set_tlsext_servername_callback(self._choose)
+        self._default, self._by_name = default, by_name
+        self.generation += 1
+
+    def names(self) -> list[str]:
+        """Host names with their own certificate."""
+        return sorted(self._by_name)
+
+    def _choose(self, connection: SSL.Connection) -> None:
+        requested = connection.get_servername()
+        if requested:
+            context = self._by_name.get(requested.decode("ascii", "replace").lower().rstrip("."))
+            if context is not None:
+                connection.set_context(context)
+
+    # -- what Twisted asks for -----------------------------------------------------------
+
+    def getContext(self) -> SSL.Context:
+        return self._default
+
+    def serverConnectionForTLS(self, tlsProtocol: Any) -> SSL.Connection:
+        return SSL.Connection(self._default, None)
+
+
+def client_options(host: str, verify: bool, trust_root: Any = None) -> Any:
+    """Client TLS for the spool: verified against ``host`` (and the system roots, or
+    ``trust_root``) when ``verify``; otherwise encryption without authentication
+    (opportunistic STARTTLS, RFC 3207 §4.1 / RFC 7435)."""
+    if verify:
+        if trust_root is None:
+            return ssl.optionsForClientTLS(host)
+        return ssl.optionsForClientTLS(host, trustRoot=trust_root)
+    return ssl.CertificateOptions(verify=False, raiseMinimumTo=ssl.TLSVersion.TLSv1_2)

@@ -28,6 +28,16 @@ class TestCA:
 
     def server_options(self, *hosts: str) -> ssl.CertificateOptions:
         """Server TLS options with a certificate for ``hosts`` signed by this CA."""
+        cert_pem, key_pem = self.issue_pem(*hosts)
+        return ssl.PrivateCertificate.loadPEM(cert_pem + key_pem).options()
+
+    @property
+    def pem(self) -> bytes:
+        """The CA certificate (for ``ssl.SSLContext.load_verify_locations(cadata=...)``)."""
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def issue_pem(self, *hosts: str) -> tuple[bytes, bytes]:
+        """(certificate PEM, key PEM) for ``hosts``, signed by this CA."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         cert = (
@@ -42,12 +52,12 @@ class TestCA:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
             .sign(self.key, hashes.SHA256())
         )
-        pem = cert.public_bytes(serialization.Encoding.PEM) + key.private_bytes(
+        key_pem = key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        return ssl.PrivateCertificate.loadPEM(pem).options()
+        return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
 def make_ca() -> TestCA:

@@ -15,9 +15,9 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, BinaryIO
 
-from twisted.internet import ssl
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.threads import deferToThreadPool
@@ -27,6 +27,7 @@ from mailserver.dns import DNSTemporaryError, Resolver
 from mailserver.smtp.client import ProtocolError, ServerReply, SMTPClient, send_mail
 from mailserver.spool.mtasts import MTASTS
 from mailserver.spool.mx import NoRoute, Route, find_routes
+from mailserver.tls import client_options
 from mailserver.types import QueuedRecipient, QueueEntry, RecipientState
 
 __all__ = ["Outcome", "RemoteCourier"]
@@ -83,7 +84,7 @@ class RemoteCourier:
         rng: random.Random | None = None,
         bind_address: str | None = None,
         mta_sts: MTASTS | None = None,
-        verified_tls: Callable[[str], Any] = ssl.optionsForClientTLS,
+        verified_tls: Callable[[str], Any] | None = None,
         idle_timeout: float = 5.0,
         max_reuse: int = 100,
     ) -> None:
@@ -100,7 +101,8 @@ class RemoteCourier:
         self.rng = rng or random.Random()
         self.bind_address = bind_address
         self.mta_sts = mta_sts
-        self.verified_tls = verified_tls
+        #: Client TLS options for a verified connection to a host (tests give their own CA).
+        self.verified_tls = verified_tls or partial(client_options, verify=True)
         self.idle_timeout = idle_timeout
         self.max_reuse = max_reuse
         #: Parked connections: (address, TLS mode) -> [(client, expiry timer, uses)].
@@ -163,7 +165,7 @@ class RemoteCourier:
     def _tls_options(self, host: str, tls: str) -> Any:
         if tls == "verify":
             return self.verified_tls(host)
-        return ssl.CertificateOptions(verify=False)
+        return client_options(host, verify=False)
 
     # -- connections -------------------------------------------------------------------
 
