@@ -310,6 +310,69 @@ class LogConfig:
     )
 
 
+def _at_least(low: float) -> Check:
+    """A check accepting numbers of at least ``low``."""
+
+    def check(value: float) -> tuple[str, str] | None:
+        if value < low:
+            return f"must be at least {low}, got {value!r}", f"use a number >= {low}"
+        return None
+
+    return check
+
+
+@dataclass(frozen=True)
+class SecurityConfig:
+    """[security]: brute-force throttling of logins and the audit log."""
+
+    throttle_base_delay: float = _key(
+        1.0,
+        "Seconds the next login attempt waits after a first failure (per IP and per account).",
+        _at_least(0),
+    )
+    throttle_factor: float = _key(
+        2.0, "Each further failure multiplies that wait by this factor.", _at_least(1)
+    )
+    throttle_max_delay: float = _key(
+        30.0, "Longest wait after a failure, in seconds.", _at_least(0)
+    )
+    throttle_ip_ban_after: int = _key(
+        10, "Failed logins from one IP (IPv6: one /64), all accounts, that ban it.", _positive
+    )
+    throttle_ip_ban_seconds: float = _key(900.0, "Seconds an IP ban lasts.", _positive)
+    throttle_account_ban_after: int = _key(
+        20,
+        "Failed logins to one account, from all IPs, that ban it (even the right password).",
+        _positive,
+    )
+    throttle_account_ban_seconds: float = _key(900.0, "Seconds an account ban lasts.", _positive)
+    throttle_decay_seconds: float = _key(
+        300.0, "Each failure counter forgets one failure every this many seconds.", _positive
+    )
+    throttle_max_tracked: int = _key(
+        100_000, "Most IPs (and accounts) tracked; the least recently seen are dropped.", _positive
+    )
+    audit_log: str = _key(
+        "",
+        'Audit log file (JSON lines, rotated); "" = <data_dir>/audit/audit.jsonl.',
+    )
+    audit_max_bytes: int = _key(
+        10 * 1024 * 1024, "Size in bytes at which the audit log is rotated.", _positive
+    )
+    audit_keep: int = _key(
+        10, "Rotated audit logs kept (audit.jsonl.1 .. .N; the oldest is deleted).", _positive
+    )
+    audit_fsync: bool = _key(
+        False, "fsync each audit line (survives a power loss; costs a disk flush per event)."
+    )
+
+    def audit_path(self, data_path: str) -> str:
+        """The absolute audit log path, given :attr:`ServerConfig.data_path`."""
+        if self.audit_log:
+            return os.path.abspath(self.audit_log)
+        return os.path.join(data_path, "audit", "audit.jsonl")
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration; each field of a dataclass type is one TOML section."""
@@ -323,6 +386,7 @@ class Config:
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     #: Where this configuration came from: a file path or "embedded defaults" (not a key).
     source: str = EMBEDDED
 

@@ -27,6 +27,7 @@ NOUNS = [
     "mailserver.cli.reindex",
     "mailserver.cli.deliver",
     "mailserver.cli.queue",
+    "mailserver.cli.audit",
 ]
 
 #: Exit statuses: a usage or config problem, and any other expected failure.
