@@ -1,8 +1,11 @@
-"""``mailserver user add|passwd|del|list``: mail accounts (directory user + mailbox).
+"""``mailserver user add|passwd|del|list``: mail accounts (directory user + mailbox), and
+their second credentials: ``user app-password add|list|revoke``, ``user totp enable|disable``
+and ``user token issue|list|revoke`` (:mod:`mailserver.auth.credentials`).
 
 Passwords are never taken from the command line (it shows in ``ps`` and shell history):
 they are asked for twice on the terminal, or read as one line from stdin with
-``--password-stdin``.
+``--password-stdin``. Generated secrets (app passwords, tokens, recovery codes) are printed
+once, on stdout, and cannot be shown again.
 """
 
 from __future__ import annotations
@@ -10,9 +13,22 @@ from __future__ import annotations
 import argparse
 import getpass
 import sys
+import threading
+import time
 from collections.abc import Awaitable
 from typing import Any
 
+import segno
+from twisted.internet.defer import Deferred
+
+from mailserver.auth.credentials import (
+    MAIL_SCOPES,
+    SCOPES,
+    CredentialStore,
+    forget_user,
+    load_or_create_secret,
+    secret_path,
+)
 from mailserver.auth.directory import LmdbDirectory
 from mailserver.cli.common import add_config_option
 from mailserver.cli.storage import (
@@ -24,6 +40,7 @@ from mailserver.cli.storage import (
     say_note,
 )
 from mailserver.config import Config
+from mailserver.errors import AlreadyExists, InvalidName
 from mailserver.store.maildir_store import MaildirStore
 from mailserver.types import Role
 
@@ -64,6 +81,10 @@ def register(subparsers: Any) -> None:
     listing.add_argument("domain", metavar="DOMAIN", nargs="?", help="only this domain's users")
     add_config_option(listing)
     listing.set_defaults(handler=list_users)
+
+    _register_app_passwords(verbs)
+    _register_totp(verbs)
+    _register_tokens(verbs)
 
 
 def _add_password_option(parser: argparse.ArgumentParser) -> None:
@@ -164,6 +185,7 @@ def delete_user(args: argparse.Namespace) -> int:
         has_mail = store.has_account(user)
         if directory.get_user(user) is not None:
             await directory.remove_user(user)
+            await forget_user(store.db, user)  # app passwords, TOTP, tokens
         elif not has_mail or args.keep_mail:
             raise CommandError(f"no user {user}; see the users with: mailserver user list")
         if args.keep_mail and has_mail:
@@ -198,6 +220,363 @@ def list_users(args: argparse.Namespace) -> int:
             print(f"{user.address:<{width}}  {roles}")
         if not users:
             say_note("no users yet; add one: mailserver user add ADDRESS")
+        return 0
+
+    return run_with_storage(args, work)
+
+
+# -- second credentials: app passwords, TOTP, tokens ------------------------------------------
+
+
+def _register_app_passwords(verbs: Any) -> None:
+    parser = verbs.add_parser(
+        "app-password", help="add, list or revoke a user's app passwords (for mail clients)"
+    )
+    sub = parser.add_subparsers(title="verbs", metavar="VERB", required=True)
+
+    add = sub.add_parser("add", help="make an app password and print it once")
+    add.add_argument("address", metavar="ADDRESS", help="the user")
+    add.add_argument("name", metavar="NAME", help="what it is for, e.g. 'laptop Thunderbird'")
+    add.add_argument(
+        "--scope",
+        default=",".join(sorted(MAIL_SCOPES)),
+        help=f"comma-separated protocols it works for, of {','.join(sorted(SCOPES))} "
+        "(default: %(default)s)",
+    )
+    add.add_argument(
+        "--expires", metavar="DAYS", type=float, help="stop working after DAYS (default: never)"
+    )
+    add_config_option(add)
+    add.set_defaults(handler=add_app_password)
+
+    listing = sub.add_parser("list", help="list a user's app passwords (never the passwords)")
+    listing.add_argument("address", metavar="ADDRESS", help="the user")
+    add_config_option(listing)
+    listing.set_defaults(handler=list_app_passwords)
+
+    revoke = sub.add_parser("revoke", help="delete an app password")
+    revoke.add_argument("address", metavar="ADDRESS", help="the user")
+    revoke.add_argument("id", metavar="ID", help="its id, as 'app-password list' shows it")
+    add_config_option(revoke)
+    revoke.set_defaults(handler=revoke_app_password)
+
+
+def _register_totp(verbs: Any) -> None:
+    parser = verbs.add_parser("totp", help="switch two-factor authentication (TOTP) on or off")
+    sub = parser.add_subparsers(title="verbs", metavar="VERB", required=True)
+
+    enable = sub.add_parser(
+        "enable",
+        help="show a new TOTP key (URI and QR code), then switch it on with a first code",
+    )
+    enable.add_argument("address", metavar="ADDRESS", help="the user")
+    enable.add_argument(
+        "--code",
+        help="a code from the app for the key shown by an earlier 'totp enable': switch "
+        "two-factor authentication on (without it, a new key is shown and, on a terminal, "
+        "a code asked for)",
+    )
+    add_config_option(enable)
+    enable.set_defaults(handler=enable_totp)
+
+    disable = sub.add_parser("disable", help="switch two-factor authentication off")
+    disable.add_argument("address", metavar="ADDRESS", help="the user")
+    add_config_option(disable)
+    disable.set_defaults(handler=disable_totp)
+
+
+def _register_tokens(verbs: Any) -> None:
+    parser = verbs.add_parser("token", help="issue, list or revoke a user's bearer tokens")
+    sub = parser.add_subparsers(title="verbs", metavar="VERB", required=True)
+
+    issue = sub.add_parser("issue", help="make a bearer token and print it once")
+    issue.add_argument("address", metavar="ADDRESS", help="the user")
+    issue.add_argument(
+        "--scope",
+        default="api",
+        help=f"comma-separated scopes, of {','.join(sorted(SCOPES))} (default: %(default)s)",
+    )
+    issue.add_argument(
+        "--ttl", metavar="HOURS", type=float, default=24.0, help="lifetime (default: 24)"
+    )
+    issue.add_argument("--name", default="", help="what it is for (shown by 'token list')")
+    add_config_option(issue)
+    issue.set_defaults(handler=issue_token)
+
+    listing = sub.add_parser("list", help="list a user's tokens (never the tokens)")
+    listing.add_argument("address", metavar="ADDRESS", help="the user")
+    add_config_option(listing)
+    listing.set_defaults(handler=list_tokens)
+
+    revoke = sub.add_parser("revoke", help="delete a token")
+    revoke.add_argument("address", metavar="ADDRESS", help="the user")
+    revoke.add_argument("id", metavar="ID", help="its id, as 'token list' shows it")
+    add_config_option(revoke)
+    revoke.set_defaults(handler=revoke_token)
+
+
+def _credentials(config: Config, store: MaildirStore) -> CredentialStore:
+    """The credential store on the command's index, with the server's key (made if absent)."""
+    from twisted.internet import reactor
+
+    key = load_or_create_secret(secret_path(config.server.data_path))
+    return CredentialStore(store.db, reactor, key, issuer=config.server.hostname)
+
+
+def _scope_list(text: str) -> frozenset[str]:
+    wanted = frozenset(s.strip().lower() for s in text.split(",") if s.strip())
+    unknown = wanted - SCOPES
+    if unknown or not wanted:
+        raise CommandError(
+            f"unknown scope {','.join(sorted(unknown)) or repr(text)}; "
+            f"give some of {','.join(sorted(SCOPES))}, separated by commas"
+        )
+    return wanted
+
+
+def _when(seconds: float | None, never: str = "never") -> str:
+    if seconds is None:
+        return never
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds))
+
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+def add_app_password(args: argparse.Namespace) -> int:
+    """Make an app password and print it (the only time it can be seen)."""
+    user = address(args.address)
+    scopes = _scope_list(args.scope)
+    if args.expires is not None and args.expires <= 0:
+        raise CommandError("--expires takes a positive number of days")
+
+    def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> Awaitable[int]:
+        _require_user(directory, user)
+        credentials = _credentials(config, store)
+        return _add_app_password(credentials, user, args.name, scopes, args.expires)
+
+    return run_with_storage(args, work)
+
+
+async def _add_app_password(
+    credentials: CredentialStore, user: str, name: str, scopes: frozenset[str], days: float | None
+) -> int:
+    expires = None if days is None else time.time() + days * 86400
+    try:
+        ident, password = await credentials.add_app_password(user, name, scopes, expires)
+    except AlreadyExists:
+        raise CommandError(
+            f"{user} already has an app password named {name!r}; pick another name, or "
+            f"revoke it first (see: mailserver user app-password list {user})"
+        ) from None
+    except InvalidName as error:
+        raise CommandError(f"{error.text}; nothing added") from None
+    print(
+        f"added app password {ident} ({name}) for {user}: "
+        f"{','.join(sorted(scopes))}, expires {_when(expires)}"
+    )
+    print(password)
+    say_note("the password is shown only now: enter it in the mail client instead of the password")
+    return 0
+
+
+def list_app_passwords(args: argparse.Namespace) -> int:
+    """One line per app password: id, name, scopes, expiry, last use."""
+    user = address(args.address)
+
+    async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
+        _require_user(directory, user)
+        entries = _credentials(config, store).list_app_passwords(user)
+        if not entries:
+            say_note(f"{user} has no app passwords; add one: mailserver user app-password add")
+            return 0
+        now = time.time()
+        rows = [["ID", "NAME", "SCOPES", "EXPIRES", "LAST USED"]]
+        for entry in entries:
+            expires = "expired" if entry.expired(now) else _when(entry.expires)
+            used = _when(entry.last_used)
+            if entry.last_ip:
+                used += f" from {entry.last_ip}"
+            rows.append([entry.id, entry.name, ",".join(sorted(entry.scopes)), expires, used])
+        _table(rows)
+        return 0
+
+    return run_with_storage(args, work)
+
+
+def revoke_app_password(args: argparse.Namespace) -> int:
+    """Delete one app password; clients using it fail from their next login."""
+    user = address(args.address)
+
+    async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
+        _require_user(directory, user)
+        if not await _credentials(config, store).revoke(user, args.id):
+            raise CommandError(
+                f"{user} has no app password {args.id}; "
+                f"see them with: mailserver user app-password list {user}"
+            )
+        print(f"revoked app password {args.id} of {user}")
+        return 0
+
+    return run_with_storage(args, work)
+
+
+def enable_totp(args: argparse.Namespace) -> int:
+    """Without ``--code``: a new pending key, shown as URI + QR code; on a terminal, a code is
+    then asked for. With ``--code``: confirm the pending key. Confirmation prints the
+    recovery codes."""
+    user = address(args.address)
+
+    def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> Awaitable[int]:
+        _require_user(directory, user)
+        credentials = _credentials(config, store)
+        if credentials.totp_enabled(user):
+            raise CommandError(
+                f"{user} has two-factor authentication on already; to start again: "
+                f"mailserver user totp disable {user}"
+            )
+        if args.code is not None:
+            if not credentials.totp_pending(user):
+                raise CommandError(
+                    f"no key of {user} is waiting for a code; show one first: "
+                    f"mailserver user totp enable {user}"
+                )
+            return _confirm_totp(credentials, user, args.code)
+        return _start_totp(credentials, user, ask=sys.stdin.isatty())
+
+    return run_with_storage(args, work)
+
+
+async def _start_totp(credentials: CredentialStore, user: str, ask: bool) -> int:
+    enrolment = await credentials.enable_totp(user)
+    print("Scan this QR code with an authenticator app, or type the key into it:")
+    segno.make(enrolment.uri, error="m").terminal(out=sys.stdout, compact=True)
+    print(enrolment.uri)
+    print(f"key: {enrolment.secret}")
+    if not ask:
+        say_note(f"not on yet: confirm with a code: mailserver user totp enable {user} --code CODE")
+        return 0
+    code = await _ask("Code shown by the app: ")
+    if not code:
+        raise CommandError(
+            f"no code given; two-factor authentication is not on. Confirm later: "
+            f"mailserver user totp enable {user} --code CODE"
+        )
+    return await _confirm_totp(credentials, user, code)
+
+
+async def _confirm_totp(credentials: CredentialStore, user: str, code: str) -> int:
+    recovery = await credentials.confirm_totp(user, code)
+    if recovery is None:
+        raise CommandError(
+            f"the code {code!r} is not the current one; check the device's clock and run "
+            f"again with a fresh code: mailserver user totp enable {user} --code CODE"
+        )
+    print(f"two-factor authentication is on for {user}")
+    print("Recovery codes (each works once, in place of a code; shown only now):")
+    for line in recovery:
+        print(f"  {line}")
+    say_note(f"mail clients now need an app password: mailserver user app-password add {user} NAME")
+    return 0
+
+
+def _ask(prompt: str) -> Deferred[str]:
+    """One line from the terminal, read on a daemon thread so the reactor keeps running
+    (and Ctrl-C can still stop it)."""
+    from twisted.internet import reactor
+
+    answer: Deferred[str] = Deferred()
+
+    def read() -> None:
+        try:
+            line = input(prompt)
+        except EOFError:
+            line = ""
+        reactor.callFromThread(answer.callback, line.strip())
+
+    threading.Thread(target=read, name="prompt", daemon=True).start()
+    return answer
+
+
+def disable_totp(args: argparse.Namespace) -> int:
+    """Switch TOTP off: the account password works again in mail clients."""
+    user = address(args.address)
+
+    async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
+        _require_user(directory, user)
+        if not await _credentials(config, store).disable_totp(user):
+            raise CommandError(f"{user} does not use two-factor authentication")
+        print(f"two-factor authentication is off for {user}")
+        return 0
+
+    return run_with_storage(args, work)
+
+
+def issue_token(args: argparse.Namespace) -> int:
+    """Make a bearer token and print it (the only time it can be seen)."""
+    user = address(args.address)
+    scopes = _scope_list(args.scope)
+    if args.ttl <= 0:
+        raise CommandError("--ttl takes a positive number of hours")
+
+    async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
+        _require_user(directory, user)
+        credentials = _credentials(config, store)
+        try:
+            token = await credentials.issue_token(user, scopes, args.ttl * 3600, args.name)
+        except InvalidName as error:
+            raise CommandError(f"{error.text}; nothing issued") from None
+        print(
+            f"issued token {credentials.token_id(token)} for {user}: "
+            f"{','.join(sorted(scopes))}, expires {_when(time.time() + args.ttl * 3600)}"
+        )
+        print(token)
+        say_note("the token is shown only now")
+        return 0
+
+    return run_with_storage(args, work)
+
+
+def list_tokens(args: argparse.Namespace) -> int:
+    """One line per token: id, name, scopes, expiry, last use."""
+    user = address(args.address)
+
+    async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
+        _require_user(directory, user)
+        entries = _credentials(config, store).list_tokens(user)
+        if not entries:
+            say_note(f"{user} has no tokens")
+            return 0
+        now = time.time()
+        rows = [["ID", "NAME", "SCOPES", "EXPIRES", "LAST USED"]]
+        for entry in entries:
+            expires = "expired" if entry.expired(now) else _when(entry.expires)
+            used = _when(entry.last_used)
+            if entry.last_ip:
+                used += f" from {entry.last_ip}"
+            rows.append(
+                [entry.id, entry.name or "-", ",".join(sorted(entry.scopes)), expires, used]
+            )
+        _table(rows)
+        return 0
+
+    return run_with_storage(args, work)
+
+
+def revoke_token(args: argparse.Namespace) -> int:
+    """Delete one token."""
+    user = address(args.address)
+
+    async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
+        _require_user(directory, user)
+        if not await _credentials(config, store).revoke_token_id(user, args.id):
+            raise CommandError(
+                f"{user} has no token {args.id}; see them with: mailserver user token list {user}"
+            )
+        print(f"revoked token {args.id} of {user}")
         return 0
 
     return run_with_storage(args, work)

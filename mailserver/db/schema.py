@@ -2,28 +2,37 @@
 
 Every key layout used anywhere lives here, so a reader can see the whole index at once:
 
-========== ======================================= =========================================
-sub-db     key                                     value
-========== ======================================= =========================================
-meta       ascii name                              JSON (schema_version, next_folder_id, ...)
-domains    domain (lower-case, utf-8)              JSON Domain
-users      address (utf-8)                         JSON User
-aliases    source (``local@domain``/``@domain``)   JSON list of targets
-accounts   address (utf-8)                         JSON {dirname, created}
-folders    address NUL name (utf-8)                folder id (u32)
-finfo      folder id (u32)                         JSON folder record (counters, UIDVALIDITY)
-flags      folder id (u32) + uid (u32)             modseq (u64) + system flag bits (u8) +
-                                                   keywords (utf-8, space separated)
-messages   folder id (u32) + uid (u32)             JSON {base, size, internaldate, savedate,
-                                                   object_id}
-objects    object id (ascii)                       JSON {envelope, bodystructure,
-                                                   attachments, spam, size}
-labels     object id + NUL + folder id + uid       empty: every place an object sits
-modseq     folder id (u32) + modseq (u64) + uid    empty: the change log for CONDSTORE
-names      folder id (u32) + file base name        uid (u32): file -> UID, for recovery
-queue      queue id (ascii)                        JSON QueueEntry (spool/queue.py)
-due        next attempt ms (u64) + queue id        empty: the spool's schedule
-========== ======================================= =========================================
+============= ======================================= =========================================
+sub-db        key                                     value
+============= ======================================= =========================================
+meta          ascii name                              JSON (schema_version, next_folder_id, ...)
+domains       domain (lower-case, utf-8)              JSON Domain
+users         address (utf-8)                         JSON User
+aliases       source (``local@domain``/``@domain``)   JSON list of targets
+accounts      address (utf-8)                         JSON {dirname, created}
+folders       address NUL name (utf-8)                folder id (u32)
+finfo         folder id (u32)                         JSON folder record (counters, UIDVALIDITY)
+flags         folder id (u32) + uid (u32)             modseq (u64) + system flag bits (u8) +
+                                                      keywords (utf-8, space separated)
+messages      folder id (u32) + uid (u32)             JSON {base, size, internaldate, savedate,
+                                                      object_id}
+objects       object id (ascii)                       JSON {envelope, bodystructure,
+                                                      attachments, spam, size}
+labels        object id + NUL + folder id + uid       empty: every place an object sits
+modseq        folder id (u32) + modseq (u64) + uid    empty: the change log for CONDSTORE
+names         folder id (u32) + file base name        uid (u32): file -> UID, for recovery
+queue         queue id (ascii)                        JSON QueueEntry (spool/queue.py)
+due           next attempt ms (u64) + queue id        empty: the spool's schedule
+app_passwords address NUL app password id (ascii)     JSON {name, scopes, created, expires,
+                                                      hash, last_used, last_ip}
+totp          address (utf-8)                         JSON {secret, confirmed, created,
+                                                      last_step, recovery: [hash, ...]}
+tokens        HMAC-SHA256 of the token (32 bytes)     JSON {id, user, scopes, name, created,
+                                                      expires, last_used, last_ip}
+============= ======================================= =========================================
+
+``app_passwords``, ``totp`` and ``tokens`` belong to :mod:`mailserver.auth.credentials`, which
+documents the hashes (HMAC-SHA256 under the server's credentials key).
 
 Big-endian integers keep cursor order equal to numeric order, so UID and modseq ranges are
 plain cursor walks.
@@ -38,7 +47,7 @@ from collections.abc import Callable
 from typing import Any
 
 #: Bump with a migration below whenever a key or value layout changes.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SUBDBS = (
     b"meta",
@@ -56,6 +65,9 @@ SUBDBS = (
     b"names",
     b"queue",
     b"due",
+    b"app_passwords",
+    b"totp",
+    b"tokens",
 )
 
 _U32 = struct.Struct(">I")
@@ -172,4 +184,9 @@ def _add_spool_v2(txn: Any, dbs: dict[bytes, Any]) -> None:
     """Version 2 adds the spool's ``queue`` and ``due`` sub-dbs (created empty on open)."""
 
 
-MIGRATIONS: dict[int, Migration] = {0: _create_v1, 1: _add_spool_v2}
+def _add_credentials_v3(txn: Any, dbs: dict[bytes, Any]) -> None:
+    """Version 3 adds the ``app_pw``, ``totp`` and ``tokens`` sub-dbs of issue 5 (app
+    passwords, TOTP, bearer tokens), created empty on open."""
+
+
+MIGRATIONS: dict[int, Migration] = {0: _create_v1, 1: _add_spool_v2, 2: _add_credentials_v3}
