@@ -30,10 +30,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from mailserver import __version__
-from mailserver.auth.checkers import PasswordChecker
+from mailserver.auth.audit import AuditLog
+from mailserver.auth.checkers import mail_checkers
+from mailserver.auth.credentials import CredentialStore, load_or_create_secret, secret_path
 from mailserver.auth.directory import LmdbDirectory
+from mailserver.auth.guard import guard
 from mailserver.auth.realm import MailRealm, MXTarget
 from mailserver.auth.submission import SubmissionTarget
+from mailserver.auth.throttle import Throttle, policy_from_config
 from mailserver.config import Config
 from mailserver.db import Database
 from mailserver.dns import Resolver
@@ -103,6 +107,9 @@ class MailService(MultiService):
         self.directory = directory
         self.tls = tls
         self.spool = spool
+        self.credentials: CredentialStore | None = None
+        self.throttle: Throttle | None = None
+        self.audit: AuditLog | None = None
         self.state = "starting"
         #: After stopService: True when in-flight work finished and storage closed in time.
         self.stopped_cleanly = False
@@ -232,6 +239,8 @@ class MailService(MultiService):
         """Close the index within what is left of the deadline (at least one second);
         ``clean`` says whether the store closed in time."""
         self._closed = True
+        if self.audit is not None:
+            self.audit.close()
         budget = max(deadline - self.reactor.seconds(), 1.0)
         closing = _within(maybeDeferred(self.db.close), budget, self.reactor)
 
@@ -341,6 +350,7 @@ def build(config: Config, reactor: Any) -> MailService:
     site.displayTracebacks = False
     site.noisy = False
     root.add_listeners("http.listen", config.http.listen, site)
+    _security(config, root, reactor)
     local = LocalDeliveryTarget(store, directory)
     spool = LmdbSpool(db, os.path.join(data_dir, "spool"), reactor, fsync=config.store.fsync)
     root.spool = spool
@@ -360,6 +370,28 @@ def build(config: Config, reactor: Any) -> MailService:
         root.add_listeners("submission.tls_listen", submission.tls_listen, wrapped)
         root.factories.append(factory)
     return root
+
+
+def _security(config: Config, service: MailService, reactor: Any) -> None:
+    """The credentials store (app passwords, TOTP, tokens), the login throttle and the
+    audit log, shared by every listener that takes passwords."""
+    data_dir = config.server.data_path
+    try:
+        key = load_or_create_secret(secret_path(data_dir))
+    except OSError as error:
+        raise _data_dir_error(config, error) from None
+    service.credentials = CredentialStore(
+        service.db, reactor, key, issuer=config.server.hostname
+    )
+    service.throttle = Throttle(reactor, policy_from_config(config.security))
+    security = config.security
+    service.audit = AuditLog(
+        security.audit_path(data_dir),
+        clock=reactor,
+        max_bytes=security.audit_max_bytes,
+        keep=security.audit_keep,
+        fsync=security.audit_fsync,
+    )
 
 
 def _scheduler(config: Config, spool: LmdbSpool, reactor: Any) -> Scheduler:
@@ -432,12 +464,15 @@ def _submission_factory(
         return SubmissionTarget(user, directory, router, hostname, reactor)
 
     realm = MailRealm(lambda: MXTarget(router, directory, f"postmaster@{hostname}"), avatar)
-    portal = Portal(realm, [PasswordChecker(directory)])
+    assert service.credentials is not None
+    checkers = mail_checkers(directory, service.credentials, "smtp")
+    portal = Portal(realm, guard(checkers, service.throttle, service.audit))
     fields = _policy_fields(config)
     fields.update(
         max_message_size=config.submission.max_message_size,
         max_recipients=config.submission.max_recipients,
         auth=True,
+        auth_mechanisms=("PLAIN", "LOGIN", "OAUTHBEARER"),
         require_auth=True,
         implicit_tls=implicit_tls,
         offer_starttls=not implicit_tls,

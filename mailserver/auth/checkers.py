@@ -67,7 +67,10 @@ FAILED = "authentication failed"
 class SecondFactorRequired(UnauthorizedLogin):
     """The account password was right, but the account uses two-factor authentication and
     the login carried no valid code: the user must log in with an app password (mail) or
-    add a code (web). ``str()`` is the text to show the user."""
+    add a code (web). ``str()`` is the text to show the user (``tell_user``; protocols
+    cannot import this module, so they look for the attribute)."""
+
+    tell_user = True
 
     def __init__(
         self,

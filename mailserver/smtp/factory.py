@@ -51,6 +51,8 @@ class SMTPPolicy:
     offer_starttls: bool = True
     #: RFC 4954 AUTH (PLAIN, LOGIN) offered; on submission ports (RFC 6409).
     auth: bool = False
+    #: SASL mechanisms offered, in EHLO order (OAUTHBEARER needs a token checker).
+    auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
     #: MAIL needs a prior AUTH (530 5.7.0), and no anonymous avatar is asked for.
     require_auth: bool = False
     #: AUTH only over TLS (RFC 8314 §3, RFC 4954 §4): 538 5.7.11 before it.

@@ -43,13 +43,15 @@ from mailserver.smtp.grammar import (
     parse_rcpt,
 )
 from mailserver.smtp.sasl import (
-    MECHANISMS,
+    ALL_MECHANISMS,
     Cancelled,
-    LoginExchange,
-    PlainExchange,
+    Exchange,
+    OAuthBearerExchange,
+    Rejected,
     SASLError,
     decode,
     new_exchange,
+    with_context,
 )
 from mailserver.smtp.transaction import (
     ANY,
@@ -85,7 +87,7 @@ class ESMTPServer(MessageContent, Protocol):
         self.secure = False
         self.authenticated_as: str | None = None
         self._anonymous: IDeliveryTarget | None = None
-        self._sasl: PlainExchange | LoginExchange | None = None
+        self._sasl: Exchange | None = None
         self.errors = 0
         self.peer = ""
         self.transaction: Transaction | None = None
@@ -327,7 +329,7 @@ class ESMTPServer(MessageContent, Protocol):
         if self.factory.tls is not None and self.policy.offer_starttls and not self.secure:
             offered.append("STARTTLS")
         if self._auth_offered():
-            offered.append("AUTH " + " ".join(MECHANISMS))
+            offered.append("AUTH " + " ".join(self.policy.auth_mechanisms))
         return offered
 
     def _auth_offered(self) -> bool:
@@ -476,7 +478,8 @@ class ESMTPServer(MessageContent, Protocol):
         if not self._auth_offered():
             return codes.ENCRYPTION_REQUIRED
         mechanism, _, initial = argument.partition(" ")
-        exchange = new_exchange(mechanism)
+        offered = {name: ALL_MECHANISMS[name] for name in self.policy.auth_mechanisms}
+        exchange = new_exchange(mechanism, offered)
         if exchange is None:
             return codes.MECHANISM_UNKNOWN
         self._sasl = exchange
@@ -498,6 +501,8 @@ class ESMTPServer(MessageContent, Protocol):
         self._sasl = None
         if isinstance(error, Cancelled):
             return codes.AUTH_CANCELLED
+        if isinstance(error, Rejected):  # RFC 7628 §3.2.2: the client acknowledged the error
+            return codes.AUTH_FAILED
         return codes.AUTH_BAD_RESPONSE.with_text(f"Cannot decode response: {error}")
 
     def _sasl_step(self, response: bytes | None) -> Reply | Deferred[Reply]:
@@ -508,9 +513,12 @@ class ESMTPServer(MessageContent, Protocol):
             return self._sasl_error(error)
         if isinstance(step, bytes):
             return codes.CHALLENGE.with_text(base64.b64encode(step).decode())
-        self._sasl = None
-        d = self.factory.portal.login(step, None, IDeliveryTarget)
-        return d.addCallbacks(self._authenticated, self._not_authenticated)
+        exchange, self._sasl = self._sasl, None
+        credentials = with_context(step, "smtp", self.peer)
+        d = self.factory.portal.login(credentials, None, IDeliveryTarget)
+        return d.addCallbacks(
+            self._authenticated, self._not_authenticated, errbackArgs=(exchange,)
+        )
 
     def _authenticated(self, result: tuple[Any, Any, Any]) -> Reply:
         _interface, avatar, _logout = result
@@ -519,10 +527,21 @@ class ESMTPServer(MessageContent, Protocol):
         log.info("{peer}: authenticated as {user}", peer=self.peer, user=self.authenticated_as)
         return codes.AUTH_OK
 
-    def _not_authenticated(self, failure: Failure) -> Reply:
+    def _not_authenticated(self, failure: Failure, exchange: Any = None) -> Reply:
         if failure.check(UnauthorizedLogin, UnhandledCredentials):
             log.info("{peer}: authentication failed", peer=self.peer)
             self.errors += 1
+            error = failure.value
+            if isinstance(exchange, OAuthBearerExchange):
+                # RFC 7628 §3.2.2: an error challenge first; the client answers ^A, then 535
+                self._sasl = exchange
+                challenge = exchange.error_challenge()
+                return codes.CHALLENGE.with_text(base64.b64encode(challenge).decode())
+            if getattr(error, "tell_user", False):  # e.g. two-factor accounts, throttling
+                reply = codes.AUTH_TEMPORARY if getattr(error, "temporary", False) else (
+                    codes.AUTH_FAILED
+                )
+                return reply.with_text(str(error))
             return codes.AUTH_FAILED
         log.failure("authentication error", failure)
         return codes.AUTH_TEMPORARY
