@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+import json
 import shutil
 import smtplib
 import subprocess
@@ -150,6 +151,15 @@ async def test_auth_rules(two_servers):
     await deferToThread(check)
     a.stop()
     assert len(await inbox_messages(Path(a.data_dir), "bob@example.org")) == 1
+    # every login is in the audit log, with where it came from and no secret
+    lines = (Path(a.data_dir) / "audit" / "audit.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [e["event"] for e in events].count("login_ok") == 2
+    failed = [e for e in events if e["event"] == "login_failed"]
+    # smtplib tries PLAIN, then LOGIN, with the wrong password
+    assert failed and all(e["who"] == "alice@example.org" for e in failed)
+    assert all(e["where"] == "127.0.0.1" and e["details"]["protocol"] == "smtp" for e in events)
+    assert "secret-pw" not in "".join(lines)
 
 
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed (apt swaks)")
