@@ -14,8 +14,10 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from mailserver import __version__
+from mailserver.cli import auditing
 from mailserver.errors import ConfigError, MailError
 
 #: Modules providing ``register(subparsers)``, one per noun, in ``--help`` order.
@@ -61,6 +63,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    status = _run(handler, args)
+    if status != EXIT_USAGE:
+        auditing.record(args, sys.argv[1:] if argv is None else list(argv), status)
+    return status
+
+
+def _run(handler: Any, args: argparse.Namespace) -> int:
+    """The handler's exit status; expected errors become one line on stderr."""
     try:
         return int(handler(args))
     except ConfigError as error:
