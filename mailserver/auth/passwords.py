@@ -1,5 +1,8 @@
 """Password hashes: bcrypt with a configurable cost (blocking: call from a worker thread).
 
+New hashes are bcrypt; stored argon2 hashes (``$argon2id$...``, e.g. imported from Dovecot
+or another server) are accepted as they are, verified with argon2-cffi.
+
 bcrypt reads at most 72 bytes of a password (and bcrypt 5 refuses longer ones), so a longer
 password is first reduced with SHA-256 and the hash is marked ``$bcrypt-sha256$`` (the
 scheme passlib uses), which keeps long pass phrases whole.
@@ -41,8 +44,10 @@ def verify_password(password: str, stored: str | None, cost: int = 12) -> bool:
         return False
     if stored.startswith(_SHA_PREFIX):
         return bool(bcrypt.checkpw(_reduce(raw), stored[len(_SHA_PREFIX) :].encode()))
+    if stored.startswith("$argon2"):
+        return _verify_argon2(stored, raw)
     if not stored.startswith("$2"):
-        return False  # an unknown scheme never matches (argon2 arrives with the accounts issue)
+        return False  # an unknown scheme never matches
     if len(raw) > _MAX_BCRYPT:
         return False
     return bool(bcrypt.checkpw(raw, stored.encode()))
@@ -55,3 +60,14 @@ def dummy_hash(cost: int) -> bytes:
     if cost not in _dummies:
         _dummies[cost] = bcrypt.hashpw(b"no such user", bcrypt.gensalt(cost))
     return _dummies[cost]
+
+
+def _verify_argon2(stored: str, password: bytes) -> bool:
+    """Check an argon2 (i, d or id) PHC string; a malformed one never matches."""
+    from argon2 import PasswordHasher
+    from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+
+    try:
+        return bool(PasswordHasher().verify(stored, password))
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        return False
