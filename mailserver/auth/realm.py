@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred, fail
 from zope.interface import implementer
 
 from mailserver.errors import RelayDenied
-from mailserver.interfaces import IDelivery, IDeliveryTarget, IUserDirectory
+from mailserver.interfaces import IAccount, IDelivery, IDeliveryTarget, IUserDirectory
 from mailserver.types import Address, Envelope
 
 
@@ -69,15 +69,22 @@ class MXDelivery:
 @implementer(IRealm)
 class MailRealm:
     """Hands out avatars: the MX target for anonymous SMTP logins, the submission target of
-    an authenticated user (IMAP and POP3 avatars follow with their issues)."""
+    an authenticated user, and the user's mail account (:class:`IAccount`) for IMAP when
+    ``imap_account`` is given (POP3 avatars follow with their issue).
+
+    ``imap_account(address)`` is called with the checker's avatar id (the canonical address)
+    and returns that user's account, e.g. ``store.account``; anonymous logins never get one.
+    """
 
     def __init__(
         self,
         mx_target: Callable[[], IDeliveryTarget],
         submission_target: Callable[[str], IDeliveryTarget] | None = None,
+        imap_account: Callable[[str], IAccount] | None = None,
     ) -> None:
         self._mx_target = mx_target
         self._submission_target = submission_target
+        self._imap_account = imap_account
 
     def requestAvatar(
         self, avatarId: Any, mind: Any, *interfaces: Any
@@ -87,4 +94,8 @@ class MailRealm:
                 return IDeliveryTarget, self._mx_target(), lambda: None
             if self._submission_target is not None and isinstance(avatarId, str):
                 return IDeliveryTarget, self._submission_target(avatarId), lambda: None
+        if IAccount in interfaces and self._imap_account is not None:
+            user = avatarId.decode("utf-8") if isinstance(avatarId, bytes) else avatarId
+            if isinstance(user, str):  # ANONYMOUS is not a str: no account for it
+                return IAccount, self._imap_account(user), lambda: None
         raise NotImplementedError("no avatar for this login and interface")

@@ -1,0 +1,81 @@
+"""IDLE (RFC 2177, RFC 9051 §6.3.13): report mailbox changes as they happen until ``DONE``.
+
+The store interfaces offer no change notifications, so an idling session learns of changes
+two ways:
+
+- changes made through this listener (APPEND, COPY, MOVE, STORE, EXPUNGE by another session
+  of the same user) wake it at once through :meth:`mailserver.imap.factory.IMAPFactory.changed`;
+- anything else (SMTP deliveries, other processes) is found by polling the folder's counters
+  every ``policy.idle_poll`` seconds (1 s by default): a cheap index read that only turns into
+  a UID scan when something changed (:meth:`mailserver.imap.selected.SelectedMailbox.sync`).
+
+The server owns the connection side (``+ idling``, reading ``DONE``); this module only runs
+the updates while the session idles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from mailserver.imap.session import Session
+
+__all__ = ["Idler"]
+
+log = Logger(namespace="mailserver.imap")
+
+
+class Idler:
+    """Sends untagged updates through ``write`` while the session idles; ``failed`` is called
+    (once, after which the idler stops) when the selected mailbox cannot be read any more."""
+
+    def __init__(
+        self,
+        session: Session,
+        write: Callable[[bytes], None],
+        failed: Callable[[BaseException], None],
+    ) -> None:
+        self.session = session
+        self.write = write
+        self.failed = failed
+        self._loop = LoopingCall(self.poll)
+        self._loop.clock = session.factory.reactor  # type: ignore[assignment]
+        self._watched: tuple[str, str] | None = None
+        self._running = False
+
+    def start(self) -> None:
+        """Report what changed so far, then keep watching."""
+        self._running = True
+        selected = self.session.selected
+        if selected is not None:
+            self._watched = (self.session.user, selected.name)
+            self.session.factory.watch(*self._watched, self.poll)
+        self._loop.start(self.session.policy.idle_poll, now=True)
+
+    def poll(self) -> None:
+        if not self._running:
+            return
+        selected = self.session.selected
+        if selected is None:
+            return
+        try:
+            updates = selected.sync(allow_expunge=True)
+        except Exception as error:  # the mailbox is gone or the store failed
+            log.info("IDLE update failed: {error!r}", error=error)
+            self.stop()
+            self.failed(error)
+            return
+        if updates:
+            self.write(b"".join(updates))
+
+    def stop(self) -> None:
+        if not self._running:
+            return
+        self._running = False
+        if self._loop.running:
+            self._loop.stop()
+        if self._watched is not None:
+            self.session.factory.unwatch(*self._watched, self.poll)
+            self._watched = None

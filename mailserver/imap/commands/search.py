@@ -1,0 +1,269 @@
+"""SEARCH and UID SEARCH, with ESEARCH results (RFC 9051 §6.4.4, RFC 4731) and SAVE (RFC 5182).
+
+Flags come from one pass over the folder's flag index; sizes, dates and the envelope
+(SUBJECT, FROM, TO, CC, BCC) from each message's indexed info; only HEADER, BODY and TEXT read
+the message bytes, in the thread pool, a batch at a time. Strings match as case-insensitive
+substrings (RFC 9051 §6.4.4); BODY and TEXT look in the decoded text parts. Dates compare
+by day, internal dates in UTC, Date headers in their own zone.
+
+An IMAP4rev2 client, or any ``SEARCH RETURN (...)``, gets an ESEARCH response; an IMAP4rev1
+client's plain SEARCH gets ``* SEARCH``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mailserver.errors import NoSuchMessage
+from mailserver.imap import response
+from mailserver.imap.commands.base import Result, bad
+from mailserver.imap.commands.fetch import read_messages
+from mailserver.imap.commands.sections import structure_of, texts
+from mailserver.imap.grammar import Command
+from mailserver.imap.parse_search import (
+    All,
+    And,
+    Contains,
+    DateKey,
+    HasFlag,
+    Header,
+    InSet,
+    ModSeqKey,
+    Not,
+    ObjectId,
+    Or,
+    SaveDateSupported,
+    Search,
+    SearchKey,
+    SizeKey,
+    Within,
+)
+from mailserver.imap.selected import RECENT, SelectedMailbox
+from mailserver.imap.session import Session
+from mailserver.message.headers import (
+    decode_header_value,
+    get_headers,
+    parse_headers,
+    split_message,
+)
+from mailserver.types import MessageInfo
+
+__all__ = ["search"]
+
+BATCH = 64
+_ADDRESS_FIELDS = {"FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc"}
+
+
+@dataclass
+class _Candidate:
+    number: int
+    uid: int
+    flags: frozenset[str]
+    info: MessageInfo | None = None
+    data: bytes | None = None
+
+
+def _keys(key: SearchKey) -> list[SearchKey]:
+    if isinstance(key, And):
+        return [key, *(k for sub in key.keys for k in _keys(sub))]
+    if isinstance(key, Or):
+        return [key, *_keys(key.left), *_keys(key.right)]
+    if isinstance(key, Not):
+        return [key, *_keys(key.key)]
+    return [key]
+
+
+def _check(keys: list[SearchKey]) -> None:
+    for key in keys:
+        if isinstance(key, ModSeqKey):
+            raise bad("MODSEQ needs CONDSTORE, which is not supported")
+        if isinstance(key, ObjectId):
+            raise bad(f"{key.kind} needs OBJECTID, which is not supported")
+        if isinstance(key, SaveDateSupported) or (
+            isinstance(key, DateKey) and key.field == "saved"
+        ):
+            raise bad("SAVEDATE is not supported")
+
+
+async def search(session: Session, command: Command) -> Result:
+    args = command.args
+    assert isinstance(args, Search)
+    view = session.selected
+    assert view is not None
+    keys = _keys(args.key)
+    _check(keys)
+    saving = args.returns is not None and "SAVE" in args.returns
+    if saving:
+        view.saved = []  # RFC 5182 §2.1: a failed search saves the empty set
+    needs_info = any(isinstance(k, SizeKey | DateKey | Within | Contains) for k in keys)
+    needs_bytes = any(
+        isinstance(k, Header) or (isinstance(k, Contains) and k.field in ("BODY", "TEXT"))
+        for k in keys
+    )
+    current = {info.uid: info.flags for info in view.mailbox.flags()}
+    candidates: list[_Candidate] = []
+    for number, uid in enumerate(view.uids, 1):
+        if uid in current:
+            candidate = _Candidate(number, uid, current[uid])
+            if needs_info or needs_bytes:
+                try:
+                    candidate.info = view.mailbox.message(uid).info
+                except NoSuchMessage:
+                    continue
+            candidates.append(candidate)
+    matcher = _Matcher(view, time.time())
+    matched: list[_Candidate] = []
+    for start in range(0, len(candidates), BATCH):
+        batch = candidates[start : start + BATCH]
+        if needs_bytes:
+            messages = []
+            for candidate in batch:
+                try:
+                    messages.append(view.mailbox.message(candidate.uid))
+                except NoSuchMessage:  # expunged while an earlier batch was read
+                    candidate.info = None
+            batch = [c for c in batch if c.info is not None]
+            for candidate, data in zip(batch, await session.in_thread(read_messages, messages)):
+                candidate.data = data
+            batch = [c for c in batch if c.data is not None]
+        matched += [c for c in batch if matcher.match(args.key, c)]
+        for candidate in batch:
+            candidate.data = None
+    numbers = [c.uid if args.uid else c.number for c in matched]
+    untagged = _results(session, command.tag, args, numbers, [c.uid for c in matched])
+    code = b"EXPUNGEISSUED" if view.expunge_pending() else None
+    return Result(text=f"{command.name} completed", code=code, untagged=untagged)
+
+
+def _results(
+    session: Session, tag: str, args: Search, numbers: list[int], uids: list[int]
+) -> list[bytes]:
+    view = session.selected
+    assert view is not None
+    if args.returns is None and not session.rev2:
+        return [response.untagged(b"SEARCH", *[b"%d" % n for n in numbers])]
+    options = args.returns or ("ALL",)
+    if "SAVE" in options:
+        # RFC 5182 §2.1: with MIN and/or MAX only, just those are saved.
+        if set(options) & {"ALL", "COUNT"} or not set(options) & {"MIN", "MAX"}:
+            view.saved = list(uids)
+        else:
+            chosen = set()
+            if uids and "MIN" in options:
+                chosen.add(uids[0])
+            if uids and "MAX" in options:
+                chosen.add(uids[-1])
+            view.saved = sorted(chosen)
+        if options == ("SAVE",):
+            return []  # RFC 5182 §2.1: no ESEARCH for SAVE alone
+    results: dict[str, Any] = {}
+    if "MIN" in options and numbers:
+        results["MIN"] = min(numbers)
+    if "MAX" in options and numbers:
+        results["MAX"] = max(numbers)
+    if "ALL" in options:
+        results["ALL"] = numbers
+    if "COUNT" in options:
+        results["COUNT"] = len(numbers)
+    return [response.esearch(tag, args.uid, results)]
+
+
+def _day(timestamp: float) -> dt.date:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).date()
+
+
+def _sent_day(info: MessageInfo) -> dt.date | None:
+    raw = info.envelope.get("date")
+    if not raw:
+        return None
+    try:
+        return email.utils.parsedate_to_datetime(str(raw)).date()
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _addresses(entries: object) -> str:
+    if not isinstance(entries, Sequence) or isinstance(entries, str):
+        return ""
+    out = []
+    for entry in entries:
+        name, _route, local, domain = (list(entry) + [None] * 4)[:4]
+        address = f"{local or ''}@{domain or ''}" if domain else str(local or "")
+        out.append(f"{name} <{address}>" if name else address)
+    return ", ".join(out)
+
+
+class _Matcher:
+    def __init__(self, view: SelectedMailbox, now: float) -> None:
+        self.view = view
+        self.now = now
+        self.last_uid = view.uids[-1] if view.uids else 0
+        self.count = len(view.uids)
+
+    def match(self, key: SearchKey, c: _Candidate) -> bool:
+        if isinstance(key, All):
+            return True
+        if isinstance(key, And):
+            return all(self.match(k, c) for k in key.keys)
+        if isinstance(key, Or):
+            return self.match(key.left, c) or self.match(key.right, c)
+        if isinstance(key, Not):
+            return not self.match(key.key, c)
+        if isinstance(key, HasFlag):
+            if key.flag == RECENT:
+                return (c.uid in self.view.recent) == key.present
+            present = key.flag.lower() in {f.lower() for f in c.flags}
+            return present == key.present
+        if isinstance(key, InSet):
+            if key.sequence.saved:
+                return c.uid in (self.view.saved or ())
+            if key.uid:
+                return key.sequence.contains(c.uid, self.last_uid)
+            return key.sequence.contains(c.number, self.count)
+        info = c.info
+        assert info is not None
+        if isinstance(key, SizeKey):
+            return info.size > key.size if key.larger else info.size < key.size
+        if isinstance(key, Within):
+            age = self.now - info.internaldate
+            return age >= key.seconds if key.older else age < key.seconds
+        if isinstance(key, DateKey):
+            day = _day(info.internaldate) if key.field == "internal" else _sent_day(info)
+            if day is None:
+                return False
+            if key.relation == "before":
+                return day < key.date
+            if key.relation == "on":
+                return day == key.date
+            return day >= key.date
+        if isinstance(key, Header):
+            return self._header(key, c)
+        assert isinstance(key, Contains)
+        return self._contains(key, c, info)
+
+    def _header(self, key: Header, c: _Candidate) -> bool:
+        assert c.data is not None
+        headers = parse_headers(split_message(c.data)[0])
+        values = get_headers(headers, key.name)
+        wanted = key.value.casefold()
+        return any(wanted in decode_header_value(v).casefold() for v in values)
+
+    def _contains(self, key: Contains, c: _Candidate, info: MessageInfo) -> bool:
+        wanted = key.value.casefold()
+        if key.field == "SUBJECT":
+            return wanted in str(info.envelope.get("subject") or "").casefold()
+        if key.field in _ADDRESS_FIELDS:
+            text = _addresses(info.envelope.get(_ADDRESS_FIELDS[key.field]))
+            return wanted in text.casefold()
+        assert c.data is not None
+        if key.field == "TEXT":
+            header = split_message(c.data)[0]
+            if wanted in decode_header_value(header).casefold():
+                return True
+        root = structure_of(info.bodystructure, c.data)
+        return any(wanted in text.casefold() for text in texts(c.data, root))

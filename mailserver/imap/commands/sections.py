@@ -1,0 +1,184 @@
+"""Parts of a message by IMAP section (``BODY[1.2.HEADER]``), decoded parts (``BINARY``) and
+the decoded text SEARCH BODY/TEXT looks in.
+
+Sections are cut out of the raw bytes at the offsets of the cached structure
+(:mod:`mailserver.message.mime`: every node knows where its header and body start); a
+structure without offsets is recomputed from the bytes. Part numbers follow RFC 9051 §6.4.5:
+the parts of a multipart are numbered from 1; a message that is not multipart has one part,
+``1``, its body; the parts of an attached ``message/rfc822`` are numbered below its own
+number, and ``HEADER``/``TEXT`` after a part number apply to such an attached message.
+"""
+
+from __future__ import annotations
+
+import binascii
+import quopri
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from mailserver.imap.parse_fetch import Section
+from mailserver.message import mime
+from mailserver.message.headers import decode_charset
+
+__all__ = [
+    "UnknownEncoding",
+    "binary_part",
+    "header_fields",
+    "section",
+    "structure_of",
+    "texts",
+]
+
+Node = Mapping[str, Any]
+_IDENTITY = frozenset({"7bit", "8bit", "binary", ""})
+_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
+_LINE = re.compile(rb"[^\n]*\n|[^\n]+\Z")
+
+
+class UnknownEncoding(ValueError):
+    """A part's Content-Transfer-Encoding cannot be decoded (RFC 3516 ``[UNKNOWN-CTE]``)."""
+
+
+def structure_of(cached: Node, data: bytes | None) -> Node:
+    """The cached structure when it has offsets, else the one parsed from ``data``."""
+    if "body_offset" in cached or data is None:
+        return cached
+    return mime.parse(data).bodystructure
+
+
+def _is_message(node: Node) -> bool:
+    return node.get("type") == "message" and isinstance(node.get("bodystructure"), Mapping)
+
+
+def _locate(root: Node, part: tuple[int, ...]) -> Node | None:
+    node = root
+    for depth, number in enumerate(part):
+        if depth == 0:
+            context = root
+        elif _is_message(node):
+            context = node["bodystructure"]
+        elif node.get("parts"):
+            context = node
+        else:
+            return None
+        children = context.get("parts")
+        if children:
+            if number > len(children):
+                return None
+            node = children[number - 1]
+        elif number == 1:
+            node = context
+        else:
+            return None
+    return node
+
+
+def _body(data: bytes, node: Node) -> bytes:
+    start = int(node["body_offset"])
+    return data[start : start + int(node["body_length"])]
+
+
+def header_fields(block: bytes, names: tuple[str, ...], exclude: bool) -> bytes:
+    """The fields of a header block named (or, with ``exclude``, not named) in ``names``
+    (upper-cased), each with its continuation lines, then the blank line (RFC 9051 §6.4.5)."""
+    wanted = set(names)
+    out: list[bytes] = []
+    keep = False
+    for line in _LINE.findall(block):
+        if line in (b"\r\n", b"\n"):
+            break
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                out.append(line)
+            continue
+        colon = line.find(b":")
+        if colon <= 0:
+            keep = False
+            continue
+        name = line[:colon].rstrip(b" \t").decode("latin-1").upper()
+        keep = (name in wanted) != exclude
+        if keep:
+            out.append(line)
+    if out and not out[-1].endswith(b"\n"):
+        out[-1] += b"\r\n"
+    return b"".join(out) + b"\r\n"
+
+
+def section(data: bytes, root: Node, spec: Section) -> bytes | None:
+    """The octets of ``spec`` in the message ``data`` (structure ``root``), None for a part
+    that does not exist."""
+    if not spec.part:
+        message: Node | None = root
+        if spec.text is None:
+            return data
+    else:
+        node = _locate(root, spec.part)
+        if node is None:
+            return None
+        if spec.text is None:
+            return _body(data, node)
+        if spec.text == "MIME":
+            return data[int(node["header_offset"]) : int(node["body_offset"])]
+        message = node["bodystructure"] if _is_message(node) else None
+        if message is None:
+            return b""  # HEADER/TEXT only apply to an attached message
+    header = data[int(message["header_offset"]) : int(message["body_offset"])]
+    if spec.text == "HEADER":
+        return header
+    if spec.text == "TEXT":
+        return _body(data, message)
+    return header_fields(header, spec.fields, exclude=spec.text == "HEADER.FIELDS.NOT")
+
+
+def decode_transfer(body: bytes, encoding: str) -> bytes:
+    """``body`` without its Content-Transfer-Encoding (RFC 2045 §6)."""
+    encoding = encoding.lower()
+    if encoding in _IDENTITY:
+        return body
+    if encoding == "base64":
+        clean = _NOT_BASE64.sub(b"", body)
+        clean = clean[: len(clean) - len(clean) % 4] if len(clean) % 4 == 1 else clean
+        try:
+            return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
+        except binascii.Error as error:
+            raise UnknownEncoding(str(error)) from None
+    if encoding == "quoted-printable":
+        return quopri.decodestring(body)
+    raise UnknownEncoding(encoding)
+
+
+def binary_part(data: bytes, root: Node, part: tuple[int, ...]) -> bytes | None:
+    """``BINARY[part]`` (RFC 3516 §4.2): the part's body decoded; the whole message for
+    ``BINARY[]``; None for a part that does not exist."""
+    if not part:
+        return data
+    node = _locate(root, part)
+    if node is None:
+        return None
+    body = _body(data, node)
+    if node.get("parts") or _is_message(node):
+        return body
+    return decode_transfer(body, str(node.get("encoding") or ""))
+
+
+def texts(data: bytes, root: Node) -> Iterator[str]:
+    """The decoded text/* leaves of a message, attached messages included (SEARCH BODY)."""
+    stack: list[Node] = [root]
+    while stack:
+        node = stack.pop()
+        parts = node.get("parts")
+        if parts:
+            stack.extend(reversed(parts))
+            continue
+        if _is_message(node):
+            stack.append(node["bodystructure"])
+            continue
+        if node.get("type") != "text":
+            continue
+        try:
+            raw = decode_transfer(_body(data, node), str(node.get("encoding") or ""))
+        except UnknownEncoding:
+            raw = _body(data, node)
+        params = node.get("params") or {}
+        yield decode_charset(raw, str(params.get("charset") or "utf-8"))

@@ -1,0 +1,135 @@
+"""IMAPFactory: an IMAP4rev2/IMAP4rev1 listener built from a Portal, a policy and TLS options.
+
+Design rule: the factory holds no global state. A session gets its account from the portal
+(``portal.login(credentials, None, IAccount)``), its limits from :class:`IMAPPolicy` and its
+TLS context from ``tls``. What sessions of one listener share lives here: the connection
+counts, the in-process change notices that wake IDLE sessions at once (deliveries by other
+processes are found by polling, see :mod:`mailserver.imap.commands.idle`), and which UIDs have
+been seen as \\Recent (see :class:`RecentClaims`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.cred.portal import Portal
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.protocol import Factory
+
+from mailserver.imap.grammar import DEFAULT_MAX_LINE, DEFAULT_MAX_LITERAL
+from mailserver.imap.server import IMAPServer
+
+__all__ = ["IMAPFactory", "IMAPPolicy", "RecentClaims"]
+
+
+@dataclass(frozen=True)
+class IMAPPolicy:
+    """The limits and choices of one IMAP listener (RFC sections where they come from)."""
+
+    hostname: str = "localhost"
+    #: RFC 9051 §5.4: the autologout timer of an authenticated (or idling) session is at least
+    #: 30 minutes.
+    idle_timeout: float = 30 * 60.0
+    #: Before login a shorter timer is allowed (RFC 9051 §5.4); clients log in at once.
+    login_timeout: float = 120.0
+    #: How often an IDLE session polls its mailbox for changes made by other processes.
+    idle_poll: float = 1.0
+    #: Non-literal octets of one command (grammar design rule 4).
+    max_line: int = DEFAULT_MAX_LINE
+    #: Literal octets of one command: the APPEND size limit (answered NO [TOOBIG]).
+    max_literal: int = DEFAULT_MAX_LITERAL
+    max_connections: int = 500
+    max_connections_per_ip: int = 50
+    #: BAD commands tolerated before the session is dropped with BYE.
+    max_errors: int = 50
+    #: LOGIN and AUTHENTICATE only over TLS (RFC 9051 §6.2.3, RFC 8314 §3): LOGINDISABLED
+    #: and no AUTH= capabilities before STARTTLS.
+    auth_needs_tls: bool = True
+    #: SASL mechanisms offered (OAUTHBEARER needs a token checker in the portal).
+    auth_mechanisms: tuple[str, ...] = ("PLAIN", "LOGIN")
+    #: The listener wraps connections in TLS from the first byte (port 993, RFC 8314 §3.3).
+    implicit_tls: bool = False
+    #: Offer STARTTLS (when the factory has TLS options and the session is not TLS yet).
+    offer_starttls: bool = True
+
+
+class RecentClaims:
+    """Which session saw a message first, for the IMAP4rev1 ``\\Recent`` flag (RFC 3501
+    §2.3.2; IMAP4rev2 dropped it).
+
+    Per (user, folder, UIDVALIDITY) the highest UID claimed so far: a read-write SELECT, or a
+    session that has the folder selected when a message arrives, claims every UID above it.
+    The claims live in this process only: the first time a folder is seen after a start,
+    nothing in it is recent.
+    """
+
+    def __init__(self) -> None:
+        self._claimed: dict[tuple[str, str, int], int] = {}
+
+    def recent(self, key: tuple[str, str, int], uids: list[int], claim: bool) -> set[int]:
+        """The UIDs among ``uids`` (ascending) that are recent for this session."""
+        last = uids[-1] if uids else 0
+        claimed = self._claimed.get(key)
+        if claimed is None:
+            self._claimed[key] = last
+            return set()
+        found = {uid for uid in uids if uid > claimed}
+        if claim and last > claimed:
+            self._claimed[key] = last
+        return found
+
+    def count(self, key: tuple[str, str, int], uids: list[int]) -> int:
+        """How many of ``uids`` nobody has claimed yet (STATUS RECENT)."""
+        claimed = self._claimed.get(key)
+        return 0 if claimed is None else sum(1 for uid in uids if uid > claimed)
+
+
+class IMAPFactory(Factory):
+    """Builds an :class:`IMAPServer` per connection and counts connections per client."""
+
+    protocol = IMAPServer
+
+    def __init__(
+        self,
+        portal: Portal,
+        policy: IMAPPolicy,
+        tls: Any = None,
+        reactor: IReactorTime | None = None,
+    ) -> None:
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor  # type: ignore[assignment]
+        self.portal = portal
+        self.policy = policy
+        self.tls = tls
+        self.reactor = reactor
+        self.connections = 0
+        self.per_ip: Counter[str] = Counter()
+        self.shutting_down = False
+        self.noisy = False
+        self.recent = RecentClaims()
+        self._watchers: defaultdict[tuple[str, str], set[Callable[[], None]]] = defaultdict(set)
+
+    def buildProtocol(self, addr: Any) -> IMAPServer:
+        return IMAPServer(self)
+
+    # -- in-process change notices ------------------------------------------------------
+
+    def watch(self, user: str, folder: str, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (soon, from the reactor) when a session changes ``folder``."""
+        self._watchers[(user, folder)].add(callback)
+
+    def unwatch(self, user: str, folder: str, callback: Callable[[], None]) -> None:
+        key = (user, folder)
+        self._watchers[key].discard(callback)
+        if not self._watchers[key]:
+            del self._watchers[key]
+
+    def changed(self, user: str, folder: str) -> None:
+        """A session of this listener changed ``folder`` of ``user``: wake its watchers."""
+        for callback in list(self._watchers.get((user, folder), ())):
+            self.reactor.callLater(0, callback)  # type: ignore[attr-defined]

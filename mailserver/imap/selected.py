@@ -1,0 +1,250 @@
+"""The selected mailbox as one session sees it: message sequence numbers that never shift
+silently.
+
+The session keeps the UIDs of the mailbox in sequence-number order (its *view*) and changes
+the view only in :meth:`SelectedMailbox.sync`, which the server calls at the end of a command,
+before the tagged response, and while idling (RFC 9051 §5.2, §7.4.1, §7.5.1):
+
+- new messages are announced with ``EXISTS`` (and ``RECENT`` for IMAP4rev1 clients);
+- flag changes made by other sessions are announced with ``FETCH (FLAGS ...)``;
+- messages expunged by anybody are announced with ``EXPUNGE`` and leave the view, but not at
+  the end of FETCH, STORE or SEARCH (RFC 9051 §7.4.1: that would change the numbers the
+  client is using), only after other commands. Until then a message expunged elsewhere keeps
+  its number; the store no longer has it, so commands on it answer ``[EXPUNGEISSUED]``.
+
+Detecting changes is cheap when nothing changed: the folder's (UIDNEXT, EXISTS, HIGHESTMODSEQ)
+are compared with the last ones seen; only when they differ are the new UIDs read, and only
+when the counts do not add up is the whole UID list read again.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from mailserver.imap import response
+from mailserver.imap.commands.base import bad
+from mailserver.imap.sequence import SequenceSet
+from mailserver.interfaces import IMailbox
+from mailserver.types import SEEN, SYSTEM_FLAGS, FlagInfo, FolderInfo
+
+if TYPE_CHECKING:
+    from mailserver.imap.factory import RecentClaims
+
+__all__ = ["SYSTEM_FLAG_LIST", "SelectedMailbox"]
+
+#: RFC 9051 §2.3.2, in the order of the RFC's examples.
+SYSTEM_FLAG_LIST = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+RECENT = "\\Recent"
+
+
+class SelectedMailbox:
+    """One session's view of its selected mailbox (see the module docstring).
+
+    ``recent_key`` and ``claims`` (a :class:`~mailserver.imap.factory.RecentClaims`) track
+    ``\\Recent`` for IMAP4rev1 clients; ``rev1`` says whether to report it.
+    """
+
+    def __init__(
+        self,
+        mailbox: IMailbox,
+        readonly: bool,
+        *,
+        claims: RecentClaims | None = None,
+        recent_key: tuple[str, str, int] | None = None,
+        rev1: bool = True,
+    ) -> None:
+        self.mailbox = mailbox
+        self.name: str = mailbox.name
+        self.readonly = readonly
+        self.rev1 = rev1
+        self.uids: list[int] = []
+        #: UIDs still in the view whose messages the store no longer has.
+        self.gone: set[int] = set()
+        self.recent: set[int] = set()
+        self.keywords: set[str] = set()
+        #: SEARCH RETURN (SAVE) result as UIDs (RFC 5182), None before any.
+        self.saved: list[int] | None = None
+        self.first_unseen: int | None = None
+        self._claims = claims
+        self._recent_key = recent_key
+        self._state: tuple[int, int, int] = (0, 0, 0)
+        self._modseq = 0
+        #: Flag changes this session already reported itself: uid -> modseq.
+        self._reported: dict[int, int] = {}
+
+    # -- opening ----------------------------------------------------------------------------
+
+    def open(self) -> FolderInfo:
+        """Read the folder for SELECT/EXAMINE: its info, UIDs, keywords, first unseen."""
+        info = self.mailbox.info()
+        for flag_info in self.mailbox.flags():
+            self.uids.append(flag_info.uid)
+            self.keywords.update(f for f in flag_info.flags if not f.startswith("\\"))
+            if self.first_unseen is None and SEEN not in flag_info.flags:
+                self.first_unseen = len(self.uids)
+        self._state = (info.uidnext, info.exists, info.highestmodseq)
+        self._modseq = info.highestmodseq
+        self.recent = self._recent(self.uids)
+        return info
+
+    def _recent(self, uids: list[int]) -> set[int]:
+        if self._claims is None or self._recent_key is None or not self.rev1:
+            return set()
+        return self._claims.recent(self._recent_key, uids, not self.readonly)
+
+    # -- numbers --------------------------------------------------------------------------
+
+    @property
+    def exists(self) -> int:
+        return len(self.uids)
+
+    def seq(self, uid: int) -> int | None:
+        """The message sequence number of ``uid``, or None when it is not in the view."""
+        index = bisect.bisect_left(self.uids, uid)
+        if index < len(self.uids) and self.uids[index] == uid:
+            return index + 1
+        return None
+
+    def resolve(self, sequence: SequenceSet, uid: bool) -> list[tuple[int, int]]:
+        """(sequence number, UID) of the messages a set names, ascending.
+
+        A UID set names the UIDs of the view it contains (``*`` is the last UID); a
+        sequence set must only name existing numbers, else the command is BAD (RFC 9051
+        §9 seq-number: 1 to the number of messages). ``$`` is the saved search result.
+        """
+        if sequence.saved:
+            saved = self.saved or []
+            pairs = [(self.seq(u), u) for u in saved]
+            return sorted((n, u) for n, u in pairs if n is not None)
+        uids = self.uids
+        if uid:
+            star = uids[-1] if uids else 0
+            pairs: list[tuple[int, int]] = []
+            for first, last in sequence.resolved(star):
+                start = bisect.bisect_left(uids, first)
+                stop = bisect.bisect_right(uids, last)
+                pairs.extend((index + 1, uids[index]) for index in range(start, stop))
+            return pairs
+        count = len(uids)
+        for first, last in sequence.ranges:
+            for end in (first, last):
+                if (end is None and count == 0) or (end is not None and end > count):
+                    raise bad(f"Invalid message sequence number (the mailbox has {count})")
+        return [(n, uids[n - 1]) for n in sequence.iter(count)]
+
+    # -- flags as the client sees them ------------------------------------------------------
+
+    def flags_for(self, uid: int, flags: Iterable[str]) -> bytes:
+        """The FLAGS value of a message: its stored flags, plus ``\\Recent`` for rev1."""
+        shown = sorted(flags, key=_flag_order)
+        if self.rev1 and uid in self.recent:
+            shown.append(RECENT)
+        return response.flag_list(shown)
+
+    def flag_responses(self) -> list[bytes]:
+        """``FLAGS`` and ``OK [PERMANENTFLAGS]`` for the current keywords (RFC 9051 §7.3.5)."""
+        defined = list(SYSTEM_FLAG_LIST) + sorted(self.keywords)
+        permanent = [] if self.readonly else [*defined, "\\*"]
+        return [
+            response.untagged(b"FLAGS", response.flag_list(defined)),
+            response.untagged_status(
+                "OK",
+                "Flags permitted" if permanent else "No permanent flags permitted",
+                response_code=b"PERMANENTFLAGS " + response.flag_list(permanent),
+            ),
+        ]
+
+    def new_keywords(self, flags: Iterable[str]) -> list[bytes]:
+        """A new FLAGS response when ``flags`` hold keywords not announced yet."""
+        fresh = {f for f in flags if not f.startswith("\\")} - self.keywords
+        if not fresh:
+            return []
+        self.keywords |= fresh
+        return self.flag_responses()
+
+    def reported(self, changes: Iterable[FlagInfo]) -> None:
+        """This session reported (or was told about) these changes itself: :meth:`sync`
+        does not repeat them."""
+        for change in changes:
+            self._reported[change.uid] = change.modseq
+
+    # -- synchronisation --------------------------------------------------------------------
+
+    def sync(self, *, allow_expunge: bool) -> list[bytes]:
+        """Bring the view up to date and return the untagged responses that say so."""
+        info = self.mailbox.info()
+        state = (info.uidnext, info.exists, info.highestmodseq)
+        out: list[bytes] = []
+        new: list[int] = []
+        if state != self._state:
+            last = self.uids[-1] if self.uids else 0
+            new = list(self.mailbox.uids(last + 1))
+            present = len(self.uids) - len(self.gone)
+            if present + len(new) != info.exists:
+                current = set(self.mailbox.uids(1, last)) if last else set()
+                self.gone = {uid for uid in self.uids if uid not in current}
+            if info.highestmodseq != self._modseq:
+                out += self._flag_changes(self.mailbox.changed_since(self._modseq), last)
+            self._state = state
+            self._modseq = info.highestmodseq
+            self._reported.clear()
+        if allow_expunge and self.gone:
+            out += self._expunge()
+        if new:
+            self.uids.extend(new)
+            recent = self._recent(self.uids) if self.rev1 else set()
+            self.recent |= recent
+            out.append(response.untagged(b"%d" % len(self.uids), b"EXISTS"))
+            if self.rev1:
+                out.append(response.untagged(b"%d" % len(self.recent), b"RECENT"))
+        return out
+
+    def _flag_changes(self, changes: Iterable[FlagInfo], last: int) -> list[bytes]:
+        out: list[bytes] = []
+        fetches: list[bytes] = []
+        for change in changes:
+            if change.uid > last or change.uid in self.gone:
+                continue
+            if self._reported.get(change.uid) == change.modseq:
+                continue
+            number = self.seq(change.uid)
+            if number is None:
+                continue
+            out += self.new_keywords(change.flags)
+            fetches.append(
+                response.fetch(
+                    number,
+                    [
+                        ("UID", b"%d" % change.uid),
+                        ("FLAGS", self.flags_for(change.uid, change.flags)),
+                    ],
+                )
+            )
+        return out + fetches
+
+    def _expunge(self) -> list[bytes]:
+        """EXPUNGE responses for the gone messages, highest number first so that each number
+        is still valid when the client reads it."""
+        out = []
+        for index in range(len(self.uids) - 1, -1, -1):
+            uid = self.uids[index]
+            if uid in self.gone:
+                out.append(response.untagged(b"%d" % (index + 1), b"EXPUNGE"))
+                del self.uids[index]
+                self.recent.discard(uid)
+        if self.saved is not None:
+            self.saved = [uid for uid in self.saved if uid not in self.gone]
+        self.gone = set()
+        return out
+
+    def expunge_pending(self) -> bool:
+        """True when expunges by another session wait to be reported."""
+        return bool(self.gone)
+
+
+def _flag_order(flag: str) -> tuple[int, str]:
+    if flag in SYSTEM_FLAGS:
+        return (0, str(SYSTEM_FLAG_LIST.index(flag)))
+    return (1, flag)
