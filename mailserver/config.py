@@ -257,6 +257,36 @@ class SubmissionConfig:
 
 
 @dataclass(frozen=True)
+class IMAPConfig:
+    """[imap]: mail clients reading the store (IMAP4rev2, RFC 9051; IMAP4rev1, RFC 3501)."""
+
+    listen: tuple[str, ...] = _key(
+        ("tcp:2143:interface=127.0.0.1",),
+        'Endpoints with STARTTLS, LOGINDISABLED before it (production: "tcp:143"); [] disables '
+        "them.",
+        _endpoints,
+    )
+    tls_listen: tuple[str, ...] = _key(
+        ("tcp:2993:interface=127.0.0.1",),
+        'Endpoints with implicit TLS, RFC 8314 (production: "tcp:993"); [] disables them.',
+        _endpoints,
+    )
+    max_connections: int = _key(1000, "Concurrent IMAP sessions in all.", _positive)
+    max_connections_per_ip: int = _key(
+        50, "Concurrent IMAP sessions per client IP (clients open several).", _positive
+    )
+    max_literal: int = _key(
+        50 * 1024 * 1024,
+        "Largest literal of one command: the APPEND size limit, in bytes (NO [TOOBIG]).",
+        _positive,
+    )
+    idle_timeout: float = _key(
+        1800.0, "Seconds of silence before a logged-in session is closed (RFC 9051: >= 30 min).",
+        _between(1800, 86400),
+    )
+
+
+@dataclass(frozen=True)
 class DeliveryConfig:
     """[delivery]: the outbound spool: DNS, remote SMTP, retries and bounces."""
 
@@ -383,6 +413,7 @@ class Config:
     auth: AuthConfig = field(default_factory=AuthConfig)
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    imap: IMAPConfig = field(default_factory=IMAPConfig)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     log: LogConfig = field(default_factory=LogConfig)

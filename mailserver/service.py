@@ -42,6 +42,7 @@ from mailserver.config import Config
 from mailserver.db import Database
 from mailserver.dns import Resolver
 from mailserver.errors import ConfigError
+from mailserver.imap.factory import IMAPFactory, IMAPPolicy
 from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
 from mailserver.spool.mtasts import MTASTS
 from mailserver.spool.queue import LmdbSpool
@@ -369,7 +370,44 @@ def build(config: Config, reactor: Any) -> MailService:
         wrapped = TLSMemoryBIOFactory(tls, False, factory)
         root.add_listeners("submission.tls_listen", submission.tls_listen, wrapped)
         root.factories.append(factory)
+    _imap_listeners(config, root, reactor)
     return root
+
+
+def _imap_listeners(config: Config, service: MailService, reactor: Any) -> None:
+    """IMAP with STARTTLS (LOGINDISABLED before it) and with implicit TLS."""
+    imap = config.imap
+    if imap.listen:
+        factory = _imap_factory(config, service, reactor, implicit_tls=False)
+        service.add_listeners("imap.listen", imap.listen, factory)
+    if imap.tls_listen:
+        factory = _imap_factory(config, service, reactor, implicit_tls=True)
+        wrapped = TLSMemoryBIOFactory(service.tls, False, factory)
+        service.add_listeners("imap.tls_listen", imap.tls_listen, wrapped)
+        service.factories.append(factory)
+
+
+def _imap_factory(
+    config: Config, service: MailService, reactor: Any, *, implicit_tls: bool
+) -> IMAPFactory:
+    """An IMAP listener: the user's account from the portal, logins through the guard."""
+    imap = config.imap
+    realm = MailRealm(None, imap_account=service.store.account)
+    assert service.credentials is not None
+    checkers = mail_checkers(service.directory, service.credentials, "imap")
+    portal = Portal(realm, guard(checkers, service.throttle, service.audit))
+    policy = IMAPPolicy(
+        hostname=config.server.hostname,
+        idle_timeout=imap.idle_timeout,
+        max_literal=imap.max_literal,
+        max_connections=imap.max_connections,
+        max_connections_per_ip=imap.max_connections_per_ip,
+        auth_needs_tls=True,
+        auth_mechanisms=("PLAIN", "LOGIN", "OAUTHBEARER"),
+        implicit_tls=implicit_tls,
+        offer_starttls=not implicit_tls,
+    )
+    return IMAPFactory(portal, policy, service.tls, reactor=reactor)
 
 
 def _security(config: Config, service: MailService, reactor: Any) -> None:

@@ -78,7 +78,7 @@ class MailRealm:
 
     def __init__(
         self,
-        mx_target: Callable[[], IDeliveryTarget],
+        mx_target: Callable[[], IDeliveryTarget] | None,
         submission_target: Callable[[str], IDeliveryTarget] | None = None,
         imap_account: Callable[[str], IAccount] | None = None,
     ) -> None:
@@ -90,7 +90,7 @@ class MailRealm:
         self, avatarId: Any, mind: Any, *interfaces: Any
     ) -> tuple[Any, Any, Callable[[], None]]:
         if IDeliveryTarget in interfaces:
-            if avatarId is ANONYMOUS:
+            if avatarId is ANONYMOUS and self._mx_target is not None:
                 return IDeliveryTarget, self._mx_target(), lambda: None
             if self._submission_target is not None and isinstance(avatarId, str):
                 return IDeliveryTarget, self._submission_target(avatarId), lambda: None

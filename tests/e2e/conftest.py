@@ -55,7 +55,14 @@ import pytest
 TWISTD = str(Path(sys.executable).parent / "twistd")
 READY_TIMEOUT = 20.0
 #: Every listener key of the config; those not in ``listen_keys`` are disabled.
-LISTENERS = ("http.listen", "smtp.listen", "submission.listen", "submission.tls_listen")
+LISTENERS = (
+    "http.listen",
+    "smtp.listen",
+    "submission.listen",
+    "submission.tls_listen",
+    "imap.listen",
+    "imap.tls_listen",
+)
 
 
 def free_port() -> int:
