@@ -11,7 +11,7 @@ from __future__ import annotations
 import bisect
 import io
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -38,6 +38,7 @@ from mailserver.interfaces import (
     IUserDirectory,
 )
 from mailserver.message import mime
+from mailserver.store.changes import FolderChanges
 from mailserver.store.index import combine, new_object_id
 from mailserver.store.names import normalize_folder_name, parents
 from mailserver.types import (
@@ -100,6 +101,7 @@ class MemoryStore:
     def __init__(self) -> None:
         self._accounts: dict[str, MemoryAccount] = {}
         self.objects: dict[str, _Object] = {}
+        self.changes = FolderChanges()
         self._last_uidvalidity = 0
 
     def next_uidvalidity(self) -> int:
@@ -166,6 +168,9 @@ class MemoryAccount:
         if name not in self._folders:
             raise NoSuchFolder(detail=name)
         return MemoryMailbox(self, self._folders[name])
+
+    def watch(self, name: str, callback: Callable[[], None]) -> Callable[[], None]:
+        return self.store.changes.watch(self.address, normalize_folder_name(name), callback)
 
     def create_folder(self, name: str, special_use: SpecialUse | None = None) -> Deferred[Any]:
         def create() -> FolderInfo:
@@ -313,9 +318,9 @@ class MemoryMailbox:
         object_id = new_object_id()
         self.account.store.objects[object_id] = _Object(data, _meta(data))
         wanted = frozenset(f for f in flags if f != "\\Recent")
-        return succeed(
-            self._add(object_id, wanted, time.time() if internaldate is None else internaldate)
-        )
+        uid = self._add(object_id, wanted, time.time() if internaldate is None else internaldate)
+        self.account.store.changes.notify(self.account.address, self.name)
+        return succeed(uid)
 
     def store_flags(
         self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode
@@ -454,12 +459,13 @@ class MemoryDelivery:
         object_id = new_object_id()
         store.objects[object_id] = _Object(self._data, _meta(self._data))
         now = self.envelope.received_at or time.time()
-        return succeed(
-            [
-                store.account(a).folder("INBOX")._add(object_id, frozenset(), now)
-                for a in self._accounts
-            ]
-        )
+        uids = [
+            store.account(a).folder("INBOX")._add(object_id, frozenset(), now)
+            for a in self._accounts
+        ]
+        for address in self._accounts:
+            store.changes.notify(address, "INBOX")
+        return succeed(uids)
 
     def abort(self) -> Deferred[None]:
         self._done = True

@@ -62,6 +62,11 @@ class IAccount(Interface):
     def labels(object_id: str) -> list:  # type: ignore[type-arg]
         """Every (folder name, uid) holding the message ``object_id``: its labels."""
 
+    def watch(name: str, callback: object) -> object:
+        """Call ``callback()`` (on a later reactor turn) after messages arrive in folder
+        ``name`` through this process (deliveries, APPEND); returns the function that stops
+        watching. A hint for IDLE: changes by other processes are not reported."""
+
 
 class IMailbox(Interface):
     """One folder: a UID-ordered sequence of messages."""

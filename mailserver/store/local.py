@@ -137,6 +137,8 @@ class LocalDelivery:
             ]
 
         uids = yield store.write(op)
+        for mailbox in inboxes:
+            store.changes.notify(mailbox.account.address, mailbox.name)
         return uids
 
     def abort(self) -> Deferred[None]:

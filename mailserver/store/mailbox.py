@@ -213,6 +213,7 @@ class MaildirMailbox:
         uid = yield self.store.write(
             lambda txn: self._add(txn, base, flag_set, size, internaldate, meta)
         )
+        self.store.changes.notify(self.account.address, self.name)
         return uid
 
     def _write(self, source: BinaryIO) -> tuple[str, int, index.Record]:

@@ -30,6 +30,7 @@ from mailserver.db import Database, Txn
 from mailserver.errors import AlreadyExists, FolderExists, InvalidName, NoSuchFolder, NoSuchUser
 from mailserver.interfaces import IAccount, IMailStore
 from mailserver.store import index, maildir
+from mailserver.store.changes import FolderChanges
 from mailserver.store.mailbox import MaildirMailbox, folder_info
 from mailserver.store.names import normalize_folder_name, parents
 from mailserver.types import DEFAULT_FOLDERS, FolderInfo, SpecialUse
@@ -47,6 +48,8 @@ class MaildirStore:
         self.root = root
         self.fsync = fsync
         self._reactor = reactor
+        #: Change notices for IDLE sessions (:meth:`MaildirAccount.watch`).
+        self.changes = FolderChanges(reactor)
         self._pending: set[Deferred[Any]] = set()
         self._closing = False
         os.makedirs(root, mode=0o700, exist_ok=True)
@@ -161,6 +164,9 @@ class MaildirAccount:
     def folder(self, name: str) -> MaildirMailbox:
         record = self._record(name)
         return MaildirMailbox(self, record["id"], record["name"], self.folder_path(record))
+
+    def watch(self, name: str, callback: Callable[[], None]) -> Callable[[], None]:
+        return self.store.changes.watch(self.address, normalize_folder_name(name), callback)
 
     @inlineCallbacks
     def create_folder(self, name: str, special_use: SpecialUse | None = None) -> Any:

@@ -1,11 +1,12 @@
 """IDLE (RFC 2177, RFC 9051 §6.3.13): report mailbox changes as they happen until ``DONE``.
 
-The store interfaces offer no change notifications, so an idling session learns of changes
-two ways:
+An idling session learns of changes three ways:
 
 - changes made through this listener (APPEND, COPY, MOVE, STORE, EXPUNGE by another session
   of the same user) wake it at once through :meth:`mailserver.imap.factory.IMAPFactory.changed`;
-- anything else (SMTP deliveries, other processes) is found by polling the folder's counters
+- messages arriving through this process (SMTP deliveries, APPEND from anywhere) wake it at
+  once through the store's change notices (``IAccount.watch``);
+- anything else (other processes) is found by polling the folder's counters
   every ``policy.idle_poll`` seconds (1 s by default): a cheap index read that only turns into
   a UID scan when something changed (:meth:`mailserver.imap.selected.SelectedMailbox.sync`).
 
@@ -43,6 +44,7 @@ class Idler:
         self._loop = LoopingCall(self.poll)
         self._loop.clock = session.factory.reactor  # type: ignore[assignment]
         self._watched: tuple[str, str] | None = None
+        self._unwatch_store: Callable[[], None] | None = None
         self._running = False
 
     def start(self) -> None:
@@ -52,6 +54,9 @@ class Idler:
         if selected is not None:
             self._watched = (self.session.user, selected.name)
             self.session.factory.watch(*self._watched, self.poll)
+            account = self.session.account
+            if account is not None:
+                self._unwatch_store = account.watch(selected.name, self.poll)
         self._loop.start(self.session.policy.idle_poll, now=True)
 
     def poll(self) -> None:
@@ -79,3 +84,6 @@ class Idler:
         if self._watched is not None:
             self.session.factory.unwatch(*self._watched, self.poll)
             self._watched = None
+        if self._unwatch_store is not None:
+            self._unwatch_store()
+            self._unwatch_store = None
