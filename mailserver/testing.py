@@ -92,6 +92,8 @@ class _Folder:
     subscribed: bool = True
     entries: dict[int, _Entry] = field(default_factory=dict)
     order: list[int] = field(default_factory=list)
+    #: (modseq, uid) of every removal, for QRESYNC (kept without a bound in memory).
+    vanished: list[tuple[int, int]] = field(default_factory=list)
 
 
 @implementer(IMailStore)
@@ -265,6 +267,9 @@ class MemoryMailbox:
         ]
         return iter(sorted(changed, key=lambda i: (i.modseq, i.uid)))
 
+    def expunged_since(self, modseq: int) -> list[int]:
+        return sorted(uid for m, uid in self._folder.vanished if m > modseq)
+
     def message(self, uid: int) -> MemoryMessage:
         entry = self._folder.entries.get(uid)
         if entry is None:
@@ -309,6 +314,7 @@ class MemoryMailbox:
                 del objects[object_id]
         if removed:
             folder.highestmodseq += 1
+            folder.vanished += [(folder.highestmodseq, uid) for uid in removed]
         return removed
 
     def append(
@@ -325,13 +331,27 @@ class MemoryMailbox:
     def store_flags(
         self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode
     ) -> Deferred[list[FlagInfo]]:
+        return succeed(self._store(uids, flags, mode, None)[0])
+
+    def conditional_store(
+        self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode, unchangedsince: int
+    ) -> Deferred[tuple[list[FlagInfo], list[int]]]:
+        return succeed(self._store(uids, flags, mode, unchangedsince))
+
+    def _store(
+        self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode, since: int | None
+    ) -> tuple[list[FlagInfo], list[int]]:
         given = frozenset(f for f in flags if f != "\\Recent")
         folder = self._folder
         modseq = folder.highestmodseq + 1
         changed = []
+        refused = []
         for uid in sorted(set(uids)):
             entry = folder.entries.get(uid)
             if entry is None:
+                continue
+            if since is not None and entry.modseq > since:
+                refused.append(uid)
                 continue
             new = combine(entry.flags, given, mode)
             if new != entry.flags:
@@ -339,7 +359,7 @@ class MemoryMailbox:
                 changed.append(FlagInfo(uid, new, modseq))
         if changed:
             folder.highestmodseq = modseq
-        return succeed(changed)
+        return changed, refused
 
     def expunge(self, uids: Iterable[int] | None = None) -> Deferred[list[int]]:
         if uids is None:

@@ -20,6 +20,9 @@ objects       object id (ascii)                       JSON {envelope, bodystruct
                                                       attachments, spam, size}
 labels        object id + NUL + folder id + uid       empty: every place an object sits
 modseq        folder id (u32) + modseq (u64) + uid    empty: the change log for CONDSTORE
+vanished      folder id (u32) + modseq (u64) + uid    empty: expunge tombstones for QRESYNC
+                                                      (the modseq of the expunge; see
+                                                      :mod:`mailserver.store.index`)
 names         folder id (u32) + file base name        uid (u32): file -> UID, for recovery
 queue         queue id (ascii)                        JSON QueueEntry (spool/queue.py)
 due           next attempt ms (u64) + queue id        empty: the spool's schedule
@@ -47,7 +50,7 @@ from collections.abc import Callable
 from typing import Any
 
 #: Bump with a migration below whenever a key or value layout changes.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SUBDBS = (
     b"meta",
@@ -62,6 +65,7 @@ SUBDBS = (
     b"objects",
     b"labels",
     b"modseq",
+    b"vanished",
     b"names",
     b"queue",
     b"due",
@@ -189,4 +193,24 @@ def _add_credentials_v3(txn: Any, dbs: dict[bytes, Any]) -> None:
     passwords, TOTP, bearer tokens), created empty on open."""
 
 
-MIGRATIONS: dict[int, Migration] = {0: _create_v1, 1: _add_spool_v2, 2: _add_credentials_v3}
+def _add_vanished_v4(txn: Any, dbs: dict[bytes, Any]) -> None:
+    """Version 4 adds the ``vanished`` sub-db (expunge tombstones, created empty on open).
+    Expunges before the upgrade were not recorded, so every existing folder's
+    ``vanished_floor`` becomes its HIGHESTMODSEQ: a QRESYNC client that last synced before
+    the upgrade gets a full resync (RFC 7162 §3.2.5.2) instead of a wrong answer."""
+    cursor = txn.cursor(db=dbs[b"finfo"])
+    updates = []
+    for key, value in cursor:
+        record = load(bytes(value))
+        record["vanished_floor"] = record.get("highestmodseq", 0)
+        updates.append((bytes(key), dump(record)))
+    for key, value in updates:
+        txn.put(key, value, db=dbs[b"finfo"])
+
+
+MIGRATIONS: dict[int, Migration] = {
+    0: _create_v1,
+    1: _add_spool_v2,
+    2: _add_credentials_v3,
+    3: _add_vanished_v4,
+}

@@ -87,6 +87,15 @@ class IMailbox(Interface):
         """Iterator of FlagInfo for messages whose modseq is greater than ``modseq``,
         ascending by modseq (CONDSTORE/QRESYNC)."""
 
+    def expunged_since(modseq: int) -> object:
+        """The UIDs, ascending, of messages removed (expunged, moved away) at a modseq
+        greater than ``modseq``: a list, or None when the provider no longer knows (it keeps
+        a bounded number of expunge records; below the oldest one it kept, the answer is
+        None and a QRESYNC client gets a full resync, RFC 7162 §3.2.5.2).
+
+        Every removal raises the folder's HIGHESTMODSEQ, and is recorded in the same atomic
+        change as the removal itself, so an answer is never missing a UID."""
+
     def message(uid: int) -> IMessage:  # type: ignore[misc]
         """The message with ``uid``; NoSuchMessage if it is not (or no longer) here."""
 
@@ -97,6 +106,14 @@ class IMailbox(Interface):
     def store_flags(uids: object, flags: object, mode: object) -> object:
         """Change flags of the messages ``uids`` (an iterable of UIDs; absent ones are ignored)
         with a FlagMode. Deferred[list[FlagInfo]] with the new state of each changed message."""
+
+    def conditional_store(
+        uids: object, flags: object, mode: object, unchangedsince: int
+    ) -> object:
+        """:meth:`store_flags`, but a message whose modseq is greater than
+        ``unchangedsince`` is left alone, decided atomically with the change (RFC 7162
+        §3.1.3 UNCHANGEDSINCE). Deferred[(list of FlagInfo of the changed messages, list of
+        the UIDs left alone, ascending)]."""
 
     def expunge(uids: object = None) -> object:
         """Remove the given messages (default: every message flagged \\Deleted). Deferred[list

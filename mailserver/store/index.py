@@ -3,10 +3,20 @@
 These are plain functions of a :class:`mailserver.db.Txn`, so they compose into one
 transaction (a MOVE is add + remove, atomically) and are tested without files. The record
 layouts are documented in :mod:`mailserver.db.schema`.
+
+Expunge tombstones (QRESYNC, RFC 7162 §3.2.5-6): every removal of a message writes
+(folder id, modseq of the removal, uid) into ``vanished`` in the same transaction, and the
+removal raises the folder's HIGHESTMODSEQ (§3.2.10: an expunge is a change a client must be
+able to detect). Tombstones cost 16 bytes of key each; a folder keeps at most
+``TOMBSTONES_KEPT`` of them. Pruning drops the oldest and raises the folder's
+``vanished_floor`` to the newest modseq dropped: :func:`expunged_since` is exact for any
+modseq at or above the floor and answers None below it, and the IMAP server then falls
+back to a full resync (every UID the client knows that is not present, §3.2.5.2).
 """
 
 from __future__ import annotations
 
+import itertools
 import secrets
 import time
 from collections.abc import Iterable, Iterator
@@ -20,9 +30,11 @@ from mailserver.db.schema import (
     folder_key,
     from_u32,
     label_key,
+    modseq_key,
     modseq_uid_key,
     msg_key,
     name_key,
+    split_modseq_key,
     split_msg_key,
     u32,
 )
@@ -30,6 +42,10 @@ from mailserver.errors import FolderExists, NoSuchFolder, NoSuchUser
 from mailserver.types import DEFAULT_FOLDERS, SEEN, FlagInfo, FlagMode
 
 Record = dict[str, Any]
+
+#: Expunge tombstones kept per folder (see the module docstring); pruning starts when a
+#: folder holds an eighth more than this.
+TOMBSTONES_KEPT = 100_000
 
 
 def new_object_id() -> str:
@@ -116,6 +132,8 @@ def create_folder(
         "uidvalidity": _next_uidvalidity(txn),
         "uidnext": 1,
         "highestmodseq": 1,
+        "vanished_floor": 0,
+        "tombstones": 0,
         "exists": 0,
         "unseen": 0,
         "size": 0,
@@ -151,6 +169,8 @@ def delete_folder(txn: Txn, fid: int) -> list[tuple[int, str, frozenset[str]]]:
     record = folder(txn, fid)
     uids = [uid for uid, _flags, _modseq in flag_range(txn, fid, 1, None)]
     removed = remove_messages(txn, record, uids)
+    for key, _ in list(txn.prefix(b"vanished", u32(fid))):
+        txn.delete(b"vanished", key)
     txn.delete(b"folders", folder_key(record["account"], record["name"]))
     txn.delete(b"finfo", u32(fid))
     return removed
@@ -247,19 +267,30 @@ def combine(current: frozenset[str], given: frozenset[str], mode: FlagMode) -> f
 
 
 def store_flags(
-    txn: Txn, record: Record, uids: Iterable[int], given: frozenset[str], mode: FlagMode
-) -> list[tuple[FlagInfo, frozenset[str], str]]:
+    txn: Txn,
+    record: Record,
+    uids: Iterable[int],
+    given: frozenset[str],
+    mode: FlagMode,
+    unchangedsince: int | None = None,
+) -> tuple[list[tuple[FlagInfo, frozenset[str], str]], list[int]]:
     """Change flags; every changed message gets the same new modseq (RFC 7162 §3.1.3 allows
-    one modseq per command). Returns (new state, old flags, file base) per changed message."""
+    one modseq per command). With ``unchangedsince``, a message whose modseq is above it is
+    left alone (RFC 7162 §3.1.3 UNCHANGEDSINCE). Returns ((new state, old flags, file base)
+    per changed message, UIDs left alone by ``unchangedsince``)."""
     fid = record["id"]
     modseq = record["highestmodseq"] + 1
     changed = []
+    refused = []
     for uid in sorted(set(uids)):
         key = msg_key(fid, uid)
         raw = txn.get(b"flags", key)
         if raw is None:
             continue
         old_modseq, old = decode_flags(raw)
+        if unchangedsince is not None and old_modseq > unchangedsince:
+            refused.append(uid)
+            continue
         new = combine(old, given, mode)
         if new == old:
             continue
@@ -273,28 +304,31 @@ def store_flags(
     if changed:
         record["highestmodseq"] = modseq
         update_folder(txn, record)
-    return changed
+    return changed, refused
 
 
 def remove_messages(
-    txn: Txn, record: Record, uids: Iterable[int]
+    txn: Txn, record: Record, uids: Iterable[int], keep: int = TOMBSTONES_KEPT
 ) -> list[tuple[int, str, frozenset[str]]]:
     """Remove messages from the folder; return (uid, base, flags) of each removed one. An
     object whose last label goes is forgotten too. UIDs are never handed out again because
-    UIDNEXT does not move back (RFC 9051 §2.3.1.1)."""
+    UIDNEXT does not move back (RFC 9051 §2.3.1.1). Each removal leaves a tombstone at the
+    folder's new HIGHESTMODSEQ; beyond ``keep`` tombstones the oldest are pruned."""
     fid = record["id"]
+    modseq = record["highestmodseq"] + 1
     removed = []
     for uid in sorted(set(uids)):
         key = msg_key(fid, uid)
         raw = txn.get(b"flags", key)
         if raw is None:
             continue
-        modseq, flags = decode_flags(raw)
+        old_modseq, flags = decode_flags(raw)
         info = txn.get_json(b"messages", key)
         txn.delete(b"flags", key)
         txn.delete(b"messages", key)
-        txn.delete(b"modseq", modseq_uid_key(fid, modseq, uid))
+        txn.delete(b"modseq", modseq_uid_key(fid, old_modseq, uid))
         txn.delete(b"names", name_key(fid, info["base"]))
+        txn.put(b"vanished", modseq_uid_key(fid, modseq, uid), b"")
         object_id = info["object_id"]
         txn.delete(b"labels", label_key(object_id, fid, uid))
         if next(txn.prefix(b"labels", object_id.encode("ascii") + b"\0"), None) is None:
@@ -305,9 +339,36 @@ def remove_messages(
             record["unseen"] -= 1
         removed.append((uid, info["base"], flags))
     if removed:
-        record["highestmodseq"] += 1
+        record["highestmodseq"] = modseq
+        record["tombstones"] = record.get("tombstones", 0) + len(removed)
+        if record["tombstones"] > keep + keep // 8:
+            _prune_tombstones(txn, record, record["tombstones"] - keep)
         update_folder(txn, record)
     return removed
+
+
+def _prune_tombstones(txn: Txn, record: Record, count: int) -> None:
+    """Drop the ``count`` oldest tombstones of the folder and raise its floor past them."""
+    fid = record["id"]
+    dropped = [key for key, _ in itertools.islice(txn.prefix(b"vanished", u32(fid)), count)]
+    for key in dropped:
+        txn.delete(b"vanished", key)
+    if dropped:
+        floor = split_modseq_key(dropped[-1])[1]
+        record["vanished_floor"] = max(record.get("vanished_floor", 0), floor)
+    record["tombstones"] -= len(dropped)
+
+
+def expunged_since(txn: Txn, record: Record, modseq: int) -> list[int] | None:
+    """UIDs (ascending) removed from the folder at a modseq above ``modseq``; None when
+    tombstones that old were pruned (or predate them), so the answer is unknown."""
+    if modseq < record.get("vanished_floor", 0):
+        return None
+    fid = record["id"]
+    start = modseq_key(fid, modseq + 1)
+    return sorted(
+        split_modseq_key(key)[2] for key, _ in txn.range(b"vanished", start, None, u32(fid))
+    )
 
 
 def labels(txn: Txn, object_id: str) -> list[tuple[int, int]]:

@@ -181,6 +181,10 @@ class MaildirMailbox:
                 if found is not None:
                     yield FlagInfo(uid, found[2], found[1])
 
+    def expunged_since(self, modseq: int) -> list[int] | None:
+        with self.store.db.read() as txn:
+            return index.expunged_since(txn, self._record(txn), modseq)
+
     def message(self, uid: int) -> MaildirMessage:
         with self.store.db.read() as txn:
             found = index.message(txn, self.folder_id, uid)
@@ -249,14 +253,31 @@ class MaildirMailbox:
     def store_flags(
         self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode
     ) -> Deferred[list[FlagInfo]]:
+        d = self._store_flags(uids, flags, mode, None)
+        return d.addCallback(lambda result: result[0])
+
+    def conditional_store(
+        self, uids: Iterable[int], flags: Iterable[str], mode: FlagMode, unchangedsince: int
+    ) -> Deferred[tuple[list[FlagInfo], list[int]]]:
+        return self._store_flags(uids, flags, mode, unchangedsince)
+
+    def _store_flags(
+        self,
+        uids: Iterable[int],
+        flags: Iterable[str],
+        mode: FlagMode,
+        unchangedsince: int | None,
+    ) -> Deferred[tuple[list[FlagInfo], list[int]]]:
         given = frozenset(f for f in flags if f != "\\Recent")
         wanted = list(uids)
 
-        def op(txn: Txn) -> list[FlagInfo]:
-            changed = index.store_flags(txn, self._record(txn), wanted, given, mode)
+        def op(txn: Txn) -> tuple[list[FlagInfo], list[int]]:
+            changed, refused = index.store_flags(
+                txn, self._record(txn), wanted, given, mode, unchangedsince
+            )
             renames = [(base, old, info.flags) for info, old, base in changed]
             txn.after_commit(lambda: [_rename_flags(self.path, *r) for r in renames])
-            return [info for info, _old, _base in changed]
+            return [info for info, _old, _base in changed], refused
 
         return self.store.write(op)
 

@@ -6,7 +6,9 @@
 - :func:`reindex` is ``mailserver reindex``: the files are the truth. Known files keep their
   UID, modseq and keywords and take the system flags from their names; unknown files get new
   UIDs (hard links to one inode share one object id, i.e. they are labels of one message);
-  index entries without a file are dropped; folders on disk but not in the index are added.
+  index entries without a file are dropped like an expunge (a tombstone each, and a higher
+  HIGHESTMODSEQ, so QRESYNC clients hear of them); folders on disk but not in the index are
+  added.
 """
 
 from __future__ import annotations
