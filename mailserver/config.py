@@ -287,6 +287,37 @@ class IMAPConfig:
 
 
 @dataclass(frozen=True)
+class POP3Config:
+    """[pop3]: download clients (RFC 1939 with CAPA, STLS, SASL, UIDL); they read the INBOX."""
+
+    listen: tuple[str, ...] = _key(
+        ("tcp:2110:interface=127.0.0.1",),
+        'Endpoints with STLS, no login before it (production: "tcp:110"); [] disables them.',
+        _endpoints,
+    )
+    tls_listen: tuple[str, ...] = _key(
+        ("tcp:2995:interface=127.0.0.1",),
+        'Endpoints with implicit TLS, RFC 8314 (production: "tcp:995"); [] disables them.',
+        _endpoints,
+    )
+    max_connections: int = _key(500, "Concurrent POP3 sessions in all.", _positive)
+    max_connections_per_ip: int = _key(20, "Concurrent POP3 sessions per client IP.", _positive)
+    leave_on_server: bool = _key(
+        False,
+        "Keep mail a client deletes: DELE hides it for the session, QUIT marks it \\Seen"
+        " instead of removing it.",
+    )
+    login_delay: int = _key(
+        0, "Seconds between two logins of one user (RFC 2449 LOGIN-DELAY); 0: no delay.",
+        _between(0, 86400),
+    )
+    timeout: float = _key(
+        600.0, "Seconds of silence before a session is closed (RFC 1939: >= 10 min).",
+        _between(600, 86400),
+    )
+
+
+@dataclass(frozen=True)
 class DeliveryConfig:
     """[delivery]: the outbound spool: DNS, remote SMTP, retries and bounces."""
 
@@ -414,6 +445,7 @@ class Config:
     smtp: SMTPConfig = field(default_factory=SMTPConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     imap: IMAPConfig = field(default_factory=IMAPConfig)
+    pop3: POP3Config = field(default_factory=POP3Config)
     delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
     http: HTTPConfig = field(default_factory=HTTPConfig)
     log: LogConfig = field(default_factory=LogConfig)

@@ -43,6 +43,7 @@ from mailserver.db import Database
 from mailserver.dns import Resolver
 from mailserver.errors import ConfigError
 from mailserver.imap.factory import IMAPFactory, IMAPPolicy
+from mailserver.pop3.factory import MaildropLocks, POP3Factory, POP3Policy
 from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
 from mailserver.spool.mtasts import MTASTS
 from mailserver.spool.queue import LmdbSpool
@@ -371,6 +372,7 @@ def build(config: Config, reactor: Any) -> MailService:
         root.add_listeners("submission.tls_listen", submission.tls_listen, wrapped)
         root.factories.append(factory)
     _imap_listeners(config, root, reactor)
+    _pop3_listeners(config, root, reactor)
     return root
 
 
@@ -408,6 +410,47 @@ def _imap_factory(
         offer_starttls=not implicit_tls,
     )
     return IMAPFactory(portal, policy, service.tls, reactor=reactor)
+
+
+def _pop3_listeners(config: Config, service: MailService, reactor: Any) -> None:
+    """POP3 with STLS (no login before it) and with implicit TLS; both listeners share one
+    set of maildrop locks (RFC 1939 §8)."""
+    pop3 = config.pop3
+    locks = MaildropLocks()
+    if pop3.listen:
+        factory = _pop3_factory(config, service, reactor, locks, implicit_tls=False)
+        service.add_listeners("pop3.listen", pop3.listen, factory)
+    if pop3.tls_listen:
+        factory = _pop3_factory(config, service, reactor, locks, implicit_tls=True)
+        wrapped = TLSMemoryBIOFactory(service.tls, False, factory)
+        service.add_listeners("pop3.tls_listen", pop3.tls_listen, wrapped)
+        service.factories.append(factory)
+
+
+def _pop3_factory(
+    config: Config, service: MailService, reactor: Any, locks: MaildropLocks, *, implicit_tls: bool
+) -> POP3Factory:
+    """A POP3 listener: the user's account (its INBOX) from the portal, logins through the
+    guard with pop3-scoped app passwords and tokens."""
+    pop3 = config.pop3
+    realm = MailRealm(None, imap_account=service.store.account)
+    assert service.credentials is not None
+    checkers = mail_checkers(service.directory, service.credentials, "pop3")
+    portal = Portal(realm, guard(checkers, service.throttle, service.audit))
+    policy = POP3Policy(
+        hostname=config.server.hostname,
+        timeout=pop3.timeout,
+        max_connections=pop3.max_connections,
+        max_connections_per_ip=pop3.max_connections_per_ip,
+        auth_needs_tls=True,
+        auth_mechanisms=("PLAIN", "LOGIN", "OAUTHBEARER"),
+        implicit_tls=implicit_tls,
+        offer_starttls=not implicit_tls,
+        leave_on_server=pop3.leave_on_server,
+        login_delay=pop3.login_delay,
+        implementation=f"mailserver-{__version__}",
+    )
+    return POP3Factory(portal, policy, service.tls, reactor=reactor, locks=locks)
 
 
 def _security(config: Config, service: MailService, reactor: Any) -> None:

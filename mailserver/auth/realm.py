@@ -69,8 +69,9 @@ class MXDelivery:
 @implementer(IRealm)
 class MailRealm:
     """Hands out avatars: the MX target for anonymous SMTP logins, the submission target of
-    an authenticated user, and the user's mail account (:class:`IAccount`) for IMAP when
-    ``imap_account`` is given (POP3 avatars follow with their issue).
+    an authenticated user, and the user's mail account (:class:`IAccount`) for IMAP and POP3
+    when ``imap_account`` is given (POP3 serves the account's INBOX; each listener has its own
+    realm, so one hook serves both).
 
     ``imap_account(address)`` is called with the checker's avatar id (the canonical address)
     and returns that user's account, e.g. ``store.account``; anonymous logins never get one.

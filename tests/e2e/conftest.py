@@ -62,6 +62,8 @@ LISTENERS = (
     "submission.tls_listen",
     "imap.listen",
     "imap.tls_listen",
+    "pop3.listen",
+    "pop3.tls_listen",
 )
 
 

@@ -1,0 +1,11 @@
+"""POP3 (RFC 1939) with CAPA (RFC 2449), STLS (RFC 2595), SASL AUTH (RFC 5034) and UTF8 (RFC
+6856), over the same store as IMAP: a session's maildrop is its account's INBOX.
+
+- :mod:`~mailserver.pop3.grammar`: the wire level (a leaf): the line reader, command
+  parsing, status lines, byte-stuffing and TOP's line limit.
+- :mod:`~mailserver.pop3.maildrop`: the session's snapshot of the INBOX and UPDATE.
+- :mod:`~mailserver.pop3.sender`: RETR/TOP streamed from the message file.
+- :mod:`~mailserver.pop3.server`: the protocol (states, commands, login through the portal).
+- :mod:`~mailserver.pop3.factory`: :class:`~mailserver.pop3.factory.POP3Factory`, its
+  :class:`~mailserver.pop3.factory.POP3Policy` and the per-process maildrop locks.
+"""
