@@ -75,9 +75,20 @@ class NoSuchMessage(MailError):
 
 
 class QuotaExceeded(MailError):
+    """Over the account's quota for good: the message is larger than the whole quota."""
+
     code = 552
     enhanced = "5.2.2"
     text = "Mailbox full"
+
+
+class MailboxFull(QuotaExceeded):
+    """Over the account's quota for now (RFC 3463 X.2.2): it may fit once the user frees
+    space, so SMTP answers 452 4.2.2 and the sender tries again later."""
+
+    code = 452
+    enhanced = "4.2.2"
+    text = "Mailbox full, try again later"
 
 
 class StoreUnavailable(MailError):

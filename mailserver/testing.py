@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -23,10 +24,12 @@ from mailserver.errors import (
     AlreadyExists,
     FolderExists,
     InvalidName,
+    MailboxFull,
     MailError,
     NoSuchFolder,
     NoSuchMessage,
     NoSuchUser,
+    QuotaExceeded,
 )
 from mailserver.interfaces import (
     IAccount,
@@ -41,6 +44,7 @@ from mailserver.message import mime
 from mailserver.store.changes import FolderChanges
 from mailserver.store.index import combine, new_object_id
 from mailserver.store.names import normalize_folder_name, parents
+from mailserver.store.quota import QuotaRules
 from mailserver.types import (
     DEFAULT_FOLDERS,
     DELETED,
@@ -51,6 +55,7 @@ from mailserver.types import (
     FlagMode,
     FolderInfo,
     MessageInfo,
+    QuotaUsage,
     SpamVerdict,
     SpecialUse,
 )
@@ -92,6 +97,8 @@ class _Folder:
     subscribed: bool = True
     entries: dict[int, _Entry] = field(default_factory=dict)
     order: list[int] = field(default_factory=list)
+    #: RFC 8474 MAILBOXID, kept across RENAME.
+    mailbox_id: str = field(default_factory=lambda: "F" + secrets.token_hex(12))
     #: (modseq, uid) of every removal, for QRESYNC (kept without a bound in memory).
     vanished: list[tuple[int, int]] = field(default_factory=list)
 
@@ -100,8 +107,10 @@ class _Folder:
 class MemoryStore:
     """Accounts, folders and messages in dictionaries."""
 
-    def __init__(self) -> None:
+    def __init__(self, quota_rules: QuotaRules | None = None) -> None:
         self._accounts: dict[str, MemoryAccount] = {}
+        #: Each account's limits (RFC 9208); the default is no limit.
+        self.quota_rules = quota_rules or QuotaRules()
         self.objects: dict[str, _Object] = {}
         self.changes = FolderChanges()
         self._last_uidvalidity = 0
@@ -151,6 +160,7 @@ def _info(folder: _Folder, store: MemoryStore) -> FolderInfo:
         size=sum(len(store.objects[e.object_id].data) for e in entries),
         special_use=folder.special_use,
         subscribed=folder.subscribed,
+        mailbox_id=folder.mailbox_id,
     )
 
 
@@ -228,6 +238,28 @@ class MemoryAccount:
             self.folder(name)._folder.subscribed = subscribed
 
         return maybeDeferred(set_it)
+
+    def quota(self) -> QuotaUsage:
+        limit_bytes, limit_messages = self.store.quota_rules.limits(self.address)
+        objects = self.store.objects
+        entries = [e for f in self._folders.values() for e in f.entries.values()]
+        used = sum(len(objects[e.object_id].data) for e in entries)
+        return QuotaUsage(used, len(entries), limit_bytes, limit_messages)
+
+    def check_quota(self, size: int, count: int) -> None:
+        """Raise QuotaExceeded / MailboxFull unless ``size`` bytes and ``count`` messages
+        more fit (the maildir store's rule, :func:`mailserver.store.quota.check`)."""
+        usage = self.quota()
+        pairs = (
+            (usage.used_bytes, usage.limit_bytes, size),
+            (usage.used_messages, usage.limit_messages, count),
+        )
+        for used, limit, more in pairs:
+            if limit is None or more <= 0 or used + more <= limit:
+                continue
+            if more > limit:
+                raise QuotaExceeded(detail=f"{self.address}: {more} more, limit {limit}")
+            raise MailboxFull(detail=f"{self.address}: {used} + {more}, limit {limit}")
 
     def labels(self, object_id: str) -> list[tuple[str, int]]:
         return sorted(
@@ -321,6 +353,10 @@ class MemoryMailbox:
         self, source: BinaryIO, flags: Iterable[str] = (), internaldate: float | None = None
     ) -> Deferred[int]:
         data = source.read()
+        try:
+            self.account.check_quota(len(data), 1)
+        except QuotaExceeded as error:
+            return fail(error)
         object_id = new_object_id()
         self.account.store.objects[object_id] = _Object(data, _meta(data))
         wanted = frozenset(f for f in flags if f != "\\Recent")
@@ -370,6 +406,10 @@ class MemoryMailbox:
         target = self.account.folder(destination)
         pairs = []
         wanted = [u for u in sorted(set(uids)) if u in self._folder.entries]
+        if not remove:
+            objects = self.account.store.objects
+            size = sum(len(objects[self._folder.entries[u].object_id].data) for u in wanted)
+            self.account.check_quota(size, len(wanted))
         for uid in wanted:
             entry = self._folder.entries[uid]
             pairs.append((uid, target._add(entry.object_id, entry.flags, entry.internaldate)))
@@ -461,6 +501,13 @@ class MemoryDelivery:
         ]
         if not local:
             return fail(NoSuchUser(detail=str(address)))
+        raw = self.envelope.params.get("SIZE", "")
+        declared = int(raw) if raw.isdigit() else 0
+        try:
+            for account in local:
+                self.target.store.account(account).check_quota(max(declared, 1), 1)
+        except QuotaExceeded as error:
+            return fail(error)
         self._accounts.update(dict.fromkeys(local))
         return succeed(None)
 
@@ -476,6 +523,11 @@ class MemoryDelivery:
             return fail(MailError("no message to commit"))
         self._done = True
         store = self.target.store
+        try:
+            for address in self._accounts:
+                store.account(address).check_quota(len(self._data), 1)
+        except QuotaExceeded as error:
+            return fail(error)
         object_id = new_object_id()
         store.objects[object_id] = _Object(self._data, _meta(self._data))
         now = self.envelope.received_at or time.time()

@@ -99,6 +99,19 @@ class FolderInfo:
     special_use: SpecialUse | None = None
     subscribed: bool = True
     folder_id: int = 0
+    #: RFC 8474 MAILBOXID: 1-255 of ``[A-Za-z0-9_-]``, kept across RENAME, never reused.
+    mailbox_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaUsage:
+    """An account's quota (RFC 9208): what it uses and its limits (None = unlimited), in
+    bytes (STORAGE) and messages (MESSAGE)."""
+
+    used_bytes: int
+    used_messages: int
+    limit_bytes: int | None = None
+    limit_messages: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,9 +9,11 @@ meta          ascii name                              JSON (schema_version, next
 domains       domain (lower-case, utf-8)              JSON Domain
 users         address (utf-8)                         JSON User
 aliases       source (``local@domain``/``@domain``)   JSON list of targets
-accounts      address (utf-8)                         JSON {dirname, created}
+accounts      address (utf-8)                         JSON {dirname, created, used_bytes,
+                                                      used_messages}: quota counters
 folders       address NUL name (utf-8)                folder id (u32)
-finfo         folder id (u32)                         JSON folder record (counters, UIDVALIDITY)
+finfo         folder id (u32)                         JSON folder record (counters, UIDVALIDITY,
+                                                      mailbox_id of RFC 8474)
 flags         folder id (u32) + uid (u32)             modseq (u64) + system flag bits (u8) +
                                                       keywords (utf-8, space separated)
 messages      folder id (u32) + uid (u32)             JSON {base, size, internaldate, savedate,

@@ -62,6 +62,12 @@ class IAccount(Interface):
     def labels(object_id: str) -> list:  # type: ignore[type-arg]
         """Every (folder name, uid) holding the message ``object_id``: its labels."""
 
+    def quota() -> object:
+        """The account's QuotaUsage (RFC 9208 STORAGE in bytes and MESSAGE), read from
+        counters, never by scanning messages. Writes that would take the account over a
+        limit (append, copy, delivery) fail with QuotaExceeded (MailboxFull when the message
+        could fit once space is freed), and change nothing; a move never does."""
+
     def watch(name: str, callback: object) -> object:
         """Call ``callback()`` (on a later reactor turn) after messages arrive in folder
         ``name`` through this process (deliveries, APPEND); returns the function that stops

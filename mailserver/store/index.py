@@ -39,6 +39,7 @@ from mailserver.db.schema import (
     u32,
 )
 from mailserver.errors import FolderExists, NoSuchFolder, NoSuchUser
+from mailserver.store import quota
 from mailserver.types import DEFAULT_FOLDERS, SEEN, FlagInfo, FlagMode
 
 Record = dict[str, Any]
@@ -79,7 +80,7 @@ def account(txn: Txn, address: str) -> Record | None:
 def create_account(
     txn: Txn, address: str, dirname: str, default_folders: bool = True
 ) -> Record:
-    record = {"dirname": dirname, "created": time.time()}
+    record = {"dirname": dirname, "created": time.time(), "used_bytes": 0, "used_messages": 0}
     txn.put_json(b"accounts", address.encode(), record)
     for name, special in DEFAULT_FOLDERS if default_folders else ():
         if folder_id(txn, address, name) is None:
@@ -139,6 +140,7 @@ def create_folder(
         "size": 0,
         "special_use": special_use,
         "subscribed": True,
+        "mailbox_id": "F" + secrets.token_hex(12),  # RFC 8474 §4: unguessable, never reused
     }
     if dirname is not None:
         record["dirname"] = dirname
@@ -191,6 +193,7 @@ def add_message(
 ) -> int:
     """Append a message to the folder ``record`` (updated in place and written back); return
     its UID. ``meta`` (envelope, bodystructure, attachments) is stored once per object."""
+    quota.charge(txn, record["account"], size, 1)
     fid = record["id"]
     uid = record["uidnext"]
     modseq = record["highestmodseq"] + 1
@@ -316,6 +319,7 @@ def remove_messages(
     folder's new HIGHESTMODSEQ; beyond ``keep`` tombstones the oldest are pruned."""
     fid = record["id"]
     modseq = record["highestmodseq"] + 1
+    size_before = record["size"]
     removed = []
     for uid in sorted(set(uids)):
         key = msg_key(fid, uid)
@@ -339,6 +343,7 @@ def remove_messages(
             record["unseen"] -= 1
         removed.append((uid, info["base"], flags))
     if removed:
+        quota.charge(txn, record["account"], record["size"] - size_before, -len(removed))
         record["highestmodseq"] = modseq
         record["tombstones"] = record.get("tombstones", 0) + len(removed)
         if record["tombstones"] > keep + keep // 8:

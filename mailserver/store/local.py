@@ -22,9 +22,9 @@ from zope.interface import implementer
 
 from mailserver import durable
 from mailserver.db import Txn
-from mailserver.errors import MailError, NoSuchUser
+from mailserver.errors import MailError, NoSuchUser, QuotaExceeded
 from mailserver.interfaces import IDelivery, IDeliveryTarget, IUserDirectory
-from mailserver.store import index, maildir
+from mailserver.store import index, maildir, quota
 from mailserver.store.mailbox import MaildirMailbox, message_meta
 from mailserver.store.maildir_store import MaildirStore
 from mailserver.types import Address, Envelope
@@ -82,6 +82,15 @@ class LocalDelivery:
             ]
             if not local:
                 raise NoSuchUser(detail=str(address))
+            # RFC 9208 / RFC 3463 X.2.2: a full mailbox refuses the recipient here (452
+            # 4.2.2, or 552 5.2.2 when the declared SIZE can never fit); the commit checks
+            # again with the real size.
+            declared = _declared_size(self.envelope)
+            store = self.target.store
+            with store.db.read() as txn:
+                for account in local:
+                    limits = store.quota_rules.limits(account)
+                    quota.check(txn, account, limits, max(declared, 1), 1)
             for account in local:
                 self._accounts[account] = None
 
@@ -118,7 +127,11 @@ class LocalDelivery:
         received = self.envelope.received_at or None
         fsync = store.fsync
 
+        limits = [(m.account.address, store.quota_rules.limits(m.account.address)) for m in inboxes]
+
         def op(txn: Txn) -> list[int]:
+            for address, limit in limits:  # before any file moves: a refusal leaves tmp/ only
+                quota.check(txn, address, limit, size, 1)
             first = inboxes[0]
             source = os.path.join(first.path, "new", base)
             os.rename(os.path.join(first.path, "tmp", base), source)
@@ -136,7 +149,12 @@ class LocalDelivery:
                 for mailbox, name in zip(inboxes, bases)
             ]
 
-        uids = yield store.write(op)
+        try:
+            uids = yield store.write(op)
+        except QuotaExceeded:
+            tmp = os.path.join(inboxes[0].path, "tmp", base)
+            yield store.in_thread(_unlink_quietly, tmp)
+            raise
         for mailbox in inboxes:
             store.changes.notify(mailbox.account.address, mailbox.name)
         return uids
@@ -150,6 +168,12 @@ class LocalDelivery:
             return succeed(None)
         path = os.path.join(self._inboxes[0].path, "tmp", written[0])
         return self.target.store.in_thread(_unlink_quietly, path)
+
+
+def _declared_size(envelope: Envelope) -> int:
+    """The MAIL FROM SIZE= value (RFC 1870), 0 when absent or not a number."""
+    raw = envelope.params.get("SIZE", "")
+    return int(raw) if raw.isdigit() else 0
 
 
 def _unlink_quietly(path: str) -> None:

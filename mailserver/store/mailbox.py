@@ -14,10 +14,10 @@ from zope.interface import implementer
 from mailserver import durable
 from mailserver.db import Txn
 from mailserver.db.schema import dump
-from mailserver.errors import NoSuchMessage
+from mailserver.errors import NoSuchMessage, QuotaExceeded
 from mailserver.interfaces import IMailbox, IMessage
 from mailserver.message import mime
-from mailserver.store import index, maildir
+from mailserver.store import index, maildir, quota
 from mailserver.store.names import normalize_folder_name
 from mailserver.types import (
     DELETED,
@@ -91,6 +91,16 @@ def _unlink(folder_path: str, base: str, flags: frozenset[str]) -> None:
         pass
 
 
+def _discard_new(folder_path: str, bases: list[str]) -> None:
+    """Remove files written into ``new/`` for a change the index refused (over quota), so
+    start-up recovery does not index them."""
+    for base in bases:
+        try:
+            os.unlink(os.path.join(folder_path, "new", base))
+        except FileNotFoundError:
+            pass
+
+
 def _link_all(
     source: str, destination: str, files: list[tuple[str, frozenset[str]]], fsync: bool
 ) -> list[str]:
@@ -121,6 +131,8 @@ def folder_info(record: index.Record) -> FolderInfo:
         special_use=SpecialUse(special) if special else None,
         subscribed=record.get("subscribed", True),
         folder_id=record["id"],
+        # Folders made before MAILBOXID was stored: derived from what never changes.
+        mailbox_id=record.get("mailbox_id") or f"F{record['uidvalidity']:08x}{record['id']:08x}",
     )
 
 
@@ -214,9 +226,17 @@ class MaildirMailbox:
     ) -> Any:
         flag_set = frozenset(f for f in flags if f != "\\Recent")
         base, size, meta = yield self.store.in_thread(self._write, source)
-        uid = yield self.store.write(
-            lambda txn: self._add(txn, base, flag_set, size, internaldate, meta)
-        )
+        address, limits = self.account.address, self.account.quota_limits()
+
+        def op(txn: Txn) -> int:
+            quota.check(txn, address, limits, size, 1)  # RFC 9208 §4.3.1 OVERQUOTA
+            return self._add(txn, base, flag_set, size, internaldate, meta)
+
+        try:
+            uid = yield self.store.write(op)
+        except QuotaExceeded:
+            yield self.store.in_thread(_discard_new, self.path, [base])
+            raise
         self.store.changes.notify(self.account.address, self.name)
         return uid
 
@@ -324,7 +344,12 @@ class MaildirMailbox:
             self.store.fsync,
         )
 
+        address, limits = self.account.address, self.account.quota_limits()
+
         def op(txn: Txn) -> list[tuple[int, int]]:
+            if not remove:  # a MOVE within the account leaves its usage as it was
+                size = sum(record["size"] for _u, record, _f in items)
+                quota.check(txn, address, limits, size, len(items))
             pairs = []
             for (uid, record, flags), base in zip(items, bases):
                 new_uid = target._add(
@@ -342,7 +367,11 @@ class MaildirMailbox:
                 txn.after_commit(lambda: [_unlink(self.path, b, f) for _u, b, f in removed])
             return pairs
 
-        pairs = yield self.store.write(op)
+        try:
+            pairs = yield self.store.write(op)
+        except QuotaExceeded:
+            yield self.store.in_thread(_discard_new, target.path, bases)
+            raise
         return pairs
 
 

@@ -29,11 +29,11 @@ from mailserver import durable
 from mailserver.db import Database, Txn
 from mailserver.errors import AlreadyExists, FolderExists, InvalidName, NoSuchFolder, NoSuchUser
 from mailserver.interfaces import IAccount, IMailStore
-from mailserver.store import index, maildir
+from mailserver.store import index, maildir, quota
 from mailserver.store.changes import FolderChanges
 from mailserver.store.mailbox import MaildirMailbox, folder_info
 from mailserver.store.names import normalize_folder_name, parents
-from mailserver.types import DEFAULT_FOLDERS, FolderInfo, SpecialUse
+from mailserver.types import DEFAULT_FOLDERS, FolderInfo, QuotaUsage, SpecialUse
 
 T = TypeVar("T")
 
@@ -43,10 +43,19 @@ class MaildirStore:
     """The embedded store: ``root/<domain>/<local>/`` Maildir++ trees plus the index in
     ``db``. ``fsync=False`` is for throwaway test setups only."""
 
-    def __init__(self, db: Database, root: str, reactor: Any, fsync: bool = True) -> None:
+    def __init__(
+        self,
+        db: Database,
+        root: str,
+        reactor: Any,
+        fsync: bool = True,
+        quota_rules: quota.QuotaRules | None = None,
+    ) -> None:
         self.db = db
         self.root = root
         self.fsync = fsync
+        #: Each account's limits (RFC 9208); the default is no limit.
+        self.quota_rules = quota_rules or quota.QuotaRules()
         self._reactor = reactor
         #: Change notices for IDLE sessions (:meth:`MaildirAccount.watch`).
         self.changes = FolderChanges(reactor)
@@ -249,6 +258,15 @@ class MaildirAccount:
             index.update_folder(txn, current)
 
         yield self.store.write(update)
+
+    def quota_limits(self) -> tuple[int | None, int | None]:
+        """(byte limit, message limit) of this account now; None = unlimited."""
+        return self.store.quota_rules.limits(self.address)
+
+    def quota(self) -> QuotaUsage:
+        limits = self.quota_limits()
+        with self.store.db.read() as txn:
+            return quota.report(txn, self.address, limits)
 
     def labels(self, object_id: str) -> list[tuple[str, int]]:
         with self.store.db.read() as txn:

@@ -23,7 +23,7 @@ from twisted.internet.defer import inlineCallbacks
 
 from mailserver.db import Txn
 from mailserver.db.schema import u32
-from mailserver.store import index, maildir
+from mailserver.store import index, maildir, quota
 from mailserver.store.mailbox import message_meta, move_to_cur
 from mailserver.types import SYSTEM_FLAGS, FlagMode
 
@@ -214,6 +214,8 @@ def reindex(
             object_id = inode_objects.setdefault(inode, index.new_object_id())
             yield _index_file(mailbox, subdir, file, object_id, first)
             report.messages_added += 1
+    # The quota counters (RFC 9208 usage) follow the messages now in the index.
+    yield store.write(lambda txn: quota.rebuild_usage(txn, address))
     return report
 
 
