@@ -94,10 +94,10 @@ class MaildropLocks:
 class POP3Factory(Factory):
     """Builds a :class:`POP3Server` per connection and counts connections per client.
 
-    ``leave_on_server(user)`` gives a user's "leave mail on the server" setting (a per-account
-    override kept by whoever wires the listener); without it the policy's default applies.
-    Pass the same ``locks`` to the STLS and the implicit-TLS factories so that they share
-    the maildrop locks.
+    ``account_leave_on_server(user)`` gives a user's own "leave mail on the server" setting
+    (None: none; kept by whoever wires the listener); without one the policy's default
+    applies. Pass the same ``locks`` to the STLS and the implicit-TLS factories so that they
+    share the maildrop locks.
     """
 
     protocol = POP3Server
@@ -110,7 +110,7 @@ class POP3Factory(Factory):
         reactor: IReactorTime | None = None,
         *,
         locks: MaildropLocks | None = None,
-        leave_on_server: Callable[[str], bool | None] | None = None,
+        account_leave_on_server: Callable[[str], bool | None] | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -121,7 +121,7 @@ class POP3Factory(Factory):
         self.tls = tls
         self.reactor: Any = reactor
         self.locks = locks if locks is not None else MaildropLocks()
-        self._leave_on_server = leave_on_server
+        self._account_setting = account_leave_on_server
         self.connections = 0
         self.per_ip: Counter[str] = Counter()
         self.shutting_down = False
@@ -135,8 +135,8 @@ class POP3Factory(Factory):
     def leave_on_server(self, user: str) -> bool:
         """Whether ``user``'s deletions are kept on the server (the account's own setting,
         else the policy's default)."""
-        if self._leave_on_server is not None:
-            setting = self._leave_on_server(user)
+        if self._account_setting is not None:
+            setting = self._account_setting(user)
             if setting is not None:
                 return setting
         return self.policy.leave_on_server

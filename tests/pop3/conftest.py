@@ -199,7 +199,7 @@ def make_pop3(storage, tls_options):
     ports = []
 
     def make(**changes: Any) -> POP3ServerFixture:
-        kw = {k: changes.pop(k) for k in ("locks", "leave_on_server") if k in changes}
+        kw = {k: changes.pop(k) for k in ("locks", "account_leave_on_server") if k in changes}
         server, port = start_pop3(
             storage.store, storage.directory, replace(POLICY, **changes), tls_options, **kw
         )
