@@ -164,10 +164,10 @@ async def test_too_many_connections_from_one_address(make_pop3):
 class ClockReactor(Clock):
     """A Clock for the autologout timer, with the real reactor's thread pool."""
 
-    def getThreadPool(self):  # noqa: N802 (the reactor's name)
+    def getThreadPool(self):
         return reactor.getThreadPool()
 
-    def callFromThread(self, function, *args, **kwargs):  # noqa: N802
+    def callFromThread(self, function, *args, **kwargs):
         return reactor.callFromThread(function, *args, **kwargs)
 
 
