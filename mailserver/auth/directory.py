@@ -21,7 +21,7 @@ from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from mailserver.auth.passwords import hash_password, verify_password
-from mailserver.db import Database, Txn
+from mailserver.db import Database, Snapshot, Txn
 from mailserver.db.schema import load
 from mailserver.errors import (
     AlreadyExists,
@@ -193,6 +193,28 @@ class DirectoryRules:
         yield self._apply([("users", user.address, raw)])
 
     @deferred
+    def set_roles(
+        self, address: str, roles: Iterable[Role], admin_domains: Iterable[str] = ()
+    ) -> Deferred[User]:
+        user = self.get_user(address)
+        if user is None:
+            raise NoSuchUser(f"no user {address}")
+        wanted = frozenset(roles) or frozenset({Role.USER})
+        domains = frozenset(canonical_domain(d) for d in admin_domains)
+        if domains and Role.DOMAIN_ADMIN not in wanted:
+            raise InvalidName("admin domains are only for the domain-admin role")
+        if Role.DOMAIN_ADMIN in wanted and not domains:
+            raise InvalidName("a domain admin needs at least one domain to administer")
+        for domain in domains:
+            if not self.has_domain(domain):
+                raise NoSuchDomain(f"domain {domain} is not served here: add it first")
+        raw = _user_to_json(user)
+        raw["roles"] = sorted(r.value for r in wanted)
+        raw["admin_domains"] = sorted(domains)
+        d = self._apply([("users", user.address, raw)])
+        return d.addCallback(lambda _: _user_from_json(raw))
+
+    @deferred
     def remove_user(self, address: str) -> Deferred[None]:
         user = self.get_user(address)
         if user is None:
@@ -288,7 +310,7 @@ class DirectoryRules:
 class LmdbDirectory(DirectoryRules):
     """The directory in the shared LMDB index (tables ``domains``, ``users``, ``aliases``)."""
 
-    def __init__(self, db: Database, reactor: Any, bcrypt_cost: int = 12) -> None:
+    def __init__(self, db: Database | Snapshot, reactor: Any, bcrypt_cost: int = 12) -> None:
         super().__init__(reactor, bcrypt_cost)
         self.db = db
 

@@ -25,6 +25,7 @@ AUDITED: dict[str, str] = {
     "mailserver.cli.domain.delete_domain": audit.ADMIN_ACTION,
     "mailserver.cli.user.add_user": audit.ADMIN_ACTION,
     "mailserver.cli.user.delete_user": audit.ADMIN_ACTION,
+    "mailserver.cli.user.set_role": audit.ADMIN_ACTION,
     "mailserver.cli.user.change_password": audit.PASSWORD_CHANGED,
     "mailserver.cli.user.add_app_password": audit.APP_PASSWORD_ADDED,
     "mailserver.cli.user.revoke_app_password": audit.APP_PASSWORD_REVOKED,
@@ -50,6 +51,13 @@ def _operator() -> str:
         return "unknown"
 
 
+def _who(args: argparse.Namespace) -> str:
+    acting_as = getattr(args, "acting_as", None)
+    if acting_as:
+        return f"{acting_as} (via the command line, run by {_operator()})"
+    return f"{_operator()} (operator)"
+
+
 def record(args: argparse.Namespace, argv: Sequence[str], status: int) -> None:
     """Write the audit line for a command that changes something; never fails the command
     (a problem with the audit log is reported on stderr)."""
@@ -68,7 +76,7 @@ def record(args: argparse.Namespace, argv: Sequence[str], status: int) -> None:
         try:
             log.record(
                 event,
-                who=f"{_operator()} (operator)",
+                who=_who(args),
                 where=audit.WHERE_CLI,
                 outcome=audit.OK if status == 0 else audit.FAILED,
                 command=" ".join(argv),

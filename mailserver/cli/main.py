@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from mailserver import __version__
-from mailserver.cli import auditing
+from mailserver.cli import auditing, permissions
 from mailserver.errors import ConfigError, MailError
 
 #: Modules providing ``register(subparsers)``, one per noun, in ``--help`` order.
@@ -49,6 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="TOML config file (default: the embedded defaults)",
     )
+    parser.add_argument(
+        "--as",
+        dest="acting_as",
+        metavar="ADDRESS",
+        default=None,
+        help="act with this account's roles instead of as the operator (delegated admins)",
+    )
     subparsers = parser.add_subparsers(title="commands", metavar="NOUN")
     for name in NOUNS:
         importlib.import_module(name).register(subparsers)
@@ -63,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    status = _run(handler, args)
+    status = _run(permissions.check, args)
+    if status == 0:
+        status = _run(handler, args)
     if status != EXIT_USAGE:
         auditing.record(args, sys.argv[1:] if argv is None else list(argv), status)
     return status

@@ -42,7 +42,7 @@ from mailserver.cli.storage import (
 from mailserver.config import Config
 from mailserver.errors import AlreadyExists, InvalidName
 from mailserver.store.maildir_store import MaildirStore
-from mailserver.types import Role
+from mailserver.types import Role, User
 
 ROLES = [role.value for role in Role]
 
@@ -76,6 +76,24 @@ def register(subparsers: Any) -> None:
     )
     add_config_option(delete)
     delete.set_defaults(handler=delete_user)
+
+    role = verbs.add_parser(
+        "role",
+        help="set a user's role (user, domain-admin of --domain D..., or admin)",
+        allow_abbrev=False,
+    )
+    role.add_argument("address", metavar="ADDRESS", help="the user")
+    role.add_argument("role", metavar="ROLE", choices=ROLES, help=f"one of {', '.join(ROLES)}")
+    role.add_argument(
+        "--domain",
+        dest="domains",
+        action="append",
+        default=[],
+        metavar="DOMAIN",
+        help="a domain a domain-admin manages (repeat for several)",
+    )
+    add_config_option(role)
+    role.set_defaults(handler=set_role)
 
     listing = verbs.add_parser("list", help="list users with their roles")
     listing.add_argument("domain", metavar="DOMAIN", nargs="?", help="only this domain's users")
@@ -206,6 +224,34 @@ def delete_user(args: argparse.Namespace) -> int:
     return run_with_storage(args, work)
 
 
+def set_role(args: argparse.Namespace) -> int:
+    """Replace the user's role; a domain admin needs the domains they manage."""
+    user = address(args.address)
+    domains = [domain_name(d) for d in args.domains]
+
+    async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
+        _require_user(directory, user)
+        for domain in domains:
+            require_domain(directory, domain)
+        wanted = Role(args.role)
+        if wanted is Role.DOMAIN_ADMIN and not domains:
+            raise CommandError("a domain-admin manages some domains: add --domain DOMAIN")
+        if domains and wanted is not Role.DOMAIN_ADMIN:
+            raise CommandError("--domain is only for the domain-admin role")
+        changed = await directory.set_roles(user, [wanted], domains)
+        print(f"{user} is now {_describe_roles(changed)}")
+        return 0
+
+    return run_with_storage(args, work)
+
+
+def _describe_roles(user: User) -> str:
+    roles = ",".join(sorted(role.value for role in user.roles))
+    if user.admin_domains:
+        roles += f" ({', '.join(sorted(user.admin_domains))})"
+    return roles
+
+
 def list_users(args: argparse.Namespace) -> int:
     """Print ``address  role(s)`` for every user (of ``DOMAIN`` when given), sorted."""
     domain = None if args.domain is None else domain_name(args.domain)
@@ -216,8 +262,7 @@ def list_users(args: argparse.Namespace) -> int:
         users = sorted(directory.users(domain), key=lambda u: u.address)
         width = max((len(u.address) for u in users), default=0)
         for user in users:
-            roles = ",".join(sorted(role.value for role in user.roles))
-            print(f"{user.address:<{width}}  {roles}")
+            print(f"{user.address:<{width}}  {_describe_roles(user)}")
         if not users:
             say_note("no users yet; add one: mailserver user add ADDRESS")
         return 0

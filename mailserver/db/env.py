@@ -262,3 +262,44 @@ def migrate(env: lmdb.Environment, dbs: dict[bytes, Any]) -> int:
                 return version
             schema.MIGRATIONS[version](raw, dbs)
             txn.put_json(b"meta", b"schema_version", version + 1)
+
+
+class Snapshot:
+    """Read-only access to an index with no writer thread and no reactor: for look-ups the
+    command line makes before anything else runs (e.g. the roles of ``--as ADDRESS``).
+
+    It never migrates: an index with another schema version is refused with the fix.
+    """
+
+    def __init__(self, env: lmdb.Environment, dbs: dict[bytes, Any]) -> None:
+        self.env = env
+        self.dbs = dbs
+
+    @classmethod
+    def open(cls, path: str, *, map_size: int) -> Snapshot:
+        if not os.path.exists(os.path.join(path, "data.mdb")):
+            raise StoreUnavailable(detail=f"no index at {path}: start the server or add a domain")
+        try:
+            env = lmdb.open(path, map_size=map_size, max_dbs=len(schema.SUBDBS) + 4,
+                            readonly=True)
+            dbs = {name: env.open_db(name, create=False) for name in schema.SUBDBS}
+        except (OSError, lmdb.Error) as e:
+            raise StoreUnavailable(detail=f"cannot read the index at {path}: {e}") from e
+        snapshot = cls(env, dbs)
+        with snapshot.read() as txn:
+            version = int(txn.get_json(b"meta", b"schema_version") or 0)
+        if version != schema.SCHEMA_VERSION:
+            env.close()
+            raise StoreUnavailable(
+                detail=f"index schema {version}, this program uses {schema.SCHEMA_VERSION}: "
+                "run any storage command (e.g. 'mailserver domain list') once to upgrade it"
+            )
+        return snapshot
+
+    @contextmanager
+    def read(self) -> Iterator[Txn]:
+        with self.env.begin(write=False, buffers=True) as raw:
+            yield Txn(raw, self.dbs)
+
+    def close(self) -> None:
+        self.env.close()

@@ -33,6 +33,10 @@ class IUserDirectory(Interface):
     def set_password(address: str, password: str) -> object:
         """Replace the user's password hash. Deferred; NoSuchUser."""
 
+    def set_roles(address: str, roles: object, admin_domains: object = ()) -> object:
+        """Replace the user's roles (and, for a domain admin, the served domains they
+        administer). Deferred[User]; NoSuchUser, NoSuchDomain or InvalidName."""
+
     def remove_user(address: str) -> object:
         """Delete the user. Deferred; NoSuchUser."""
 

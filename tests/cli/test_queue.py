@@ -8,6 +8,7 @@ index again.
 from __future__ import annotations
 
 import os
+import re
 import time
 from dataclasses import replace
 from io import BytesIO
@@ -86,7 +87,8 @@ async def test_list_and_show(cli):
     assert header.split() == "QUEUE ID AGE SIZE SENDER RCPT NEXT LAST REPLY".split()
     assert [row.split()[0] for row in rows] == [due, later, held]
     assert rows[0].split()[3:] == ["<a@example.org>", "1/1", "now"]
-    assert rows[1].split()[3:7] == ["<>", "1/2", "in", "59m59s"]
+    assert rows[1].split()[3:6] == ["<>", "1/2", "in"]
+    assert re.fullmatch(r"59m[0-5]\ds", rows[1].split()[6])  # an hour from a moment ago
     assert "451 4.7.1 greylisted, xxx" in rows[1] and rows[1].endswith("x...")
     assert rows[2].split()[3:] == ["<a@example.org>", "1/1", "held"]
     assert summary == f"3 messages, 1 held, {3 * len(MESSAGE)}B total"

@@ -57,6 +57,27 @@ class DirectoryContract:
         assert directory.get_user("alice@example.org").roles == frozenset({Role.ADMIN})
 
     @pytest_twisted.ensureDeferred
+    async def test_set_roles(self, directory):
+        """Roles are replaced; a domain admin names served domains, and only they do."""
+        await directory.add_user("a@example.org", "pw")
+        user = await directory.set_roles("A@example.org", [Role.DOMAIN_ADMIN], ["Example.org"])
+        assert user.roles == frozenset({Role.DOMAIN_ADMIN})
+        stored = directory.get_user("a@example.org")
+        assert stored.admin_domains == frozenset({"example.org"})
+        assert await directory.check_password("a@example.org", "pw")  # password untouched
+        with pytest.raises(InvalidName):
+            await directory.set_roles("a@example.org", [Role.DOMAIN_ADMIN])
+        with pytest.raises(InvalidName):
+            await directory.set_roles("a@example.org", [Role.ADMIN], ["example.org"])
+        with pytest.raises(NoSuchDomain):
+            await directory.set_roles("a@example.org", [Role.DOMAIN_ADMIN], ["elsewhere.net"])
+        with pytest.raises(NoSuchUser):
+            await directory.set_roles("b@example.org", [Role.ADMIN])
+        await directory.set_roles("a@example.org", [Role.ADMIN])
+        stored = directory.get_user("a@example.org")
+        assert stored.roles == frozenset({Role.ADMIN}) and not stored.admin_domains
+
+    @pytest_twisted.ensureDeferred
     async def test_long_password(self, directory):
         """Pass phrases longer than bcrypt's 72 bytes are checked whole."""
         phrase = "correct horse battery staple " * 5
