@@ -42,7 +42,7 @@ from mailserver.config import Config
 from mailserver.db import Database
 from mailserver.dns import Resolver
 from mailserver.errors import ConfigError
-from mailserver.imap.factory import IMAPFactory, IMAPPolicy
+from mailserver.imap.factory import IMAPFactory, IMAPPolicy, RecentClaims
 from mailserver.pop3.factory import MaildropLocks, POP3Factory, POP3Policy
 from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
 from mailserver.spool.mtasts import MTASTS
@@ -379,18 +379,20 @@ def build(config: Config, reactor: Any) -> MailService:
 def _imap_listeners(config: Config, service: MailService, reactor: Any) -> None:
     """IMAP with STARTTLS (LOGINDISABLED before it) and with implicit TLS."""
     imap = config.imap
+    recent = RecentClaims()  # \Recent is per server (RFC 3501 §2.3.2), not per listener
     if imap.listen:
-        factory = _imap_factory(config, service, reactor, implicit_tls=False)
+        factory = _imap_factory(config, service, reactor, recent, implicit_tls=False)
         service.add_listeners("imap.listen", imap.listen, factory)
     if imap.tls_listen:
-        factory = _imap_factory(config, service, reactor, implicit_tls=True)
+        factory = _imap_factory(config, service, reactor, recent, implicit_tls=True)
         wrapped = TLSMemoryBIOFactory(service.tls, False, factory)
         service.add_listeners("imap.tls_listen", imap.tls_listen, wrapped)
         service.factories.append(factory)
 
 
 def _imap_factory(
-    config: Config, service: MailService, reactor: Any, *, implicit_tls: bool
+    config: Config, service: MailService, reactor: Any, recent: RecentClaims, *,
+    implicit_tls: bool,
 ) -> IMAPFactory:
     """An IMAP listener: the user's account from the portal, logins through the guard."""
     imap = config.imap
@@ -409,7 +411,7 @@ def _imap_factory(
         implicit_tls=implicit_tls,
         offer_starttls=not implicit_tls,
     )
-    return IMAPFactory(portal, policy, service.tls, reactor=reactor)
+    return IMAPFactory(portal, policy, service.tls, reactor=reactor, recent=recent)
 
 
 def _pop3_listeners(config: Config, service: MailService, reactor: Any) -> None:

@@ -4,8 +4,9 @@ Design rule: the factory holds no global state. A session gets its account from 
 (``portal.login(credentials, None, IAccount)``), its limits from :class:`IMAPPolicy` and its
 TLS context from ``tls``. What sessions of one listener share lives here: the connection
 counts, the in-process change notices that wake IDLE sessions at once (deliveries by other
-processes are found by polling, see :mod:`mailserver.imap.commands.idle`), and which UIDs have
-been seen as \\Recent (see :class:`RecentClaims`).
+processes are found by polling, see :mod:`mailserver.imap.commands.idle`). Which UIDs have
+been seen as \\Recent (see :class:`RecentClaims`) is per server, not per listener: pass the
+same claims to every IMAP factory of one process.
 """
 
 from __future__ import annotations
@@ -98,6 +99,7 @@ class IMAPFactory(Factory):
         policy: IMAPPolicy,
         tls: Any = None,
         reactor: IReactorTime | None = None,
+        recent: RecentClaims | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -111,7 +113,8 @@ class IMAPFactory(Factory):
         self.per_ip: Counter[str] = Counter()
         self.shutting_down = False
         self.noisy = False
-        self.recent = RecentClaims()
+        # RFC 3501 §2.3.2: one session, of any listener, is the first to see a message
+        self.recent = RecentClaims() if recent is None else recent
         self._watchers: defaultdict[tuple[str, str], set[Callable[[], None]]] = defaultdict(set)
 
     def buildProtocol(self, addr: Any) -> IMAPServer:

@@ -12,6 +12,7 @@ timeout and a failure shows what the client printed (its protocol trace where it
 from __future__ import annotations
 
 import hashlib
+import imaplib
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -344,5 +345,40 @@ async def test_mutt_reads_and_flags(server, tmp_path):
                             home)
         with ServerView(server) as view:
             assert view.messages("INBOX") == {"first": {"\\Flagged"}, "second": set()}, screen
+
+    await deferToThread(scenario)
+
+
+# --- what the clients showed ----------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_recent_is_per_server_not_per_listener(server):
+    """A message that a read-write SELECT on the STARTTLS port reported as \\Recent is not
+    \\Recent again on the implicit-TLS port (RFC 3501 §2.3.2). offlineimap on one port and
+    imaplib on the other showed it twice while each listener kept its own claims."""
+    await start(server)
+
+    def session(implicit: bool, readonly: bool) -> tuple[list[bytes], list[bytes]]:
+        context = ssl.create_default_context(cafile=str(server_cert(server)))
+        if implicit:
+            client: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+                "127.0.0.1", server.ports["imap.tls_listen"], ssl_context=context, timeout=15)
+        else:
+            client = imaplib.IMAP4("127.0.0.1", server.ports["imap.listen"], timeout=15)
+            client.starttls(ssl_context=context)
+        client.login(USER, PASSWORD)
+        typ, data = client.select("INBOX", readonly=readonly)
+        assert typ == "OK", data
+        recent = client.response("RECENT")[1]
+        flags = client.fetch("1:*", "(FLAGS)")[1] if data != [b"0"] else []
+        client.logout()
+        return recent, flags
+
+    def scenario() -> None:
+        assert session(implicit=True, readonly=True) == ([b"0"], [])  # the first look
+        smtp_send(server, "news")
+        assert session(implicit=False, readonly=False) == ([b"1"], [b"1 (FLAGS (\\Recent))"])
+        assert session(implicit=True, readonly=True) == ([b"0"], [b"1 (FLAGS ())"])
 
     await deferToThread(scenario)
