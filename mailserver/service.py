@@ -42,6 +42,7 @@ from mailserver.config import Config
 from mailserver.db import Database
 from mailserver.dns import Resolver
 from mailserver.errors import ConfigError
+from mailserver.filter.feedback import VerdictFeedback
 from mailserver.imap.factory import IMAPFactory, IMAPPolicy, RecentClaims
 from mailserver.pop3.factory import MaildropLocks, POP3Factory, POP3Policy
 from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
@@ -411,7 +412,9 @@ def _imap_factory(
         implicit_tls=implicit_tls,
         offer_starttls=not implicit_tls,
     )
-    return IMAPFactory(portal, policy, service.tls, reactor=reactor, recent=recent)
+    return IMAPFactory(
+        portal, policy, service.tls, reactor=reactor, recent=recent, feedback=VerdictFeedback()
+    )
 
 
 def _pop3_listeners(config: Config, service: MailService, reactor: Any) -> None:

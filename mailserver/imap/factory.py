@@ -22,6 +22,7 @@ from twisted.internet.protocol import Factory
 
 from mailserver.imap.grammar import DEFAULT_MAX_LINE, DEFAULT_MAX_LITERAL
 from mailserver.imap.server import IMAPServer
+from mailserver.interfaces import IJunkFeedback
 
 __all__ = ["IMAPFactory", "IMAPPolicy", "RecentClaims"]
 
@@ -100,6 +101,7 @@ class IMAPFactory(Factory):
         tls: Any = None,
         reactor: IReactorTime | None = None,
         recent: RecentClaims | None = None,
+        feedback: IJunkFeedback | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -111,6 +113,8 @@ class IMAPFactory(Factory):
         self.reactor = reactor
         self.connections = 0
         self.per_ip: Counter[str] = Counter()
+        #: Where moves into and out of Junk are reported (the spam filter's training hook).
+        self.feedback = feedback
         self.shutting_down = False
         self.noisy = False
         # RFC 3501 §2.3.2: one session, of any listener, is the first to see a message

@@ -2,6 +2,7 @@
 
 from mailserver.interfaces.auth import IUserDirectory
 from mailserver.interfaces.delivery import IDelivery, IDeliveryTarget
+from mailserver.interfaces.filter import IJunkFeedback
 from mailserver.interfaces.spool import ISpool
 from mailserver.interfaces.store import IAccount, IMailbox, IMailStore, IMessage
 
@@ -9,6 +10,7 @@ __all__ = [
     "IAccount",
     "IDelivery",
     "IDeliveryTarget",
+    "IJunkFeedback",
     "IMailStore",
     "IMailbox",
     "IMessage",
