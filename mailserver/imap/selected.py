@@ -12,6 +12,12 @@ before the tagged response, and while idling (RFC 9051 §5.2, §7.4.1, §7.5.1):
   client is using), only after other commands. Until then a message expunged elsewhere keeps
   its number; the store no longer has it, so commands on it answer ``[EXPUNGEISSUED]``.
 
+With CONDSTORE enabled (RFC 7162 §3.1) every FETCH the view sends carries ``MODSEQ``; with
+QRESYNC enabled (§3.2.10) expunges are one ``VANISHED uid-set`` instead of ``EXPUNGE``s, under
+the same rules. :meth:`SelectedMailbox.vanished_earlier` and
+:meth:`SelectedMailbox.changes_since` answer a QRESYNC resynchronisation (SELECT ... QRESYNC,
+UID FETCH ... VANISHED).
+
 Detecting changes is cheap when nothing changed: the folder's (UIDNEXT, EXISTS, HIGHESTMODSEQ)
 are compared with the last ones seen; only when they differ are the new UIDs read, and only
 when the counts do not add up is the whole UID list read again.
@@ -20,7 +26,7 @@ when the counts do not add up is the whole UID list read again.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from mailserver.imap import response
@@ -32,7 +38,7 @@ from mailserver.types import SEEN, SYSTEM_FLAGS, FlagInfo, FolderInfo
 if TYPE_CHECKING:
     from mailserver.imap.factory import RecentClaims
 
-__all__ = ["SYSTEM_FLAG_LIST", "SelectedMailbox"]
+__all__ = ["SYSTEM_FLAG_LIST", "SelectedMailbox", "modseq_value"]
 
 #: RFC 9051 §2.3.2, in the order of the RFC's examples.
 SYSTEM_FLAG_LIST = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
@@ -54,11 +60,16 @@ class SelectedMailbox:
         claims: RecentClaims | None = None,
         recent_key: tuple[str, str, int] | None = None,
         rev1: bool = True,
+        condstore: bool = False,
+        qresync: bool = False,
     ) -> None:
         self.mailbox = mailbox
         self.name: str = mailbox.name
         self.readonly = readonly
         self.rev1 = rev1
+        #: RFC 7162: MODSEQ in every FETCH (CONDSTORE), VANISHED for expunges (QRESYNC).
+        self.condstore = condstore
+        self.qresync = qresync
         self.uids: list[int] = []
         #: UIDs still in the view whose messages the store no longer has.
         self.gone: set[int] = set()
@@ -213,21 +224,67 @@ class SelectedMailbox:
             if number is None:
                 continue
             out += self.new_keywords(change.flags)
-            fetches.append(
-                response.fetch(
-                    number,
-                    [
-                        ("UID", b"%d" % change.uid),
-                        ("FLAGS", self.flags_for(change.uid, change.flags)),
-                    ],
-                )
-            )
+            fetches.append(self._flags_fetch(number, change, self.condstore))
         return out + fetches
+
+    def _flags_fetch(self, number: int, change: FlagInfo, with_modseq: bool) -> bytes:
+        values = [
+            ("UID", b"%d" % change.uid),
+            ("FLAGS", self.flags_for(change.uid, change.flags)),
+        ]
+        if with_modseq:  # RFC 7162 §3.1: UID and MODSEQ in every unsolicited FETCH
+            values.append(("MODSEQ", modseq_value(change.modseq)))
+        return response.fetch(number, values)
+
+    # -- QRESYNC (RFC 7162 §3.2) ------------------------------------------------------------
+
+    def vanished_earlier(self, modseq: int, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """``* VANISHED (EARLIER) uid-set``: the UIDs within ``ranges`` expunged after
+        ``modseq`` (RFC 7162 §3.2.5.1, §3.2.6); nothing when there are none.
+
+        When the store no longer knows that far back (it prunes old expunge records), every
+        UID in ``ranges`` below UIDNEXT that the mailbox does not hold is reported: the client
+        ignores UIDs it never had (§3.2.5.2 full resynchronisation).
+        """
+        expunged = self.mailbox.expunged_since(modseq)
+        found: list[tuple[int, int]] = []
+        if expunged is None:
+            top = self.mailbox.info().uidnext - 1
+            for first, last in ranges:
+                last = min(last, top)
+                start = first
+                for uid in self.mailbox.uids(first, last) if first <= last else ():
+                    if uid > start:
+                        found.append((start, uid - 1))
+                    start = uid + 1
+                if start <= last:
+                    found.append((start, last))
+        else:
+            found = [(uid, uid) for uid in expunged if _within(uid, ranges)]
+        if not found:
+            return []
+        uids = response.uid_set(SequenceSet(tuple(found)))
+        return [response.untagged(b"VANISHED", b"(EARLIER)", uids)]
+
+    def changes_since(self, modseq: int) -> list[bytes]:
+        """``FETCH (UID FLAGS MODSEQ)`` for every message in the view changed after
+        ``modseq`` (RFC 7162 §3.2.5), oldest change first."""
+        out: list[bytes] = []
+        for change in self.mailbox.changed_since(modseq):
+            number = self.seq(change.uid)
+            if number is not None:
+                out.append(self._flags_fetch(number, change, True))
+        return out
 
     def _expunge(self) -> list[bytes]:
         """EXPUNGE responses for the gone messages, highest number first so that each number
         is still valid when the client reads it."""
         out = []
+        if self.qresync:  # RFC 7162 §3.2.10: VANISHED replaces EXPUNGE
+            gone = sorted(self.gone)
+            out.append(response.untagged(b"VANISHED", response.uid_set(gone)))
+            self.uids = [uid for uid in self.uids if uid not in self.gone]
+            self.recent -= self.gone
         for index in range(len(self.uids) - 1, -1, -1):
             uid = self.uids[index]
             if uid in self.gone:
@@ -242,6 +299,15 @@ class SelectedMailbox:
     def expunge_pending(self) -> bool:
         """True when expunges by another session wait to be reported."""
         return bool(self.gone)
+
+
+def modseq_value(modseq: int) -> bytes:
+    """The value of the ``MODSEQ`` fetch item: ``(n)`` (RFC 7162 §3.1.4.1)."""
+    return b"(%d)" % modseq
+
+
+def _within(uid: int, ranges: Sequence[tuple[int, int]]) -> bool:
+    return any(first <= uid <= last for first, last in ranges)
 
 
 def _flag_order(flag: str) -> tuple[int, str]:

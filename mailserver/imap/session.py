@@ -37,10 +37,11 @@ T = TypeVar("T")
 BASE_CAPABILITIES = (
     "IMAP4rev1", "IMAP4rev2", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE", "NAMESPACE",
     "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE", "UTF8=ACCEPT", "ESEARCH",
-    "SEARCHRES", "LIST-EXTENDED", "LIST-STATUS", "BINARY", "STATUS=SIZE",
+    "SEARCHRES", "LIST-EXTENDED", "LIST-STATUS", "BINARY", "STATUS=SIZE", "CONDSTORE",
+    "QRESYNC",
 )  # fmt: skip
-#: ENABLE-able extensions (RFC 5161 §3.1, RFC 9051 §6.3.1, RFC 6855 §3).
-ENABLEABLE = frozenset({"IMAP4REV2", "UTF8=ACCEPT"})
+#: ENABLE-able extensions (RFC 5161 §3.1, RFC 9051 §6.3.1, RFC 6855 §3, RFC 7162 §3.1, §3.2).
+ENABLEABLE = frozenset({"IMAP4REV2", "UTF8=ACCEPT", "CONDSTORE", "QRESYNC"})
 
 
 class State(enum.Enum):
@@ -70,6 +71,8 @@ class Session:
         self.rev2 = False
         #: UTF8=ACCEPT or IMAP4rev2: quoted strings and mailbox names are UTF-8 (RFC 6855).
         self.utf8 = False
+        #: CONDSTORE is on: ENABLEd, or a CONDSTORE-enabling command was seen (RFC 7162 §3.1).
+        self.condstore = False
         self._logout: Callable[[], None] | None = None
 
     # -- capabilities ---------------------------------------------------------------------
@@ -143,6 +146,18 @@ class Session:
         self.selected = None
         if self.state is State.SELECTED:
             self.state = State.AUTHENTICATED
+
+    @property
+    def qresync(self) -> bool:
+        """ENABLE QRESYNC was issued (RFC 7162 §3.2)."""
+        return "QRESYNC" in self.enabled
+
+    def use_condstore(self) -> None:
+        """A CONDSTORE-enabling command (RFC 7162 §3.1): from now on, until the connection
+        closes, every FETCH response carries MODSEQ."""
+        self.condstore = True
+        if self.selected is not None:
+            self.selected.condstore = True
 
     def recent_key(self, name: str, uidvalidity: int) -> tuple[str, str, int]:
         return (self.user, name, uidvalidity)

@@ -7,6 +7,11 @@ read-only mailbox) and then reports the new FLAGS with the message (RFC 9051 §6
 A message that another session expunged keeps its number until the client may be told
 (see :mod:`mailserver.imap.selected`); it is left out and the command ends
 ``NO [EXPUNGEISSUED]`` (RFC 2180 §4.1.2, RFC 5530).
+
+CONDSTORE (RFC 7162 §3.1.4): ``MODSEQ`` is an item, ``(CHANGEDSINCE n)`` keeps only the
+messages changed after ``n`` and adds MODSEQ, and once CONDSTORE is on every FETCH with FLAGS
+carries MODSEQ too. ``UID FETCH ... (CHANGEDSINCE n VANISHED)`` first reports the UIDs of the
+set expunged after ``n`` as ``VANISHED (EARLIER)`` (QRESYNC, §3.2.6).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from mailserver.imap.parse_fetch import (
     FetchItem,
     Section,
 )
+from mailserver.imap.selected import modseq_value
 from mailserver.imap.session import Session
 from mailserver.interfaces import IMessage
 from mailserver.message import mime
@@ -42,7 +48,6 @@ __all__ = ["fetch", "read_messages"]
 #: Messages whose bytes are read in one trip to the thread pool.
 BATCH = 64
 _UNSUPPORTED = {
-    "MODSEQ": "CONDSTORE",
     "EMAILID": "OBJECTID",
     "THREADID": "OBJECTID",
     "SAVEDATE": "SAVEDATE",
@@ -82,17 +87,19 @@ async def fetch(session: Session, command: Command) -> Result:
     assert isinstance(args, Fetch)
     view = session.selected
     assert view is not None
-    if args.changedsince is not None:
-        raise bad("CHANGEDSINCE needs CONDSTORE, which is not supported")
     items = list(args.items)
     for item in items:
         if isinstance(item, FetchAtt) and item.name in _UNSUPPORTED:
             raise bad(f"{item.name} needs {_UNSUPPORTED[item.name]}, which is not supported")
     if args.uid and FetchAtt("UID") not in items:
         items.insert(0, FetchAtt("UID"))  # RFC 9051 §6.4.8
+    pairs = view.resolve(args.sequence, args.uid)
+    vanished: list[bytes] = []
+    if args.changedsince is not None or FetchAtt("MODSEQ") in items:
+        pairs, vanished = _condstore(session, args, pairs)
     messages: list[tuple[int, IMessage]] = []
     missing = False
-    for number, uid in view.resolve(args.sequence, args.uid):
+    for number, uid in pairs:
         try:
             messages.append((number, view.mailbox.message(uid)))
         except NoSuchMessage:
@@ -123,6 +130,9 @@ async def fetch(session: Session, command: Command) -> Result:
                     continue
             refreshed.append((number, message))
         messages = refreshed
+    if session.condstore and FetchAtt("MODSEQ") not in items:
+        if args.changedsince is not None or FetchAtt("FLAGS") in items:
+            items.append(FetchAtt("MODSEQ"))  # RFC 7162 §3.1.4.1, §3.1: with the flags
     want_bytes = any(_needs_bytes(item) for item in items)
     want_structure = any(
         isinstance(item, FetchAtt) and item.name in ("BODYSTRUCTURE", "BODY") for item in items
@@ -152,12 +162,37 @@ async def fetch(session: Session, command: Command) -> Result:
             except UnknownEncoding:
                 raise no("Cannot decode the part's transfer encoding", "UNKNOWN-CTE") from None
             untagged.append(response.fetch(number, values))
+    untagged = vanished + untagged
     if missing and not args.uid:
         # A UID FETCH names UIDs, and an absent one is simply not there (RFC 9051 §6.4.8).
         return Result(
             "NO", "Some of the requested messages no longer exist", b"EXPUNGEISSUED", untagged
         )
     return Result(text=f"{command.name} completed", untagged=untagged)
+
+
+def _condstore(
+    session: Session, args: Fetch, pairs: list[tuple[int, int]]
+) -> tuple[list[tuple[int, int]], list[bytes]]:
+    """Turn CONDSTORE on; with CHANGEDSINCE keep the messages changed since (RFC 7162
+    §3.1.4.1), and with VANISHED report the set's UIDs expunged since (§3.2.6)."""
+    view = session.selected
+    assert view is not None
+    if args.vanished and not session.qresync:
+        raise bad("VANISHED needs ENABLE QRESYNC first")  # RFC 7162 §3.2.6
+    session.use_condstore()
+    since = args.changedsince
+    if since is None:
+        return pairs, []
+    changed = {info.uid for info in view.mailbox.changed_since(since)}
+    pairs = [(number, uid) for number, uid in pairs if uid in changed]
+    if not args.vanished:
+        return pairs, []
+    if args.sequence.saved:
+        ranges = [(uid, uid) for uid in view.saved or ()]
+    else:  # "*" reaches the highest UID ever given, so a vanished last message counts
+        ranges = args.sequence.resolved(max(view.mailbox.info().uidnext - 1, 1))
+    return pairs, view.vanished_earlier(since, ranges)
 
 
 def _render(
@@ -206,6 +241,8 @@ def _attribute(
         return bytes(view.flags_for(info.uid, flags))
     if name == "UID":
         return b"%d" % info.uid
+    if name == "MODSEQ":
+        return modseq_value(info.modseq)
     if name == "INTERNALDATE":
         return response.date_time(info.internaldate)
     if name == "RFC822.SIZE":

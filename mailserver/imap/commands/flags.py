@@ -2,18 +2,24 @@
 
 EXPUNGE responses are never built here: the store removes the messages, and the end-of-command
 synchronisation (:meth:`mailserver.imap.selected.SelectedMailbox.sync`) reports every message
-that left the mailbox, this session's and other sessions' alike, in a safe order.
+that left the mailbox, this session's and other sessions' alike, in a safe order (as
+``VANISHED`` once QRESYNC is enabled).
+
+CONDSTORE (RFC 7162 §3.1.3): ``STORE ... (UNCHANGEDSINCE n)`` leaves alone, atomically, every
+message whose modseq is above ``n`` and names them in ``OK [MODIFIED set]``; once CONDSTORE is
+on, every changed message is reported with its new MODSEQ, even with ``.SILENT``, and
+EXPUNGE ends with ``OK [HIGHESTMODSEQ n]``.
 """
 
 from __future__ import annotations
 
 from mailserver.imap import response
-from mailserver.imap.commands.base import Result, bad, no
+from mailserver.imap.commands.base import Result, no
 from mailserver.imap.grammar import Command
 from mailserver.imap.parse_fetch import Store, UidExpunge
-from mailserver.imap.selected import RECENT, SelectedMailbox
+from mailserver.imap.selected import RECENT, SelectedMailbox, modseq_value
 from mailserver.imap.session import Session
-from mailserver.types import DELETED, FlagMode
+from mailserver.types import DELETED, FlagInfo, FlagMode
 
 __all__ = ["expunge", "store", "uid_expunge"]
 
@@ -32,32 +38,51 @@ async def store(session: Session, command: Command) -> Result:
     ignored."""
     args = command.args
     assert isinstance(args, Store)
-    if args.unchangedsince is not None:
-        raise bad("UNCHANGEDSINCE needs CONDSTORE, which is not supported")
     view = _writable(session)
     pairs = view.resolve(args.sequence, args.uid)
     uids = [uid for _, uid in pairs if uid not in view.gone]
     flags = [flag for flag in args.flags if flag != RECENT]
     untagged = view.new_keywords(flags)
-    current: dict[int, frozenset[str]] = {}
+    current: dict[int, FlagInfo] = {}
+    changed: set[int] = set()
+    refused: set[int] = set()
+    if args.unchangedsince is not None:
+        session.use_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
     if uids:
-        changed = await view.mailbox.store_flags(uids, flags, FlagMode(args.mode))
-        view.reported(changed)
+        mode = FlagMode(args.mode)
+        if args.unchangedsince is None:
+            done = await view.mailbox.store_flags(uids, flags, mode)
+        else:
+            done, left = await view.mailbox.conditional_store(
+                uids, flags, mode, args.unchangedsince
+            )
+            refused = set(left)
+        view.reported(done)
+        changed = {info.uid for info in done}
         if changed:
             session.notify(view.name)
-        current = {info.uid: info.flags for info in view.mailbox.flags(uids[0], uids[-1])}
-    if not args.silent:
-        for number, uid in pairs:
-            if uid not in current:
-                continue
-            values = [("FLAGS", view.flags_for(uid, current[uid]))]
-            if args.uid:
-                values.append(("UID", b"%d" % uid))
-            untagged.append(response.fetch(number, values))
+        current = {info.uid: info for info in view.mailbox.flags(uids[0], uids[-1])}
+    for number, uid in pairs:
+        info = current.get(uid)
+        if info is None or uid in refused:
+            continue
+        # RFC 7162 §3.1.3: with CONDSTORE a changed message is reported even when .SILENT.
+        if args.silent and not (session.condstore and uid in changed):
+            continue
+        values = [] if args.silent else [("FLAGS", view.flags_for(uid, info.flags))]
+        if args.uid:
+            values.append(("UID", b"%d" % uid))
+        if session.condstore:
+            values.append(("MODSEQ", modseq_value(info.modseq)))
+        untagged.append(response.fetch(number, values))
     if not args.uid and any(uid not in current for _, uid in pairs):
         return Result(
             "NO", "Some of the requested messages no longer exist", b"EXPUNGEISSUED", untagged
         )
+    if refused:
+        numbers = [uid if args.uid else number for number, uid in pairs if uid in refused]
+        code = b"MODIFIED " + response.uid_set(numbers)
+        return Result(text="Conditional STORE failed", code=code, untagged=untagged)
     return Result(text=f"{command.name} completed", untagged=untagged)
 
 
@@ -67,7 +92,7 @@ async def expunge(session: Session, command: Command) -> Result:
     removed = await view.mailbox.expunge()
     if removed:
         session.notify(view.name)
-    return Result(text="EXPUNGE completed")
+    return Result(text="EXPUNGE completed", code=_highestmodseq(session, view))
 
 
 async def uid_expunge(session: Session, command: Command) -> Result:
@@ -84,4 +109,12 @@ async def uid_expunge(session: Session, command: Command) -> Result:
         ]
         if targets and await view.mailbox.expunge(targets):
             session.notify(view.name)
-    return Result(text="UID EXPUNGE completed")
+    return Result(text="UID EXPUNGE completed", code=_highestmodseq(session, view))
+
+
+def _highestmodseq(session: Session, view: SelectedMailbox) -> bytes | None:
+    """``[HIGHESTMODSEQ n]`` for the tagged OK of an expunge once CONDSTORE is on (RFC 7162
+    §3.2.7, §3.2.9): read after the expunge, so it never claims more than the client is told."""
+    if not session.condstore:
+        return None
+    return response.code("HIGHESTMODSEQ", view.mailbox.info().highestmodseq)

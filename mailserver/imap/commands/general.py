@@ -51,7 +51,8 @@ def id_(session: Session, command: Command) -> Result:
 def enable(session: Session, command: Command) -> Result:
     """RFC 5161: ``* ENABLED`` lists the extensions this command newly enabled; unknown ones
     are ignored. IMAP4rev2 and UTF8=ACCEPT switch the session to UTF-8 (RFC 9051 §6.3.1,
-    RFC 6855 §3); the server tells the command reader before reading on."""
+    RFC 6855 §3); the server tells the command reader before reading on. CONDSTORE and
+    QRESYNC (which implies CONDSTORE) are RFC 7162's."""
     args = command.args
     assert isinstance(args, parse_session.Enable)
     newly: list[str] = []
@@ -63,7 +64,9 @@ def enable(session: Session, command: Command) -> Result:
                 newly.append(spelled)
     if "IMAP4rev2" in session.enabled:
         session.rev2 = True
-    session.utf8 = bool(session.enabled)
+    session.utf8 = bool(session.enabled & {"IMAP4rev2", "UTF8=ACCEPT"})
+    if session.enabled & {"CONDSTORE", "QRESYNC"}:  # RFC 7162 §3.2: QRESYNC implies it
+        session.use_condstore()
     line = response.untagged(b"ENABLED", *[name.encode("ascii") for name in newly])
     return Result(text="ENABLE completed", untagged=[line])
 

@@ -35,12 +35,15 @@ def select(session: Session, command: Command) -> Result:
 
     A previously selected mailbox is closed first, without expunging, and the client is told
     with ``OK [CLOSED]`` (RFC 9051 §6.3.2); when the new one cannot be selected the session is
-    left in the authenticated state.
+    left in the authenticated state. ``(CONDSTORE)`` enables CONDSTORE (RFC 7162 §3.1.8);
+    ``(QRESYNC (...))`` also reports what changed since the client's modseq (§3.2.5).
     """
     args = command.args
     assert isinstance(args, parse_mailbox.Select)
+    if args.qresync is not None and not session.qresync:
+        raise bad("QRESYNC must be enabled first (ENABLE QRESYNC)")  # RFC 7162 §3.2.5
     if args.condstore or args.qresync is not None:
-        raise bad("CONDSTORE and QRESYNC are not supported")
+        session.use_condstore()
     untagged: list[bytes] = []
     if session.selected is not None:
         session.deselect()
@@ -84,6 +87,14 @@ def select(session: Session, command: Command) -> Result:
         untagged.append(
             response.untagged(b"LIST", b"()", b'"/"', session.mailbox_name(mailbox.name))
         )
+    qresync = args.qresync
+    if qresync is not None and qresync.uidvalidity == info.uidvalidity:
+        # RFC 7162 §3.2.5.1: a different UIDVALIDITY means a plain SELECT (CONDSTORE).
+        known = [(1, info.uidnext - 1)]
+        if qresync.known_uids is not None:
+            known = qresync.known_uids.resolved(info.uidnext - 1)
+        untagged += view.vanished_earlier(qresync.modseq, known)
+        untagged += view.changes_since(qresync.modseq)
     session.select(view)
     code = b"READ-ONLY" if args.readonly else b"READ-WRITE"
     return Result(text=f"{command.name} completed", code=code, untagged=untagged)
@@ -97,6 +108,8 @@ def _open(session: Session, mailbox: IMailbox, readonly: bool) -> SelectedMailbo
         claims=session.factory.recent,
         recent_key=session.recent_key(mailbox.name, info.uidvalidity),
         rev1=not session.rev2,
+        condstore=session.condstore,
+        qresync=session.qresync,
     )
 
 
@@ -209,6 +222,8 @@ def status(session: Session, command: Command) -> Result:
     assert isinstance(args, parse_mailbox.Status)
     assert session.account is not None
     mailbox = session.account.folder(args.mailbox)
+    if "HIGHESTMODSEQ" in args.items:
+        session.use_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
     return Result(text="STATUS completed", untagged=[status_line(session, mailbox, args.items)])
 
 

@@ -8,6 +8,10 @@ by day, internal dates in UTC, Date headers in their own zone.
 
 An IMAP4rev2 client, or any ``SEARCH RETURN (...)``, gets an ESEARCH response; an IMAP4rev1
 client's plain SEARCH gets ``* SEARCH``.
+
+``MODSEQ n`` (RFC 7162 §3.1.5) matches messages whose modseq is at least ``n`` (a per-message
+modseq: the entry name and type are accepted and answered alike) and adds the highest modseq
+of the result, ``(MODSEQ m)`` after ``* SEARCH`` or ``MODSEQ m`` in ESEARCH.
 """
 
 from __future__ import annotations
@@ -64,6 +68,7 @@ class _Candidate:
     number: int
     uid: int
     flags: frozenset[str]
+    modseq: int = 0
     info: MessageInfo | None = None
     data: bytes | None = None
 
@@ -80,8 +85,6 @@ def _keys(key: SearchKey) -> list[SearchKey]:
 
 def _check(keys: list[SearchKey]) -> None:
     for key in keys:
-        if isinstance(key, ModSeqKey):
-            raise bad("MODSEQ needs CONDSTORE, which is not supported")
         if isinstance(key, ObjectId):
             raise bad(f"{key.kind} needs OBJECTID, which is not supported")
         if isinstance(key, SaveDateSupported) or (
@@ -105,11 +108,14 @@ async def search(session: Session, command: Command) -> Result:
         isinstance(k, Header) or (isinstance(k, Contains) and k.field in ("BODY", "TEXT"))
         for k in keys
     )
-    current = {info.uid: info.flags for info in view.mailbox.flags()}
+    by_modseq = any(isinstance(k, ModSeqKey) for k in keys)
+    if by_modseq:
+        session.use_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
+    current = {info.uid: info for info in view.mailbox.flags()}
     candidates: list[_Candidate] = []
     for number, uid in enumerate(view.uids, 1):
         if uid in current:
-            candidate = _Candidate(number, uid, current[uid])
+            candidate = _Candidate(number, uid, current[uid].flags, current[uid].modseq)
             if needs_info or needs_bytes:
                 try:
                     candidate.info = view.mailbox.message(uid).info
@@ -135,18 +141,29 @@ async def search(session: Session, command: Command) -> Result:
         for candidate in batch:
             candidate.data = None
     numbers = [c.uid if args.uid else c.number for c in matched]
-    untagged = _results(session, command.tag, args, numbers, [c.uid for c in matched])
+    modseqs = [c.modseq for c in matched] if by_modseq else None
+    untagged = _results(session, command.tag, args, numbers, [c.uid for c in matched], modseqs)
     code = b"EXPUNGEISSUED" if view.expunge_pending() else None
     return Result(text=f"{command.name} completed", code=code, untagged=untagged)
 
 
 def _results(
-    session: Session, tag: str, args: Search, numbers: list[int], uids: list[int]
+    session: Session,
+    tag: str,
+    args: Search,
+    numbers: list[int],
+    uids: list[int],
+    modseqs: list[int] | None = None,
 ) -> list[bytes]:
+    """The SEARCH or ESEARCH response; ``modseqs`` (those of the matches, for a MODSEQ
+    search) add the highest of them (RFC 7162 §3.1.5; none when nothing matched)."""
     view = session.selected
     assert view is not None
     if args.returns is None and not session.rev2:
-        return [response.untagged(b"SEARCH", *[b"%d" % n for n in numbers])]
+        found = [b"%d" % n for n in numbers]
+        if modseqs:
+            found.append(b"(MODSEQ %d)" % max(modseqs))
+        return [response.untagged(b"SEARCH", *found)]
     options = args.returns or ("ALL",)
     if "SAVE" in options:
         # RFC 5182 §2.1: with MIN and/or MAX only, just those are saved.
@@ -170,6 +187,13 @@ def _results(
         results["ALL"] = numbers
     if "COUNT" in options:
         results["COUNT"] = len(numbers)
+    if modseqs:
+        if set(options) & {"ALL", "COUNT"}:
+            results["MODSEQ"] = max(modseqs)
+        else:  # RFC 7162 §3.1.5 with RFC 4731: the highest of the messages returned
+            results["MODSEQ"] = max(
+                modseqs[numbers.index(results[o])] for o in ("MIN", "MAX") if o in results
+            )
     return [response.esearch(tag, args.uid, results)]
 
 
@@ -225,6 +249,8 @@ class _Matcher:
             if key.uid:
                 return key.sequence.contains(c.uid, self.last_uid)
             return key.sequence.contains(c.number, self.count)
+        if isinstance(key, ModSeqKey):
+            return c.modseq >= key.modseq  # RFC 7162 §3.1.5
         info = c.info
         assert info is not None
         if isinstance(key, SizeKey):
