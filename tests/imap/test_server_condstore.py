@@ -71,8 +71,8 @@ async def test_capabilities_and_enable(imap_server):
 @pytest_twisted.ensureDeferred
 async def test_select_and_status_report_highestmodseq(imap_server):
     """SELECT and EXAMINE answer OK [HIGHESTMODSEQ n] (never NOMODSEQ: every folder has
-    modseqs), with or without (CONDSTORE); STATUS (HIGHESTMODSEQ) gives the same value and
-    follows changes."""
+    modseqs), with or without (CONDSTORE), which turns MODSEQ on in FETCH; STATUS
+    (HIGHESTMODSEQ) gives the same value and follows changes."""
     await deliver(imap_server, 2)
 
     def dialog():
@@ -82,6 +82,10 @@ async def test_select_and_status_report_highestmodseq(imap_server):
             lines = client.command(tag, command)
             assert "* OK [HIGHESTMODSEQ 3] Highest" in lines
             assert not any("NOMODSEQ" in line for line in lines)
+        assert client.command("f", "FETCH 2 (FLAGS)") == [  # (CONDSTORE) enabled it
+            "* 2 FETCH (FLAGS () MODSEQ (3))",
+            "f OK FETCH completed",
+        ]
         client.command("c", "SELECT Archive (CONDSTORE)")
         assert client.command("d", "STATUS INBOX (HIGHESTMODSEQ MESSAGES)") == [
             "* STATUS INBOX (HIGHESTMODSEQ 3 MESSAGES 2)",
