@@ -1,9 +1,10 @@
 """Real IMAP clients against the real server (`twistd mailserver`, issue 6): mail arrives by
 SMTP, then mbsync and offlineimap sync it two ways (flags, deletions, moves between folders
 and a folder created on the client all reach the server, and the server's flag changes and
-moves reach the client's Maildir), curl lists, fetches and searches, and mutt logs in, reads
-and flags a message on a pseudo-terminal. STARTTLS (with LOGINDISABLED before it) and
-implicit TLS are both used, with the server's self-signed certificate as the trust anchor.
+moves reach the client's Maildir), curl lists, fetches and searches, and mutt logs in, reads,
+flags and saves into a new folder on a pseudo-terminal. STARTTLS (with LOGINDISABLED before
+it) and implicit TLS are both used, with the server's self-signed certificate as the trust
+anchor.
 
 Each client skips with the Debian package to install when it is missing; each run has a
 timeout and a failure shows what the client printed (its protocol trace where it has one).
@@ -290,7 +291,7 @@ async def test_curl_lists_fetches_and_searches(server, tmp_path):
 
 def muttrc(home: Path, server: ServerProcess) -> Path:
     """A mutt config: the server's certificate as the only trusted one, TLS forced, no
-    questions asked (no header cache, no confirmations)."""
+    questions asked (no header cache, no confirmations, deletions purged on sync)."""
     config = home / "muttrc"
     config.write_text(f"""\
 set imap_user="{USER}"
@@ -304,6 +305,7 @@ set header_cache=""
 set mbox_type=mbox
 set confirmappend=no
 set confirmcreate=no
+set delete=yes
 set wait_key=no
 set quit=yes
 set move=no
@@ -314,10 +316,11 @@ set mail_check_stats=no
 
 
 @pytest_twisted.ensureDeferred
-async def test_mutt_reads_and_flags(server, tmp_path):
+async def test_mutt_reads_flags_and_saves(server, tmp_path):
     """mutt (on a pseudo-terminal, driven by pushed keys) opens INBOX over implicit TLS and
-    copies every message into an mbox; over STARTTLS it flags the first message and the
-    server stores \\Flagged."""
+    copies every message into an mbox; over STARTTLS it flags the first message and saves
+    the second into a folder that does not exist yet (COPY answered NO [TRYCREATE], CREATE,
+    COPY, \\Deleted and EXPUNGE): the server has the flag, the new folder and the move."""
     mutt = require("mutt")
     await start(server)
     home = tmp_path / "mutt"
@@ -325,26 +328,37 @@ async def test_mutt_reads_and_flags(server, tmp_path):
     config = muttrc(home, server)
     # "localhost" is in the certificate's names; mutt checks the host name
     imaps = f"imaps://localhost:{server.ports['imap.tls_listen']}/INBOX"
-    imap = f"imap://localhost:{server.ports['imap.listen']}/INBOX"
+    imap = f"imap://localhost:{server.ports['imap.listen']}"
     saved = home / "saved.mbox"
+
+    def run_mutt(folder: str, keys: str) -> Run:
+        """One mutt session on ``folder`` typing ``keys``; its debug log (the protocol
+        trace) is added to the output for failure messages."""
+        debug = home / ".muttdebug0"
+        debug.unlink(missing_ok=True)
+        screen = run_in_pty([mutt, "-d", "5", "-n", "-F", str(config), "-f", folder,
+                             "-e", f'push "{keys}"'], home)
+        if debug.exists():
+            screen.output += f"\n--- {debug.name} ---\n{debug.read_text(errors='replace')}"
+        return screen
 
     def scenario() -> None:
         for subject in ("first", "second"):
             smtp_send(server, subject)
-        copy_all = (f'push "<tag-pattern>~A<enter><tag-prefix><copy-message>{saved}<enter>'
-                    '<quit>"')
-        screen = run_in_pty([mutt, "-n", "-F", str(config), "-f", imaps, "-e", copy_all], home)
+        screen = run_mutt(imaps, f"<tag-pattern>~A<enter><tag-prefix><copy-message>{saved}"
+                                 "<enter><quit>")
         assert saved.exists(), screen
         text = saved.read_text()
         assert text.count("\nFrom ") + text.startswith("From ") == 2, screen
         assert "Subject: first" in text and "Subject: second" in text, screen
         assert "Msgs:2" in screen.output, screen
 
-        flag_first = 'push "<first-entry><flag-message><sync-mailbox><quit>"'
-        screen = run_in_pty([mutt, "-n", "-F", str(config), "-f", imap, "-e", flag_first],
-                            home)
+        screen = run_mutt(f"{imap}/INBOX", f"<first-entry><flag-message><last-entry>"
+                                           f"<save-message>{imap}/Kept<enter><sync-mailbox><quit>")
+        assert "NO [TRYCREATE]" in screen.output, screen
         with ServerView(server) as view:
-            assert view.messages("INBOX") == {"first": {"\\Flagged"}, "second": set()}, screen
+            assert view.messages("INBOX") == {"first": {"\\Flagged"}}, screen
+            assert view.messages("Kept") == {"second": set()}, screen
 
     await deferToThread(scenario)
 
