@@ -169,6 +169,18 @@ class StoreConfig:
         True,
         "fsync mail and index before acknowledging; false is UNSAFE (throwaway test setups).",
     )
+    quota_mb: int = _key(
+        0,
+        "Default quota of every account in MiB (RFC 9208 STORAGE), 0 = unlimited; "
+        "'mailserver user quota' sets one account's own.",
+        _between(0, 1 << 30),
+    )
+    quota_messages: int = _key(
+        0,
+        "Default limit on the number of messages of every account (RFC 9208 MESSAGE), "
+        "0 = unlimited.",
+        _between(0, 1 << 40),
+    )
 
 
 @dataclass(frozen=True)

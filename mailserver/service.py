@@ -53,6 +53,7 @@ from mailserver.spool.router import Router
 from mailserver.spool.scheduler import RetryPolicy, Scheduler
 from mailserver.store.local import LocalDeliveryTarget
 from mailserver.store.maildir_store import MaildirStore
+from mailserver.store.quota import QuotaRules
 from mailserver.tls import ServerTLS, ensure_self_signed
 from mailserver.web.health import HealthResource
 
@@ -328,8 +329,17 @@ def open_storage(config: Config, reactor: Any) -> tuple[Database, LmdbDirectory,
         reactor=reactor,
     )
     directory = LmdbDirectory(db, reactor=reactor, bcrypt_cost=config.auth.bcrypt_cost)
+    quota_rules = QuotaRules(  # RFC 9208: [store] defaults, the user's own quota_bytes first
+        default_bytes=config.store.quota_mb * 1024 * 1024,
+        default_messages=config.store.quota_messages,
+        override=lambda address: getattr(directory.get_user(address), "quota_bytes", 0),
+    )
     store = MaildirStore(
-        db, root=os.path.join(data_dir, "mail"), reactor=reactor, fsync=config.store.fsync
+        db,
+        root=os.path.join(data_dir, "mail"),
+        reactor=reactor,
+        fsync=config.store.fsync,
+        quota_rules=quota_rules,
     )
     return db, directory, store
 

@@ -215,6 +215,16 @@ class DirectoryRules:
         return d.addCallback(lambda _: _user_from_json(raw))
 
     @deferred
+    def set_quota(self, address: str, quota_bytes: int) -> Deferred[User]:
+        user = self.get_user(address)
+        if user is None:
+            raise NoSuchUser(f"no user {address}")
+        raw = _user_to_json(user)
+        raw["quota_bytes"] = int(quota_bytes)
+        d = self._apply([("users", user.address, raw)])
+        return d.addCallback(lambda _: _user_from_json(raw))
+
+    @deferred
     def remove_user(self, address: str) -> Deferred[None]:
         user = self.get_user(address)
         if user is None:

@@ -1,4 +1,4 @@
-"""``mailserver user add|passwd|del|list``: mail accounts (directory user + mailbox), and
+"""``mailserver user add|passwd|del|list|role|quota``: mail accounts (directory user + mailbox), and
 their second credentials: ``user app-password add|list|revoke``, ``user totp enable|disable``
 and ``user token issue|list|revoke`` (:mod:`mailserver.auth.credentials`).
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import re
 import sys
 import threading
 import time
@@ -94,6 +95,20 @@ def register(subparsers: Any) -> None:
     )
     add_config_option(role)
     role.set_defaults(handler=set_role)
+
+    limit = verbs.add_parser(
+        "quota",
+        help="set a user's quota (RFC 9208): 500M, 2G, a byte count, default or unlimited",
+        allow_abbrev=False,
+    )
+    limit.add_argument("address", metavar="ADDRESS", help="the user")
+    limit.add_argument(
+        "size",
+        metavar="SIZE",
+        help="bytes, or with K/M/G/T (1024-based); 'default' = [store] quota_mb; 'unlimited'",
+    )
+    add_config_option(limit)
+    limit.set_defaults(handler=set_quota)
 
     listing = verbs.add_parser("list", help="list users with their roles")
     listing.add_argument("domain", metavar="DOMAIN", nargs="?", help="only this domain's users")
@@ -240,6 +255,55 @@ def set_role(args: argparse.Namespace) -> int:
             raise CommandError("--domain is only for the domain-admin role")
         changed = await directory.set_roles(user, [wanted], domains)
         print(f"{user} is now {_describe_roles(changed)}")
+        return 0
+
+    return run_with_storage(args, work)
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_SIZE = re.compile(r"([0-9]+)\s*([KMGT]?)(?:I?B)?")
+
+
+def quota_size(text: str) -> int:
+    """A SIZE argument in bytes: ``500M``, ``2GiB``, ``1048576``; ``default`` is 0 (the
+    configured default applies), ``unlimited`` is -1."""
+    word = text.strip().upper()
+    if word == "DEFAULT":
+        return 0
+    if word == "UNLIMITED":
+        return -1
+    match = _SIZE.fullmatch(word)
+    if match is None or int(match.group(1)) == 0:
+        raise CommandError(
+            f"invalid size {text!r}: give e.g. 500M, 2G, a byte count, default or unlimited"
+        )
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+def _size(size: int) -> str:
+    """``512 B``, ``1.5 KiB``, ``200.0 MiB``, ``2.0 GiB``."""
+    for unit in ("TiB", "GiB", "MiB", "KiB"):
+        scale = _UNITS[unit[0]]
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def set_quota(args: argparse.Namespace) -> int:
+    """Set the user's own quota; show it with the usage the store counts."""
+    user = address(args.address)
+    size = quota_size(args.size)
+
+    async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
+        _require_user(directory, user)
+        await directory.set_quota(user, size)
+        if store.has_account(user):
+            usage = store.account(user).quota()
+            used, limit = _size(usage.used_bytes), usage.limit_bytes
+            shown = "unlimited" if limit is None else _size(limit)
+            print(f"{user}: quota {shown}, using {used} in {usage.used_messages} message(s)")
+        else:
+            print(f"{user}: quota set")
         return 0
 
     return run_with_storage(args, work)

@@ -37,6 +37,10 @@ class IUserDirectory(Interface):
         """Replace the user's roles (and, for a domain admin, the served domains they
         administer). Deferred[User]; NoSuchUser, NoSuchDomain or InvalidName."""
 
+    def set_quota(address: str, quota_bytes: int) -> object:
+        """Set the user's own quota in bytes (RFC 9208 STORAGE): a positive limit, 0 for the
+        configured default, a negative number for none. Deferred[User]; NoSuchUser."""
+
     def remove_user(address: str) -> object:
         """Delete the user. Deferred; NoSuchUser."""
 
