@@ -4,7 +4,7 @@ Design rule: the factory holds no global state. A session gets its account from 
 (``portal.login(credentials, None, IAccount)``), its limits from :class:`POP3Policy` and its
 TLS context from ``tls``. What the sessions of one listener share lives here: the connection
 counts, the maildrop locks (RFC 1939 §8) and the time of each user's last login (RFC 2449
-§6.8 LOGIN-DELAY).
+§6.5 LOGIN-DELAY).
 
 **The maildrop lock is per process.** :class:`MaildropLocks` is a set in memory, so it
 cannot outlive the session that holds it: it is released when the connection is lost, however
@@ -61,7 +61,7 @@ class POP3Policy:
     #: The default of "leave mail on the server": DELE hides a message for the session, and
     #: UPDATE marks it \\Seen instead of expunging it (see :mod:`mailserver.pop3.maildrop`).
     leave_on_server: bool = False
-    #: RFC 2449 §6.8: seconds a user must wait between two logins (0: no delay), enforced
+    #: RFC 2449 §6.5: seconds a user must wait between two logins (0: no delay), enforced
     #: with ``-ERR [LOGIN-DELAY]`` (per process, like the lock).
     login_delay: int = 0
     #: RFC 2449 §6.9: the IMPLEMENTATION capability.
@@ -142,7 +142,7 @@ class POP3Factory(Factory):
         return self.policy.leave_on_server
 
     def login_too_soon(self, user: str) -> bool:
-        """RFC 2449 §8.1.2: ``user`` logged in less than ``login_delay`` seconds ago."""
+        """RFC 2449 §8.1.1: ``user`` logged in less than ``login_delay`` seconds ago."""
         delay = self.policy.login_delay
         last = self.last_login.get(user.lower())
         return delay > 0 and last is not None and self.reactor.seconds() - last < delay

@@ -481,7 +481,7 @@ class POP3Server(Protocol):
             delay = self.policy.login_delay
             return err(f"Wait {delay} seconds between logins", "LOGIN-DELAY")
         if not self.factory.locks.acquire(user):
-            logout()  # RFC 1939 §8, RFC 2449 §8.1.1
+            logout()  # RFC 1939 §8, RFC 2449 §8.1.2
             return err("Maildrop is in use by another POP3 session", "IN-USE")
         self.user, self.account, self._logout, self._locked = user, account, logout, True
         self.factory.logged_in(user)

@@ -1,4 +1,4 @@
-"""The maildrop lock (RFC 1939 §8, RFC 2449 [IN-USE]), LOGIN-DELAY (RFC 2449 §6.8), and the
+"""The maildrop lock (RFC 1939 §8, RFC 2449 [IN-USE]), LOGIN-DELAY (RFC 2449 §6.5), and the
 "leave on server" option with its per-account override."""
 
 from __future__ import annotations
