@@ -369,11 +369,18 @@ def expunged_since(txn: Txn, record: Record, modseq: int) -> list[int] | None:
     tombstones that old were pruned (or predate them), so the answer is unknown."""
     if modseq < record.get("vanished_floor", 0):
         return None
-    fid = record["id"]
-    start = modseq_key(fid, modseq + 1)
-    return sorted(
-        split_modseq_key(key)[2] for key, _ in txn.range(b"vanished", start, None, u32(fid))
-    )
+    prefix = u32(record["id"])
+    cursor = txn.raw.cursor(db=txn.dbs[b"vanished"])
+    if not cursor.set_range(modseq_key(record["id"], modseq + 1)):
+        return []
+    uids = []
+    from_bytes = int.from_bytes
+    for key in cursor.iternext(values=False):  # one cursor walk, UIDs straight from keys
+        if key[:4] != prefix:
+            break
+        uids.append(from_bytes(key[12:16], "big"))
+    uids.sort()
+    return uids
 
 
 def labels(txn: Txn, object_id: str) -> list[tuple[int, int]]:
