@@ -41,8 +41,12 @@ class IMAPPolicy:
     idle_poll: float = 1.0
     #: Non-literal octets of one command (grammar design rule 4).
     max_line: int = DEFAULT_MAX_LINE
-    #: Literal octets of one command: the APPEND size limit (answered NO [TOOBIG]).
+    #: Literal octets of one command: the APPEND size limit (answered NO [TOOBIG]),
+    #: advertised as APPENDLIMIT (RFC 7889).
     max_literal: int = DEFAULT_MAX_LITERAL
+    #: Offer LITERAL+ (non-synchronizing literals of any size up to ``max_literal``); False
+    #: offers LITERAL- instead: ``{n+}`` only up to 4096 octets (RFC 7888 §5).
+    literal_plus: bool = True
     max_connections: int = 500
     max_connections_per_ip: int = 50
     #: BAD commands tolerated before the session is dropped with BYE.

@@ -84,6 +84,7 @@ Args = (
     | parse_mailbox.Status
     | parse_mailbox.Append
     | parse_mailbox.GetQuota
+    | parse_mailbox.SetQuota
     | parse_search.Search
     | parse_fetch.Fetch
     | parse_fetch.Store
@@ -115,6 +116,7 @@ _PARSERS: dict[str, _Parser] = {
     "APPEND": parse_mailbox.parse_append,
     "GETQUOTA": parse_mailbox.parse_getquota,
     "GETQUOTAROOT": parse_mailbox.parse_mailbox_arg,
+    "SETQUOTA": parse_mailbox.parse_setquota,
     "SEARCH": partial(parse_search.parse_search, uid=False),
     "FETCH": partial(parse_fetch.parse_fetch, uid=False),
     "STORE": partial(parse_fetch.parse_store, uid=False),
@@ -170,6 +172,9 @@ class LiteralTooBig:
     size: int
     synchronizing: bool
     name: str = ""
+    #: Within ``max_literal``, but a ``{n+}`` over 4096 octets without LITERAL+ (RFC 7888
+    #: §5): a protocol error rather than a size limit.
+    literal_minus: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -467,11 +472,12 @@ class CommandReader:
             if isinstance(event, Command) and event.name in BARRIERS:
                 self._paused = True
             return
-        too_big = marker.size > self.max_literal - self._literal_octets or (
-            not marker.sync and not self.literal_plus and marker.size > LITERAL_MINUS_MAX
-        )
-        if too_big:
-            event = LiteralTooBig(self._tag, marker.size, marker.sync, self._name)
+        over_limit = marker.size > self.max_literal - self._literal_octets
+        minus = not marker.sync and not self.literal_plus and marker.size > LITERAL_MINUS_MAX
+        if over_limit or minus:
+            event = LiteralTooBig(
+                self._tag, marker.size, marker.sync, self._name, minus and not over_limit
+            )
             if marker.sync:
                 self._finish(events, event)
             else:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from mailserver.imap.scanner import ParseError, Scanner
+from mailserver.imap.scanner import MAX_MODSEQ, ParseError, Scanner
 from mailserver.imap.sequence import SequenceSet
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "QResync",
     "Rename",
     "Select",
+    "SetQuota",
     "Status",
     "parse_append",
     "parse_create",
@@ -35,13 +36,15 @@ __all__ = [
     "parse_mailbox_arg",
     "parse_rename",
     "parse_select",
+    "parse_setquota",
     "parse_status",
 ]
 
-#: RFC 9051 §6.3.11 + RFC 7162 (HIGHESTMODSEQ) + RFC 7889 (APPENDLIMIT) + RFC 8474 (MAILBOXID).
+#: RFC 9051 §6.3.11 + RFC 7162 (HIGHESTMODSEQ) + RFC 7889 (APPENDLIMIT) + RFC 8474 (MAILBOXID)
+#: + RFC 9208 §4.1.4 (DELETED-STORAGE).
 STATUS_ITEMS = frozenset(
     {"MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE", "RECENT",
-     "HIGHESTMODSEQ", "APPENDLIMIT", "MAILBOXID"}
+     "HIGHESTMODSEQ", "APPENDLIMIT", "MAILBOXID", "DELETED-STORAGE"}
 )  # fmt: skip
 #: RFC 6154 §2 / RFC 9051 §7.3.1: the special-use attributes, by upper-cased spelling.
 SPECIAL_USE = {
@@ -155,6 +158,15 @@ class GetQuota:
     root: str
 
 
+@dataclass(frozen=True, slots=True)
+class SetQuota:
+    """``SETQUOTA quota-root (resource limit ...)`` (RFC 9208 §4.1.3); resource names
+    upper-cased, limits as given (STORAGE in units of 1024 octets)."""
+
+    root: str
+    limits: tuple[tuple[str, int], ...]
+
+
 def parse_mailbox_arg(s: Scanner) -> MailboxArg:
     s.space()
     return MailboxArg(s.mailbox())
@@ -163,6 +175,22 @@ def parse_mailbox_arg(s: Scanner) -> MailboxArg:
 def parse_getquota(s: Scanner) -> GetQuota:
     s.space()
     return GetQuota(s.astring_text("quota root"))
+
+
+def parse_setquota(s: Scanner) -> SetQuota:
+    s.space()
+    root = s.astring_text("quota root")
+    s.space()
+
+    def limit() -> tuple[str, int]:
+        name = s.keyword("resource name")
+        s.space()
+        return name, s.number(limit=MAX_MODSEQ, what="resource limit")
+
+    limits = s.parenthesized(limit, empty=True)
+    if len({name for name, _ in limits}) != len(limits):
+        raise ParseError("A resource is given twice")
+    return SetQuota(root, tuple(limits))
 
 
 def parse_rename(s: Scanner) -> Rename:

@@ -41,11 +41,22 @@ from twisted.python.failure import Failure
 
 from mailserver.errors import MailError, NoSuchFolder
 from mailserver.imap import parse_session, response
-from mailserver.imap.commands import append, copy, fetch, flags, general, listing, mailbox, search
+from mailserver.imap.commands import (
+    append,
+    copy,
+    fetch,
+    flags,
+    general,
+    listing,
+    mailbox,
+    quota,
+    search,
+)
 from mailserver.imap.commands.base import Refusal, Result, result_for_error
 from mailserver.imap.commands.idle import Idler
 from mailserver.imap.grammar import (
     BARRIERS,
+    LITERAL_MINUS_MAX,
     BadCommand,
     Command,
     CommandReader,
@@ -100,7 +111,9 @@ class IMAPServer(Protocol):
         self.factory = factory
         self.policy = factory.policy
         self.session = Session(factory)
-        self.reader = CommandReader(self.policy.max_line, self.policy.max_literal)
+        self.reader = CommandReader(
+            self.policy.max_line, self.policy.max_literal, self.policy.literal_plus
+        )
         self.peer = ""
         self.errors = 0
         self._events: deque[Event] = deque()
@@ -221,7 +234,12 @@ class IMAPServer(Protocol):
         if isinstance(event, ContinuationNeeded):
             self.write(response.continuation("Ready"))  # RFC 9051 §7.6
         elif isinstance(event, LiteralTooBig):
-            result = Result("NO", "Literal too big", b"TOOBIG")  # RFC 7888 §4
+            if event.literal_minus:
+                # RFC 7888 §5: a {n+} over 4096 octets breaks LITERAL-, a protocol error.
+                text = f"Non-synchronizing literals over {LITERAL_MINUS_MAX} octets need {{n}}"
+                result = Result("BAD", text, b"TOOBIG")
+            else:
+                result = Result("NO", "Literal too big", b"TOOBIG")  # RFC 7888 §4
             self._send(event.tag, result)
         elif isinstance(event, BadCommand):
             status = "NO" if event.code == "BADCHARSET" else "BAD"
@@ -485,6 +503,9 @@ COMMANDS: dict[str, Entry] = {
     "LIST": Entry(_s(listing.list_), AUTHENTICATED),
     "LSUB": Entry(_s(listing.lsub), AUTHENTICATED),
     "STATUS": Entry(_s(mailbox.status), AUTHENTICATED),
+    "GETQUOTA": Entry(_s(quota.getquota), AUTHENTICATED),
+    "GETQUOTAROOT": Entry(_s(quota.getquotaroot), AUTHENTICATED),
+    "SETQUOTA": Entry(_s(quota.setquota), AUTHENTICATED),
     "APPEND": Entry(_s(append.append), AUTHENTICATED),
     "IDLE": Entry(IMAPServer.do_IDLE, AUTHENTICATED),
     "CHECK": Entry(_s(general.noop), SELECTED),  # IMAP4rev1 only; a NOOP here

@@ -39,6 +39,8 @@ BASE_CAPABILITIES = (
     "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE", "UTF8=ACCEPT", "ESEARCH",
     "SEARCHRES", "LIST-EXTENDED", "LIST-STATUS", "BINARY", "STATUS=SIZE", "CONDSTORE",
     "QRESYNC",
+    "QUOTA", "QUOTA=RES-STORAGE", "QUOTA=RES-MESSAGE", "SAVEDATE", "OBJECTID",
+    "CREATE-SPECIAL-USE",
 )  # fmt: skip
 #: ENABLE-able extensions (RFC 5161 §3.1, RFC 9051 §6.3.1, RFC 6855 §3, RFC 7162 §3.1, §3.2).
 ENABLEABLE = frozenset({"IMAP4REV2", "UTF8=ACCEPT", "CONDSTORE", "QRESYNC"})
@@ -86,6 +88,9 @@ class Session:
 
     def capabilities(self) -> list[str]:
         caps = list(BASE_CAPABILITIES)
+        if not self.policy.literal_plus:  # RFC 7888 §5: {n+} only up to 4096 octets
+            caps[caps.index("LITERAL+")] = "LITERAL-"
+        caps.append(f"APPENDLIMIT={self.policy.max_literal}")  # RFC 7889 §3
         if self.state is State.NOT_AUTHENTICATED:
             if self.tls_offered():
                 caps.append("STARTTLS")

@@ -154,7 +154,10 @@ def test_literal_minus_refuses_large_nonsync_literals_after_reading_them():
     events = CommandReader(literal_plus=False).feed(
         b"A1 APPEND INBOX {4097+}\r\n" + data + b"\r\nA3 NOOP\r\n"
     )
-    assert events == [LiteralTooBig("A1", 4097, False, "APPEND"), Command("A3", "NOOP")]
+    assert events == [
+        LiteralTooBig("A1", 4097, False, "APPEND", literal_minus=True),
+        Command("A3", "NOOP"),
+    ]
 
 
 def test_huge_literal_marker_is_still_a_literal():

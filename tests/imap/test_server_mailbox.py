@@ -3,6 +3,8 @@ both store providers."""
 
 from __future__ import annotations
 
+import re
+
 import pytest_twisted
 
 from tests.imap.conftest import in_thread, message
@@ -15,6 +17,13 @@ DEFAULT_LIST = [
     '* LIST (\\HasNoChildren \\Sent) "/" Sent',
     '* LIST (\\HasNoChildren \\Trash) "/" Trash',
 ]
+
+
+def created(lines: list[str], tag: str) -> bool:
+    """CREATE succeeded and told the new mailbox's MAILBOXID (RFC 8474 §4.1)."""
+    return len(lines) == 1 and bool(
+        re.fullmatch(tag + r" OK \[MAILBOXID \([A-Za-z0-9_-]+\)\] CREATE completed", lines[0])
+    )
 
 
 @pytest_twisted.ensureDeferred
@@ -40,6 +49,7 @@ async def test_select_and_examine_responses(imap_server):
             f"* OK [UIDVALIDITY {info.uidvalidity}] UIDs valid",
             "* OK [UIDNEXT 3] Predicted next UID",
             f"* OK [HIGHESTMODSEQ {info.highestmodseq}] Highest",
+            f"* OK [MAILBOXID ({info.mailbox_id})] Mailbox id",
             "a OK [READ-WRITE] SELECT completed",
         ]
         examine = client.command("b", "EXAMINE INBOX")
@@ -105,7 +115,7 @@ async def test_list_patterns_and_attributes(imap_server):
             '* LIST (\\Noselect) "/" ""',
             "b OK LIST completed",
         ]
-        assert client.command("c", "CREATE Projects/2025/") == ["c OK CREATE completed"]
+        assert created(client.command("c", "CREATE Projects/2025/"), "c")
         assert '* LIST (\\HasChildren) "/" Projects' in client.command("d", 'LIST "" %')
         assert client.command("e", "LIST Projects/ %") == [
             '* LIST (\\HasNoChildren) "/" Projects/2025',
@@ -155,9 +165,9 @@ async def test_create_delete_rename(imap_server):
     def dialog():
         client = imap_server.raw()
         client.login()
-        assert client.command("a", "CREATE Work") == ["a OK CREATE completed"]
+        assert created(client.command("a", "CREATE Work"), "a")
         assert client.command("c", "CREATE Work") == ["c NO [ALREADYEXISTS] Mailbox already exists"]
-        assert client.command("d", "CREATE Work/Sub") == ["d OK CREATE completed"]
+        assert created(client.command("d", "CREATE Work/Sub"), "d")
         assert client.command("e", "DELETE Work") == [
             "e NO [HASCHILDREN] Mailbox has children; delete them first"
         ]
@@ -176,9 +186,9 @@ async def test_create_delete_rename(imap_server):
         assert client.command("l", "CREATE Receipts (USE (\\Archive \\Flagged))") == [
             "l NO [USEATTR] A mailbox has at most one special use here"
         ]
-        assert client.command("m", "CREATE Starred (USE (\\Flagged))") == ["m OK CREATE completed"]
-        assert '* LIST (\\HasNoChildren \\Flagged) "/" Starred' in client.command(
-            "n", 'LIST "" Starred'
+        assert created(client.command("m", "CREATE Receipts (USE (\\Archive))"), "m")
+        assert '* LIST (\\HasNoChildren \\Archive) "/" Receipts' in client.command(
+            "n", 'LIST "" Receipts'
         )
         assert client.command("o", "RENAME INBOX Old") == ["o OK RENAME completed"]
         assert client.command("p", "STATUS Old (MESSAGES UNSEEN SIZE)")[0].startswith(

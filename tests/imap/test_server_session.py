@@ -106,7 +106,7 @@ async def test_wrong_state_and_bad_syntax_get_bad(memory_imap):
         assert client.command("b", "FETCH 1 FLAGS") == ["b BAD Log in first"]
         assert client.command("c", "ENABLE IMAP4rev2") == ["c BAD Log in first"]
         assert client.command("d", "XYZZY") == ["d BAD unknown command"]
-        assert client.command("e", "GETQUOTA x") == ["e BAD GETQUOTA is not supported"]
+        assert client.command("e", "GETQUOTA x") == ["e BAD Log in first"]
         assert client.command("f", "LOGIN onlyone")[-1].startswith("f BAD ")
         client.send("(bad\r\n")
         assert client.text().startswith("* BAD ")
@@ -265,7 +265,7 @@ async def test_enable_id_namespace(memory_imap):
             "c OK ENABLE completed",
         ]
         assert rev2.command("d", "ENABLE IMAP4rev2")[0] == "* ENABLED"
-        assert rev2.command("e", 'CREATE "Ünïcode"')[-1] == "e OK CREATE completed"
+        assert rev2.command("e", 'CREATE "Ünïcode"')[-1].endswith("] CREATE completed")
         assert '* LIST (\\HasNoChildren) "/" "Ünïcode"' in rev2.command("f", 'LIST "" "Ü*"')
         assert '* LIST (\\HasNoChildren) "/" &ANw-n&AO8-code' in rev1.command("g", 'LIST "" *')
         rev1.close()

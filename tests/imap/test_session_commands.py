@@ -56,7 +56,7 @@ def test_command_table_is_complete():
     """Every command family named in issue 6 is known to the parser."""
     assert {"LOGIN", "AUTHENTICATE", "ENABLE", "ID", "SELECT", "EXAMINE", "CREATE", "DELETE",
             "RENAME", "SUBSCRIBE", "UNSUBSCRIBE", "LIST", "LSUB", "STATUS", "APPEND",
-            "GETQUOTA", "GETQUOTAROOT", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
+            "GETQUOTA", "GETQUOTAROOT", "SETQUOTA", "SEARCH", "FETCH", "STORE", "COPY", "MOVE",
             "UID FETCH", "UID STORE", "UID SEARCH", "UID COPY", "UID MOVE",
             "UID EXPUNGE"} | set(NO_ARGS) == COMMANDS  # fmt: skip
 

@@ -47,11 +47,6 @@ __all__ = ["fetch", "read_messages"]
 
 #: Messages whose bytes are read in one trip to the thread pool.
 BATCH = 64
-_UNSUPPORTED = {
-    "EMAILID": "OBJECTID",
-    "THREADID": "OBJECTID",
-    "SAVEDATE": "SAVEDATE",
-}
 _RFC822_BODIES = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT"})
 _HEADER = Section(text="HEADER")
 _TEXT = Section(text="TEXT")
@@ -88,9 +83,6 @@ async def fetch(session: Session, command: Command) -> Result:
     view = session.selected
     assert view is not None
     items = list(args.items)
-    for item in items:
-        if isinstance(item, FetchAtt) and item.name in _UNSUPPORTED:
-            raise bad(f"{item.name} needs {_UNSUPPORTED[item.name]}, which is not supported")
     if args.uid and FetchAtt("UID") not in items:
         items.insert(0, FetchAtt("UID"))  # RFC 9051 §6.4.8
     pairs = view.resolve(args.sequence, args.uid)
@@ -245,6 +237,12 @@ def _attribute(
         return modseq_value(info.modseq)
     if name == "INTERNALDATE":
         return response.date_time(info.internaldate)
+    if name == "SAVEDATE":  # RFC 8514 §4.1; NIL: saved before save dates were recorded
+        return response.date_time(info.savedate) if info.savedate else b"NIL"
+    if name == "EMAILID":  # RFC 8474 §5.1: the store's object id, shared by copies
+        return b"(" + info.object_id.encode("ascii") + b")"
+    if name == "THREADID":  # RFC 8474 §5.2: threads are not computed
+        return b"NIL"
     if name == "RFC822.SIZE":
         return b"%d" % info.size
     if name == "ENVELOPE":

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mailserver.errors import MailError
+from mailserver.errors import MailError, NoSuchMessage
 from mailserver.imap import parse_mailbox, response
 from mailserver.imap.commands.base import Result, bad, no, result_for_error
 from mailserver.imap.grammar import Command
@@ -27,6 +27,8 @@ __all__ = [
     "unsubscribe",
 ]
 
+#: RFC 6154 §2: \All and \Flagged are virtual mailboxes; a folder cannot be one.
+_VIRTUAL = frozenset({SpecialUse.ALL, SpecialUse.FLAGGED})
 _CLOSED = response.untagged_status("OK", "Previous mailbox is now closed", response_code=b"CLOSED")
 
 
@@ -83,6 +85,9 @@ def select(session: Session, command: Command) -> Result:
                 response_code=response.code("HIGHESTMODSEQ", info.highestmodseq),
             )
         )
+    if info.mailbox_id:  # RFC 8474 §4.2
+        code = response.code("MAILBOXID", [info.mailbox_id])
+        untagged.append(response.untagged_status("OK", "Mailbox id", response_code=code))
     if session.rev2:  # RFC 9051 §6.3.2: the mailbox's name as the server spells it
         untagged.append(
             response.untagged(b"LIST", b"()", b'"/"', session.mailbox_name(mailbox.name))
@@ -115,7 +120,9 @@ def _open(session: Session, mailbox: IMailbox, readonly: bool) -> SelectedMailbo
 
 async def create(session: Session, command: Command) -> Result:
     """CREATE, with ``(USE (\\Sent))`` for a special-use folder (RFC 6154 §3). A trailing
-    delimiter only declares the name a parent (RFC 9051 §6.3.4): it is dropped."""
+    delimiter only declares the name a parent (RFC 9051 §6.3.4): it is dropped. The tagged
+    OK carries the new mailbox's MAILBOXID (RFC 8474 §4.1). \\All and \\Flagged name
+    virtual mailboxes, which this server does not keep: refused with USEATTR."""
     args = command.args
     assert isinstance(args, parse_mailbox.Create)
     assert session.account is not None
@@ -129,9 +136,13 @@ async def create(session: Session, command: Command) -> Result:
         try:
             special = SpecialUse(args.special_use[0])
         except ValueError:
-            raise no(f"Unsupported special use {args.special_use[0]}", "USEATTR") from None
-    await session.account.create_folder(name, special)
-    return Result(text="CREATE completed")
+            special = None
+        if special is None or special in _VIRTUAL:
+            raise no(f"Unsupported special use {args.special_use[0]}", "USEATTR")
+    info = await session.account.create_folder(name, special)
+    mailbox_id = getattr(info, "mailbox_id", "")
+    code = response.code("MAILBOXID", [mailbox_id]) if mailbox_id else None
+    return Result(text="CREATE completed", code=code)
 
 
 async def delete(session: Session, command: Command) -> Result:
@@ -208,6 +219,11 @@ def status_line(session: Session, mailbox: IMailbox, items: tuple[str, ...]) -> 
             value = session.policy.max_literal
         elif item == "DELETED":
             value = sum(1 for f in mailbox.flags() if DELETED in f.flags)
+        elif item == "DELETED-STORAGE":  # RFC 9208 §4.1.4, in octets
+            value = _deleted_storage(mailbox)
+        elif item == "MAILBOXID":  # RFC 8474 §4.3
+            values.append(b"MAILBOXID (" + info.mailbox_id.encode("ascii") + b")")
+            continue
         elif item == "RECENT":
             key = session.recent_key(mailbox.name, info.uidvalidity)
             value = session.factory.recent.count(key, list(mailbox.uids()))
@@ -215,6 +231,18 @@ def status_line(session: Session, mailbox: IMailbox, items: tuple[str, ...]) -> 
             raise bad(f"STATUS {item} is not supported")
         values.append(item.encode("ascii") + b" %d" % value)
     return response.untagged(b"STATUS", session.mailbox_name(mailbox.name), response.plist(values))
+
+
+def _deleted_storage(mailbox: IMailbox) -> int:
+    """The octets an EXPUNGE would free: the sizes of the messages flagged \\Deleted."""
+    total = 0
+    for flags in mailbox.flags():
+        if DELETED in flags.flags:
+            try:
+                total += mailbox.message(flags.uid).info.size
+            except NoSuchMessage:  # expunged meanwhile
+                continue
+    return total
 
 
 def status(session: Session, command: Command) -> Result:

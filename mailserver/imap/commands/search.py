@@ -25,7 +25,7 @@ from typing import Any
 
 from mailserver.errors import NoSuchMessage
 from mailserver.imap import response
-from mailserver.imap.commands.base import Result, bad
+from mailserver.imap.commands.base import Result
 from mailserver.imap.commands.fetch import read_messages
 from mailserver.imap.commands.sections import structure_of, texts
 from mailserver.imap.grammar import Command
@@ -83,27 +83,16 @@ def _keys(key: SearchKey) -> list[SearchKey]:
     return [key]
 
 
-def _check(keys: list[SearchKey]) -> None:
-    for key in keys:
-        if isinstance(key, ObjectId):
-            raise bad(f"{key.kind} needs OBJECTID, which is not supported")
-        if isinstance(key, SaveDateSupported) or (
-            isinstance(key, DateKey) and key.field == "saved"
-        ):
-            raise bad("SAVEDATE is not supported")
-
-
 async def search(session: Session, command: Command) -> Result:
     args = command.args
     assert isinstance(args, Search)
     view = session.selected
     assert view is not None
     keys = _keys(args.key)
-    _check(keys)
     saving = args.returns is not None and "SAVE" in args.returns
     if saving:
         view.saved = []  # RFC 5182 §2.1: a failed search saves the empty set
-    needs_info = any(isinstance(k, SizeKey | DateKey | Within | Contains) for k in keys)
+    needs_info = any(isinstance(k, SizeKey | DateKey | Within | Contains | ObjectId) for k in keys)
     needs_bytes = any(
         isinstance(k, Header) or (isinstance(k, Contains) and k.field in ("BODY", "TEXT"))
         for k in keys
@@ -249,17 +238,26 @@ class _Matcher:
             if key.uid:
                 return key.sequence.contains(c.uid, self.last_uid)
             return key.sequence.contains(c.number, self.count)
+        if isinstance(key, SaveDateSupported):
+            return True  # RFC 8514 §4.2: every mailbox here keeps save dates
         if isinstance(key, ModSeqKey):
             return c.modseq >= key.modseq  # RFC 7162 §3.1.5
         info = c.info
         assert info is not None
+        if isinstance(key, ObjectId):  # RFC 8474 §6; no THREADID: threads are not computed
+            return key.kind == "EMAILID" and info.object_id == key.value
         if isinstance(key, SizeKey):
             return info.size > key.size if key.larger else info.size < key.size
         if isinstance(key, Within):
             age = self.now - info.internaldate
             return age >= key.seconds if key.older else age < key.seconds
         if isinstance(key, DateKey):
-            day = _day(info.internaldate) if key.field == "internal" else _sent_day(info)
+            if key.field == "saved":  # RFC 8514 §4.2 (no save date: the internal date)
+                day: dt.date | None = _day(info.savedate or info.internaldate)
+            elif key.field == "internal":
+                day = _day(info.internaldate)
+            else:
+                day = _sent_day(info)
             if day is None:
                 return False
             if key.relation == "before":
