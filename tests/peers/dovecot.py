@@ -61,6 +61,7 @@ from tests.peers.postfix import (
     child_pids,
     free_port,
     pid_alive,
+    process_cpu_seconds,
 )
 
 #: The IMAP system flags a maildir file name carries in its ``:2,`` info, by letter.
@@ -98,11 +99,6 @@ def unavailable_reason(pop3: bool = False) -> str | None:
             except KeyError:
                 return f"the {user!r} user does not exist (dovecot-core not configured)"
     return None
-
-
-def maildir_flag_letters(flags: Iterable[str]) -> str:
-    """The sorted ``:2,`` letters of the system flags in ``flags`` (others are dropped)."""
-    return "".join(sorted(MAILDIR_FLAGS[f] for f in flags if f in MAILDIR_FLAGS))
 
 
 class DovecotInstance:
@@ -162,6 +158,7 @@ class DovecotInstance:
         self._final_log = ""
         self._pid: int | None = None
         self._serial = itertools.count()
+        self._keywords: dict[str, list[str]] = {}
 
     # --- configuration ------------------------------------------------------------------------
 
@@ -277,7 +274,7 @@ class DovecotInstance:
         seconds = int(now)
         vsize = len(data) + data.count(b"\n") - data.count(b"\r\n")
         base = f"{seconds}.M{serial}P{os.getpid()}.dovecot-peer,S={len(data)},W={vsize}"
-        letters = maildir_flag_letters(flags)
+        letters = self._flag_letters(user, maildir, flags)
         if letters:
             target = maildir / "cur" / f"{base}:2,{letters}"
         else:
@@ -289,6 +286,26 @@ class DovecotInstance:
         os.utime(temporary, (now, now))
         os.rename(temporary, target)
         return target
+
+    def _flag_letters(self, user: str, maildir: Path, flags: Iterable[str]) -> str:
+        """The sorted ``:2,`` letters for ``flags``: upper case for system flags, ``a``-``z``
+        for keywords, numbered in the maildir's ``dovecot-keywords`` file (written here, so
+        keywords must be added before Dovecot writes that file itself: fill, then start).
+        ``\\Recent`` is dropped, and so are keywords beyond the 26 a file name can carry."""
+        known = self._keywords.setdefault(user, [])
+        letters = []
+        for flag in flags:
+            if flag in MAILDIR_FLAGS:
+                letters.append(MAILDIR_FLAGS[flag])
+            elif not flag.startswith("\\"):
+                if flag not in known and len(known) < 26:
+                    known.append(flag)
+                    keywords = maildir / "dovecot-keywords"
+                    keywords.write_text("".join(f"{i} {k}\n" for i, k in enumerate(known)))
+                    os.chown(keywords, self.uid, self.gid)
+                if flag in known:
+                    letters.append(chr(ord("a") + known.index(flag)))
+        return "".join(sorted(letters))
 
     # --- life cycle ---------------------------------------------------------------------------
 
@@ -416,12 +433,58 @@ class DovecotInstance:
 
     # --- observation --------------------------------------------------------------------------
 
+    def cpu_seconds(self) -> float:
+        """CPU seconds used by this instance so far: the master (user+system) plus every
+        process it has reaped (the master's cutime+cstime) plus its live descendants (login,
+        imap, auth, ... processes). A process that exits between the /proc reads may be
+        missed or counted twice (at most one process's CPU)."""
+        master = self.master_pid()
+        if master is None:
+            return 0.0
+        others = self.processes()[1:]
+        own = process_cpu_seconds(master, children=True)
+        return own + sum(process_cpu_seconds(pid, children=False) for pid in others)
+
+    def memory_kib(self) -> dict[str, int]:
+        """Memory of the master and every live descendant: ``rss`` and ``pss`` in KiB summed
+        over all processes (RSS counts shared pages once per process, PSS shares them out),
+        and the same restricted to the ``imap`` processes (``imap_rss``, ``imap_pss``) and to
+        the login processes (``login_rss``, ``login_pss``)."""
+        totals = dict.fromkeys(("rss", "pss", "imap_rss", "imap_pss", "login_rss", "login_pss"), 0)
+        for pid in self.processes():
+            usage = process_memory_kib(pid)
+            try:
+                name = Path(f"/proc/{pid}/comm").read_text().strip()
+            except OSError:
+                continue
+            for kind in ("rss", "pss"):
+                totals[kind] += usage[kind]
+                if name == "imap":
+                    totals[f"imap_{kind}"] += usage[kind]
+                elif name.endswith("-login"):
+                    totals[f"login_{kind}"] += usage[kind]
+        return totals
+
     def log_text(self) -> str:
         """Everything Dovecot logged so far (kept in memory after :meth:`stop`)."""
         try:
             return self.log_path.read_text(errors="replace")
         except OSError:
             return self._final_log
+
+
+def process_memory_kib(pid: int) -> dict[str, int]:
+    """``rss`` and ``pss`` of ``pid`` in KiB (``/proc/PID/smaps_rollup``; zeros when gone)."""
+    found = {"rss": 0, "pss": 0}
+    try:
+        lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+    except OSError:
+        return found
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in ("Rss", "Pss"):
+            found[key.lower()] = int(value.split()[0])
+    return found
 
 
 def _is_dovecot(pid: int) -> bool:
