@@ -1,0 +1,263 @@
+"""DKIM (RFC 6376) verification and signing, RSA and Ed25519 (RFC 8463), with dkimpy.
+
+Design rules:
+
+1. DNS never blocks the reactor and never runs in the crypto thread: the key records named
+   by the signatures (``s._domainkey.d``) are looked up first through the shared, cached
+   :class:`mailserver.dns.Resolver`; dkimpy then gets a ``dnsfunc`` that only answers from
+   those results, and the hashing and public-key work runs in the thread pool.
+2. One :class:`~mailserver.msgauth.results.AuthResult` per signature (method ``dkim``), in
+   header order, with ``header.d``, ``header.s``, ``header.a`` and ``header.b`` (the first 8
+   characters of ``b=``, RFC 6008); ``none`` for an unsigned message. Result words
+   (RFC 8601 §2.7.1): a good signature ``pass``; a signature that does not verify (bad body
+   hash, bad b=, key too small) ``fail``; a malformed signature ``neutral``; no usable key
+   record or ``h=`` without From ``permerror`` (RFC 6376 §6.1.1-6.1.2); a DNS failure
+   ``temperror``.
+3. Signing is relaxed/relaxed over the RFC 6376 §5.4.1 recommended fields that the message
+   has, with From signed one extra time (over-signed) so that no second From can be added;
+   one signature per active key of the domain (RSA first, then Ed25519, RFC 8463 §6).
+4. At most :data:`MAX_SIGNATURES` signatures are checked per message; the rest are reported
+   ``neutral``, so a message cannot make us do unbounded DNS and crypto work.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import dkim
+from dkim.util import InvalidTagValueList, parse_tag_value
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.threads import deferToThreadPool
+
+from mailserver.dns import DNSTemporaryError, Resolver
+from mailserver.message.headers import header_length, parse_headers
+from mailserver.msgauth.keys import DKIMKey, KeyStore
+from mailserver.msgauth.results import AuthResult
+
+__all__ = ["MAX_SIGNATURES", "DKIMSigner", "DKIMVerifier", "KeyRecord", "fetch_keys"]
+
+#: Signatures checked per message (RFC 6376 §6.1 lets a verifier limit its work).
+MAX_SIGNATURES = 8
+#: RSA keys shorter than this never verify (RFC 8301 §3.2).
+MIN_RSA_BITS = 1024
+
+
+@dataclass(frozen=True)
+class KeyRecord:
+    """A looked-up key record: the TXT text, or None when absent, or a temporary error."""
+
+    text: str | None
+    temporary: str = ""
+
+
+def key_name(domain: bytes | str, selector: bytes | str) -> str:
+    """``selector._domainkey.domain`` (RFC 6376 §3.6.2.1), lowercased, without the root dot."""
+    if isinstance(domain, bytes):
+        domain = domain.decode("ascii", "replace")
+    if isinstance(selector, bytes):
+        selector = selector.decode("ascii", "replace")
+    return f"{selector}._domainkey.{domain}".lower().rstrip(".")
+
+
+def signature_fields(message: bytes, names: tuple[str, ...]) -> list[dict[bytes, bytes] | None]:
+    """The tag lists of every field called one of ``names`` in the header, in order
+    (None for one that does not parse)."""
+    head = message[: header_length(message)]
+    wanted = {n.lower() for n in names}
+    found: list[dict[bytes, bytes] | None] = []
+    for name, value in parse_headers(head):
+        if name.lower() not in wanted:
+            continue
+        try:
+            found.append(parse_tag_value(value))
+        except InvalidTagValueList:
+            found.append(None)
+    return found
+
+
+def fetch_keys(resolver: Resolver, names: set[str]) -> Deferred[dict[str, KeyRecord]]:
+    """Look up each key record name (TXT, through the resolver's cache)."""
+    ordered = sorted(names)
+
+    def one(name: str) -> Deferred[KeyRecord]:
+        d = resolver.txt(name)
+
+        def found(records: Any) -> KeyRecord:
+            if not records.exists or not records.values:
+                return KeyRecord(None)
+            # RFC 6376 §3.6.2.2: several records give undefined results; take the first
+            # that looks like a key record, else the first.
+            for value in records.values:
+                if "p=" in value:
+                    return KeyRecord(value)
+            return KeyRecord(records.values[0])
+
+        def failed(failure: Any) -> KeyRecord:
+            failure.trap(DNSTemporaryError)
+            return KeyRecord(None, temporary=str(failure.value))
+
+        return d.addCallbacks(found, failed)
+
+    gathered = gatherResults([one(name) for name in ordered], consumeErrors=True)
+    return gathered.addCallback(lambda records: dict(zip(ordered, records)))
+
+
+def _dnsfunc(keys: Mapping[str, KeyRecord]) -> Any:
+    """A dkimpy ``dnsfunc`` answering only from ``keys`` (already looked up)."""
+
+    def lookup(name: bytes, timeout: float = 5) -> bytes | None:
+        record = keys.get(name.decode("ascii", "replace").lower().rstrip("."))
+        if record is None or record.text is None:
+            return None
+        return record.text.encode("utf-8")
+
+    return lookup
+
+
+def _text(value: bytes | None) -> str:
+    return (value or b"").decode("ascii", "replace")
+
+
+def _properties(sig: Mapping[bytes, bytes]) -> tuple[tuple[str, str], ...]:
+    b = re.sub(rb"\s+", b"", sig.get(b"b", b""))
+    props = [
+        ("header.d", _text(sig.get(b"d")).lower()),
+        ("header.s", _text(sig.get(b"s"))),
+        ("header.a", _text(sig.get(b"a"))),
+        ("header.b", _text(b[:8])),
+    ]
+    return tuple((k, v) for k, v in props if v)
+
+
+class DKIMVerifier:
+    """Checks every DKIM-Signature of a message (RFC 6376 §6)."""
+
+    def __init__(
+        self, resolver: Resolver, reactor: Any, *, threadpool: Any = None
+    ) -> None:
+        self.resolver = resolver
+        self.reactor = reactor
+        self.threadpool = threadpool
+
+    def verify(self, message: bytes) -> Deferred[list[AuthResult]]:
+        """One AuthResult per signature (``[none]`` when unsigned); never fails."""
+        sigs = signature_fields(message, ("DKIM-Signature",))
+        if not sigs:
+            return succeed([AuthResult("dkim", "none")])
+        names = {
+            key_name(sig[b"d"], sig[b"s"])
+            for sig in sigs[:MAX_SIGNATURES]
+            if sig is not None and b"d" in sig and b"s" in sig
+        }
+        fetching = fetch_keys(self.resolver, names)
+        pool = self.threadpool or self.reactor.getThreadPool()
+        fetching.addCallback(
+            lambda keys: deferToThreadPool(
+                self.reactor, pool, verify_blocking, message, keys, len(sigs)
+            )
+        )
+        return fetching
+
+
+def verify_blocking(
+    message: bytes, keys: Mapping[str, KeyRecord], count: int
+) -> list[AuthResult]:
+    """Blocking: check ``count`` signatures with the looked-up ``keys``."""
+    try:
+        verifier = dkim.DKIM(message, minkey=MIN_RSA_BITS, logger=_QUIET)
+    except dkim.DKIMException as error:
+        return [AuthResult("dkim", "neutral", reason=f"unparsable message: {error}")] * count
+    results = []
+    for index in range(count):
+        if index >= MAX_SIGNATURES:
+            results.append(AuthResult("dkim", "neutral", reason="too many signatures"))
+            continue
+        results.append(_verify_one(verifier, index, keys))
+    return results
+
+
+def _verify_one(verifier: Any, index: int, keys: Mapping[str, KeyRecord]) -> AuthResult:
+    try:
+        prep = verifier.verify_headerprep(index)
+    except dkim.DKIMException as error:
+        sig = getattr(verifier, "signature_fields", None) or {}
+        return AuthResult("dkim", "neutral", _properties(sig), f"bad signature: {error}")
+    if not prep:
+        return AuthResult("dkim", "neutral", reason="signature field not found")
+    sig, include, _ = prep
+    props = _properties(sig)
+    if b"from" not in include:
+        # RFC 6376 §6.1.1: h= without From is a PERMFAIL.
+        return AuthResult("dkim", "permerror", props, "From not signed")
+    record = keys.get(key_name(sig[b"d"], sig[b"s"]))
+    if record is None or record.temporary:
+        why = record.temporary if record else "key not looked up"
+        return AuthResult("dkim", "temperror", props, f"key lookup: {why}")
+    if record.text is None:
+        return AuthResult("dkim", "permerror", props, "no key record")  # §6.1.2
+    try:
+        _, _, ktag, _ = dkim.evaluate_pk(key_name(sig[b"d"], sig[b"s"]), record.text)
+    except dkim.DKIMException as error:
+        return AuthResult("dkim", "permerror", props, f"bad key record: {error}")
+    if ktag is None or (ktag == b"rsa") != sig[b"a"].startswith(b"rsa-"):
+        return AuthResult("dkim", "permerror", props, "key type does not match a=")
+    try:
+        good = verifier.verify(index, dnsfunc=_dnsfunc(keys))
+    except dkim.KeyFormatError as error:
+        return AuthResult("dkim", "fail", props, str(error))
+    except dkim.DKIMException as error:
+        return AuthResult("dkim", "fail", props, str(error).split(" (")[0])
+    if good:
+        return AuthResult("dkim", "pass", props)
+    return AuthResult("dkim", "fail", props, "signature did not verify")
+
+
+class _Quiet:
+    """dkimpy logs verification failures as errors; we report them in the results."""
+
+    def debug(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    info = warning = error = debug
+
+
+_QUIET = _Quiet()
+
+
+class DKIMSigner:
+    """Signs mail of domains that have active keys in a :class:`KeyStore`."""
+
+    def __init__(self, keys: KeyStore) -> None:
+        self.keys = keys
+
+    def sign(self, message: bytes, domain: str) -> bytes:
+        """Blocking: the DKIM-Signature field(s) to prepend to ``message`` (CRLF line ends),
+        empty when ``domain`` has no active key."""
+        try:
+            active = self.keys.active(domain)
+        except Exception:  # a bad domain name signs nothing
+            return b""
+        return b"".join(sign_with(key, message) for key in active)
+
+
+def sign_with(key: DKIMKey, message: bytes) -> bytes:
+    """One relaxed/relaxed DKIM-Signature field made with ``key``."""
+    signer = dkim.DKIM(message, logger=_QUIET, linesep=b"\r\n")
+    signer.frozen_sign = {b"from"}  # over-sign From (RFC 6376 §8.15)
+    headers = signer.default_sign_headers()
+    if b"from" not in (h.lower() for h in headers):
+        headers = [*headers, b"from"]  # sign the absence of From, at least
+    field: bytes = signer.sign(
+        key.dns_selector.encode("ascii"),
+        key.domain.encode("ascii"),
+        key.private_for_dkimpy(),
+        signature_algorithm=key.signature_algorithm.encode("ascii"),
+        canonicalize=(b"relaxed", b"relaxed"),
+        include_headers=headers,
+    )
+    if not field.endswith(b"\r\n"):
+        field += b"\r\n"
+    return field
