@@ -465,7 +465,20 @@ def _pop3_factory(
         login_delay=pop3.login_delay,
         implementation=f"mailserver-{__version__}",
     )
-    return POP3Factory(portal, policy, service.tls, reactor=reactor, locks=locks)
+    directory = service.directory
+
+    def account_setting(user: str) -> bool | None:
+        record = directory.get_user(user)  # an LMDB read: fine on the reactor
+        return None if record is None else record.pop3_leave_on_server
+
+    return POP3Factory(
+        portal,
+        policy,
+        service.tls,
+        reactor=reactor,
+        locks=locks,
+        account_leave_on_server=account_setting,
+    )
 
 
 def _security(config: Config, service: MailService, reactor: Any) -> None:

@@ -175,6 +175,8 @@ class User:
     quota_bytes: int = 0
     display_name: str = ""
     admin_domains: frozenset[str] = frozenset()
+    #: POP3 "leave mail on the server" for this account; None: the [pop3] default.
+    pop3_leave_on_server: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,6 +75,7 @@ def _user_to_json(user: User) -> dict[str, Any]:
         "quota_bytes": user.quota_bytes,
         "display_name": user.display_name,
         "admin_domains": sorted(user.admin_domains),
+        "pop3_leave_on_server": user.pop3_leave_on_server,
     }
 
 
@@ -87,6 +88,7 @@ def _user_from_json(raw: dict[str, Any]) -> User:
         quota_bytes=raw.get("quota_bytes", 0),
         display_name=raw.get("display_name", ""),
         admin_domains=frozenset(raw.get("admin_domains", ())),
+        pop3_leave_on_server=raw.get("pop3_leave_on_server"),
     )
 
 
@@ -221,6 +223,16 @@ class DirectoryRules:
             raise NoSuchUser(f"no user {address}")
         raw = _user_to_json(user)
         raw["quota_bytes"] = int(quota_bytes)
+        d = self._apply([("users", user.address, raw)])
+        return d.addCallback(lambda _: _user_from_json(raw))
+
+    @deferred
+    def set_pop3_leave_on_server(self, address: str, leave: bool | None) -> Deferred[User]:
+        user = self.get_user(address)
+        if user is None:
+            raise NoSuchUser(f"no user {address}")
+        raw = _user_to_json(user)
+        raw["pop3_leave_on_server"] = None if leave is None else bool(leave)
         d = self._apply([("users", user.address, raw)])
         return d.addCallback(lambda _: _user_from_json(raw))
 

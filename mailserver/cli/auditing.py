@@ -27,6 +27,7 @@ AUDITED: dict[str, str] = {
     "mailserver.cli.user.delete_user": audit.ADMIN_ACTION,
     "mailserver.cli.user.set_role": audit.ADMIN_ACTION,
     "mailserver.cli.user.set_quota": audit.ADMIN_ACTION,
+    "mailserver.cli.user.set_pop3": audit.ADMIN_ACTION,
     "mailserver.cli.user.change_password": audit.PASSWORD_CHANGED,
     "mailserver.cli.user.add_app_password": audit.APP_PASSWORD_ADDED,
     "mailserver.cli.user.revoke_app_password": audit.APP_PASSWORD_REVOKED,

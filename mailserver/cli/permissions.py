@@ -55,6 +55,7 @@ RULES: dict[str, Rule | None] = {
     "mailserver.cli.user.delete_user": _USERS,
     "mailserver.cli.user.set_role": _ADMIN,
     "mailserver.cli.user.set_quota": _USERS,  # users cannot raise their own (RFC 9208 §4.1.3)
+    "mailserver.cli.user.set_pop3": _OWN,  # a preference over one's own mail
     "mailserver.cli.user.list_users": Rule((Action.MANAGE_USERS,), "domain"),
     "mailserver.cli.user.change_password": _OWN,
     "mailserver.cli.user.add_app_password": _OWN,

@@ -1,6 +1,6 @@
-"""``mailserver user add|passwd|del|list|role|quota``: mail accounts (directory user + mailbox), and
-their second credentials: ``user app-password add|list|revoke``, ``user totp enable|disable``
-and ``user token issue|list|revoke`` (:mod:`mailserver.auth.credentials`).
+"""``mailserver user add|passwd|del|list|role|quota|pop3``: mail accounts (directory user +
+mailbox), and their second credentials: ``user app-password add|list|revoke``, ``user totp
+enable|disable`` and ``user token issue|list|revoke`` (:mod:`mailserver.auth.credentials`).
 
 Passwords are never taken from the command line (it shows in ``ps`` and shell history):
 they are asked for twice on the terminal, or read as one line from stdin with
@@ -109,6 +109,21 @@ def register(subparsers: Any) -> None:
     )
     add_config_option(limit)
     limit.set_defaults(handler=set_quota)
+
+    pop3 = verbs.add_parser(
+        "pop3",
+        help="what POP3 deletions do for a user: keep (leave on server), delete or default",
+        allow_abbrev=False,
+    )
+    pop3.add_argument("address", metavar="ADDRESS", help="the user")
+    pop3.add_argument(
+        "mode",
+        choices=("keep", "delete", "default"),
+        help="keep: DELE only hides mail (QUIT marks it \\Seen); delete: QUIT removes it;"
+        " default: [pop3] leave_on_server",
+    )
+    add_config_option(pop3)
+    pop3.set_defaults(handler=set_pop3)
 
     listing = verbs.add_parser("list", help="list users with their roles")
     listing.add_argument("domain", metavar="DOMAIN", nargs="?", help="only this domain's users")
@@ -304,6 +319,23 @@ def set_quota(args: argparse.Namespace) -> int:
             print(f"{user}: quota {shown}, using {used} in {usage.used_messages} message(s)")
         else:
             print(f"{user}: quota set")
+        return 0
+
+    return run_with_storage(args, work)
+
+
+def set_pop3(args: argparse.Namespace) -> int:
+    """Set what a POP3 client's deletions do for the user (see mailserver.pop3.maildrop)."""
+    user = address(args.address)
+    leave = {"keep": True, "delete": False, "default": None}[args.mode]
+
+    async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
+        _require_user(directory, user)
+        await directory.set_pop3_leave_on_server(user, leave)
+        effective = config.pop3.leave_on_server if leave is None else leave
+        what = "kept on the server" if effective else "deleted at QUIT"
+        source = "the [pop3] default" if leave is None else "this account's setting"
+        print(f"{user}: mail a POP3 client deletes is {what} ({source})")
         return 0
 
     return run_with_storage(args, work)

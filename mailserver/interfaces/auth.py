@@ -41,6 +41,11 @@ class IUserDirectory(Interface):
         """Set the user's own quota in bytes (RFC 9208 STORAGE): a positive limit, 0 for the
         configured default, a negative number for none. Deferred[User]; NoSuchUser."""
 
+    def set_pop3_leave_on_server(address: str, leave: object) -> object:
+        """Set the user's POP3 "leave mail on the server" choice: True keeps what a POP3
+        client deletes, False deletes it, None follows the [pop3] default. Deferred[User];
+        NoSuchUser."""
+
     def remove_user(address: str) -> object:
         """Delete the user. Deferred; NoSuchUser."""
 

@@ -78,6 +78,23 @@ class DirectoryContract:
         assert stored.roles == frozenset({Role.ADMIN}) and not stored.admin_domains
 
     @pytest_twisted.ensureDeferred
+    async def test_pop3_leave_on_server(self, directory):
+        """A user's POP3 "leave on server" choice is None until set, then True, False or
+        None again; the rest of the record is untouched."""
+        await directory.add_user("a@example.org", "pw")
+        assert directory.get_user("a@example.org").pop3_leave_on_server is None
+        user = await directory.set_pop3_leave_on_server("A@example.org", True)
+        assert user.pop3_leave_on_server is True
+        assert directory.get_user("a@example.org").pop3_leave_on_server is True
+        await directory.set_pop3_leave_on_server("a@example.org", False)
+        assert directory.get_user("a@example.org").pop3_leave_on_server is False
+        await directory.set_pop3_leave_on_server("a@example.org", None)
+        assert directory.get_user("a@example.org").pop3_leave_on_server is None
+        assert await directory.check_password("a@example.org", "pw")
+        with pytest.raises(NoSuchUser):
+            await directory.set_pop3_leave_on_server("b@example.org", True)
+
+    @pytest_twisted.ensureDeferred
     async def test_long_password(self, directory):
         """Pass phrases longer than bcrypt's 72 bytes are checked whole."""
         phrase = "correct horse battery staple " * 5

@@ -14,6 +14,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
+from tests.conftest import Storage
 from tests.e2e.conftest import ServerProcess
 from tests.e2e.mail import PASSWORD, inbox_messages, insecure_context, provision
 
@@ -144,3 +145,42 @@ async def test_in_use_dropped_session_and_quit(server):
         third.quit()
 
     await deferToThread(scenario)
+
+
+@pytest_twisted.ensureDeferred
+async def test_account_setting_leave_on_server(server):
+    """An account set to "keep" (``mailserver user pop3 ADDRESS keep`` stores it in the
+    user's directory record) keeps what a POP3 client deletes; another account follows the
+    [pop3] default and loses it."""
+    data_dir = Path(server.data_dir)
+    await provision(data_dir, "example.org", users=("alice", "bob"))
+    storage = Storage(data_dir, fsync=True)
+    try:
+        await storage.directory.set_pop3_leave_on_server(USER, True)
+    finally:
+        await storage.aclose()
+    await deferToThread(server.start)
+
+    def scenario() -> tuple[int, int]:
+        counts = []
+        for user in (USER, "bob@example.org"):
+            message = f"From: carol@example.net\r\nTo: {user}\r\nSubject: s\r\n\r\nBody.\r\n"
+            with smtplib.SMTP("127.0.0.1", server.ports["smtp.listen"], timeout=10) as smtp:
+                smtp.sendmail("carol@example.net", [user], message.encode())
+            for _ in range(2):  # delete in the first session, count in the second
+                client = poplib.POP3_SSL(
+                    "127.0.0.1",
+                    server.ports["pop3.tls_listen"],
+                    context=insecure_context(),
+                    timeout=10,
+                )
+                client.user(user)
+                client.pass_(PASSWORD)
+                count = client.stat()[0]
+                if count:
+                    client.dele(1)
+                client.quit()
+            counts.append(count)
+        return counts[0], counts[1]
+
+    assert await deferToThread(scenario) == (1, 0)
