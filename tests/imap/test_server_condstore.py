@@ -374,12 +374,18 @@ async def test_uid_fetch_vanished(imap_server):
 @pytest_twisted.ensureDeferred
 async def test_expunges_are_vanished_after_enable_qresync(imap_server):
     """After ENABLE QRESYNC expunges are reported as VANISHED uid-set, never EXPUNGE, both
-    this session's and another's, and EXPUNGE ends with OK [HIGHESTMODSEQ n]; MOVE too."""
+    this session's and another's, and EXPUNGE ends with OK [HIGHESTMODSEQ n]; MOVE too.
+    Every FETCH response carries UID (and MODSEQ with the flags), even for STORE and FETCH
+    by sequence number."""
     await deliver(imap_server, 5)
     a = await session(imap_server, "ENABLE QRESYNC", "SELECT INBOX")
 
     def dialog():
-        a.command("a", "STORE 1,3 +FLAGS.SILENT (\\Deleted)")
+        assert a.command("a", "STORE 1,3 +FLAGS.SILENT (\\Deleted)") == [
+            "* 1 FETCH (UID 1 MODSEQ (7))",  # with QRESYNC every FETCH has UID and MODSEQ
+            "* 3 FETCH (UID 3 MODSEQ (7))",
+            "a OK STORE completed",
+        ]
         assert a.command("b", "EXPUNGE") == [
             "* VANISHED 1,3",
             "b OK [HIGHESTMODSEQ 8] EXPUNGE completed",
@@ -396,6 +402,10 @@ async def test_expunges_are_vanished_after_enable_qresync(imap_server):
             "c NO [EXPUNGEISSUED] Some of the requested messages no longer exist",
         ]
         assert a.command("d", "NOOP") == ["* VANISHED 5", "d OK NOOP completed"]
+        assert a.command("d2", "FETCH 2 (FLAGS)") == [
+            "* 2 FETCH (UID 4 FLAGS () MODSEQ (5))",
+            "d2 OK FETCH completed",
+        ]
         lines = a.command("e", "UID MOVE 2 Archive")
         assert lines[1:] == ["* VANISHED 2", "e OK UID MOVE completed"]
         a.command("f", "UID STORE 4 +FLAGS.SILENT (\\Deleted)")

@@ -83,8 +83,8 @@ async def fetch(session: Session, command: Command) -> Result:
     view = session.selected
     assert view is not None
     items = list(args.items)
-    if args.uid and FetchAtt("UID") not in items:
-        items.insert(0, FetchAtt("UID"))  # RFC 9051 §6.4.8
+    if (args.uid or session.qresync) and FetchAtt("UID") not in items:
+        items.insert(0, FetchAtt("UID"))  # RFC 9051 §6.4.8; RFC 7162 §3.2.3 with QRESYNC
     pairs = view.resolve(args.sequence, args.uid)
     vanished: list[bytes] = []
     if args.changedsince is not None or FetchAtt("MODSEQ") in items:

@@ -70,7 +70,7 @@ async def store(session: Session, command: Command) -> Result:
         if args.silent and not (session.condstore and uid in changed):
             continue
         values = [] if args.silent else [("FLAGS", view.flags_for(uid, info.flags))]
-        if args.uid:
+        if args.uid or session.qresync:  # RFC 7162 §3.2.3: UID in every FETCH with QRESYNC
             values.append(("UID", b"%d" % uid))
         if session.condstore:
             values.append(("MODSEQ", modseq_value(info.modseq)))
