@@ -266,13 +266,14 @@ class SelectedMailbox:
         uids = response.uid_set(SequenceSet(tuple(found)))
         return [response.untagged(b"VANISHED", b"(EARLIER)", uids)]
 
-    def changes_since(self, modseq: int) -> list[bytes]:
-        """``FETCH (UID FLAGS MODSEQ)`` for every message in the view changed after
-        ``modseq`` (RFC 7162 §3.2.5), oldest change first."""
+    def changes_since(self, modseq: int, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+        """``FETCH (UID FLAGS MODSEQ)`` for every message in the view and in the UID
+        ``ranges`` (the client's known UIDs) changed after ``modseq`` (RFC 7162 §3.2.5),
+        oldest change first."""
         out: list[bytes] = []
         for change in self.mailbox.changed_since(modseq):
             number = self.seq(change.uid)
-            if number is not None:
+            if number is not None and _within(change.uid, ranges):
                 out.append(self._flags_fetch(number, change, True))
         return out
 

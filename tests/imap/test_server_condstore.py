@@ -286,7 +286,8 @@ async def test_imaplib_condstore(imap_server):
 async def test_select_qresync_reports_vanished_and_changes(imap_server):
     """SELECT ... (QRESYNC (uidvalidity modseq)) needs ENABLE QRESYNC (else BAD); it reports
     the UIDs expunged since as VANISHED (EARLIER) and the messages changed since as FETCH
-    (UID FLAGS MODSEQ); known UIDs limit VANISHED; another UIDVALIDITY gets a plain SELECT;
+    (UID FLAGS MODSEQ); known UIDs limit both, as in Dovecot; another UIDVALIDITY gets a
+    plain SELECT;
     the mailbox it replaces is closed with OK [CLOSED]."""
     await deliver(imap_server, 5)
 
@@ -324,6 +325,10 @@ async def test_select_qresync_reports_vanished_and_changes(imap_server):
         assert not any("VANISHED" in line for line in lines)
         lines = client.command("g", f"SELECT INBOX (QRESYNC ({valid} 1 3:5 (1:3 1,3,5)))")
         assert "* VANISHED (EARLIER) 4" in lines
+        assert [line for line in lines if "FETCH" in line] == [  # not UID 1: not known
+            "* 2 FETCH (UID 3 FLAGS () MODSEQ (4))",
+            "* 3 FETCH (UID 5 FLAGS () MODSEQ (6))",
+        ]
         lines = client.command("h", f"SELECT INBOX (QRESYNC ({valid + 1} 1))")
         assert not any("VANISHED" in line or "FETCH" in line for line in lines)
         assert "* 3 EXISTS" in lines

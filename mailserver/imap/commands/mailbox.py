@@ -99,7 +99,7 @@ def select(session: Session, command: Command) -> Result:
         if qresync.known_uids is not None:
             known = qresync.known_uids.resolved(info.uidnext - 1)
         untagged += view.vanished_earlier(qresync.modseq, known)
-        untagged += view.changes_since(qresync.modseq)
+        untagged += view.changes_since(qresync.modseq, known)
     session.select(view)
     code = b"READ-ONLY" if args.readonly else b"READ-WRITE"
     return Result(text=f"{command.name} completed", code=code, untagged=untagged)
