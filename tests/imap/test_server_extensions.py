@@ -10,6 +10,8 @@ import time
 
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailserver.store.quota import QuotaRules
 from mailserver.testing import MemoryDirectory, MemoryStore
@@ -550,3 +552,29 @@ def test_setquota_and_status_items_parse():
     assert args("A1 STATUS INBOX (deleted-storage MAILBOXID appendlimit)") == Status(
         "INBOX", ("DELETED-STORAGE", "MAILBOXID", "APPENDLIMIT")
     )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    root=st.text(alphabet="abcXYZ019._-", max_size=12),
+    limits=st.dictionaries(
+        st.sampled_from(["STORAGE", "MESSAGE", "MAILBOX", "X-ANY"]), st.integers(0, 2**63 - 1)
+    ),
+)
+def test_setquota_parses_any_resource_list(root, limits):
+    from mailserver.imap.parse_mailbox import SetQuota
+    from tests.imap.helpers import args
+
+    listed = " ".join(f"{name} {value}" for name, value in limits.items())
+    assert args(f'A1 SETQUOTA "{root}" ({listed})') == SetQuota(root, tuple(limits.items()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=40))
+def test_quota_commands_never_fail_to_parse(tail):
+    """Whatever follows GETQUOTA, GETQUOTAROOT or SETQUOTA is a command or a BadCommand."""
+    from mailserver.imap.grammar import BadCommand, Command
+    from tests.imap.helpers import parse
+
+    for verb in (b"GETQUOTA", b"GETQUOTAROOT", b"SETQUOTA"):
+        assert isinstance(parse(b"A1 " + verb + b" " + tail), Command | BadCommand)
