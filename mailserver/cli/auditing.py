@@ -43,6 +43,8 @@ AUDITED: dict[str, str] = {
     "mailserver.cli.queue.release_entry": audit.QUEUE_ACTION,
     "mailserver.cli.queue.delete_entry": audit.QUEUE_ACTION,
     "mailserver.cli.queue.flush_queue": audit.QUEUE_ACTION,
+    "mailserver.cli.dkim.keygen": audit.ADMIN_ACTION,
+    "mailserver.cli.dkim.rotate": audit.ADMIN_ACTION,
 }
 
 

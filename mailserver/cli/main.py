@@ -30,6 +30,7 @@ NOUNS = [
     "mailserver.cli.deliver",
     "mailserver.cli.queue",
     "mailserver.cli.audit",
+    "mailserver.cli.dkim",
 ]
 
 #: Exit statuses: a usage or config problem, and any other expected failure.

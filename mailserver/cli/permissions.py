@@ -80,6 +80,9 @@ RULES: dict[str, Rule | None] = {
     "mailserver.cli.queue.flush_queue": _QUEUE,
     "mailserver.cli.audit.tail_audit": _AUDIT,
     "mailserver.cli.audit.search_audit": _AUDIT,
+    "mailserver.cli.dkim.keygen": _ADMIN,
+    "mailserver.cli.dkim.rotate": _ADMIN,
+    "mailserver.cli.dkim.list_keys": _ADMIN,
 }
 
 
