@@ -336,3 +336,23 @@ async def test_smtp_refuses_a_full_mailbox(smtp_into_store):
     assert replies[7].startswith("552 5.2.2 ")
     assert store.account(BOB).quota().used_messages == 1
     assert store.account(ALICE).quota() == QuotaUsage(1000, 2, 1000, None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_racing_appends_cannot_both_take_the_last_space(storage):
+    """The check runs inside the index transaction: of several appends racing for the last
+    free bytes exactly one wins, the others fail and leave no file behind."""
+    from twisted.internet.defer import DeferredList
+
+    store = storage.store
+    store.quota_rules = QuotaRules(default_bytes=1000)
+    await store.create_account(ALICE)
+    inbox = store.account(ALICE).folder("INBOX")
+    await inbox.append(data(400))
+    results = await DeferredList([inbox.append(data(500)) for _ in range(4)], consumeErrors=True)
+    won = [value for ok, value in results if ok]
+    lost = [value for ok, value in results if not ok]
+    assert len(won) == 1 and len(lost) == 3
+    assert all(failure.check(MailboxFull) for failure in lost)
+    assert store.account(ALICE).quota() == QuotaUsage(900, 2, 1000, None)
+    assert new_files(store) == []
