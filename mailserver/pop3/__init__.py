@@ -5,7 +5,9 @@
   parsing, status lines, byte-stuffing and TOP's line limit.
 - :mod:`~mailserver.pop3.maildrop`: the session's snapshot of the INBOX and UPDATE.
 - :mod:`~mailserver.pop3.sender`: RETR/TOP streamed from the message file.
-- :mod:`~mailserver.pop3.server`: the protocol (states, commands, login through the portal).
+- :mod:`~mailserver.pop3.server`: the protocol (states, the command table, CAPA, STLS, USER/PASS
+  and AUTH through the portal, QUIT and UPDATE).
+- :mod:`~mailserver.pop3.transaction`: the TRANSACTION state's commands.
 - :mod:`~mailserver.pop3.factory`: :class:`~mailserver.pop3.factory.POP3Factory`, its
   :class:`~mailserver.pop3.factory.POP3Policy` and the per-process maildrop locks.
 """

@@ -7,9 +7,10 @@ Design rules:
    and the states it is allowed in; a command in the wrong state is answered ``-ERR`` in one
    place.
 2. Handlers return the response bytes (or a Deferred of them) and never write;
-   :meth:`POP3Server.write` is the one writer, one ``write`` per response. The exception is
-   RETR/TOP of a message bigger than one chunk, which :class:`~mailserver.pop3.sender.
-   MessageSender` streams after the status line.
+   :meth:`POP3Server.write` is the one writer, one ``write`` per response. The exceptions:
+   STLS, whose ``+OK`` must go out before the handshake starts, and RETR/TOP of a message
+   bigger than one chunk, which :class:`~mailserver.pop3.sender.MessageSender` streams
+   after the status line (:mod:`~mailserver.pop3.transaction` holds those handlers).
 3. One command in flight: pipelined commands (RFC 2449 §6.6 PIPELINING) are queued and
    answered in order; the transport is paused when too many wait.
 4. Nothing is deleted before UPDATE, and UPDATE is entered only by QUIT in the TRANSACTION
@@ -38,22 +39,21 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from mailserver.errors import MailError, NoSuchMessage
+from mailserver.errors import MailError
 from mailserver.interfaces import IAccount
 from mailserver.pop3 import maildrop as maildrop_module
+from mailserver.pop3 import transaction
 from mailserver.pop3.grammar import (
     BadLine,
     Command,
     LineReader,
-    TopLimiter,
     err,
     multiline,
     ok,
     parse_command,
-    parse_number,
 )
 from mailserver.pop3.maildrop import Maildrop
-from mailserver.pop3.sender import MessageSender, read_first
+from mailserver.pop3.sender import MessageSender
 from mailserver.smtp.sasl import (
     ALL_MECHANISMS,
     Cancelled,
@@ -121,7 +121,8 @@ class POP3Server(Protocol):
         self._counted = False
         self._timeout: Any = None
         self._sasl: Exchange | None = None
-        self._sender: MessageSender | None = None
+        #: The RETR/TOP being streamed, if any (stopped when the connection is lost).
+        self.sender: MessageSender | None = None
 
     # -- connection life cycle ---------------------------------------------------------
 
@@ -138,7 +139,7 @@ class POP3Server(Protocol):
             or factory.per_ip[self.peer] >= policy.max_connections_per_ip
         ):
             self.write(err("Too many connections, try again later", "SYS/TEMP"))
-            self._close()
+            self.close()
             return
         factory.connections += 1
         factory.per_ip[self.peer] += 1
@@ -152,7 +153,7 @@ class POP3Server(Protocol):
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         self._closing = True
         self._cancel_timeout()
-        sender, self._sender = self._sender, None
+        sender, self.sender = self.sender, None
         if sender is not None:
             sender.stopProducing()
         if self._counted:
@@ -187,11 +188,11 @@ class POP3Server(Protocol):
     def _timed_out(self) -> None:
         """RFC 1939 §3: close without entering UPDATE (nothing is deleted)."""
         self._timeout = None
-        if self._sender is not None:  # a slow reader of a big RETR is not idle
+        if self.sender is not None:  # a slow reader of a big RETR is not idle
             self._reset_timeout()
             return
         self.write(err("Autologout; idle for too long"))
-        self._close()
+        self.close()
 
     # -- input --------------------------------------------------------------------------
 
@@ -226,7 +227,7 @@ class POP3Server(Protocol):
     def _dispatch(self, line: bytes) -> None:
         if self.factory.shutting_down:
             self.write(err("Server shutting down, try again later", "SYS/TEMP"))
-            self._close()
+            self.close()
             return
         command = parse_command(line)
         if isinstance(command, BadLine):
@@ -246,14 +247,14 @@ class POP3Server(Protocol):
         try:
             result = entry.handler(self, command)
         except Exception:
-            result = self._failure_response(Failure())
+            result = self.failure_response(Failure())
         self._answer(result)
 
     def _answer(self, result: Any, error: bool = False) -> None:
         """Write ``result`` now or when its Deferred fires (None: nothing to write)."""
         if isinstance(result, Deferred):
             self._busy = True
-            result.addErrback(self._failure_response)
+            result.addErrback(self.failure_response)
             result.addCallback(self._deferred_done)
             result.addErrback(lambda failure: log.failure("POP3 response failed", failure))
             return
@@ -261,7 +262,7 @@ class POP3Server(Protocol):
             return
         self.write(result)
         if isinstance(result, Closing):
-            self._close()
+            self.close()
         elif error:
             self._count_error()
 
@@ -273,7 +274,7 @@ class POP3Server(Protocol):
         self._reset_timeout()
         self._process()
 
-    def _failure_response(self, failure: Failure) -> bytes:
+    def failure_response(self, failure: Failure) -> bytes:
         """Design rule 5."""
         if failure.check(MailError):
             error: Any = failure.value
@@ -285,7 +286,7 @@ class POP3Server(Protocol):
         self.errors += 1
         if self.errors >= self.policy.max_errors:
             self.write(err("Too many errors"))
-            self._close()
+            self.close()
 
     # -- output -------------------------------------------------------------------------
 
@@ -294,9 +295,14 @@ class POP3Server(Protocol):
         if not self._closing:
             self.transport.write(data)
 
-    def _close(self) -> None:
+    def close(self) -> None:
+        """Close the connection (after what was written); nothing more is read or written."""
         self._closing = True
         self.transport.loseConnection()
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     def in_thread(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
         """Blocking work (index reads, message files) in the reactor's thread pool."""
@@ -507,116 +513,6 @@ class POP3Server(Protocol):
         self.user = ""
         return err("Cannot open the maildrop, try again later", "SYS/TEMP")
 
-    # -- TRANSACTION (RFC 1939 §5, §7) --------------------------------------------------
-
-    def _message(self, command: Command, count: int = 1) -> tuple[int, Any] | bytes:
-        """The message a command names (its first argument), or the -ERR response."""
-        assert self.maildrop is not None
-        if len(command.args) != count:
-            return err(f"{command.name} takes {count} argument(s)")
-        number = parse_number(command.args[0])
-        if number is None or not self.maildrop.exists(number):
-            return err("No such message")
-        entry = self.maildrop.entry(number)
-        if entry is None:
-            return err(f"Message {number} already deleted")
-        return number, entry
-
-    def do_STAT(self, command: Command) -> bytes:
-        assert self.maildrop is not None
-        count, size = self.maildrop.stat()
-        return ok(f"{count} {size}")
-
-    def do_LIST(self, command: Command) -> bytes:
-        assert self.maildrop is not None
-        if command.args:
-            found = self._message(command)
-            if isinstance(found, bytes):
-                return found
-            number, entry = found
-            return ok(f"{number} {entry.size}")
-        count, size = self.maildrop.stat()
-        lines = [f"{n} {e.size}".encode() for n, e in self.maildrop.live()]
-        return multiline(ok(f"{count} messages ({size} octets)"), lines)
-
-    def do_UIDL(self, command: Command) -> bytes:
-        assert self.maildrop is not None
-        if command.args:
-            found = self._message(command)
-            if isinstance(found, bytes):
-                return found
-            number, entry = found
-            return ok(f"{number} {entry.unique_id}")
-        lines = [f"{n} {e.unique_id}".encode() for n, e in self.maildrop.live()]
-        return multiline(ok("Unique-id listing follows"), lines)
-
-    def do_DELE(self, command: Command) -> bytes:
-        assert self.maildrop is not None
-        found = self._message(command)
-        if isinstance(found, bytes):
-            return found
-        number, _entry = found
-        self.maildrop.delete(number)
-        return ok(f"Message {number} deleted")
-
-    def do_NOOP(self, command: Command) -> bytes:
-        return ok()
-
-    def do_RSET(self, command: Command) -> bytes:
-        assert self.maildrop is not None
-        self.maildrop.reset()
-        count, size = self.maildrop.stat()
-        return ok(f"Maildrop has {count} messages ({size} octets)")
-
-    def do_RETR(self, command: Command) -> Any:
-        found = self._message(command)
-        if isinstance(found, bytes):
-            return found
-        number, entry = found
-        return self._send(number, entry, None, ok(f"{entry.size} octets"))
-
-    def do_TOP(self, command: Command) -> Any:
-        found = self._message(command, 2)
-        if isinstance(found, bytes):
-            return found
-        lines = parse_number(command.args[1])
-        if lines is None:
-            return err("TOP needs a non-negative number of lines")
-        number, entry = found
-        return self._send(number, entry, TopLimiter(lines), ok("Top of message follows"))
-
-    def _send(self, number: int, entry: Any, limiter: TopLimiter | None, status: bytes) -> Any:
-        maildrop = self.maildrop
-        assert maildrop is not None
-        opening = self.in_thread(read_first, lambda: maildrop.open(entry))
-
-        def opened(result: tuple[Any, bytes]) -> Deferred[Any] | None:
-            source, first = result
-            if self._closing:
-                source.close()
-                return None
-            sender = MessageSender(self.transport, self.write, self.in_thread, source, limiter)
-            self._sender = sender
-            return sender.start(status, first).addCallbacks(sent, broken)
-
-        def sent(_: object) -> None:
-            self._sender = None
-            if limiter is None:
-                maildrop.retrieved.add(number)
-
-        def broken(failure: Failure) -> None:
-            # The +OK has gone out: the only honest end is to drop the connection.
-            self._sender = None
-            log.failure("POP3 RETR of {user} failed mid-message", failure, user=self.user)
-            self._close()
-
-        def not_opened(failure: Failure) -> bytes:
-            if failure.check(NoSuchMessage):
-                return err(f"Message {number} was removed by another session")
-            return self._failure_response(failure)
-
-        return opening.addCallbacks(opened, not_opened)
-
 
 def _states(*states: State) -> frozenset[State]:
     return frozenset(states)
@@ -636,12 +532,12 @@ COMMANDS: dict[str, Entry] = {
     "AUTH": Entry(POP3Server.do_AUTH, AUTHORIZATION),
     "STLS": Entry(POP3Server.do_STLS, AUTHORIZATION),
     "UTF8": Entry(POP3Server.do_UTF8, AUTHORIZATION),
-    "STAT": Entry(POP3Server.do_STAT, TRANSACTION),
-    "LIST": Entry(POP3Server.do_LIST, TRANSACTION),
-    "UIDL": Entry(POP3Server.do_UIDL, TRANSACTION),
-    "RETR": Entry(POP3Server.do_RETR, TRANSACTION),
-    "TOP": Entry(POP3Server.do_TOP, TRANSACTION),
-    "DELE": Entry(POP3Server.do_DELE, TRANSACTION),
-    "NOOP": Entry(POP3Server.do_NOOP, TRANSACTION),
-    "RSET": Entry(POP3Server.do_RSET, TRANSACTION),
+    "STAT": Entry(transaction.stat, TRANSACTION),
+    "LIST": Entry(transaction.list_, TRANSACTION),
+    "UIDL": Entry(transaction.uidl, TRANSACTION),
+    "RETR": Entry(transaction.retr, TRANSACTION),
+    "TOP": Entry(transaction.top, TRANSACTION),
+    "DELE": Entry(transaction.dele, TRANSACTION),
+    "NOOP": Entry(transaction.noop, TRANSACTION),
+    "RSET": Entry(transaction.rset, TRANSACTION),
 }
