@@ -92,11 +92,14 @@ class DNSServer:
         return DeferredList([p.stopListening() for p in self.ports])
 
 
-def start_dns_server(reactor: Any, *zones: Zone, host: str = "127.0.0.1") -> DNSServer:
-    """Serve ``zones`` on ``host`` (UDP and TCP, one free port)."""
+def start_dns_server(
+    reactor: Any, *zones: Zone, host: str = "127.0.0.1", port: int = 0
+) -> DNSServer:
+    """Serve ``zones`` on ``host`` (UDP and TCP, one free port, or ``port``: 53 for tools
+    that only use the system resolver)."""
     factory = server.DNSServerFactory(authorities=list(zones))
     factory.noisy = False
-    udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface=host)
+    udp = reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface=host)
     port = udp.getHost().port
     tcp = reactor.listenTCP(port, factory, interface=host)
     return DNSServer(host, port, [udp, tcp])
