@@ -43,6 +43,8 @@ __all__ = ["SYSTEM_FLAG_LIST", "SelectedMailbox", "modseq_value"]
 #: RFC 9051 §2.3.2, in the order of the RFC's examples.
 SYSTEM_FLAG_LIST = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 RECENT = "\\Recent"
+#: QRESYNC seq-match data beyond this many pairs is ignored (a client sends a sample).
+MAX_SEQ_MATCH = 100_000
 
 
 class SelectedMailbox:
@@ -238,19 +240,28 @@ class SelectedMailbox:
 
     # -- QRESYNC (RFC 7162 §3.2) ------------------------------------------------------------
 
-    def vanished_earlier(self, modseq: int, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
+    def vanished_earlier(
+        self,
+        modseq: int,
+        ranges: Sequence[tuple[int, int]],
+        seq_match: tuple[SequenceSet, SequenceSet] | None = None,
+    ) -> list[bytes]:
         """``* VANISHED (EARLIER) uid-set``: the UIDs within ``ranges`` expunged after
         ``modseq`` (RFC 7162 §3.2.5.1, §3.2.6); nothing when there are none.
 
         When the store no longer knows that far back (it prunes old expunge records), every
         UID in ``ranges`` below UIDNEXT that the mailbox does not hold is reported: the client
-        ignores UIDs it never had (§3.2.5.2 full resynchronisation).
+        ignores UIDs it never had (§3.2.5.2 full resynchronisation). The client's
+        ``seq_match`` data narrows that to the UIDs above the last of its (number, UID)
+        pairs that still holds here: below it the client's view cannot be missing expunges.
         """
         expunged = self.mailbox.expunged_since(modseq)
         found: list[tuple[int, int]] = []
         if expunged is None:
             top = self.mailbox.info().uidnext - 1
+            floor = self._matched_uid(seq_match) + 1
             for first, last in ranges:
+                first = max(first, floor)
                 last = min(last, top)
                 start = first
                 for uid in self.mailbox.uids(first, last) if first <= last else ():
@@ -265,6 +276,24 @@ class SelectedMailbox:
             return []
         uids = response.uid_set(SequenceSet(tuple(found)))
         return [response.untagged(b"VANISHED", b"(EARLIER)", uids)]
+
+    def _matched_uid(self, seq_match: tuple[SequenceSet, SequenceSet] | None) -> int:
+        """The highest UID of the client's (sequence number, UID) pairs that this view has at
+        the same number (RFC 7162 §3.2.5.2); 0 for none, or for sets of unequal length."""
+        if seq_match is None:
+            return 0
+        spans = [match.resolved(1) for match in seq_match]  # no "*": the star is unused
+        sizes = [sum(last - first + 1 for first, last in span) for span in spans]
+        if sizes[0] != sizes[1] or sizes[0] > MAX_SEQ_MATCH:
+            return 0
+        numbers, uids = ([n for first, last in span for n in range(first, last + 1)]
+                         for span in spans)  # fmt: skip
+        matched = [
+            uid
+            for number, uid in zip(numbers, uids)
+            if 0 < number <= len(self.uids) and self.uids[number - 1] == uid
+        ]
+        return max(matched, default=0)
 
     def changes_since(self, modseq: int, ranges: Sequence[tuple[int, int]]) -> list[bytes]:
         """``FETCH (UID FLAGS MODSEQ)`` for every message in the view and in the UID

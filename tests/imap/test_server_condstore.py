@@ -446,7 +446,8 @@ async def test_idle_reports_vanished(imap_server):
 async def test_full_resync_when_tombstones_were_pruned(maildir_imap, storage):
     """When the store pruned the expunge records a client needs, SELECT (QRESYNC) reports
     every UID below UIDNEXT (within the known UIDs) that is not in the mailbox, a full
-    resynchronisation (RFC 7162 §3.2.5.2); later expunges are exact again."""
+    resynchronisation (RFC 7162 §3.2.5.2), narrowed by the client's sequence match data;
+    later expunges are exact again."""
     await deliver(maildir_imap, 6)
     inbox = maildir_imap.folder()
     await inbox.expunge([2, 3])
@@ -467,6 +468,13 @@ async def test_full_resync_when_tombstones_were_pruned(maildir_imap, storage):
         assert "* VANISHED (EARLIER) 5" in lines
         lines = client.command("e", f"EXAMINE INBOX (QRESYNC ({valid} {mark}))")
         assert not any("VANISHED" in line for line in lines)
+        # The client's message 2 is UID 4 here too: nothing below UID 4 can be news to it.
+        lines = client.command("f", f"EXAMINE INBOX (QRESYNC ({valid} 7 1:6 (1:2 1,4)))")
+        assert "* VANISHED (EARLIER) 5" in lines
+        lines = client.command("g", f"EXAMINE INBOX (QRESYNC ({valid} 7 1:6 (1:2 1,5)))")
+        assert "* VANISHED (EARLIER) 2:3,5" in lines  # (2, 5) does not hold: no help
+        lines = client.command("h", f"EXAMINE INBOX (QRESYNC ({valid} 7 1:6 (1:3 1,4)))")
+        assert "* VANISHED (EARLIER) 2:3,5" in lines  # sets of unequal length are ignored
         client.close()
 
     await in_thread(dialog)

@@ -98,7 +98,7 @@ def select(session: Session, command: Command) -> Result:
         known = [(1, info.uidnext - 1)]
         if qresync.known_uids is not None:
             known = qresync.known_uids.resolved(info.uidnext - 1)
-        untagged += view.vanished_earlier(qresync.modseq, known)
+        untagged += view.vanished_earlier(qresync.modseq, known, qresync.seq_match)
         untagged += view.changes_since(qresync.modseq, known)
     session.select(view)
     code = b"READ-ONLY" if args.readonly else b"READ-WRITE"
