@@ -44,6 +44,9 @@ from mailserver.dns import Resolver
 from mailserver.errors import ConfigError
 from mailserver.filter.feedback import VerdictFeedback
 from mailserver.imap.factory import IMAPFactory, IMAPPolicy, RecentClaims
+from mailserver.msgauth.dkim import DKIMSigner
+from mailserver.msgauth.keys import KeyStore
+from mailserver.msgauth.signing import DKIMSigningTarget
 from mailserver.pop3.factory import MaildropLocks, POP3Factory, POP3Policy
 from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
 from mailserver.spool.mtasts import MTASTS
@@ -568,9 +571,12 @@ def _submission_factory(
     """Submission (RFC 6409): AUTH over TLS required; local and remote recipients."""
     hostname = config.server.hostname
     directory = service.directory
+    # Authenticated mail only is DKIM-signed, with the keys of 'mailserver dkim keygen'.
+    keys = KeyStore(os.path.join(config.server.data_path, "dkim"))
+    signed = DKIMSigningTarget(router, DKIMSigner(keys), reactor)
 
     def avatar(user: str) -> SubmissionTarget:
-        return SubmissionTarget(user, directory, router, hostname, reactor)
+        return SubmissionTarget(user, directory, signed, hostname, reactor)
 
     realm = MailRealm(lambda: MXTarget(router, directory, f"postmaster@{hostname}"), avatar)
     assert service.credentials is not None
