@@ -62,3 +62,13 @@ class IDelivery(Interface):
     def abort() -> object:
         """Drop the transaction and every temporary file it made. Idempotent; returns a
         Deferred."""
+
+
+class IFolderChoice(Interface):
+    """A delivery that can file the message somewhere other than each recipient's INBOX
+    (a filter quarantining a message uses it; the final store provides it)."""
+
+    def file_into(special_use: object) -> None:
+        """Deliver to each recipient's folder with this special use (a
+        :class:`mailserver.types.SpecialUse`, e.g. ``SpecialUse.JUNK``) instead of INBOX;
+        a recipient without such a folder gets it in INBOX. Call before ``body``."""

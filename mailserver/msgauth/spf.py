@@ -380,7 +380,9 @@ class SPFChecker:
         domain = domain.lower().rstrip(".")
         identity = f"{local or 'postmaster'}@{domain}"
         verdict = await self.check_host(ip, domain, identity, helo)
-        reason = verdict.explanation if verdict.result == "fail" else verdict.detail
+        reason = verdict.explanation if verdict.result == "fail" else ""
+        if verdict.result in ("permerror", "temperror"):
+            reason = verdict.detail
         return AuthResult("spf", verdict.result, ((prop, domain),), reason=reason)
 
     def check_host(self, ip: str, domain: str, sender: str, helo: str = "") -> Deferred[SPFVerdict]:

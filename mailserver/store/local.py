@@ -23,11 +23,11 @@ from zope.interface import implementer
 from mailserver import durable
 from mailserver.db import Txn
 from mailserver.errors import MailError, NoSuchUser, QuotaExceeded
-from mailserver.interfaces import IDelivery, IDeliveryTarget, IUserDirectory
+from mailserver.interfaces import IDelivery, IDeliveryTarget, IFolderChoice, IUserDirectory
 from mailserver.store import index, maildir, quota
 from mailserver.store.mailbox import MaildirMailbox, message_meta
 from mailserver.store.maildir_store import MaildirStore
-from mailserver.types import Address, Envelope
+from mailserver.types import Address, Envelope, SpecialUse
 
 
 def return_path(envelope: Envelope) -> bytes:
@@ -56,7 +56,7 @@ def _link(source: str, final: str, fsync: bool) -> None:
         durable.link_into(source, final, fsync=fsync)
 
 
-@implementer(IDelivery)
+@implementer(IDelivery, IFolderChoice)
 class LocalDelivery:
     """``body`` writes the message once into the first INBOX's ``tmp/`` (fsynced, still
     invisible); ``commit`` runs on the index writer thread: it renames the file into
@@ -70,6 +70,19 @@ class LocalDelivery:
         self._inboxes: list[MaildirMailbox] = []
         self._written: tuple[str, int, index.Record] | None = None  # (base, size, meta)
         self._done = False
+        self._special_use: SpecialUse | None = None
+
+    def file_into(self, special_use: SpecialUse) -> None:
+        """Deliver to each recipient's folder with ``special_use`` (INBOX when it has none)."""
+        self._special_use = special_use
+
+    def _folder(self, address: str) -> MaildirMailbox:
+        account = self.target.store.account(address)
+        if self._special_use is not None:
+            for info in account.list_folders():
+                if info.special_use == self._special_use:
+                    return account.folder(info.name)
+        return account.folder("INBOX")
 
     def add_recipient(
         self, address: Address, params: Mapping[str, str] | None = None
@@ -101,7 +114,7 @@ class LocalDelivery:
         if not self._accounts:
             raise MailError("no valid recipients", detail="body before any accepted recipient")
         store = self.target.store
-        self._inboxes = [store.account(a).folder("INBOX") for a in self._accounts]
+        self._inboxes = [self._folder(a) for a in self._accounts]
         first = self._inboxes[0]
 
         def write() -> tuple[str, int, index.Record]:

@@ -1,0 +1,237 @@
+"""Inbound authentication in front of the real local store, with a real DNS server: one
+Authentication-Results field (ours only), DMARC p=reject refused with 550 5.7.1 or filed into
+Junk, p=quarantine into Junk, and DNS trouble never refusing mail."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.protocol import DatagramProtocol
+from zope.interface.verify import verifyObject
+
+from mailserver.dns import Resolver
+from mailserver.interfaces import IDelivery, IDeliveryTarget
+from mailserver.message.headers import get_headers, parse_headers
+from mailserver.msgauth.dkim import DKIMSigner, DKIMVerifier
+from mailserver.msgauth.dmarc import DMARCEvaluator
+from mailserver.msgauth.inbound import (
+    AuthenticatingTarget,
+    DMARCRejected,
+    InboundPolicy,
+    from_domains,
+)
+from mailserver.msgauth.keys import KeyStore
+from mailserver.msgauth.results import parse_authentication_results
+from mailserver.msgauth.spf import SPFChecker
+from mailserver.store.local import LocalDeliveryTarget
+from mailserver.types import Address, Envelope
+from tests.msgauth.conftest import resolver_for, serve
+
+AUTHSERV = "mx.example.org"
+ORIGINS = ("example.net", "example.com", "example.org")
+
+
+def message(sender: str = "bob@example.net", extra: bytes = b"") -> bytes:
+    return (
+        extra
+        + (
+            f"From: Bob <{sender}>\r\nTo: alice@example.org\r\nSubject: hi\r\n"
+            "Date: Sun, 29 Nov 2026 09:00:00 +0000\r\nMessage-ID: <1@example.net>\r\n\r\n"
+            "Hello.\r\n"
+        ).encode()
+    )
+
+
+@pytest.fixture
+def keystore(tmp_path):
+    keys = KeyStore(str(tmp_path / "dkim"))
+    keys.generate("example.net", "sel", ("ed25519",))
+    return keys
+
+
+@pytest.fixture
+def dns(keystore):
+    [key] = keystore.keys("example.net")
+    records = {
+        "example.net": [("TXT", "v=spf1 ip4:127.0.0.1 -all")],
+        "_dmarc.example.net": [("TXT", "v=DMARC1; p=reject")],
+        key.dns_name: [("TXT", key.dns_record())],
+        "example.com": [("TXT", "v=spf1 -all")],
+        "_dmarc.example.com": [("TXT", "v=DMARC1; p=quarantine")],
+    }
+    server = serve(records, ORIGINS)
+    yield server
+    pytest_twisted.blockon(server.stop())
+
+
+@pytest.fixture
+def local(storage):
+    wait = pytest_twisted.blockon
+    wait(storage.directory.add_domain("example.org"))
+    wait(storage.directory.add_user("alice@example.org", "pw"))
+    wait(storage.store.create_account("alice@example.org"))
+    return LocalDeliveryTarget(storage.store, storage.directory)
+
+
+def authenticating(local, resolver: Resolver, **policy) -> AuthenticatingTarget:
+    return AuthenticatingTarget(
+        local,
+        InboundPolicy(AUTHSERV, **policy),
+        spf=SPFChecker(resolver, receiver=AUTHSERV),
+        dkim=DKIMVerifier(resolver, reactor),
+        dmarc=DMARCEvaluator(resolver),
+        reactor=reactor,
+    )
+
+
+def envelope(sender: str | None = "bob@example.net", ip: str = "127.0.0.1") -> Envelope:
+    address = None if sender is None else Address(*sender.split("@"))
+    return Envelope(sender=address, helo="client.example.net", client_address=ip)
+
+
+async def deliver(target, data: bytes, env: Envelope) -> None:
+    delivery = target.start(env)
+    await delivery.add_recipient(Address("alice", "example.org"))
+    try:
+        await delivery.body(io.BytesIO(data))
+    except Exception:
+        await delivery.abort()
+        raise
+    await delivery.commit()
+
+
+def stored(storage, folder: str) -> list[bytes]:
+    mailbox = storage.store.account("alice@example.org").folder(folder)
+    out = []
+    for uid in mailbox.uids():
+        with mailbox.message(uid).open() as f:
+            out.append(f.read())
+    return out
+
+
+def results_of(data: bytes) -> dict[str, str]:
+    """The results in the one Authentication-Results field with our authserv-id."""
+    fields = [
+        parse_authentication_results(value)
+        for value in get_headers(parse_headers(data), "Authentication-Results")
+    ]
+    ours = [results for authserv, results in fields if authserv == AUTHSERV]
+    assert len(ours) == 1, fields
+    return {r.method: r.result for r in ours[0]}
+
+
+def test_provides_interfaces(local) -> None:
+    """The wrapper and its transactions provide the delivery interfaces."""
+    resolver = Resolver(reactor, ["127.0.0.1:9"])
+    target = authenticating(local, resolver)
+    assert verifyObject(IDeliveryTarget, target)
+    assert verifyObject(IDelivery, target.start(envelope()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_aligned_mail_passes_and_forged_results_are_removed(
+    storage, local, dns, keystore
+) -> None:
+    """SPF and DKIM pass for example.net, so DMARC passes; an Authentication-Results field
+    forged with our authserv-id is dropped, another server's is kept."""
+    forged = f"Authentication-Results: {AUTHSERV}; dmarc=pass header.from=bank.test\r\n"
+    other = "Authentication-Results: elsewhere.example; spf=fail\r\n"
+    data = message(extra=(forged + other).encode())
+    data = DKIMSigner(keystore).sign(data, "example.net") + data
+    await deliver(authenticating(local, resolver_for(dns)), data, envelope())
+    [got] = stored(storage, "INBOX")
+    assert results_of(got) == {"spf": "pass", "dkim": "pass", "dmarc": "pass"}
+    assert b"bank.test" not in got and other.encode() in got
+    assert got.index(b"Authentication-Results: " + AUTHSERV.encode()) < got.index(b"From:")
+
+
+@pytest_twisted.ensureDeferred
+async def test_dmarc_reject_refused_550(storage, local, dns) -> None:
+    """An unsigned message from an IP outside example.net's SPF fails DMARC p=reject: the body
+    is refused with 550 5.7.1 and nothing is stored."""
+    target = authenticating(local, resolver_for(dns))
+    with pytest.raises(DMARCRejected) as refused:
+        await deliver(target, message(), envelope(ip="127.0.0.9"))
+    assert (refused.value.code, refused.value.enhanced) == (550, "5.7.1")
+    assert stored(storage, "INBOX") == [] and stored(storage, "Junk") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_dmarc_reject_quarantined_when_configured(storage, local, dns) -> None:
+    """With dmarc_reject = "quarantine" the same message is filed into Junk, marked fail."""
+    target = authenticating(local, resolver_for(dns), dmarc_reject="quarantine")
+    await deliver(target, message(), envelope(ip="127.0.0.9"))
+    assert stored(storage, "INBOX") == []
+    [got] = stored(storage, "Junk")
+    assert results_of(got) == {"spf": "fail", "dkim": "none", "dmarc": "fail"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_dmarc_quarantine_goes_to_junk(storage, local, dns) -> None:
+    """p=quarantine failures are filed into Junk."""
+    target = authenticating(local, resolver_for(dns))
+    await deliver(target, message("eve@example.com"), envelope("eve@example.com"))
+    [got] = stored(storage, "Junk")
+    assert results_of(got)["dmarc"] == "fail"
+
+
+@pytest_twisted.ensureDeferred
+async def test_strictest_from_domain_decides(storage, local, dns) -> None:
+    """With two From domains, the strictest failing policy applies (here: reject)."""
+    data = message().replace(
+        b"From: Bob <bob@example.net>", b"From: a@example.org, bob@example.net"
+    )
+    with pytest.raises(DMARCRejected):
+        await deliver(authenticating(local, resolver_for(dns)), data, envelope("a@example.org"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_dns_failure_never_refuses(storage, local, dns) -> None:
+    """A DNS failure makes temperror results and the message is delivered to INBOX."""
+    data = message("bob@x.servfail.test")
+    await deliver(authenticating(local, resolver_for(dns)), data, envelope("bob@x.servfail.test"))
+    [got] = stored(storage, "INBOX")
+    assert results_of(got) == {"spf": "temperror", "dkim": "none", "dmarc": "temperror"}
+
+
+class Silent(DatagramProtocol):
+    def datagramReceived(self, data: bytes, addr: object) -> None:
+        """Never answer."""
+
+
+@pytest_twisted.ensureDeferred
+async def test_deadline_turns_a_silent_dns_into_temperror(storage, local) -> None:
+    """A DNS server that never answers hits each check's deadline: temperror, delivered."""
+    port = reactor.listenUDP(0, Silent(), interface="127.0.0.1")
+    try:
+        resolver = Resolver(reactor, [f"127.0.0.1:{port.getHost().port}"], timeout=3)
+        target = authenticating(local, resolver, timeout=0.2)
+        await deliver(target, message(), envelope())
+    finally:
+        await port.stopListening()
+    [got] = stored(storage, "INBOX")
+    assert results_of(got) == {"spf": "temperror", "dkim": "none", "dmarc": "temperror"}
+
+
+def test_from_domains() -> None:
+    """RFC 7489 §6.6.1: every distinct From domain, from every From field; groups and
+    domainless addresses give none."""
+    block = (
+        b"From: A <a@One.example>, b@two.example\r\nFrom: c@one.example\r\nTo: x@y.example\r\n\r\n"
+    )
+    assert from_domains(block) == ["one.example", "two.example"]
+    assert from_domains(b"From: undisclosed:;\r\n\r\n") == []
+    assert from_domains(b"From: nobody\r\n\r\n") == []
+    assert from_domains(b"Subject: no from\r\n\r\n") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_no_from_is_dmarc_none(storage, local, dns) -> None:
+    """Without a From domain there is no DMARC policy to apply: dmarc=none, delivered."""
+    data = b"Subject: nothing\r\n\r\nbody\r\n"
+    await deliver(authenticating(local, resolver_for(dns)), data, envelope())
+    [got] = stored(storage, "INBOX")
+    assert results_of(got) == {"spf": "pass", "dkim": "none", "dmarc": "none"}
