@@ -447,6 +447,29 @@ class SecurityConfig:
 
 
 @dataclass(frozen=True)
+class MsgAuthConfig:
+    """[msgauth]: SPF, DKIM, ARC and DMARC checks of mail arriving on port 25."""
+
+    enabled: bool = _key(
+        True,
+        "Check SPF, DKIM, ARC and DMARC of port-25 mail and add an Authentication-Results "
+        "header (DNS through [delivery] nameservers).",
+    )
+    authserv_id: str = _key(
+        "", 'The name in our Authentication-Results headers; "" = [server] hostname.'
+    )
+    dmarc_reject: str = _key(
+        "refuse",
+        'DMARC p=reject failures: "refuse" (550 5.7.1 at the end of DATA) or "quarantine" '
+        "(filed into Junk, like p=quarantine failures).",
+        _one_of("refuse", "quarantine"),
+    )
+    timeout: float = _key(
+        20.0, "Seconds each check may take before it counts as temperror.", _positive
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; each field of a dataclass type is one TOML section."""
 
@@ -462,6 +485,7 @@ class Config:
     http: HTTPConfig = field(default_factory=HTTPConfig)
     log: LogConfig = field(default_factory=LogConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
+    msgauth: MsgAuthConfig = field(default_factory=MsgAuthConfig)
     #: Where this configuration came from: a file path or "embedded defaults" (not a key).
     source: str = EMBEDDED
 

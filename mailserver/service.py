@@ -44,9 +44,12 @@ from mailserver.dns import Resolver
 from mailserver.errors import ConfigError
 from mailserver.filter.feedback import VerdictFeedback
 from mailserver.imap.factory import IMAPFactory, IMAPPolicy, RecentClaims
-from mailserver.msgauth.dkim import DKIMSigner
+from mailserver.msgauth.dkim import DKIMSigner, DKIMVerifier
+from mailserver.msgauth.dmarc import DMARCEvaluator
+from mailserver.msgauth.inbound import AuthenticatingTarget, InboundPolicy
 from mailserver.msgauth.keys import KeyStore
 from mailserver.msgauth.signing import DKIMSigningTarget
+from mailserver.msgauth.spf import SPFChecker
 from mailserver.pop3.factory import MaildropLocks, POP3Factory, POP3Policy
 from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
 from mailserver.spool.mtasts import MTASTS
@@ -559,10 +562,30 @@ def _policy_fields(config: Config) -> dict[str, Any]:
 def _mx_factory(config: Config, service: MailService, reactor: Any) -> SMTPFactory:
     """The port-25 SMTP factory: anonymous sessions that may deliver only to local users."""
     postmaster = f"postmaster@{config.server.hostname}"
-    target = LocalDeliveryTarget(service.store, service.directory)
+    target: Any = LocalDeliveryTarget(service.store, service.directory)
+    if config.msgauth.enabled:
+        target = _inbound_authentication(config, target, reactor)
     realm = MailRealm(lambda: MXTarget(target, service.directory, postmaster))
     portal = Portal(realm, [AllowAnonymousAccess()])
     return SMTPFactory(portal, SMTPPolicy(**_policy_fields(config)), service.tls, reactor=reactor)
+
+
+def _inbound_authentication(config: Config, target: Any, reactor: Any) -> AuthenticatingTarget:
+    """[msgauth]: SPF, DKIM and DMARC of port-25 mail, in front of local delivery."""
+    msgauth = config.msgauth
+    hostname = config.server.hostname
+    resolver = Resolver(reactor, config.delivery.nameservers)
+    policy = InboundPolicy(
+        msgauth.authserv_id or hostname, msgauth.dmarc_reject, timeout=msgauth.timeout
+    )
+    return AuthenticatingTarget(
+        target,
+        policy,
+        spf=SPFChecker(resolver, receiver=hostname, clock=reactor),
+        dkim=DKIMVerifier(resolver, reactor),
+        dmarc=DMARCEvaluator(resolver),
+        reactor=reactor,
+    )
 
 
 def _submission_factory(

@@ -37,7 +37,16 @@ from mailserver.message.headers import header_length, parse_headers
 from mailserver.msgauth.keys import DKIMKey, KeyStore
 from mailserver.msgauth.results import AuthResult
 
-__all__ = ["MAX_SIGNATURES", "DKIMSigner", "DKIMVerifier", "KeyRecord", "fetch_keys"]
+__all__ = [
+    "MAX_SIGNATURES",
+    "QUIET_LOGGER",
+    "DKIMSigner",
+    "DKIMVerifier",
+    "KeyRecord",
+    "answering_from",
+    "fetch_keys",
+    "signature_fields",
+]
 
 #: Signatures checked per message (RFC 6376 §6.1 lets a verifier limit its work).
 MAX_SIGNATURES = 8
@@ -105,7 +114,7 @@ def fetch_keys(resolver: Resolver, names: set[str]) -> Deferred[dict[str, KeyRec
     return gathered.addCallback(lambda records: dict(zip(ordered, records)))
 
 
-def _dnsfunc(keys: Mapping[str, KeyRecord]) -> Any:
+def answering_from(keys: Mapping[str, KeyRecord]) -> Any:
     """A dkimpy ``dnsfunc`` answering only from ``keys`` (already looked up)."""
 
     def lookup(name: bytes, timeout: float = 5) -> bytes | None:
@@ -167,7 +176,7 @@ def verify_blocking(
 ) -> list[AuthResult]:
     """Blocking: check ``count`` signatures with the looked-up ``keys``."""
     try:
-        verifier = dkim.DKIM(message, minkey=MIN_RSA_BITS, logger=_QUIET)
+        verifier = dkim.DKIM(message, minkey=MIN_RSA_BITS, logger=QUIET_LOGGER)
     except dkim.DKIMException as error:
         return [AuthResult("dkim", "neutral", reason=f"unparsable message: {error}")] * count
     results = []
@@ -205,7 +214,7 @@ def _verify_one(verifier: Any, index: int, keys: Mapping[str, KeyRecord]) -> Aut
     if ktag is None or (ktag == b"rsa") != sig[b"a"].startswith(b"rsa-"):
         return AuthResult("dkim", "permerror", props, "key type does not match a=")
     try:
-        good = verifier.verify(index, dnsfunc=_dnsfunc(keys))
+        good = verifier.verify(index, dnsfunc=answering_from(keys))
     except dkim.KeyFormatError as error:
         return AuthResult("dkim", "fail", props, str(error))
     except dkim.DKIMException as error:
@@ -224,7 +233,7 @@ class _Quiet:
     info = warning = error = debug
 
 
-_QUIET = _Quiet()
+QUIET_LOGGER = _Quiet()
 
 
 class DKIMSigner:
@@ -245,7 +254,7 @@ class DKIMSigner:
 
 def sign_with(key: DKIMKey, message: bytes) -> bytes:
     """One relaxed/relaxed DKIM-Signature field made with ``key``."""
-    signer = dkim.DKIM(message, logger=_QUIET, linesep=b"\r\n")
+    signer = dkim.DKIM(message, logger=QUIET_LOGGER, linesep=b"\r\n")
     signer.frozen_sign = {b"from"}  # over-sign From (RFC 6376 §8.15)
     headers = signer.default_sign_headers()
     if b"from" not in (h.lower() for h in headers):

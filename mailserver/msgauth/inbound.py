@@ -9,7 +9,8 @@ Design rules:
    (RFC 7208 §4.6.4 suggests at least 20 seconds for SPF) and any failure of a check becomes
    its ``temperror``: authentication can refuse a message only through a DMARC policy.
 3. Every ``Authentication-Results`` field claiming our authserv-id is removed (RFC 8601 §5)
-   and exactly one of ours is prepended, so what a user reads under our name is ours.
+   and exactly one of ours is added at the top (just below our own Received field), so what
+   a user reads under our name is ours.
 4. DMARC ``p=reject`` failures are refused at the end of DATA with ``550 5.7.1``
    (RFC 7489 §6.6.4 / §7.3) or, when configured, filed into Junk like ``p=quarantine``
    failures; filing needs a wrapped delivery providing :class:`IFolderChoice`.
@@ -39,7 +40,14 @@ from mailserver.msgauth.results import (
 )
 from mailserver.types import Address, Envelope, SpecialUse
 
-__all__ = ["Assessment", "AuthenticatingTarget", "DMARCRejected", "InboundPolicy", "from_domains"]
+__all__ = [
+    "Assessment",
+    "AuthenticatingTarget",
+    "DMARCRejected",
+    "InboundPolicy",
+    "from_domains",
+    "insert_results",
+]
 
 log = Logger()
 
@@ -92,6 +100,19 @@ def from_domains(header_block: bytes) -> list[str]:
             if domain not in domains:
                 domains.append(domain)
     return domains
+
+
+def insert_results(header_block: bytes, field: bytes) -> bytes:
+    """Put ``field`` at the top of ``header_block``, below the Received field our SMTP server
+    added when there is one, so the hop's trace fields stay together (RFC 8601 §4, RFC 5322
+    §3.6.7: trace fields are prepended)."""
+    if not header_block[:9].lower() == b"received:":
+        return field + header_block
+    lines = header_block.splitlines(keepends=True)
+    end = 1
+    while end < len(lines) and lines[end][:1] in (b" ", b"\t"):
+        end += 1
+    return b"".join(lines[:end]) + field + b"".join(lines[end:])
 
 
 @implementer(IDeliveryTarget)
@@ -206,7 +227,8 @@ class AuthenticatingDelivery:
         if assessment.action == "quarantine" and IFolderChoice.providedBy(self.inner):
             self.inner.file_into(SpecialUse.JUNK)  # type: ignore[attr-defined]
         head, rest = split_message(message)
-        marked = assessment.header + strip_authentication_results(head, owner.policy.authserv_id)
+        head = strip_authentication_results(head, owner.policy.authserv_id)
+        marked = insert_results(head, assessment.header)
         await self.inner.body(io.BytesIO(marked + rest))  # type: ignore[misc]
 
     def commit(self) -> Deferred[Any]:

@@ -22,6 +22,7 @@ from mailserver.msgauth.inbound import (
     DMARCRejected,
     InboundPolicy,
     from_domains,
+    insert_results,
 )
 from mailserver.msgauth.keys import KeyStore
 from mailserver.msgauth.results import parse_authentication_results
@@ -235,3 +236,14 @@ async def test_no_from_is_dmarc_none(storage, local, dns) -> None:
     await deliver(authenticating(local, resolver_for(dns)), data, envelope())
     [got] = stored(storage, "INBOX")
     assert results_of(got) == {"spf": "pass", "dkim": "none", "dmarc": "none"}
+
+
+def test_results_go_below_our_received() -> None:
+    """The field goes below the (folded) Received field the SMTP server put on top, or on top
+    when there is none."""
+    field = b"Authentication-Results: mx.example.org; none\r\n"
+    block = b"Received: from a\r\n\tby b; date\r\nFrom: x@y.example\r\n\r\n"
+    assert insert_results(block, field) == (
+        b"Received: from a\r\n\tby b; date\r\n" + field + b"From: x@y.example\r\n\r\n"
+    )
+    assert insert_results(b"From: x@y.example\r\n\r\n", field).startswith(field)
