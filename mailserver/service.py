@@ -44,6 +44,7 @@ from mailserver.dns import Resolver
 from mailserver.errors import ConfigError
 from mailserver.filter.feedback import VerdictFeedback
 from mailserver.imap.factory import IMAPFactory, IMAPPolicy, RecentClaims
+from mailserver.msgauth.arc import ARCVerifier
 from mailserver.msgauth.dkim import DKIMSigner, DKIMVerifier
 from mailserver.msgauth.dmarc import DMARCEvaluator
 from mailserver.msgauth.inbound import AuthenticatingTarget, InboundPolicy
@@ -571,7 +572,7 @@ def _mx_factory(config: Config, service: MailService, reactor: Any) -> SMTPFacto
 
 
 def _inbound_authentication(config: Config, target: Any, reactor: Any) -> AuthenticatingTarget:
-    """[msgauth]: SPF, DKIM and DMARC of port-25 mail, in front of local delivery."""
+    """[msgauth]: SPF, DKIM, ARC and DMARC of port-25 mail, in front of local delivery."""
     msgauth = config.msgauth
     hostname = config.server.hostname
     resolver = Resolver(reactor, config.delivery.nameservers)
@@ -584,6 +585,7 @@ def _inbound_authentication(config: Config, target: Any, reactor: Any) -> Authen
         spf=SPFChecker(resolver, receiver=hostname, clock=reactor),
         dkim=DKIMVerifier(resolver, reactor),
         dmarc=DMARCEvaluator(resolver),
+        arc=ARCVerifier(resolver, reactor),
         reactor=reactor,
     )
 

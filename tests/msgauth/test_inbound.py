@@ -15,6 +15,7 @@ from zope.interface.verify import verifyObject
 from mailserver.dns import Resolver
 from mailserver.interfaces import IDelivery, IDeliveryTarget
 from mailserver.message.headers import get_headers, parse_headers
+from mailserver.msgauth.arc import ARCVerifier
 from mailserver.msgauth.dkim import DKIMSigner, DKIMVerifier
 from mailserver.msgauth.dmarc import DMARCEvaluator
 from mailserver.msgauth.inbound import (
@@ -84,6 +85,7 @@ def authenticating(local, resolver: Resolver, **policy) -> AuthenticatingTarget:
         spf=SPFChecker(resolver, receiver=AUTHSERV),
         dkim=DKIMVerifier(resolver, reactor),
         dmarc=DMARCEvaluator(resolver),
+        arc=ARCVerifier(resolver, reactor),
         reactor=reactor,
     )
 
@@ -144,7 +146,7 @@ async def test_aligned_mail_passes_and_forged_results_are_removed(
     data = DKIMSigner(keystore).sign(data, "example.net") + data
     await deliver(authenticating(local, resolver_for(dns)), data, envelope())
     [got] = stored(storage, "INBOX")
-    assert results_of(got) == {"spf": "pass", "dkim": "pass", "dmarc": "pass"}
+    assert results_of(got) == {"spf": "pass", "dkim": "pass", "arc": "none", "dmarc": "pass"}
     assert b"bank.test" not in got and other.encode() in got
     assert got.index(b"Authentication-Results: " + AUTHSERV.encode()) < got.index(b"From:")
 
@@ -167,7 +169,7 @@ async def test_dmarc_reject_quarantined_when_configured(storage, local, dns) -> 
     await deliver(target, message(), envelope(ip="127.0.0.9"))
     assert stored(storage, "INBOX") == []
     [got] = stored(storage, "Junk")
-    assert results_of(got) == {"spf": "fail", "dkim": "none", "dmarc": "fail"}
+    assert results_of(got) == {"spf": "fail", "dkim": "none", "arc": "none", "dmarc": "fail"}
 
 
 @pytest_twisted.ensureDeferred
@@ -195,7 +197,12 @@ async def test_dns_failure_never_refuses(storage, local, dns) -> None:
     data = message("bob@x.servfail.test")
     await deliver(authenticating(local, resolver_for(dns)), data, envelope("bob@x.servfail.test"))
     [got] = stored(storage, "INBOX")
-    assert results_of(got) == {"spf": "temperror", "dkim": "none", "dmarc": "temperror"}
+    assert results_of(got) == {
+        "spf": "temperror",
+        "dkim": "none",
+        "arc": "none",
+        "dmarc": "temperror",
+    }
 
 
 class Silent(DatagramProtocol):
@@ -214,7 +221,12 @@ async def test_deadline_turns_a_silent_dns_into_temperror(storage, local) -> Non
     finally:
         await port.stopListening()
     [got] = stored(storage, "INBOX")
-    assert results_of(got) == {"spf": "temperror", "dkim": "none", "dmarc": "temperror"}
+    assert results_of(got) == {
+        "spf": "temperror",
+        "dkim": "none",
+        "arc": "none",
+        "dmarc": "temperror",
+    }
 
 
 def test_from_domains() -> None:
@@ -235,7 +247,7 @@ async def test_no_from_is_dmarc_none(storage, local, dns) -> None:
     data = b"Subject: nothing\r\n\r\nbody\r\n"
     await deliver(authenticating(local, resolver_for(dns)), data, envelope())
     [got] = stored(storage, "INBOX")
-    assert results_of(got) == {"spf": "pass", "dkim": "none", "dmarc": "none"}
+    assert results_of(got) == {"spf": "pass", "dkim": "none", "arc": "none", "dmarc": "none"}
 
 
 def test_results_go_below_our_received() -> None:
