@@ -9,8 +9,8 @@ Design rules:
 2. Result words (RFC 8617 §4.4, RFC 8601): no ARC header fields ``none``; a valid chain
    ``pass``; anything else ``fail`` (a broken seal, a newest ARC-Message-Signature that does
    not verify, a chain some hop already marked ``cv=fail``, an incomplete or duplicated set,
-   more than :data:`MAX_INSTANCES` sets, §4.2.1); a chain that cannot be validated because a
-   key look-up failed temporarily ``temperror``.
+   more than :data:`MAX_INSTANCES` sets, §4.2.1). A key look-up that failed is a failure too:
+   RFC 8617 §5.2.1 makes every ARC failure permanent, DNS failures included (unlike DKIM).
 3. The result carries ``header.oldest-pass`` (RFC 8617 §10.1.1) when the chain passes: the
    lowest instance whose ARC-Message-Signature still verifies (0 when the first does,
    meaning the message is unchanged since it entered the chain), and the newest sealer's
@@ -88,7 +88,8 @@ def validate_blocking(message: bytes, keys: Mapping[str, KeyRecord]) -> AuthResu
     if cv == dkim.CV_Pass:
         return AuthResult("arc", "pass", _pass_properties(instances))
     if any(record.temporary for record in keys.values()):
-        return AuthResult("arc", "temperror", reason="key look-up failed")
+        # RFC 8617 §5.2.1: all failures are permanent, DNS failures included.
+        return AuthResult("arc", "fail", reason=f"key look-up failed: {comment}")
     return AuthResult("arc", "fail", reason=str(comment))
 
 

@@ -1,7 +1,7 @@
 """ARC chain validation (RFC 8617) against a real DNS server: chains of one and two hops
 sealed with dkimpy pass (with header.oldest-pass), a change after sealing, a broken seal, a
-terminated chain, a missing seal key and an incomplete set fail, a DNS failure is temperror,
-and an unsealed message is none."""
+terminated chain, a missing seal key, an incomplete set and a DNS failure (RFC 8617 §5.2.1)
+fail, and an unsealed message is none."""
 
 from __future__ import annotations
 
@@ -147,9 +147,10 @@ async def test_missing_seal_key_fails():
 
 
 @pytest_twisted.ensureDeferred
-async def test_dns_failure_is_temperror():
+async def test_dns_failure_is_a_permanent_fail():
+    """RFC 8617 §5.2.1: all ARC failures are permanent, DNS failures included."""
     result = await validate(two_hops(), ServerFailure())
-    assert result.result == "temperror"
+    assert result.result == "fail" and result.reason.startswith("key look-up failed")
 
 
 @pytest_twisted.ensureDeferred
