@@ -166,7 +166,9 @@ def test_from_not_signed_is_permerror():
         (b" bh=2jUSOH9NhtVGCQWNr9BrIAPreKQjO6Sn7XIkfJVOzv8=;\r\n b=/gC", "missing bh"),
         (b"a=ed25519-sha256", "unknown algorithm"),
         (b"v=1; a=ed25519", "bad version"),
+        (b"i=@football.example.com;", "i= outside d="),
     ],
+    ids=["missing-bh", "unknown-algorithm", "bad-version", "i-outside-d"],
 )
 def test_malformed_signature_is_neutral(broken, why):
     """A signature field that is not a valid DKIM-Signature (RFC 6376 §6.1.1) is neutral."""
@@ -174,6 +176,7 @@ def test_malformed_signature_is_neutral(broken, why):
         "missing bh": b" b=/gC",
         "unknown algorithm": b"a=ed448-sha256",
         "bad version": b"v=1; v=2; a=ed25519",
+        "i= outside d=": b"i=@example.net;",
     }[why]
     message = rfc8463.SIGNED.replace(broken, replacement, 1)
     keys = {name: KeyRecord(value) for name, value in rfc8463.RECORDS.items()}
