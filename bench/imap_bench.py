@@ -936,6 +936,9 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         fill_dovecot(dovecot, samples)
         fill["dovecot_seconds"] = round(time.monotonic() - began, 2)
         log(f"  {fill['dovecot_seconds']} s")
+    except BaseException:
+        dovecot.stop()  # its directory may live outside workdir (see DovecotInstance)
+        raise
     finally:
         reactor_thread.stop()
 

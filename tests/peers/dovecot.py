@@ -20,8 +20,8 @@ How it is run:
   server makes), STARTTLS on the plain ports and implicit-TLS listeners (``imaps_port``,
   ``pop3s_port``); otherwise ``ssl = no``.
 - As root the login processes run as ``dovenull`` and the auth process as ``dovecot``, as
-  packaged; as another user every process runs as that user (Dovecot's non-root mode). No
-  service is chrooted.
+  packaged; as another user every process runs as that user and its group (Dovecot's
+  non-root mode). No service is chrooted.
 - ``dovecot -c CONF`` starts the master (it daemonizes; its pid is in
   ``<base_dir>/master.pid``); :meth:`DovecotInstance.stop` sends the master SIGTERM (what
   ``doveadm -c CONF stop`` does, without doveadm's own ~2 s start-up), waits for it to exit,
@@ -42,6 +42,7 @@ This module does not import pytest: tests turn :class:`DovecotUnavailable` (or
 
 from __future__ import annotations
 
+import grp
 import itertools
 import os
 import pwd
@@ -166,6 +167,9 @@ class DovecotInstance:
         """The whole dovecot.conf of this instance."""
         me = pwd.getpwuid(os.geteuid()).pw_name
         internal, login = ("dovecot", "dovenull") if self.root_mode else (me, me)
+        # Sockets for the internal services are chowned to this group: the packaged
+        # "dovecot" group as root, else one the user is in.
+        group = "dovecot" if self.root_mode else grp.getgrgid(os.getegid()).gr_name
         protocols = "imap pop3" if self.pop3 else "imap"
         lines = [
             "# A private test instance: tests/peers/dovecot.py",
@@ -178,6 +182,7 @@ class DovecotInstance:
             "shutdown_clients = yes",
             f"default_internal_user = {internal}",
             f"default_login_user = {login}",
+            f"default_internal_group = {group}",
             "first_valid_uid = 1",
             "first_valid_gid = 1",
             "disable_plaintext_auth = no",
