@@ -485,6 +485,41 @@ CASES: list[Case] = [
         "x@example.net",
         "permerror",
     ),
+    Case(
+        "only the first ten PTR names are checked",
+        "4.6.4",
+        merge(
+            spf("example.net", "v=spf1 ptr:example.net -all"),
+            {"77.2.0.192.in-addr.arpa": [("PTR", f"p{n}.example.net") for n in range(11)]},
+            {"p10.example.net": [("A", "192.0.2.77")]},
+        ),
+        "192.0.2.77",
+        "x@example.net",
+        "fail",
+    ),
+    Case(
+        "a validated PTR name among ten matches",
+        "5.5",
+        merge(
+            spf("example.net", "v=spf1 ptr:example.net -all"),
+            {"78.2.0.192.in-addr.arpa": [("PTR", f"q{n}.example.net") for n in range(10)]},
+            {"q9.example.net": [("A", "192.0.2.78")]},
+        ),
+        "192.0.2.78",
+        "x@example.net",
+        "pass",
+    ),
+    Case(
+        "an expanded name over 253 characters loses labels on the left",
+        "7.3",
+        merge(
+            spf("example.net", "v=spf1 exists:%{l}.%{l}.%{l}.%{l}.%{l}.example.net -all"),
+            {".".join(["a" * 60] * 3) + ".example.net": [("A", "127.0.0.2")]},
+        ),
+        "192.0.2.1",
+        ("a" * 60) + "@example.net",
+        "pass",
+    ),
     # §2.3 / §2.4: identities.
     Case(
         "null sender checks HELO",
