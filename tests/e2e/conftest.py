@@ -134,6 +134,10 @@ class ServerProcess:
         base: dict[str, dict[str, Any]] = {
             "server": {"hostname": "localhost", "data_dir": str(self.directory / "var")},
             "auth": {"bcrypt_cost": 4},
+            # Port-25 SPF/DKIM/DMARC would ask the machine's DNS about example.* senders
+            # (whose real records say p=reject); tests/e2e/test_msgauth.py turns it on with
+            # a test DNS server.
+            "msgauth": {"enabled": False},
         }
         for key in LISTENERS:  # listeners not asked for are off, so tests never collide
             section, name = key.split(".", 1)

@@ -99,7 +99,7 @@ def make_server(tmp_path: Path, dns, **msgauth: str) -> ServerProcess:
         {
             "server": {"hostname": HOST},
             "delivery": {"nameservers": [dns.address]},
-            "msgauth": dict(msgauth),
+            "msgauth": {"enabled": True, **msgauth},
         },
         listen_keys=("http.listen", "smtp.listen"),
     )
