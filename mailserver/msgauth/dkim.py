@@ -15,7 +15,7 @@ Design rules:
    ``temperror``.
 3. Signing is relaxed/relaxed over the RFC 6376 §5.4.1 recommended fields that the message
    has, with From signed one extra time (over-signed) so that no second From can be added;
-   one signature per active key of the domain (RSA first, then Ed25519, RFC 8463 §6).
+   one signature per active key of the domain (RSA first, then Ed25519).
 4. At most :data:`MAX_SIGNATURES` signatures are checked per message; the rest are reported
    ``neutral``, so a message cannot make us do unbounded DNS and crypto work.
 """
