@@ -11,8 +11,8 @@ Design rules:
    characters of ``b=``, RFC 6008); ``none`` for an unsigned message. Result words
    (RFC 8601 §2.7.1): a good signature ``pass``; a signature that does not verify (bad body
    hash, bad b=, key too small) ``fail``; a malformed signature ``neutral``; no usable key
-   record or ``h=`` without From ``permerror`` (RFC 6376 §6.1.1-6.1.2); a DNS failure
-   ``temperror``.
+   record, ``h=`` without From or an expired ``x=`` ``permerror`` (RFC 6376 §6.1.1-6.1.2);
+   a DNS failure ``temperror``.
 3. Signing is relaxed/relaxed over the RFC 6376 §5.4.1 recommended fields that the message
    has, with From signed one extra time (over-signed) so that no second From can be added;
    one signature per active key of the domain (RSA first, then Ed25519).
@@ -195,6 +195,9 @@ def _verify_one(verifier: Any, index: int, keys: Mapping[str, KeyRecord]) -> Aut
         prep = verifier.verify_headerprep(index)
     except dkim.DKIMException as error:
         sig = getattr(verifier, "signature_fields", None) or {}
+        if "x= value is past" in str(error):
+            # RFC 6376 §6.1.1: an expired signature MAY be ignored with PERMFAIL.
+            return AuthResult("dkim", "permerror", _properties(sig), "signature expired")
         return AuthResult("dkim", "neutral", _properties(sig), f"bad signature: {error}")
     if not prep:
         return AuthResult("dkim", "neutral", reason="signature field not found")

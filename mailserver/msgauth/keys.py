@@ -14,8 +14,7 @@ Design rules:
    publish at :attr:`DKIMKey.dns_name` (RFC 6376 §3.6.1, RFC 8463 §4.2).
 5. A DNS name holds one key record (RFC 6376 §3.6.2.2), so the two keys of a selector ``S``
    publish under two names: the RSA key at ``S._domainkey``, the Ed25519 key at
-   ``S-ed25519._domainkey``. Selectors ending in
-   ``-ed25519`` are therefore not accepted as names.
+   ``S-ed25519._domainkey``. Selectors ending in ``-ed25519`` are therefore not accepted.
 """
 
 from __future__ import annotations

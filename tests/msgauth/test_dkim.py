@@ -160,6 +160,15 @@ def test_from_not_signed_is_permerror():
     assert found[1].result == "pass"
 
 
+def test_expired_signature_is_permerror():
+    """RFC 6376 §3.5 x= / §6.1.1: a signature past its expiry is ignored with PERMFAIL."""
+    message = rfc8463.SIGNED.replace(b"t=1528637909;", b"t=1528637909; x=1528637999;", 1)
+    keys = {name: KeyRecord(value) for name, value in rfc8463.RECORDS.items()}
+    found = verify_blocking(message, keys, 2)
+    assert (found[0].result, found[0].reason) == ("permerror", "signature expired")
+    assert found[1].result == "pass"
+
+
 @pytest.mark.parametrize(
     ("broken", "why"),
     [
