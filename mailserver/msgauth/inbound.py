@@ -52,6 +52,8 @@ __all__ = [
 log = Logger()
 
 DMARC_ACTIONS = ("refuse", "quarantine")
+#: From domains evaluated per message: each costs DNS look-ups, and a message may list many.
+MAX_FROM_DOMAINS = 5
 _STRICTNESS = {"none": 0, "quarantine": 1, "reject": 2}
 
 
@@ -178,7 +180,10 @@ class AuthenticatingTarget:
         arc: list[AuthResult] = [done[2]] if self.arc is not None else []
         outcomes: list[DMARCOutcome] = []
         domains = from_domains(head)
-        for domain in domains:
+        if len(domains) > MAX_FROM_DOMAINS:
+            reason = f"{len(domains)} From domains; the first {MAX_FROM_DOMAINS} evaluated"
+            outcomes.append(DMARCOutcome(AuthResult("dmarc", "permerror", reason=reason)))
+        for domain in domains[:MAX_FROM_DOMAINS]:
             outcome = await self._guard(self.dmarc.evaluate(domain, spf, dkim), "dmarc")
             if isinstance(outcome, AuthResult):  # the check itself failed
                 outcome = DMARCOutcome(outcome)
@@ -221,6 +226,12 @@ class AuthenticatingDelivery:
         message: bytes = await deferToThreadPool(owner.reactor, pool, source.read)
         assessment = await owner.assess(message, self.envelope)
         self.assessment = assessment
+        log.info(
+            "authentication from {client}: {results} -> {action}",
+            client=self.envelope.client_address,
+            results=summary(assessment.results),
+            action=assessment.action,
+        )
         if assessment.action == "refuse":
             domain = assessment.dmarc.result.get("header.from") if assessment.dmarc else ""
             raise DMARCRejected(detail=f"DMARC p=reject for {domain}")

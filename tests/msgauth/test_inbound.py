@@ -19,6 +19,7 @@ from mailserver.msgauth.arc import ARCVerifier
 from mailserver.msgauth.dkim import DKIMSigner, DKIMVerifier
 from mailserver.msgauth.dmarc import DMARCEvaluator
 from mailserver.msgauth.inbound import (
+    MAX_FROM_DOMAINS,
     AuthenticatingTarget,
     DMARCRejected,
     InboundPolicy,
@@ -259,3 +260,16 @@ def test_results_go_below_our_received() -> None:
         b"Received: from a\r\n\tby b; date\r\n" + field + b"From: x@y.example\r\n\r\n"
     )
     assert insert_results(b"From: x@y.example\r\n\r\n", field).startswith(field)
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_from_domains_are_bounded(storage, local, dns) -> None:
+    """Only the first few From domains cost DNS look-ups; the rest are reported, not
+    evaluated (the first domains' policies still apply)."""
+    many = ", ".join(f"u@d{n}.example.org" for n in range(MAX_FROM_DOMAINS + 20))
+    data = message().replace(b"From: Bob <bob@example.net>", f"From: {many}".encode())
+    await deliver(authenticating(local, resolver_for(dns)), data, envelope())
+    [got] = stored(storage, "INBOX")
+    field = get_headers(parse_headers(got), "Authentication-Results")[0]
+    dmarc = [r for r in parse_authentication_results(field)[1] if r.method == "dmarc"]
+    assert [r.result for r in dmarc] == ["permerror"] + ["none"] * MAX_FROM_DOMAINS
