@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import json
 import os
 import tomllib
@@ -80,6 +81,23 @@ def _one_of(*choices: str) -> Check:
     return check
 
 
+def _addresses(version: int) -> Check:
+    """A check accepting a list of IP addresses of one ``version`` (4 or 6)."""
+
+    def check(value: tuple[str, ...]) -> tuple[str, str] | None:
+        for index, text in enumerate(value):
+            try:
+                address = ipaddress.ip_address(text)
+            except ValueError:
+                address = None
+            if address is None or address.version != version:
+                example = "192.0.2.1" if version == 4 else "2001:db8::1"
+                return f"[{index}] {text!r} is not an IPv{version} address", f'e.g. "{example}"'
+        return None
+
+    return check
+
+
 def _endpoints(value: tuple[str, ...]) -> tuple[str, str] | None:
     """Accept a list of server endpoint strings Twisted can parse (nothing is opened)."""
     for index, description in enumerate(value):
@@ -129,6 +147,17 @@ class ServerConfig:
         10.0,
         "Seconds SIGTERM waits for in-flight work (deliveries, index writes) before closing.",
         _positive,
+    )
+    public_ipv4: tuple[str, ...] = _key(
+        (),
+        "The server's public IPv4 addresses, for the DNS records 'mailserver dns' prints "
+        "(SPF ip4:, the host's A records); [] = name none.",
+        _addresses(4),
+    )
+    public_ipv6: tuple[str, ...] = _key(
+        (),
+        "The server's public IPv6 addresses (SPF ip6:, the host's AAAA records); [] = none.",
+        _addresses(6),
     )
 
     @property

@@ -25,6 +25,8 @@ RECORD_TYPES = {
     "MX": lambda v: dns.Record_MX(v[0], v[1].encode()),
     "CNAME": lambda v: dns.Record_CNAME(v.encode()),
     "PTR": lambda v: dns.Record_PTR(v.encode()),
+    # (priority, weight, port, target); target "." = service not offered (RFC 6186 §3.4)
+    "SRV": lambda v: dns.Record_SRV(v[0], v[1], v[2], v[3].rstrip(".").encode()),
 }
 
 

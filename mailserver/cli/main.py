@@ -31,6 +31,7 @@ NOUNS = [
     "mailserver.cli.queue",
     "mailserver.cli.audit",
     "mailserver.cli.dkim",
+    "mailserver.cli.dns",
 ]
 
 #: Exit statuses: a usage or config problem, and any other expected failure.

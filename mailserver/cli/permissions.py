@@ -83,6 +83,9 @@ RULES: dict[str, Rule | None] = {
     "mailserver.cli.dkim.keygen": _ADMIN,
     "mailserver.cli.dkim.rotate": _ADMIN,
     "mailserver.cli.dkim.list_keys": _ADMIN,
+    # read-only, nothing secret: domain admins publish their own domains' records
+    "mailserver.cli.dns.print_records": Rule((Action.MANAGE_USERS,), "domain"),
+    "mailserver.cli.dns.check_records": Rule((Action.MANAGE_USERS,), "domain"),
 }
 
 
