@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet.defer import DeferredList
+from twisted.internet.error import CannotListenError
 from twisted.names import authority, dns, server
 
 RECORD_TYPES = {
@@ -101,7 +102,16 @@ def start_dns_server(
     that only use the system resolver)."""
     factory = server.DNSServerFactory(authorities=list(zones))
     factory.noisy = False
-    udp = reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface=host)
-    port = udp.getHost().port
-    tcp = reactor.listenTCP(port, factory, interface=host)
-    return DNSServer(host, port, [udp, tcp])
+    for attempt in range(20):
+        udp = reactor.listenUDP(port, dns.DNSDatagramProtocol(factory), interface=host)
+        bound = udp.getHost().port
+        try:
+            tcp = reactor.listenTCP(bound, factory, interface=host)
+        except CannotListenError:
+            # the free UDP port is taken for TCP (another test's listener): try another
+            udp.stopListening()
+            if port or attempt == 19:
+                raise
+            continue
+        return DNSServer(host, bound, [udp, tcp])
+    raise AssertionError("unreachable")
