@@ -25,6 +25,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 
 from mailserver.dns import DNSTemporaryError, Records
+from mailserver.message.address import domain_to_ascii
 from mailserver.msgauth.results import AuthResult
 
 __all__ = ["SPFChecker", "SPFError", "SPFVerdict", "expand_macros", "parse_record"]
@@ -377,7 +378,7 @@ class SPFChecker:
             prop = "smtp.mailfrom"
         else:
             local, domain, prop = "", helo, "smtp.helo"
-        domain = domain.lower().rstrip(".")
+        domain = _a_labels(domain.lower().rstrip("."))
         identity = f"{local or 'postmaster'}@{domain}"
         verdict = await self.check_host(ip, domain, identity, helo)
         reason = verdict.explanation if verdict.result == "fail" else ""
@@ -398,7 +399,7 @@ class SPFChecker:
             address = address.ipv4_mapped
         state = _State(address, sender, helo)
         try:
-            return await self._evaluate(state, domain.lower().rstrip("."), top=True)
+            return await self._evaluate(state, _a_labels(domain.lower().rstrip(".")), top=True)
         except SPFError as error:
             return SPFVerdict("permerror", detail=str(error))
         except (_TempError, DNSTemporaryError) as error:
@@ -595,6 +596,17 @@ class SPFChecker:
         except (SPFError, DNSTemporaryError, _TempError):
             return ""
         return explanation if explanation.isascii() else ""
+
+
+def _a_labels(domain: str) -> str:
+    """§4.3: internationalised names are looked up by their A-labels (as given if invalid:
+    check_host() then says none)."""
+    if domain.isascii():
+        return domain
+    try:
+        return domain_to_ascii(domain)
+    except ValueError:
+        return domain
 
 
 def _same_ip(value: str, ip: IP) -> bool:

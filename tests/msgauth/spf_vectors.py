@@ -520,6 +520,14 @@ CASES: list[Case] = [
         ("a" * 60) + "@example.net",
         "pass",
     ),
+    Case(
+        "an IDN sender domain is checked by its A-labels",
+        "4.3",
+        spf("xn--bcher-kva.example.net", "v=spf1 ip4:192.0.2.1 -all"),
+        "192.0.2.1",
+        "x@bücher.example.net",
+        "pass",
+    ),
     # §2.3 / §2.4: identities.
     Case(
         "null sender checks HELO",
