@@ -37,7 +37,9 @@ MAX_LINE = 1024 * 1024
 
 PROTOCOLS = ("smtp", "imap", "pop3")
 TLS_MODES = ("implicit",)
-HEADER_KEYS = ("requirements", "protocol", "tls", "timeout", "description")
+HEADER_KEYS = ("requirements", "protocol", "tls", "timeout", "description", "peers")
+PEERS = ("dovecot", "postfix")
+"""Reference servers a differential test may play a dialog against (see the `peers` key)."""
 
 SEND = "send"
 SEND_RAW = "send-raw"
@@ -48,6 +50,7 @@ STARTTLS = "starttls"
 CLOSE = "close"
 
 _HEADER_LINE = re.compile(r"#\s*([A-Za-z][A-Za-z0-9_-]*)\s*:(.*)")
+_NO_PEERS = re.compile(r"none\s*\((.*\S.*)\)")
 
 
 class DialogSyntaxError(ValueError):
@@ -116,6 +119,21 @@ class Dialog:
     def tls(self) -> str | None:
         """Return "implicit" if the connection starts with a TLS handshake, else None."""
         return self.metadata.get("tls")
+
+    @property
+    def peers(self) -> tuple[str, ...] | None:
+        """Return the reference servers named in the `peers` header (empty for `none`), or
+        None when the header does not restrict them."""
+        value = self.metadata.get("peers")
+        if value is None:
+            return None
+        if _NO_PEERS.fullmatch(value):
+            return ()
+        return tuple(value.replace(",", " ").split())
+
+    def plays_against(self, peer: str) -> bool:
+        """Return True if a differential test should play this dialog against `peer`."""
+        return self.peers is None or peer in self.peers
 
     @property
     def timeout(self) -> float | None:
@@ -212,6 +230,12 @@ def _parse_header_line(
         )
     if key == "tls" and value not in TLS_MODES:
         raise DialogSyntaxError(path, number, f"tls must be 'implicit', not {value!r}")
+    if key == "peers" and not _NO_PEERS.fullmatch(value):
+        names = value.replace(",", " ").split()
+        if not names or any(name not in PEERS for name in names):
+            raise DialogSyntaxError(
+                path, number, f"peers must name {', '.join(PEERS)} or be 'none (<reason>)'"
+            )
     if key == "timeout":
         try:
             seconds = float(value)
@@ -265,15 +289,23 @@ class _Closed(Exception):
 class _Connection:
     """A blocking socket with a line buffer; every read has its own deadline."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, transcript: list[bytes] | None = None) -> None:
         self.sock = sock
         self.buffer = b""
+        self.transcript = transcript
 
     def send(self, data: bytes) -> None:
         """Send all of `data`."""
         self.sock.sendall(data)
 
     def read_line(self, timeout: float) -> bytes:
+        """Return the next line (see `_read_line`) and append it to the transcript, if any."""
+        line = self._read_line(timeout)
+        if self.transcript is not None:
+            self.transcript.append(line)
+        return line
+
+    def _read_line(self, timeout: float) -> bytes:
         """Return the next line including its terminator (or a final unterminated fragment).
 
         Raise TimeoutError if no full line arrives within `timeout` seconds and _Closed if
@@ -350,12 +382,15 @@ def play(
     port: int,
     timeout: float = DEFAULT_TIMEOUT,
     server_name: str | None = None,
+    transcript: list[bytes] | None = None,
 ) -> Result:
     """Play `dialog` against host:port and return the Result; never raise for server faults.
 
     `timeout` is the per-expectation timeout unless the dialog's header sets one.
     `server_name` is sent as TLS SNI (default: `host` unless it is an IP address).
-    Every server line must end with CRLF; a bare LF is a failure.
+    Every server line must end with CRLF; a bare LF is a failure. If `transcript` is given,
+    every server line the dialog reads (skipped ones too) is appended to it as received,
+    terminator included, for a differential test to compare.
     """
     timeout = dialog.timeout or timeout
     tls_name = server_name if server_name is not None else _server_name(host)
@@ -363,7 +398,7 @@ def play(
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as error:
         return Result(dialog, False, None, f"cannot connect to {host}:{port}: {error}")
-    connection = _Connection(sock)
+    connection = _Connection(sock, transcript)
     try:
         if dialog.tls == "implicit":
             try:

@@ -314,6 +314,9 @@ def test_parse_reads_header_and_steps():
         ("# protocol: lmtp\nc: QUIT\n", 1, "protocol must be one of smtp, imap, pop3"),
         ("# protocol: smtp\n# requirement: 5321-4.2-a\nc: QUIT\n", 2, "unknown header key"),
         ("# protocol: smtp\n# timeout: soon\nc: QUIT\n", 2, "timeout must be positive"),
+        ("# protocol: imap\n# peers: cyrus\nc: a LOGOUT\n", 2, "peers must name dovecot"),
+        ("# protocol: imap\n# peers: none\nc: a LOGOUT\n", 2, "or be 'none (<reason>)'"),
+        ("# protocol: imap\n# peers: none ()\nc: a LOGOUT\n", 2, "or be 'none (<reason>)'"),
         ("c: QUIT\n", 1, "missing header line '# protocol"),
         ("# protocol: smtp\n", 1, "dialog has no steps"),
     ],
@@ -325,6 +328,39 @@ def test_parse_error_names_file_and_line(text, line, message):
     assert raised.value.line == line
     assert str(raised.value).startswith(f"bad.dialog:{line}: ")
     assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("header", "peers", "dovecot"),
+    [
+        ("", None, True),
+        ("# peers: dovecot\n", ("dovecot",), True),
+        ("# peers: postfix\n", ("postfix",), False),
+        ("# peers: none (our own error texts)\n", (), False),
+    ],
+)
+def test_peers_header_says_which_reference_servers_play_the_dialog(header, peers, dovecot):
+    """`peers` is optional: absent, every reference server plays the dialog; `none (...)`
+    (with a reason) excludes all of them; otherwise only the servers named."""
+    dialog = parse_dialog_text(f"# protocol: imap\n{header}c: a LOGOUT\n", "p.dialog")
+    assert dialog.peers == peers
+    assert dialog.plays_against("dovecot") is dovecot
+
+
+def test_transcript_records_every_line_read_including_skipped_ones(tmp_path, server):
+    """With `transcript`, every server line the dialog read is kept, CRLF included."""
+    transcript: list[bytes] = []
+    text = GREETING + "c: EHLO x\ns* 250 HELP\nc: ECHO last\ns: last\n"
+    result = run(tmp_path, server, text, transcript=transcript)
+    assert result.passed, result.summary()
+    assert transcript == [
+        b"220 test.example ready\r\n",
+        b"250-test.example\r\n",
+        b"250-PIPELINING\r\n",
+        b"250-SIZE 1000\r\n",
+        b"250 HELP\r\n",
+        b"last\r\n",
+    ]
 
 
 def test_cli_prints_one_line_per_dialog_and_fails_on_any_failure(tmp_path, server, capsys):
