@@ -8,7 +8,6 @@ from typing import Any
 from twisted.internet import reactor
 from twisted.internet.defer import fail
 from twisted.internet.error import CannotListenError
-from twisted.names import dns
 
 from mailserver.dns import Resolver
 from tests.dns_server import DNSServer, Zone, start_dns_server
@@ -29,6 +28,10 @@ def zones_for(
     return [Zone(origin, split[origin], ttl=300, negative_ttl=60) for origin in ordered]
 
 
+class ServerFailure(Exception):
+    """Not a DomainError, so twisted.names answers SERVFAIL (not NXDOMAIN)."""
+
+
 class ServfailZone(Zone):
     """Every name under ``origin`` gets SERVFAIL: a real DNS error, for temperror paths."""
 
@@ -38,7 +41,7 @@ class ServfailZone(Zone):
     def _lookup(self, name: bytes, cls: int, type: int, timeout: Any = None) -> Any:
         origin = self._origin.encode()
         if name.lower() == origin or name.lower().endswith(b"." + origin):
-            return fail(dns.DNSServerError(name))
+            return fail(ServerFailure(name))
         return super()._lookup(name, cls, type, timeout)
 
 

@@ -491,6 +491,7 @@ CASES: list[Case] = [
         merge(
             spf("example.net", "v=spf1 ptr:example.net -all"),
             {"77.2.0.192.in-addr.arpa": [("PTR", f"p{n}.example.net") for n in range(11)]},
+            {f"p{n}.example.net": [("A", "192.0.2.1")] for n in range(10)},
             {"p10.example.net": [("A", "192.0.2.77")]},
         ),
         "192.0.2.77",
@@ -503,6 +504,7 @@ CASES: list[Case] = [
         merge(
             spf("example.net", "v=spf1 ptr:example.net -all"),
             {"78.2.0.192.in-addr.arpa": [("PTR", f"q{n}.example.net") for n in range(10)]},
+            {f"q{n}.example.net": [("A", "192.0.2.1")] for n in range(9)},
             {"q9.example.net": [("A", "192.0.2.78")]},
         ),
         "192.0.2.78",
