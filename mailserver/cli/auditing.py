@@ -45,6 +45,7 @@ AUDITED: dict[str, str] = {
     "mailserver.cli.queue.flush_queue": audit.QUEUE_ACTION,
     "mailserver.cli.dkim.keygen": audit.ADMIN_ACTION,
     "mailserver.cli.dkim.rotate": audit.ADMIN_ACTION,
+    "mailserver.cli.dkim.remove": audit.ADMIN_ACTION,
 }
 
 

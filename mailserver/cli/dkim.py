@@ -1,4 +1,4 @@
-"""``mailserver dkim keygen|rotate|list``: the DKIM signing keys of the served domains.
+"""``mailserver dkim keygen|rotate|remove|list``: the DKIM signing keys of the served domains.
 
 Keys live under ``<data_dir>/dkim`` (see :mod:`mailserver.msgauth.keys`); the server picks up
 a new or rotated key with the next message, without a restart. Every command that makes a
@@ -24,7 +24,7 @@ from mailserver.msgauth.keys import (
     default_selector,
 )
 
-__all__ = ["keygen", "list_keys", "register", "rotate", "zone_line"]
+__all__ = ["keygen", "list_keys", "register", "remove", "rotate", "zone_line"]
 
 
 def register(subparsers: Any) -> None:
@@ -49,6 +49,14 @@ def register(subparsers: Any) -> None:
     _algorithm_option(turn, None)
     add_config_option(turn)
     turn.set_defaults(handler=rotate)
+
+    retire = verbs.add_parser(
+        "remove", help="delete the keys of an old (inactive) selector after rotation"
+    )
+    retire.add_argument("domain", metavar="DOMAIN", help="the signing domain")
+    retire.add_argument("selector", metavar="SELECTOR", help="the old selector")
+    add_config_option(retire)
+    retire.set_defaults(handler=remove)
 
     listing = verbs.add_parser("list", help="list keys and the DNS TXT records to publish")
     listing.add_argument("domain", metavar="DOMAIN", nargs="?", default=None,
@@ -120,6 +128,19 @@ def rotate(args: argparse.Namespace) -> int:
             f"keep the records of selector {old} published until mail signed with it "
             "has been delivered and read (a few days)"
         )
+    return 0
+
+
+def remove(args: argparse.Namespace) -> int:
+    """Delete an inactive selector's keys; its DNS records can go too."""
+    store = _store(args)
+    try:
+        gone = store.remove(args.domain, args.selector)
+    except DKIMKeyError as error:
+        raise CommandError(str(error)) from None
+    names = ", ".join(f"{key.dns_name}." for key in gone)
+    print(f"removed selector {gone[0].selector} of {gone[0].domain}; "
+          f"its TXT records can be withdrawn: {names}")
     return 0
 
 

@@ -82,6 +82,7 @@ RULES: dict[str, Rule | None] = {
     "mailserver.cli.audit.search_audit": _AUDIT,
     "mailserver.cli.dkim.keygen": _ADMIN,
     "mailserver.cli.dkim.rotate": _ADMIN,
+    "mailserver.cli.dkim.remove": _ADMIN,
     "mailserver.cli.dkim.list_keys": _ADMIN,
     # read-only, nothing secret: domain admins publish their own domains' records
     "mailserver.cli.dns.print_records": Rule((Action.MANAGE_USERS,), "domain"),

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from mailserver.durable import write_atomically
+from mailserver.durable import fsync_directory, write_atomically
 
 __all__ = [
     "ALGORITHMS",
@@ -259,6 +259,25 @@ class KeyStore:
         if selector not in self.selectors(domain):
             raise DKIMKeyError(f"no keys for selector {selector} of {check_domain(domain)}")
         write_atomically(os.path.join(self._dir(domain), _ACTIVE), f"{selector}\n".encode())
+
+    def remove(self, domain: str, selector: str) -> list[DKIMKey]:
+        """Delete the keys of an inactive ``selector`` (after rotation, once its DNS records
+        are withdrawn); the active selector is refused."""
+        domain = check_domain(domain)
+        selector = check_selector(selector)
+        if selector == self.active_selector(domain):
+            raise DKIMKeyError(
+                f"selector {selector} signs {domain}'s mail now; rotate to a new one first: "
+                f"mailserver dkim rotate {domain}"
+            )
+        gone = [key for key in self.keys(domain) if key.selector == selector]
+        if not gone:
+            raise DKIMKeyError(f"no keys for selector {selector} of {domain}")
+        directory = self._dir(domain)
+        for key in gone:
+            os.unlink(os.path.join(directory, f"{key.selector}.{key.algorithm}.key"))
+        fsync_directory(directory)
+        return gone
 
     def rotate(
         self,

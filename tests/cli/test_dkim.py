@@ -111,3 +111,17 @@ def test_only_admins_manage_keys(example):
     err = example.fails("--as", "alice@example.org", "dkim", "keygen", "example.org")
     assert "may not" in err
     assert not (example.data / "dkim").exists()
+
+
+def test_remove_retires_an_old_selector(cli):
+    cli.ok("dkim", "keygen", "example.org", "--selector", "old", "--algorithm", "ed25519")
+    cli.ok("dkim", "rotate", "example.org", "--selector", "new")
+    err = cli.fails("dkim", "remove", "example.org", "new")
+    assert err.startswith("error: selector new signs example.org's mail now; rotate")
+    out = cli.ok("dkim", "remove", "example.org", "old")
+    assert out == (
+        "removed selector old of example.org; its TXT records can be withdrawn: "
+        "old-ed25519._domainkey.example.org.\n"
+    )
+    assert not (cli.data / "dkim" / "example.org" / "old.ed25519.key").exists()
+    assert "dkim remove example.org old" in cli.ok("audit", "tail")

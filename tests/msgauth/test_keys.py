@@ -139,3 +139,15 @@ def test_no_keys_no_domains(store):
     assert store.domains() == []
     assert store.active("example.org") == []
     assert store.active("not a domain") == []
+
+
+def test_remove_an_old_selector_but_never_the_active_one(store):
+    store.generate("example.org", "old")
+    store.rotate("example.org", selector="new")
+    with pytest.raises(DKIMKeyError, match="signs example.org's mail now"):
+        store.remove("example.org", "new")
+    gone = store.remove("example.org", "old")
+    assert [(k.selector, k.algorithm) for k in gone] == [("old", "rsa"), ("old", "ed25519")]
+    assert store.selectors("example.org") == ["new"]
+    with pytest.raises(DKIMKeyError, match="no keys for selector old"):
+        store.remove("example.org", "old")
