@@ -273,3 +273,26 @@ async def test_many_from_domains_are_bounded(storage, local, dns) -> None:
     field = get_headers(parse_headers(got), "Authentication-Results")[0]
     dmarc = [r for r in parse_authentication_results(field)[1] if r.method == "dmarc"]
     assert [r.result for r in dmarc] == ["permerror"] + ["none"] * MAX_FROM_DOMAINS
+
+
+@pytest_twisted.ensureDeferred
+async def test_any_message_bytes_get_an_assessment(local, dns) -> None:
+    """Whatever the message bytes (no header, binary, broken From or signatures), the checks
+    end in an assessment with one Authentication-Results field: never an exception."""
+    target = authenticating(local, resolver_for(dns))
+    samples = [
+        b"",
+        b"\r\n\r\n",
+        b"no header at all",
+        b"\x00\xff\xfe binary\r\n\r\n\x00",
+        b"From: <@>\r\nFrom: \xff\xfe@\xff\r\n\r\nx",
+        b"DKIM-Signature: v=1; a=rsa-sha256; d=example.net; s=x; b=; bh=\r\n"
+        b"From: a@example.net\r\n\r\n",
+        b"ARC-Seal: i=1; garbage\r\nFrom: a@example.net\r\n\r\n",
+        b"From: " + b"a@b.example, " * 500 + b"\r\n\r\n",
+        b"Authentication-Results: (((\r\n\r\n",
+    ]
+    for sample in samples:
+        assessment = await target.assess(sample, envelope())
+        assert assessment.header.startswith(b"Authentication-Results: mx.example.org;")
+        assert assessment.action in ("deliver", "quarantine", "refuse")
