@@ -2,7 +2,8 @@
 the records; they are served by a real DNS server; alice submits on server A's submission
 port; A relays to server B (MX of remote.test, a second real process) and the message in
 carol's mailbox at B carries an RSA and an Ed25519 signature of example.org that verify with
-our verifier, with dkimpy's own ``dkim.verify`` (keys through dnspython) and, when
+B's own checks (its Authentication-Results: dkim=pass twice, DMARC p=reject passes), with our
+verifier, with dkimpy's own ``dkim.verify`` (keys through dnspython) and, when
 ``opendkim-tools`` is installed, with ``opendkim-testmsg``."""
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 
 from mailserver.dns import Resolver
+from mailserver.message.headers import get_headers, parse_headers
 from mailserver.msgauth.dkim import DKIMVerifier
+from mailserver.msgauth.results import parse_authentication_results
 from tests.cli.conftest import mailserver_script
 from tests.dns_server import Zone, start_dns_server
 from tests.e2e.conftest import ServerProcess, free_port
@@ -70,12 +73,6 @@ def dnspython_txt(address: str):
 @pytest_twisted.ensureDeferred
 async def test_submitted_mail_arrives_signed_and_verifies(tmp_path):
     b_port = free_port()
-    b = ServerProcess(
-        tmp_path / "b",
-        {"server": {"hostname": "mx.remote.test"},
-         "smtp": {"listen": [f"tcp:{b_port}:interface=127.0.0.2"]}},
-        listen_keys=("http.listen",),
-    )
     a = ServerProcess(
         tmp_path / "a",
         {"server": {"hostname": "mail.example.org"},
@@ -87,13 +84,24 @@ async def test_submitted_mail_arrives_signed_and_verifies(tmp_path):
         Zone("test", {"remote.test": [("MX", (10, "mx.remote.test"))],
                       "mx.remote.test": [("A", "127.0.0.2")]}),
         Zone("example.org", {
-            name: [("TXT", tuple(value[i:i + 255] for i in range(0, len(value), 255)))]
-            for name, value in records.items()
+            "example.org": [("TXT", "v=spf1 ip4:127.0.0.0/8 -all")],
+            "_dmarc.example.org": [("TXT", "v=DMARC1; p=reject")],
+            **{name: [("TXT", tuple(value[i:i + 255] for i in range(0, len(value), 255)))]
+               for name, value in records.items()},
         }),
     ]
     with_opendkim = opendkim.unavailable() is None
     server = (opendkim.start_port53(reactor, *zones) if with_opendkim
               else start_dns_server(reactor, *zones))
+    # B checks arriving mail (SPF, DKIM, DMARC) with the same DNS server.
+    b = ServerProcess(
+        tmp_path / "b",
+        {"server": {"hostname": "mx.remote.test"},
+         "smtp": {"listen": [f"tcp:{b_port}:interface=127.0.0.2"]},
+         "delivery": {"nameservers": [server.address]},
+         "msgauth": {"enabled": True}},
+        listen_keys=("http.listen",),
+    )
     # A finds B through the same DNS server (written before A starts).
     text = a.config_path.read_text().replace(
         "[delivery]\n", f"[delivery]\nnameservers = [\"{server.address}\"]\n", 1
@@ -126,6 +134,18 @@ async def test_submitted_mail_arrives_signed_and_verifies(tmp_path):
             ("pass", "mail"), ("pass", "mail-ed25519")
         ]
         assert {dict(r.properties)["header.d"] for r in ours} == {"example.org"}
+
+        # B's own verdict, in its Authentication-Results field: both signatures pass and
+        # DMARC (p=reject) passes through them.
+        [(authserv, found)] = [
+            parse_authentication_results(value)
+            for value in get_headers(parse_headers(carol), "Authentication-Results")
+        ]
+        assert authserv == "mx.remote.test"
+        verdicts = [(r.method, r.result, dict(r.properties).get("header.d")) for r in found]
+        assert ("dkim", "pass", "example.org") in verdicts
+        assert [v for v in verdicts if v[0] == "dkim"] == [("dkim", "pass", "example.org")] * 2
+        assert ("dmarc", "pass") in [(m, r) for m, r, _ in verdicts]
 
         lookup = dnspython_txt(server.address)
         checker = dkim.DKIM(carol)
