@@ -18,9 +18,10 @@ Design rules:
    be there with the same ``all``; extra terms are the domain's own business and only noted),
    DMARC and TLSRPT by tag (defaults applied, our report address among ``rua``), DKIM by key
    type and ``p=`` equality, MX by our host being among the most preferred, SRV by port and
-   target, addresses by value. Only the MTA-STS id is compared exactly: it is derived from
-   the policy text (:func:`mta_sts_id`), so a different id means the published policy is not
-   the one printed here.
+   target, addresses by value, a report receiver's consent (RFC 7489 §7.1) by being there.
+   Only the MTA-STS id is compared exactly: it is derived from the policy text
+   (:func:`mta_sts_id`), so a different id means the published policy is not the one printed
+   here.
 4. A name's records of one type are judged together: "missing" when there is none of the
    kind we want (a TXT of another kind does not count), "wrong" with what was found, "ok".
 """
@@ -35,7 +36,10 @@ from dataclasses import dataclass, field
 from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
+from publicsuffixlist import PublicSuffixList
+
 from mailserver.config import Config
+from mailserver.msgauth.dmarc import organizational_domain
 from mailserver.msgauth.keys import DKIMKey
 
 __all__ = [
@@ -284,8 +288,9 @@ def mta_sts_id(policy: str) -> str:
     return hashlib.sha256(policy.encode("utf-8")).hexdigest()[:20]
 
 
-def wanted_records(settings: Settings) -> list[Record]:
-    """Every record ``settings.domain`` should publish, in printing order."""
+def wanted_records(settings: Settings, psl: PublicSuffixList | None = None) -> list[Record]:
+    """Every record ``settings.domain`` should publish, in printing order (``psl``: the Public
+    Suffix List, loaded when not given, to tell whether the DMARC reports go elsewhere)."""
     domain, host = settings.domain, settings.mx_host
     records = [
         Record(domain, "MX", f"10 {host}", "MX", f"mail for {domain} is delivered to {host}"),
@@ -306,6 +311,13 @@ def wanted_records(settings: Settings) -> list[Record]:
         f"_dmarc.{domain}", "TXT", dmarc_text(settings), "DMARC",
         f"DMARC (RFC 7489): aggregate reports to {settings.dmarc_address} (a mailbox or alias)",
     ))
+    rua_domain = settings.dmarc_address.rpartition("@")[2].lower()
+    psl = psl or PublicSuffixList()
+    if organizational_domain(rua_domain, psl) != organizational_domain(domain, psl):
+        records.append(Record(  # RFC 7489 §7.1: the report receiver agrees
+            f"{domain}._report._dmarc.{rua_domain}", "TXT", "v=DMARC1", "DMARC-rua",
+            f"{rua_domain} accepts {domain}'s DMARC reports (RFC 7489 §7.1; in its zone)",
+        ))
     policy = mta_sts_policy(settings)
     records.append(Record(
         f"_mta-sts.{domain}", "TXT", f"v=STSv1; id={mta_sts_id(policy)}", "MTA-STS",
@@ -384,7 +396,8 @@ def judge(record: Record, values: Sequence[Any], exists: bool = True) -> Verdict
     :class:`mailserver.dns.Records` gives them: TXT joined, MX ``(preference, host)``)."""
     judges = {
         "MX": _judge_mx, "SPF": _judge_spf, "host": _judge_address, "DKIM": _judge_dkim,
-        "DMARC": _judge_dmarc, "MTA-STS": _judge_sts, "TLSRPT": _judge_tlsrpt, "SRV": _judge_srv,
+        "DMARC": _judge_dmarc, "DMARC-rua": _judge_rua, "MTA-STS": _judge_sts,
+        "TLSRPT": _judge_tlsrpt, "SRV": _judge_srv,
     }
     return judges[record.kind](record, list(values) if exists else [])
 
@@ -512,6 +525,11 @@ def _judge_dmarc(record: Record, values: list[Any]) -> Verdict:
     if same and _mailtos(want["rua"]) <= _mailtos(tags.get("rua", "")):
         return Verdict(record, "ok")
     return Verdict(record, "wrong", _quoted(_of_kind(values, "DMARC1")))
+
+
+def _judge_rua(record: Record, values: list[Any]) -> Verdict:
+    _, verdict = _single(record, values, "DMARC1")
+    return verdict or Verdict(record, "ok")
 
 
 def _judge_sts(record: Record, values: list[Any]) -> Verdict:

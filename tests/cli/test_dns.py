@@ -98,6 +98,10 @@ def test_options_files_and_json(cli):
     data = json.loads(out)
     values = {r["kind"]: r["value"] for r in data["records"]}
     assert values["DMARC"] == "v=DMARC1; p=reject; rua=mailto:d@example.net; adkim=s; aspf=s"
+    consent = [r for r in data["records"] if r["kind"] == "DMARC-rua"]
+    assert [(r["name"], r["value"]) for r in consent] == [
+        ("example.org._report._dmarc.example.net", "v=DMARC1")  # RFC 7489 §7.1
+    ]
     assert data["mta_sts_policy"] == {
         "url": "https://mta-sts.example.org/.well-known/mta-sts.txt",
         "text": "version: STSv1\r\nmode: enforce\r\nmx: mail.example.org\r\nmax_age: 604800\r\n",

@@ -17,6 +17,7 @@ from mailserver.msgauth.records import (
     SERVICES,
     Record,
     Settings,
+    Verdict,
     autoconfig_xml,
     judge,
     mta_sts_id,
@@ -102,10 +103,23 @@ def test_options_change_dmarc_tlsrpt_and_mta_sts():
     assert values["SPF"] == "v=spf1 mx -all"
     assert values["DMARC"] == "v=DMARC1; p=reject; rua=mailto:d@example.org; adkim=s; aspf=s"
     assert values["TLSRPT"] == "v=TLSRPTv1; rua=mailto:t@example.org"
+    assert "DMARC-rua" not in values  # reports stay in the organisational domain
     assert values["MX"] == "10 mx.example.net"
     assert mta_sts_policy(settings) == (
         "version: STSv1\r\nmode: enforce\r\nmx: mx.example.net\r\nmax_age: 604800\r\n"
     )
+
+
+def test_dmarc_reports_elsewhere_need_the_receivers_consent():
+    settings = Settings("mail.example.co.uk", "mx.example.net", dmarc_rua="d@reports.example.net")
+    (consent,) = by_kind(wanted_records(settings), "DMARC-rua")
+    assert consent.zone_line() == (
+        'mail.example.co.uk._report._dmarc.reports.example.net. IN TXT "v=DMARC1"'
+    )  # RFC 7489 §7.1
+    assert judge(consent, ["v=DMARC1;"]).ok
+    assert judge(consent, [], exists=False).state == "missing"
+    same_org = Settings("mail.example.co.uk", "mx.example.net", dmarc_rua="d@example.co.uk")
+    assert not by_kind(wanted_records(same_org), "DMARC-rua")
 
 
 def test_mta_sts_policy_and_id_pass_the_spools_rfc_8461_parsers():
@@ -195,6 +209,9 @@ def test_absent_names_and_other_txt_records_are_missing():
         assert verdict(kind, exists=False).endswith(": missing"), kind
     assert verdict("SPF", "google-site-verification=abc") == "SPF example.org TXT: missing"
     assert verdict("DMARC", "v=spf1 -all").endswith(": missing")
+    failed = Verdict(wanted("MX"), "failed", "MX example.org: SERVFAIL")
+    assert failed.line() == "MX example.org MX: failed: MX example.org: SERVFAIL"
+    assert not failed.ok
 
 
 def test_spf_is_compared_as_a_set_of_terms():
