@@ -13,7 +13,7 @@ import io
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, BinaryIO
 
 from twisted.internet.defer import Deferred, fail, maybeDeferred, succeed
@@ -306,6 +306,16 @@ class MemoryMailbox:
         entry = self._folder.entries.get(uid)
         if entry is None:
             raise NoSuchMessage(detail=f"{self.name} uid {uid}")
+        return self._message(uid, entry, True)
+
+    def messages(self, uids: Iterable[int], meta: bool = True) -> Iterator[MemoryMessage]:
+        entries = self._folder.entries
+        for uid in uids:
+            entry = entries.get(uid)
+            if entry is not None:
+                yield self._message(uid, entry, meta)
+
+    def _message(self, uid: int, entry: _Entry, meta: bool) -> MemoryMessage:
         obj = self.account.store.objects[entry.object_id]
         info = MessageInfo(
             uid=uid,
@@ -315,11 +325,15 @@ class MemoryMailbox:
             internaldate=entry.internaldate,
             object_id=entry.object_id,
             savedate=entry.savedate,
-            envelope=obj.meta["envelope"],
-            bodystructure=obj.meta["bodystructure"],
-            attachments=obj.meta["attachments"],
-            spam=obj.spam,
         )
+        if meta:
+            info = replace(
+                info,
+                envelope=obj.meta["envelope"],
+                bodystructure=obj.meta["bodystructure"],
+                attachments=obj.meta["attachments"],
+                spam=obj.spam,
+            )
         return MemoryMessage(self, info)
 
     def _add(self, object_id: str, flags: frozenset[str], internaldate: float) -> int:

@@ -7,7 +7,12 @@ Design rules:
    brought up to date after it. A command in the wrong state is answered BAD in one place.
 2. Handlers return a :class:`~mailserver.imap.commands.base.Result` and never write;
    :meth:`IMAPServer.write` is the one writer, one ``write`` per response (untagged lines,
-   mailbox updates and the tagged line together).
+   mailbox updates and the tagged line together). The exception is a response too big to
+   build at once (``FETCH 1:* BODY[]``): its handler returns a ``Result.stream``, an async
+   iterator of chunks of complete untagged responses, and the writer writes one chunk at a
+   time, asking for the next only while the transport takes more (it is registered as the
+   transport's push producer for that time), then the mailbox updates and the tagged line.
+   So the memory a command holds is a chunk plus the transport's buffer, not the response.
 3. One command in flight: input is parsed ahead by the
    :class:`~mailserver.imap.grammar.CommandReader`, but each event waits until the previous
    command is answered, so pipelined commands are answered in order and a continuation
@@ -29,15 +34,17 @@ from __future__ import annotations
 import enum
 import inspect
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mailserver.errors import MailError, NoSuchFolder
 from mailserver.imap import parse_session, response
@@ -102,6 +109,39 @@ class Entry:
     handler: Callable[[IMAPServer, Command], Any]
     states: frozenset[State]
     sync: Sync = Sync.FULL
+
+
+@implementer(IPushProducer)
+class _Output:
+    """The producer of a streamed response, as the transport sees it: paused while the
+    transport's write buffer is full (rule 2)."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.stopped = False
+        self._waiting: Deferred[None] | None = None
+
+    def resumed(self) -> Deferred[None]:
+        """Fires when the transport takes more output again (or the connection is gone)."""
+        self._waiting = Deferred()
+        return self._waiting
+
+    def _wake(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.callback(None)
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._wake()
+
+    def stopProducing(self) -> None:
+        self.stopped = True
+        self.paused = False
+        self._wake()
 
 
 class IMAPServer(Protocol):
@@ -315,6 +355,12 @@ class IMAPServer(Protocol):
 
     def _finish(self, command: Command, entry: Entry | None, result: Result) -> None:
         """Write ``result`` with the mailbox updates the command allows, then read on."""
+        if result.stream is not None:
+            self._busy = True
+            stream, result.stream = result.stream, None
+            done = Deferred.fromCoroutine(self._write_stream(command, entry, result, stream))
+            done.addErrback(lambda failure: log.failure("IMAP response failed", failure))
+            return
         chunks = list(result.untagged)
         view = self.session.selected
         if view is not None and entry is not None and entry.sync is not Sync.NONE:
@@ -340,6 +386,37 @@ class IMAPServer(Protocol):
         self._count_error(result)
         if command.name in BARRIERS and not self._closing:
             self._events.extend(self.reader.resume())
+
+    async def _write_stream(
+        self, command: Command, entry: Entry | None, result: Result, stream: AsyncIterator[bytes]
+    ) -> None:
+        """Write a streamed response (rule 2): a chunk at a time, asking for the next one only
+        while the transport takes more (it pauses this producer when its buffer is full),
+        then the rest of ``result`` as :meth:`_finish` does."""
+        if result.untagged:
+            self.write(b"".join(result.untagged))
+            result.untagged = []
+        output = _Output()
+        self.transport.registerProducer(output, True)
+        try:
+            async for chunk in stream:
+                if self._closing or output.stopped:
+                    break
+                self.write(chunk)
+                self._reset_timeout()
+                if output.paused:
+                    await output.resumed()
+        except Exception:
+            result = self._failure_result(Failure())  # after the responses already sent
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+            if not output.stopped:
+                self.transport.unregisterProducer()
+        self._busy = False
+        if self._closing:
+            return
+        self._finish(command, entry, result)
+        self._process()
 
     def _count_error(self, result: Result) -> None:
         if result.status != "BAD":

@@ -30,6 +30,7 @@ from mailserver.db.schema import (
     folder_key,
     from_u32,
     label_key,
+    load,
     modseq_key,
     modseq_uid_key,
     msg_key,
@@ -77,9 +78,7 @@ def account(txn: Txn, address: str) -> Record | None:
     return record
 
 
-def create_account(
-    txn: Txn, address: str, dirname: str, default_folders: bool = True
-) -> Record:
+def create_account(txn: Txn, address: str, dirname: str, default_folders: bool = True) -> Record:
     record = {"dirname": dirname, "created": time.time(), "used_bytes": 0, "used_messages": 0}
     txn.put_json(b"accounts", address.encode(), record)
     for name, special in DEFAULT_FOLDERS if default_folders else ():
@@ -235,6 +234,25 @@ def message(txn: Txn, fid: int, uid: int) -> tuple[Record, int, frozenset[str]] 
     return txn.get_json(b"messages", key), modseq, flags
 
 
+def messages(
+    txn: Txn, fid: int, uids: Iterable[int]
+) -> Iterator[tuple[int, Record, int, frozenset[str]]]:
+    """(uid, message record, modseq, flags) of each of ``uids`` present in the folder, in
+    the order given: the batch form of :func:`message` (FETCH, SEARCH)."""
+    raw = txn.raw
+    flags_db, messages_db = txn.dbs[b"flags"], txn.dbs[b"messages"]
+    from_bytes = int.from_bytes
+    for uid in uids:
+        key = msg_key(fid, uid)
+        value = raw.get(key, db=flags_db)
+        if value is None:
+            continue
+        record = raw.get(key, db=messages_db)
+        if record is None:
+            continue
+        yield uid, load(bytes(record)), from_bytes(value[:8], "big"), flag_set(bytes(value[8:]))
+
+
 def object_meta(txn: Txn, object_id: str) -> Record:
     record: Record = txn.get_json(b"objects", object_id.encode()) or {}
     return record
@@ -259,6 +277,27 @@ def flag_range(
         if uid > last_uid:
             return
         yield uid, flag_set(bytes(value[8:])), from_bytes(value[:8], "big")
+
+
+def changed_since(txn: Txn, fid: int, modseq: int) -> list[FlagInfo]:
+    """FlagInfo of the folder's messages whose modseq is above ``modseq``, oldest change
+    first (CONDSTORE/QRESYNC): one walk of the ``modseq`` log and a look-up of each message's
+    flags, no JSON decoded."""
+    prefix = u32(fid)
+    cursor = txn.raw.cursor(db=txn.dbs[b"modseq"])
+    if not cursor.set_range(modseq_key(fid, modseq + 1)):
+        return []
+    flags_db = txn.dbs[b"flags"]
+    from_bytes = int.from_bytes
+    found = []
+    for key in cursor.iternext(values=False):
+        if key[:4] != prefix:
+            break
+        uid = from_bytes(key[12:16], "big")
+        value = txn.raw.get(msg_key(fid, uid), db=flags_db)
+        if value is not None:
+            found.append(FlagInfo(uid, flag_set(bytes(value[8:])), from_bytes(value[:8], "big")))
+    return found
 
 
 def combine(current: frozenset[str], given: frozenset[str], mode: FlagMode) -> frozenset[str]:

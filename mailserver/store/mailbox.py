@@ -3,6 +3,7 @@ protocol: tmp -> new -> index commit -> cur)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -180,18 +181,8 @@ class MaildirMailbox:
         return (info.uid for info in self.flags(first, last))
 
     def changed_since(self, modseq: int) -> Iterator[FlagInfo]:
-        from mailserver.db.schema import modseq_key, split_modseq_key, u32
-
-        start = modseq_key(self.folder_id, modseq + 1)
         with self.store.db.read() as txn:
-            keys = [
-                split_modseq_key(k)
-                for k, _ in txn.range(b"modseq", start, None, prefix=u32(self.folder_id))
-            ]
-            for _fid, _modseq, uid in keys:
-                found = index.message(txn, self.folder_id, uid)
-                if found is not None:
-                    yield FlagInfo(uid, found[2], found[1])
+            return iter(index.changed_since(txn, self.folder_id, modseq))
 
     def expunged_since(self, modseq: int) -> list[int] | None:
         with self.store.db.read() as txn:
@@ -204,6 +195,45 @@ class MaildirMailbox:
                 raise NoSuchMessage(detail=f"{self.name} uid {uid}")
             record, modseq, flags = found
             meta = index.object_meta(txn, record["object_id"])
+        return self._message(uid, record, modseq, flags, meta)
+
+    def messages(self, uids: Iterable[int], meta: bool = True) -> Iterator[MaildirMessage]:
+        # One read transaction per CHUNK messages: no snapshot is pinned while the caller
+        # works between chunks, and no transaction is opened per message.
+        wanted = iter(uids)
+        while True:
+            chunk = list(itertools.islice(wanted, CHUNK))
+            if not chunk:
+                return
+            found = []
+            with self.store.db.read() as txn:
+                for uid, record, modseq, flags in index.messages(txn, self.folder_id, chunk):
+                    found.append(
+                        (uid, record, modseq, flags,
+                         index.object_meta(txn, record["object_id"]) if meta else None)
+                    )  # fmt: skip
+            for uid, record, modseq, flags, object_meta in found:
+                yield self._message(uid, record, modseq, flags, object_meta)
+
+    def _message(
+        self,
+        uid: int,
+        record: index.Record,
+        modseq: int,
+        flags: frozenset[str],
+        meta: index.Record | None,
+    ) -> MaildirMessage:
+        if meta is None:
+            info = MessageInfo(
+                uid=uid,
+                flags=flags,
+                modseq=modseq,
+                size=record["size"],
+                internaldate=record["internaldate"],
+                object_id=record["object_id"],
+                savedate=record.get("savedate", 0.0),
+            )
+            return MaildirMessage(self, info, record["base"])
         spam = meta.get("spam")
         info = MessageInfo(
             uid=uid,

@@ -110,6 +110,31 @@ class StoreContract:
         assert info.bodystructure["type"] == "text"
 
     @pytest_twisted.ensureDeferred
+    async def test_messages_batch(self, inbox):
+        """messages() gives what message() gives for the present UIDs, in order, absent ones
+        skipped; with meta=False the cached parse results are left out, the rest is equal."""
+        uids = [await self.append(inbox, n, flags=[SEEN] if n % 2 else []) for n in range(5)]
+        await inbox.expunge([uids[1]])
+        await inbox.store_flags([uids[2]], ["$Label"], FlagMode.ADD)
+        wanted = [uids[0], uids[1], uids[2], uids[4], uids[4] + 100]
+        full = list(inbox.messages(wanted))
+        assert [m.info for m in full] == [
+            inbox.message(u).info for u in (uids[0], uids[2], uids[4])
+        ]
+        assert full[0].info.envelope["subject"] == "Hello 0"
+        with full[2].open() as f:
+            assert f.read() == msg(4).getvalue()
+        lean = list(inbox.messages(iter(wanted), meta=False))
+        assert [m.info.uid for m in lean] == [uids[0], uids[2], uids[4]]
+        for short, long in zip(lean, full):
+            assert short.info.envelope == {} and short.info.bodystructure == {}
+            assert short.info.spam is None and short.info.attachments == ()
+            keep = ("uid", "flags", "modseq", "size", "internaldate", "savedate", "object_id")
+            assert [getattr(short.info, k) for k in keep] == [getattr(long.info, k) for k in keep]
+        assert lean[1].info.flags == frozenset({"$Label"})
+        assert list(inbox.messages([])) == []
+
+    @pytest_twisted.ensureDeferred
     async def test_uids_strictly_ascend(self, inbox):
         """UIDs are assigned in strictly ascending order (RFC 3501 §2.3.1.1)."""
         uids = [await self.append(inbox, n) for n in range(5)]

@@ -5,11 +5,13 @@ A handler takes the :class:`~mailserver.imap.session.Session` and the parsed
 coroutine of one). It never writes: the server appends the mailbox updates it may send and
 the tagged line, and writes the whole response at once. A handler refuses with
 :func:`no` / :func:`bad`, or lets a :class:`~mailserver.errors.MailError` from the store
-propagate; :func:`result_for_error` turns either into the response.
+propagate; :func:`result_for_error` turns either into the response. A response too big to
+build at once goes in :attr:`Result.stream`, still written by the server alone.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from mailserver.errors import (
@@ -34,6 +36,12 @@ class Result:
     code: bytes | None = None
     untagged: list[bytes] = field(default_factory=list)
     close: bool = False
+    #: More untagged responses, produced while they are written (a big FETCH): chunks of
+    #: complete responses, each written before the next is asked for, and only while the
+    #: transport takes them (:mod:`mailserver.imap.server`). The stream may still change
+    #: ``status``, ``text`` and ``code`` before it ends; an exception out of it becomes the
+    #: tagged response (:func:`result_for_error`) after the responses already sent.
+    stream: AsyncIterator[bytes] | None = None
 
 
 class Refusal(Exception):

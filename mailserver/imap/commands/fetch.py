@@ -1,9 +1,15 @@
 """FETCH and UID FETCH (RFC 9051 §6.4.5, §6.4.8, §7.5.2; RFC 3516 BINARY).
 
 Metadata (FLAGS, UID, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODYSTRUCTURE) comes from the
-index; message bytes are read only for the items that need them, in the thread pool, a batch
-at a time. A fetch of a body section without ``.PEEK`` sets ``\\Seen`` first (not in a
-read-only mailbox) and then reports the new FLAGS with the message (RFC 9051 §6.4.5).
+index, read a group of messages at a time (:meth:`IMailbox.messages`), the objects' parse
+results only when an item needs them; message bytes are read only for the items that need
+them, in the thread pool, a bounded batch at a time, and for the top-level header items
+(``BODY[HEADER]``, ``HEADER.FIELDS``, ``RFC822.HEADER``) only up to the end of the header
+block. The responses are a stream (:attr:`Result.stream`): each batch is written before the
+next is read, so a ``FETCH 1:* BODY[]`` holds at most a batch (about :data:`BATCH_BYTES`, or
+one bigger message) and what the transport buffers. A fetch of a body section without
+``.PEEK`` sets ``\\Seen`` first (not in a read-only mailbox) and then reports the new FLAGS
+with the message (RFC 9051 §6.4.5).
 A message that another session expunged keeps its number until the client may be told
 (see :mod:`mailserver.imap.selected`); it is left out and the command ends
 ``NO [EXPUNGEISSUED]`` (RFC 2180 §4.1.2, RFC 5530).
@@ -16,15 +22,18 @@ set expunged after ``n`` as ``VANISHED (EARLIER)`` (QRESYNC, §3.2.6).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from mailserver.errors import MailError, NoSuchMessage
+from mailserver.errors import MailError
 from mailserver.imap import response
 from mailserver.imap.commands.base import Result, bad, no
 from mailserver.imap.commands.sections import (
+    Node,
     UnknownEncoding,
     binary_part,
+    header_fields,
     section,
     structure_of,
 )
@@ -41,12 +50,22 @@ from mailserver.imap.selected import modseq_value
 from mailserver.imap.session import Session
 from mailserver.interfaces import IMessage
 from mailserver.message import mime
-from mailserver.types import SEEN, FlagMode
+from mailserver.message.headers import header_length
+from mailserver.types import SEEN, FlagInfo, FlagMode, MessageInfo
 
-__all__ = ["fetch", "read_messages"]
+__all__ = ["fetch", "read_headers", "read_messages"]
 
-#: Messages whose bytes are read in one trip to the thread pool.
+#: Messages whose index records are read in one store call (one read transaction).
+GROUP = 512
+#: At most this many messages, and whole files of at most BATCH_BYTES in all (or one bigger
+#: message), are read in one trip to the thread pool and written as one output chunk.
 BATCH = 64
+BATCH_BYTES = 1 << 20
+#: Read size while looking for the end of a header block.
+_HEADER_READ = 8192
+_HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
+#: Items answered from the flag index alone (:func:`_from_flags`).
+_FROM_FLAGS = frozenset({"UID", "FLAGS", "MODSEQ"})
 _RFC822_BODIES = frozenset({"RFC822", "RFC822.HEADER", "RFC822.TEXT"})
 _HEADER = Section(text="HEADER")
 _TEXT = Section(text="TEXT")
@@ -87,76 +106,235 @@ async def fetch(session: Session, command: Command) -> Result:
         items.insert(0, FetchAtt("UID"))  # RFC 9051 §6.4.8; RFC 7162 §3.2.3 with QRESYNC
     pairs = view.resolve(args.sequence, args.uid)
     vanished: list[bytes] = []
+    changed: dict[int, FlagInfo] | None = None
     if args.changedsince is not None or FetchAtt("MODSEQ") in items:
-        pairs, vanished = _condstore(session, args, pairs)
-    messages: list[tuple[int, IMessage]] = []
-    missing = False
-    for number, uid in pairs:
+        pairs, vanished, changed = _condstore(session, args, pairs)
+    if all(isinstance(item, FetchAtt) and item.name in _FROM_FLAGS for item in items):
+        return _from_flags(session, command, items, pairs, vanished, changed)
+    seen_now = await _mark_seen(session, items, pairs)
+    if seen_now and FetchAtt("FLAGS") not in items:
+        items.append(FetchAtt("FLAGS"))
+    _implicit_modseq(session, args, items)
+    result = Result(text=f"{command.name} completed")
+    result.stream = _responses(session, items, pairs, vanished, result, args.uid)
+    return result
+
+
+async def _mark_seen(
+    session: Session, items: list[FetchItem], pairs: list[tuple[int, int]]
+) -> bool:
+    """Set ``\\Seen`` on the messages a body fetch without ``.PEEK`` reads (RFC 9051 §6.4.5);
+    True when any message changed."""
+    view = session.selected
+    assert view is not None
+    if view.readonly or not pairs or not any(_sets_seen(item) for item in items):
+        return False
+    uids = {uid for _, uid in pairs}
+    unseen = [
+        info.uid
+        for info in view.mailbox.flags(min(uids), max(uids))
+        if info.uid in uids and SEEN not in info.flags
+    ]
+    if not unseen:
+        return False
+    changed = await view.mailbox.store_flags(unseen, [SEEN], FlagMode.ADD)
+    view.reported(changed)
+    if changed:
+        session.notify(view.name)
+    return bool(changed)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a FETCH needs from the store per message: the object's parse results
+    (``meta``), and the header block only or the whole file (``header``, ``full``)."""
+
+    meta: bool
+    header: bool
+    full: bool
+    structure: bool
+    envelope: bool
+
+    @classmethod
+    def of(cls, items: list[FetchItem]) -> _Plan:
+        structure = any(
+            isinstance(item, FetchAtt) and item.name in ("BODYSTRUCTURE", "BODY") for item in items
+        )
+        envelope = FetchAtt("ENVELOPE") in items
+        cut = [item for item in items if _needs_bytes(item)]
+        full = any(not _header_only(item) for item in cut)
+        needs_root = any(_needs_structure(item) for item in cut)
+        return cls(
+            meta=structure or envelope or needs_root,
+            header=bool(cut) and not full,
+            full=full,
+            structure=structure,
+            envelope=envelope,
+        )
+
+    def reads(self, info: MessageInfo) -> str | None:
+        """``"full"``, ``"header"`` or None: what to read of this message's file."""
+        if (
+            self.full
+            or (self.structure and "body_offset" not in info.bodystructure)
+            or (self.envelope and not info.envelope)
+        ):
+            return "full"
+        return "header" if self.header else None
+
+
+def _header_only(item: FetchItem) -> bool:
+    """True for the items cut from the top-level header block alone."""
+    if isinstance(item, BodySection):
+        spec = item.section
+        return not item.binary and not spec.part and spec.text in _HEADER_TEXTS
+    return isinstance(item, FetchAtt) and item.name == "RFC822.HEADER"
+
+
+def _needs_structure(item: FetchItem) -> bool:
+    """True for the items cut at the offsets of the cached structure."""
+    if _header_only(item):
+        return False
+    if isinstance(item, BinarySize):
+        return bool(item.part)
+    if isinstance(item, BodySection):
+        return bool(item.section.part if item.binary else item.section.part or item.section.text)
+    return isinstance(item, FetchAtt) and item.name == "RFC822.TEXT"
+
+
+def read_headers(messages: Sequence[IMessage]) -> list[bytes | None]:
+    """In a worker thread: the header block (blank line included) of each message, read a
+    block at a time up to the first empty line, never the whole file; None for one that is
+    gone."""
+    out: list[bytes | None] = []
+    for message in messages:
         try:
-            messages.append((number, view.mailbox.message(uid)))
-        except NoSuchMessage:
-            missing = True
-    flags = {message.info.uid: message.info.flags for _, message in messages}
-    seen_now: set[int] = set()
-    if not view.readonly and any(_sets_seen(item) for item in items):
-        unseen = [uid for uid, current in flags.items() if SEEN not in current]
-        if unseen:
-            changed = await view.mailbox.store_flags(unseen, [SEEN], FlagMode.ADD)
-            view.reported(changed)
-            for change in changed:
-                flags[change.uid] = change.flags
-                seen_now.add(change.uid)
-            session.notify(view.name)
-    if seen_now:
-        if FetchAtt("FLAGS") not in items:
-            items.append(FetchAtt("FLAGS"))
-        # Look those messages up again: a provider may keep where the bytes are by flags
-        # (maildir file names).
-        refreshed: list[tuple[int, IMessage]] = []
-        for number, message in messages:
-            if message.info.uid in seen_now:
-                try:
-                    message = view.mailbox.message(message.info.uid)
-                except NoSuchMessage:
+            with message.open() as source:
+                data = b""
+                while True:
+                    block = source.read(_HEADER_READ)
+                    data += block
+                    length = header_length(data)
+                    if length < len(data) or not block:
+                        out.append(data[:length])
+                        break
+        except (OSError, MailError):
+            out.append(None)
+    return out
+
+
+def _batches(
+    messages: list[tuple[int, IMessage]], plan: _Plan
+) -> Iterator[list[tuple[int, IMessage, str | None]]]:
+    """The messages in batches of at most :data:`BATCH`, and of whole files at most
+    :data:`BATCH_BYTES` in all (but one message, however big): what one output chunk holds."""
+    batch: list[tuple[int, IMessage, str | None]] = []
+    size = 0
+    for number, message in messages:
+        reads = plan.reads(message.info)
+        weight = message.info.size if reads == "full" else 0
+        if batch and (len(batch) >= BATCH or size + weight > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append((number, message, reads))
+        size += weight
+    if batch:
+        yield batch
+
+
+async def _responses(
+    session: Session,
+    items: list[FetchItem],
+    pairs: list[tuple[int, int]],
+    vanished: list[bytes],
+    result: Result,
+    uid: bool,
+) -> AsyncIterator[bytes]:
+    """The FETCH responses, a chunk at a time (see :mod:`mailserver.imap.server`): index
+    records for :data:`GROUP` messages in one read, message bytes a bounded batch at a time.
+    Ends by turning ``result`` into ``NO [EXPUNGEISSUED]`` when messages were gone."""
+    view = session.selected
+    assert view is not None
+    plan = _Plan.of(items)
+    missing = False
+    if vanished:
+        yield b"".join(vanished)
+    for start in range(0, len(pairs), GROUP):
+        group = pairs[start : start + GROUP]
+        found = {
+            message.info.uid: message
+            for message in view.mailbox.messages(sorted({u for _, u in group}), plan.meta)
+        }
+        present = [(number, found[u]) for number, u in group if u in found]
+        missing = missing or len(present) < len(group)
+        for batch in _batches(present, plan):
+            datas: list[bytes | None] = [None] * len(batch)
+            for kind, reader in (("full", read_messages), ("header", read_headers)):
+                wanted = [i for i, (_, _, reads) in enumerate(batch) if reads == kind]
+                if wanted:
+                    read = await session.in_thread(reader, [batch[i][1] for i in wanted])
+                    for i, data in zip(wanted, read):
+                        datas[i] = data
+            out = []
+            for (number, message, reads), data in zip(batch, datas):
+                if reads is not None and data is None:
                     missing = True
                     continue
-            refreshed.append((number, message))
-        messages = refreshed
+                try:
+                    values = _render(session, items, message, data, reads == "header")
+                except UnknownEncoding:
+                    raise no("Cannot decode the part's transfer encoding", "UNKNOWN-CTE") from None
+                out.append(response.fetch(number, values))
+            if out:
+                yield b"".join(out)
+    if missing and not uid:
+        # A UID FETCH names UIDs, and an absent one is simply not there (RFC 9051 §6.4.8).
+        result.status = "NO"
+        result.text = "Some of the requested messages no longer exist"
+        result.code = b"EXPUNGEISSUED"
+
+
+def _implicit_modseq(session: Session, args: Fetch, items: list[FetchItem]) -> None:
     if session.condstore and FetchAtt("MODSEQ") not in items:
         if args.changedsince is not None or FetchAtt("FLAGS") in items:
             items.append(FetchAtt("MODSEQ"))  # RFC 7162 §3.1.4.1, §3.1: with the flags
-    want_bytes = any(_needs_bytes(item) for item in items)
-    want_structure = any(
-        isinstance(item, FetchAtt) and item.name in ("BODYSTRUCTURE", "BODY") for item in items
-    )
-    want_envelope = FetchAtt("ENVELOPE") in items
-    untagged: list[bytes] = []
-    for start in range(0, len(messages), BATCH):
-        batch = messages[start : start + BATCH]
-        needed = [
-            want_bytes
-            or (want_structure and "body_offset" not in m.info.bodystructure)
-            or (want_envelope and not m.info.envelope)
-            for _, m in batch
-        ]
-        datas: list[bytes | None] = [None] * len(batch)
-        if any(needed):
-            wanted = [m for (_, m), need in zip(batch, needed) if need]
-            read = iter(await session.in_thread(read_messages, wanted))
-            datas = [next(read) if need else None for need in needed]
-        for (number, message), data, need in zip(batch, datas, needed):
-            uid = message.info.uid
-            if need and data is None:
-                missing = True
-                continue
-            try:
-                values = _render(session, items, message, data, flags[uid])
-            except UnknownEncoding:
-                raise no("Cannot decode the part's transfer encoding", "UNKNOWN-CTE") from None
-            untagged.append(response.fetch(number, values))
-    untagged = vanished + untagged
-    if missing and not args.uid:
-        # A UID FETCH names UIDs, and an absent one is simply not there (RFC 9051 §6.4.8).
+
+
+def _from_flags(
+    session: Session,
+    command: Command,
+    items: list[FetchItem],
+    pairs: list[tuple[int, int]],
+    vanished: list[bytes],
+    current: dict[int, FlagInfo] | None,
+) -> Result:
+    """FETCH of UID, FLAGS and MODSEQ only (a flag resync): one range read of the flag
+    index instead of a look-up per message (none with CHANGEDSINCE: ``current`` has them)."""
+    view = session.selected
+    assert view is not None and isinstance(command.args, Fetch)
+    _implicit_modseq(session, command.args, items)
+    if current is None:
+        uids = [uid for _, uid in pairs]
+        found = view.mailbox.flags(min(uids), max(uids)) if uids else ()
+        current = {info.uid: info for info in found}
+    untagged = list(vanished)
+    missing = False
+    for number, uid in pairs:
+        info = current.get(uid)
+        if info is None:
+            missing = True
+            continue
+        values = []
+        for item in items:
+            assert isinstance(item, FetchAtt)
+            if item.name == "UID":
+                values.append(("UID", b"%d" % uid))
+            elif item.name == "FLAGS":
+                values.append(("FLAGS", view.flags_for(uid, info.flags)))
+            else:
+                values.append(("MODSEQ", modseq_value(info.modseq)))
+        untagged.append(response.fetch(number, values))
+    if missing and not command.args.uid:
         return Result(
             "NO", "Some of the requested messages no longer exist", b"EXPUNGEISSUED", untagged
         )
@@ -165,9 +343,10 @@ async def fetch(session: Session, command: Command) -> Result:
 
 def _condstore(
     session: Session, args: Fetch, pairs: list[tuple[int, int]]
-) -> tuple[list[tuple[int, int]], list[bytes]]:
+) -> tuple[list[tuple[int, int]], list[bytes], dict[int, FlagInfo] | None]:
     """Turn CONDSTORE on; with CHANGEDSINCE keep the messages changed since (RFC 7162
-    §3.1.4.1), and with VANISHED report the set's UIDs expunged since (§3.2.6)."""
+    §3.1.4.1), and with VANISHED report the set's UIDs expunged since (§3.2.6). Returns the
+    pairs kept, the VANISHED response, and the changed messages' flags (with CHANGEDSINCE)."""
     view = session.selected
     assert view is not None
     if args.vanished and not session.qresync:
@@ -175,16 +354,16 @@ def _condstore(
     session.use_condstore()
     since = args.changedsince
     if since is None:
-        return pairs, []
-    changed = {info.uid for info in view.mailbox.changed_since(since)}
+        return pairs, [], None
+    changed = {info.uid: info for info in view.mailbox.changed_since(since)}
     pairs = [(number, uid) for number, uid in pairs if uid in changed]
     if not args.vanished:
-        return pairs, []
+        return pairs, [], changed
     if args.sequence.saved:
         ranges = [(uid, uid) for uid in view.saved or ()]
     else:  # "*" reaches the highest UID ever given, so a vanished last message counts
         ranges = args.sequence.resolved(max(view.mailbox.info().uidnext - 1, 1))
-    return pairs, view.vanished_earlier(since, ranges)
+    return pairs, view.vanished_earlier(since, ranges), changed
 
 
 def _render(
@@ -192,27 +371,39 @@ def _render(
     items: list[FetchItem],
     message: IMessage,
     data: bytes | None,
-    flags: frozenset[str],
+    header_only: bool,
 ) -> list[tuple[str, bytes]]:
+    """The FETCH values of one message; ``data`` is its bytes, or only its header block when
+    ``header_only``, or None when no item needs them."""
     view = session.selected
     assert view is not None
     info = message.info
     utf8 = session.utf8
     values: list[tuple[str, bytes]] = []
+    root: Node | None = None
     for item in items:
         if isinstance(item, FetchAtt):
-            values.append((item.name, _attribute(item.name, view, info, data, flags, utf8)))
+            values.append((item.name, _attribute(item.name, view, info, data, utf8)))
             continue
-        root = structure_of(info.bodystructure, data)
         assert data is not None
+        if isinstance(item, BodySection) and _header_only(item):
+            spec = item.section
+            header = data if header_only else data[: header_length(data)]
+            if spec.text != "HEADER":
+                exclude = spec.text == "HEADER.FIELDS.NOT"
+                header = header_fields(header, spec.fields, exclude=exclude)
+            values.append((item.label(), _literal(header, item.partial, binary=False)))
+            continue
+        if root is None and _needs_structure(item):
+            root = structure_of(info.bodystructure, data)
         if isinstance(item, BinarySize):
-            decoded = binary_part(data, root, item.part)
+            decoded = binary_part(data, root or {}, item.part)
             values.append((item.label(), b"%d" % len(decoded) if decoded is not None else b"NIL"))
             continue
         if item.binary:
-            content = binary_part(data, root, item.section.part)
+            content = binary_part(data, root or {}, item.section.part)
         else:
-            content = section(data, root, item.section)
+            content = section(data, root or {}, item.section)
         values.append((item.label(), _literal(content, item.partial, binary=item.binary)))
     return values
 
@@ -226,11 +417,9 @@ def _literal(content: bytes | None, partial: tuple[int, int] | None, *, binary: 
     return response.literal(content, binary=binary and b"\x00" in content)
 
 
-def _attribute(
-    name: str, view: Any, info: Any, data: bytes | None, flags: frozenset[str], utf8: bool
-) -> bytes:
+def _attribute(name: str, view: Any, info: MessageInfo, data: bytes | None, utf8: bool) -> bytes:
     if name == "FLAGS":
-        return bytes(view.flags_for(info.uid, flags))
+        return bytes(view.flags_for(info.uid, info.flags))
     if name == "UID":
         return b"%d" % info.uid
     if name == "MODSEQ":
@@ -254,9 +443,9 @@ def _attribute(
         root = structure_of(info.bodystructure, data)
         return response.body_structure(root, extended=name == "BODYSTRUCTURE", utf8=utf8)
     assert data is not None
-    root = structure_of(info.bodystructure, data)
     if name == "RFC822":
         return response.literal(data)
     if name == "RFC822.HEADER":
-        return response.literal(section(data, root, _HEADER) or b"")
+        return response.literal(data[: header_length(data)])
+    root = structure_of(info.bodystructure, data)
     return response.literal(section(data, root, _TEXT) or b"")  # RFC822.TEXT
