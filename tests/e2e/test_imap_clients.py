@@ -182,15 +182,24 @@ async def test_mbsync_two_way_sync(server, tmp_path, tls):
 # --- offlineimap ------------------------------------------------------------------------------
 
 
-def offlineimap_config(home: Path, server: ServerProcess, tls: str) -> Path:
-    """An offlineimap config: STARTTLS checked against the server's certificate file, or
-    implicit TLS checked by the certificate's SHA-256 fingerprint."""
-    port, implicit = endpoint(server, tls)
-    if implicit:
+def offlineimap_config(home: Path, server: ServerProcess, trust: str) -> Path:
+    """An offlineimap config over implicit TLS, the server checked against its certificate
+    file (``trust="cafile"``) or by the certificate's SHA-256 fingerprint.
+
+    Not STARTTLS: offlineimap 8.0's STARTTLS ignores ``sslcacertfile`` (imaplib2's
+    ``starttls()`` is called without it, so nothing is verified), and imaplib2 reads and
+    writes one TLS 1.3 socket from two threads at once, which now and then loses the
+    response to the first command after the handshake (about 1 in 40 connections here, 1 in
+    300 against Dovecot; the same client over implicit TLS never did in 300). STARTTLS is
+    covered by mbsync, curl and mutt.
+    """
+    port = server.ports["imap.tls_listen"]
+    # localhost, not 127.0.0.1: offlineimap's own host name check reads DNS names only
+    if trust == "fingerprint":
         der = ssl.PEM_cert_to_DER_cert(server_cert(server).read_text())
-        trust = f"ssl = yes\ncert_fingerprint = {hashlib.sha256(der).hexdigest()}"
+        check = f"cert_fingerprint = {hashlib.sha256(der).hexdigest()}"
     else:
-        trust = f"ssl = no\nstarttls = yes\nsslcacertfile = {server_cert(server)}"
+        check = f"sslcacertfile = {server_cert(server)}"
     config = home / "offlineimaprc"
     config.write_text(f"""\
 [general]
@@ -208,25 +217,26 @@ localfolders = {home / "Mail"}
 
 [Repository remote]
 type = IMAP
-remotehost = 127.0.0.1
+remotehost = localhost
 remoteport = {port}
 remoteuser = {USER}
 remotepass = {PASSWORD}
-{trust}
+ssl = yes
+{check}
 """)
     return config
 
 
-@pytest.mark.parametrize("tls", ["starttls", "imaps"])
+@pytest.mark.parametrize("trust", ["cafile", "fingerprint"])
 @pytest_twisted.ensureDeferred
-async def test_offlineimap_two_way_sync(server, tmp_path, tls):
+async def test_offlineimap_two_way_sync(server, tmp_path, trust):
     """offlineimap round-trips the same changes as mbsync: flags, a deleted file, a move to
     Archive and a new local folder up; flags, a MOVE and new mail down."""
     offlineimap = require("offlineimap")
     await start(server)
     home = tmp_path / "offlineimap"
     home.mkdir()
-    config = offlineimap_config(home, server, tls)
+    config = offlineimap_config(home, server, trust)
 
     def sync() -> Run:
         result = run([offlineimap, "-c", str(config), "-o", "-d", "imap"], home)
