@@ -112,11 +112,19 @@ def _settings(args: argparse.Namespace, config: Config) -> Settings:
     if "." not in host.strip("."):
         say_note(f"[server] hostname is {host!r}: set it to the server's public name, "
                  "the MX host")
-    keys = KeyStore(os.path.join(config.server.data_path, "dkim")).keys(domain)
+    store = KeyStore(os.path.join(config.server.data_path, "dkim"))
+    try:
+        keys = store.keys(domain)
+        active = store.active_selector(domain)
+    except OSError as error:
+        raise CommandError(
+            f"cannot read the DKIM keys of {domain}: {error.strerror or error} "
+            f"({error.filename}); run as the server's user"
+        ) from None
     if not keys:
         say_note(f"no DKIM keys for {domain}; make some: mailserver dkim keygen {domain}")
     return settings_from_config(
-        config, domain, keys,
+        config, domain, keys, dkim_active=active,
         dmarc_policy=args.policy, dmarc_rua=args.rua, tlsrpt_rua=args.tlsrpt_rua,
         mta_sts_mode=args.mta_sts_mode,
     )

@@ -99,6 +99,7 @@ class Settings:
     ipv4: tuple[str, ...] = ()
     ipv6: tuple[str, ...] = ()
     dkim: tuple[DKIMKey, ...] = ()
+    dkim_active: str | None = None
     dmarc_policy: str = "quarantine"
     dmarc_rua: str = ""
     tlsrpt_rua: str = ""
@@ -252,7 +253,8 @@ def settings_from_config(
     config: Config, domain: str, keys: Iterable[DKIMKey] = (), **options: Any
 ) -> Settings:
     """:class:`Settings` for ``domain`` from the config ([server] hostname and public
-    addresses, the listeners' ports) and ``keys``; ``options`` override the other fields."""
+    addresses, the listeners' ports) and ``keys`` (every selector's: old ones stay published
+    until the mail signed with them has been read); ``options`` set the other fields."""
     ports = {
         service.label: service_port(
             getattr(getattr(config, service.section), service.key), service.port
@@ -303,9 +305,10 @@ def wanted_records(settings: Settings, psl: PublicSuffixList | None = None) -> l
                 host, rdtype, address, "host", f"the MX host's address (in the zone of {host})"
             ))
     for key in settings.dkim:
+        state = "signing now" if key.selector == settings.dkim_active else "not signing"
         records.append(Record(
             key.dns_name, "TXT", key.dns_record(), "DKIM",
-            f"DKIM (RFC 6376) selector {key.selector}: {key.algorithm} public key",
+            f"DKIM (RFC 6376) selector {key.selector} ({state}): {key.algorithm} public key",
         ))
     records.append(Record(
         f"_dmarc.{domain}", "TXT", dmarc_text(settings), "DMARC",

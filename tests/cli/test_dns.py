@@ -86,6 +86,7 @@ def test_records_as_zone_lines(cli):
     comments = [line for line in out.splitlines() if line.startswith(";")]
     assert "; SPF (RFC 7208): only the MX host and the listed addresses send its mail" in comments
     assert ";   mode: testing" in comments  # the policy file, commented
+    assert "; DKIM (RFC 6376) selector s1 (signing now): rsa public key" in comments
     # the DKIM records are those 'dkim list' prints
     listed = cli.ok("dkim", "list", "example.org")
     assert lines[3] in listed and lines[4] in listed
@@ -138,6 +139,16 @@ def test_bad_input_is_one_line(cli):
     )
     usage = cli("dns", "check")
     assert usage.returncode == 2 and b"expected DOMAIN or: check DOMAIN" in usage.stderr
+
+
+def test_unreadable_keys_are_one_line(cli):
+    configure(cli)
+    broken = cli.data / "dkim" / "example.org" / "s1.rsa.key"
+    broken.mkdir(parents=True)  # unreadable as a file, even for root
+    assert cli.fails("dns", "example.org") == (
+        f"error: cannot read the DKIM keys of example.org: Is a directory ({broken}); "
+        "run as the server's user\n"
+    )
 
 
 def test_unreachable_nameserver_is_one_line(cli):
