@@ -805,20 +805,21 @@ def render(document: dict[str, Any]) -> str:
     )
     header = (
         f"{'line':<46} {'ours s':>8} {'dovecot s':>9} {'ours/dc':>8} {'ours /s':>8} "
-        f"{'dc /s':>8} {'ours CPU':>8} {'dc CPU':>7} {'client':>7}"
+        f"{'dc /s':>8} {'ours CPU':>8} {'dc CPU':>7} {'CPU o/dc':>8} {'client':>7}"
     )
     out += [header, "-" * len(header)]
     for row in document["results"]:
-        o, d, ratio = row["ours"], row["dovecot"], row["ratio"]
+        o, d, ratio, cpu = row["ours"], row["dovecot"], row["ratio"], row["cpu_ratio"]
         out.append(
             f"{row['label']:<46} {o['seconds']:>8.3f} {d['seconds']:>9.3f} "
             f"{'n/a' if ratio is None else f'{ratio:.2f}x':>8} {o['per_second']:>8.0f} "
             f"{d['per_second']:>8.0f} {o['server_cpu_seconds']:>8.3f} "
-            f"{d['server_cpu_seconds']:>7.3f} {o['client_cpu_seconds']:>7.3f}"
+            f"{d['server_cpu_seconds']:>7.3f} {'n/a' if cpu is None else f'{cpu:.2f}x':>8} "
+            f"{o['client_cpu_seconds']:>7.3f}"
         )
     out.append(
         "/s: sessions per second on the first line, messages per second on the others; "
-        "CPU in seconds (ours: twistd; dc: every Dovecot process)"
+        "CPU in seconds (ours: twistd; dc: every Dovecot process) and its ratio"
     )
     for row in document["results"]:
         if row["key"].startswith("retr"):
