@@ -256,8 +256,9 @@ async def test_offlineimap_two_way_sync(server, tmp_path, trust):
 @pytest_twisted.ensureDeferred
 async def test_curl_lists_fetches_and_searches(server, tmp_path):
     """curl lists the folders and reads a message by UID over implicit TLS, searches and
-    reads a header section over STARTTLS with --ssl-reqd, and cannot log in on the plain
-    port without TLS (LOGINDISABLED)."""
+    reads a header section over STARTTLS with --ssl-reqd; a UID that does not exist is "not
+    found", and curl cannot log in on the plain port without TLS (LOGINDISABLED) nor with a
+    wrong password ([AUTHENTICATIONFAILED])."""
     curl = require("curl")
     await start(server)
 
@@ -289,9 +290,16 @@ async def test_curl_lists_fetches_and_searches(server, tmp_path):
                       f"{imap}/INBOX;UID=1;SECTION=HEADER.FIELDS%20(SUBJECT)"], tmp_path)
         assert "Subject: alpha" in header.output and "Body of" not in header.output, header
 
+        missing = run([*base, f"{imaps}/INBOX;UID=99"], tmp_path, check=False)
+        assert missing.returncode == 78, missing  # CURLE_REMOTE_FILE_NOT_FOUND
+
         refused = run([*base, f"{imap}/"], tmp_path, check=False)
         assert refused.returncode == 67, refused  # CURLE_LOGIN_DENIED
         assert "LOGINDISABLED" in refused.output, refused
+        wrong = [curl, "-sS", "-v", "--cacert", cert, "-u", f"{USER}:wrong-password"]
+        denied = run([*wrong, f"{imaps}/"], tmp_path, check=False)
+        assert denied.returncode == 67, denied
+        assert "NO [AUTHENTICATIONFAILED]" in denied.output, denied
 
     await deferToThread(scenario)
 
