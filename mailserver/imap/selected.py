@@ -180,8 +180,15 @@ class SelectedMailbox:
     def reported(self, changes: Iterable[FlagInfo]) -> None:
         """This session reported (or was told about) these changes itself: :meth:`sync`
         does not repeat them."""
+        changes = list(changes)
         for change in changes:
             self._reported[change.uid] = change.modseq
+        modseqs = {change.modseq for change in changes}
+        if modseqs == {self._modseq + 1}:
+            # One change of this session's right after what the view knew (a STORE gives
+            # every message it changed the same new modseq): nothing else can sit at that
+            # modseq, so the view knows up to it and sync() need not read these back.
+            self._modseq += 1
 
     # -- synchronisation --------------------------------------------------------------------
 
@@ -271,7 +278,8 @@ class SelectedMailbox:
                 if start <= last:
                     found.append((start, last))
         else:
-            found = [(uid, uid) for uid in expunged if _within(uid, ranges)]
+            within = _Within(ranges)
+            found = [(uid, uid) for uid in expunged if within(uid)]
         if not found:
             return []
         uids = response.uid_set(SequenceSet(tuple(found)))
@@ -300,9 +308,10 @@ class SelectedMailbox:
         ``ranges`` (the client's known UIDs) changed after ``modseq`` (RFC 7162 §3.2.5),
         oldest change first."""
         out: list[bytes] = []
+        within = _Within(ranges)
         for change in self.mailbox.changed_since(modseq):
             number = self.seq(change.uid)
-            if number is not None and _within(change.uid, ranges):
+            if number is not None and within(change.uid):
                 out.append(self._flags_fetch(number, change, True))
         return out
 
@@ -336,8 +345,17 @@ def modseq_value(modseq: int) -> bytes:
     return b"(%d)" % modseq
 
 
-def _within(uid: int, ranges: Sequence[tuple[int, int]]) -> bool:
-    return any(first <= uid <= last for first, last in ranges)
+class _Within:
+    """Membership in sorted, non-overlapping UID ranges (as :meth:`SequenceSet.resolved`
+    gives them), by bisection: a fragmented set of known UIDs costs a log, not a scan."""
+
+    def __init__(self, ranges: Sequence[tuple[int, int]]) -> None:
+        self.firsts = [first for first, _ in ranges]
+        self.lasts = [last for _, last in ranges]
+
+    def __call__(self, uid: int) -> bool:
+        index = bisect.bisect_right(self.firsts, uid) - 1
+        return index >= 0 and uid <= self.lasts[index]
 
 
 def _flag_order(flag: str) -> tuple[int, str]:
