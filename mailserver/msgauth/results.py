@@ -109,9 +109,16 @@ def _fold(text: str) -> list[str]:
     pieces: list[str] = []
     current = ""
     quoted = False
+    escaped = False
     start = 0
     for index, char in enumerate(text):
-        if char == '"' and (index == 0 or text[index - 1] != "\\"):
+        if escaped:
+            escaped = False
+            continue
+        if char == "\\" and quoted:
+            escaped = True
+            continue
+        if char == '"':
             quoted = not quoted
         if char == " " and not quoted:
             word = text[start:index]

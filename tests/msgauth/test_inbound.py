@@ -13,7 +13,7 @@ from twisted.internet.protocol import DatagramProtocol
 from zope.interface.verify import verifyObject
 
 from mailserver.dns import Resolver
-from mailserver.interfaces import IDelivery, IDeliveryTarget
+from mailserver.interfaces import IDelivery, IDeliveryTarget, IFolderChoice
 from mailserver.message.headers import get_headers, parse_headers
 from mailserver.msgauth.arc import ARCVerifier
 from mailserver.msgauth.dkim import DKIMSigner, DKIMVerifier
@@ -133,6 +133,7 @@ def test_provides_interfaces(local) -> None:
     target = authenticating(local, resolver)
     assert verifyObject(IDeliveryTarget, target)
     assert verifyObject(IDelivery, target.start(envelope()))
+    assert verifyObject(IFolderChoice, local.start(envelope()))
 
 
 @pytest_twisted.ensureDeferred

@@ -134,3 +134,21 @@ def test_strip_keeps_every_other_line(lines: list[bytes]) -> None:
     out = strip_authentication_results(block, "mx.example.net")
     kept = iter(block.splitlines(keepends=True))
     assert all(any(line == k for k in kept) for line in out.splitlines(keepends=True))
+
+
+def test_values_cannot_inject_header_lines() -> None:
+    """CR, LF and other controls in a value or reason (they can come from DNS or the message)
+    never reach the header as line breaks."""
+    evil = AuthResult("spf", "fail", (("smtp.mailfrom", "a\r\nX-Evil: 1"),), reason="x\nBcc: y")
+    field = authentication_results("mx.example.net", [evil])
+    assert field.count(b"\n") == 2 and b"\nX-Evil" not in field and b"\nBcc" not in field
+
+
+def test_fold_knows_an_escaped_backslash_ends_a_quoted_string() -> None:
+    """A value ending in a backslash ("...\\\\") closes its quoted string: the next value's
+    spaces are still inside quotes and never folded (found by hypothesis)."""
+    result = AuthResult(
+        "spf", "fail", (("header.d", "0" * 30 + "\\"), ("header.d", "0" * 40 + " " + "0" * 9))
+    )
+    field = authentication_results("mx.example.net", [result])
+    assert parse_authentication_results(field.split(b":", 1)[1])[1] == [result]
