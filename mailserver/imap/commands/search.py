@@ -1,10 +1,12 @@
 """SEARCH and UID SEARCH, with ESEARCH results (RFC 9051 §6.4.4, RFC 4731) and SAVE (RFC 5182).
 
 Flags come from one pass over the folder's flag index; sizes, dates and the envelope
-(SUBJECT, FROM, TO, CC, BCC) from each message's indexed info; only HEADER, BODY and TEXT read
-the message bytes, in the thread pool, a batch at a time. Strings match as case-insensitive
-substrings (RFC 9051 §6.4.4); BODY and TEXT look in the decoded text parts. Dates compare
-by day, internal dates in UTC, Date headers in their own zone.
+(SUBJECT, FROM, TO, CC, BCC) from the index, read a batch of messages per store call
+(:meth:`IMailbox.messages`, the objects' parse results only for the keys that need them);
+only HEADER (the header block alone), BODY and TEXT read the message bytes, in the thread
+pool, a batch at a time. Strings match as case-insensitive substrings (RFC 9051 §6.4.4);
+BODY and TEXT look in the decoded text parts. Dates compare by day, internal dates in UTC,
+Date headers in their own zone.
 
 An IMAP4rev2 client, or any ``SEARCH RETURN (...)``, gets an ESEARCH response; an IMAP4rev1
 client's plain SEARCH gets ``* SEARCH``.
@@ -23,10 +25,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mailserver.errors import NoSuchMessage
 from mailserver.imap import response
 from mailserver.imap.commands.base import Result
-from mailserver.imap.commands.fetch import read_messages
+from mailserver.imap.commands.fetch import read_headers, read_messages
 from mailserver.imap.commands.sections import structure_of, texts
 from mailserver.imap.grammar import Command
 from mailserver.imap.parse_search import (
@@ -59,7 +60,9 @@ from mailserver.types import MessageInfo
 
 __all__ = ["search"]
 
+#: Messages read per trip to the thread pool (keys that read bytes), else per store call.
 BATCH = 64
+GROUP = 512
 _ADDRESS_FIELDS = {"FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc"}
 
 
@@ -93,42 +96,45 @@ async def search(session: Session, command: Command) -> Result:
     if saving:
         view.saved = []  # RFC 5182 §2.1: a failed search saves the empty set
     needs_info = any(isinstance(k, SizeKey | DateKey | Within | Contains | ObjectId) for k in keys)
-    needs_bytes = any(
-        isinstance(k, Header) or (isinstance(k, Contains) and k.field in ("BODY", "TEXT"))
-        for k in keys
+    # The objects' parse results (envelope, structure) only for the keys that look in them.
+    needs_meta = any(
+        isinstance(k, Contains) or (isinstance(k, DateKey) and k.field == "sent") for k in keys
     )
+    needs_body = any(isinstance(k, Contains) and k.field in ("BODY", "TEXT") for k in keys)
+    needs_bytes = needs_body or any(isinstance(k, Header) for k in keys)
     by_modseq = any(isinstance(k, ModSeqKey) for k in keys)
     if by_modseq:
         session.use_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
     current = {info.uid: info for info in view.mailbox.flags()}
-    candidates: list[_Candidate] = []
-    for number, uid in enumerate(view.uids, 1):
-        if uid in current:
-            candidate = _Candidate(number, uid, current[uid].flags, current[uid].modseq)
-            if needs_info or needs_bytes:
-                try:
-                    candidate.info = view.mailbox.message(uid).info
-                except NoSuchMessage:
-                    continue
-            candidates.append(candidate)
+    candidates = [
+        _Candidate(number, uid, current[uid].flags, current[uid].modseq)
+        for number, uid in enumerate(view.uids, 1)
+        if uid in current
+    ]
     matcher = _Matcher(view, time.time())
     matched: list[_Candidate] = []
-    for start in range(0, len(candidates), BATCH):
-        batch = candidates[start : start + BATCH]
-        if needs_bytes:
-            messages = []
+    step = BATCH if needs_bytes else GROUP
+    for start in range(0, len(candidates), step):
+        batch = candidates[start : start + step]
+        if needs_info or needs_bytes:
+            # One store call per batch (view.uids ascend, so the batch's UIDs do).
+            found = {
+                message.info.uid: message
+                for message in view.mailbox.messages([c.uid for c in batch], needs_meta)
+            }
+            batch = [c for c in batch if c.uid in found]  # expunged meanwhile: left out
             for candidate in batch:
-                try:
-                    messages.append(view.mailbox.message(candidate.uid))
-                except NoSuchMessage:  # expunged while an earlier batch was read
-                    candidate.info = None
-            batch = [c for c in batch if c.info is not None]
-            for candidate, data in zip(batch, await session.in_thread(read_messages, messages)):
-                candidate.data = data
-            batch = [c for c in batch if c.data is not None]
+                candidate.info = found[candidate.uid].info
+            if needs_bytes:
+                reader = read_messages if needs_body else read_headers
+                messages = [found[c.uid] for c in batch]
+                for candidate, data in zip(batch, await session.in_thread(reader, messages)):
+                    candidate.data = data
+                batch = [c for c in batch if c.data is not None]
         matched += [c for c in batch if matcher.match(args.key, c)]
         for candidate in batch:
             candidate.data = None
+            candidate.info = None
     numbers = [c.uid if args.uid else c.number for c in matched]
     modseqs = [c.modseq for c in matched] if by_modseq else None
     untagged = _results(session, command.tag, args, numbers, [c.uid for c in matched], modseqs)
