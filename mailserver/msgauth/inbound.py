@@ -4,10 +4,11 @@ Design rules:
 
 1. A delivery-target wrapper, like every filter (DESIGN decision 4): recipients, commit and
    abort pass straight through; the work happens once per message, in ``body``.
-2. The message is read once, in a worker thread; SPF (client IP, HELO, MAIL FROM), DKIM and
-   ARC run concurrently, then DMARC for each From domain. Each check has a deadline
-   (RFC 7208 §4.6.4 suggests at least 20 seconds for SPF) and any failure of a check becomes
-   its ``temperror``: authentication can refuse a message only through a DMARC policy.
+2. The message is read once, in a worker thread; SPF (the MAIL FROM identity, and the HELO
+   identity on its own), DKIM and ARC run concurrently, then DMARC for each From domain.
+   Each check has a deadline (RFC 7208 §4.6.4 suggests at least 20 seconds for SPF) and any
+   failure of a check becomes its ``temperror``: authentication can refuse a message only
+   through a DMARC policy.
 3. Every ``Authentication-Results`` field claiming our authserv-id is removed (RFC 8601 §5)
    and exactly one of ours is added at the top (just below our own Received field), so what
    a user reads under our name is ours.
@@ -168,16 +169,23 @@ class AuthenticatingTarget:
     async def _assess(self, message: bytes, envelope: Envelope) -> Assessment:
         head, _ = split_message(message)
         sender = str(envelope.sender) if envelope.sender is not None else None
+        ip, helo = envelope.client_address, envelope.helo
         checks = [
-            self._guard(self.spf.check(envelope.client_address, sender, envelope.helo), "spf"),
+            self._guard(self.spf.check(ip, sender, helo), "spf"),
             self._guard(self.dkim.verify(message), "dkim", many=True),
         ]
         if self.arc is not None:
             checks.append(self._guard(self.arc.verify(message), "arc"))
+        # RFC 7208 §2.3: the HELO identity is checked on its own too (for <> it is the
+        # MAIL FROM identity already); an address literal or a bare name has no SPF.
+        check_helo = sender is not None and "." in helo and not helo.startswith("[")
+        if check_helo:
+            checks.append(self._guard(self.spf.check(ip, None, helo), "spf"))
         done = await gatherResults(checks, consumeErrors=True)
         spf: AuthResult = done[0]
         dkim: list[AuthResult] = list(done[1])
         arc: list[AuthResult] = [done[2]] if self.arc is not None else []
+        helo_spf: list[AuthResult] = [done[-1]] if check_helo else []
         outcomes: list[DMARCOutcome] = []
         domains = from_domains(head)
         if len(domains) > MAX_FROM_DOMAINS:
@@ -191,7 +199,7 @@ class AuthenticatingTarget:
         if not domains:
             outcomes.append(DMARCOutcome(AuthResult("dmarc", "none", reason="no From domain")))
         decisive = max(outcomes, key=lambda o: _STRICTNESS.get(o.policy, 0))
-        results = (spf, *dkim, *arc, *(o.result for o in outcomes))
+        results = (spf, *helo_spf, *dkim, *arc, *(o.result for o in outcomes))
         action = "deliver"
         if decisive.policy == "quarantine":
             action = "quarantine"
