@@ -22,6 +22,7 @@ Design rules:
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from mailserver.dns import DNSTemporaryError, Resolver
 from mailserver.message.headers import header_length, parse_headers
-from mailserver.msgauth.keys import DKIMKey, KeyStore
+from mailserver.msgauth.keys import DKIMKey, DKIMKeyError, KeyStore, check_domain
 from mailserver.msgauth.results import AuthResult
 
 __all__ = [
@@ -201,7 +202,7 @@ def _verify_one(verifier: Any, index: int, keys: Mapping[str, KeyRecord]) -> Aut
         return AuthResult("dkim", "neutral", _properties(sig), f"bad signature: {error}")
     if not prep:
         return AuthResult("dkim", "neutral", reason="signature field not found")
-    sig, include, _ = prep
+    sig, include, sig_headers = prep
     props = _properties(sig)
     if b"from" not in include:
         # RFC 6376 §6.1.1: h= without From is a PERMFAIL.
@@ -213,13 +214,18 @@ def _verify_one(verifier: Any, index: int, keys: Mapping[str, KeyRecord]) -> Aut
     if record.text is None:
         return AuthResult("dkim", "permerror", props, "no key record")  # §6.1.2
     try:
-        _, _, ktag, _ = dkim.evaluate_pk(key_name(sig[b"d"], sig[b"s"]), record.text)
+        evaluated = dkim.evaluate_pk(key_name(sig[b"d"], sig[b"s"]), record.text)
     except dkim.DKIMException as error:
         return AuthResult("dkim", "permerror", props, f"bad key record: {error}")
+    ktag = evaluated[2]
     if ktag is None or (ktag == b"rsa") != sig[b"a"].startswith(b"rsa-"):
         return AuthResult("dkim", "permerror", props, "key type does not match a=")
+    # What dkimpy's verify_sig does after its own key look-up, with the key parsed above.
+    verifier.pk, verifier.keysize, verifier.ktag, verifier.seqtlsrpt = evaluated
     try:
-        good = verifier.verify(index, dnsfunc=answering_from(keys))
+        good = verifier.verify_sig_process(
+            sig, include, sig_headers[index], answering_from(keys)
+        )
     except dkim.KeyFormatError as error:
         return AuthResult("dkim", "fail", props, str(error))
     except dkim.DKIMException as error:
@@ -241,32 +247,57 @@ class _Quiet:
 QUIET_LOGGER = _Quiet()
 
 
+@dataclass(frozen=True)
+class _Prepared:
+    """An active key ready to sign: dkimpy's form of the private key, and for RSA the key
+    loaded by OpenSSL (loading checks the key: ~0.1 s, so it is done once)."""
+
+    key: DKIMKey
+    private: bytes
+    rsa: _OpenSSLKey | None
+
+
 class DKIMSigner:
-    """Signs mail of domains that have active keys in a :class:`KeyStore`."""
+    """Signs mail of domains that have active keys in a :class:`KeyStore`.
+
+    The prepared keys of a domain are kept until its key directory changes (a keygen, rotate
+    or remove renames or unlinks a file there, which changes the directory's mtime), so a
+    rotation takes effect with the next message and no restart.
+    """
 
     def __init__(self, keys: KeyStore) -> None:
         self.keys = keys
-        # Loading an RSA key checks it (~0.1 s): keep the loaded keys, by PEM.
-        self._loaded: dict[bytes, _OpenSSLKey] = {}
+        self._prepared: dict[str, tuple[int, list[_Prepared]]] = {}
 
     def sign(self, message: bytes, domain: str) -> bytes:
         """Blocking: the DKIM-Signature field(s) to prepend to ``message`` (CRLF line ends),
         empty when ``domain`` has no active key."""
-        try:
-            active = self.keys.active(domain)
-        except Exception:  # a bad domain name signs nothing
-            return b""
-        return b"".join(sign_with(key, message, self._rsa(key)) for key in active)
+        return b"".join(
+            sign_with(p.key, message, p.rsa, p.private) for p in self.prepared(domain)
+        )
 
-    def _rsa(self, key: DKIMKey) -> _OpenSSLKey | None:
-        if key.algorithm != "rsa":
-            return None
-        loaded = self._loaded.get(key.pem)
-        if loaded is None:
-            if len(self._loaded) >= 64:
-                self._loaded.clear()
-            loaded = self._loaded[key.pem] = _OpenSSLKey(key.pem)
-        return loaded
+    def prepared(self, domain: str) -> list[_Prepared]:
+        """The active keys of ``domain``, prepared (cached by directory mtime)."""
+        try:
+            domain = check_domain(domain)
+            stamp = os.stat(os.path.join(self.keys.root, domain)).st_mtime_ns
+        except (DKIMKeyError, OSError):  # not a domain name, or no keys at all
+            return []
+        cached = self._prepared.get(domain)
+        if cached is not None and cached[0] == stamp:
+            return cached[1]
+        ready = [
+            _Prepared(
+                key,
+                key.private_for_dkimpy(),
+                _OpenSSLKey(key.pem) if key.algorithm == "rsa" else None,
+            )
+            for key in self.keys.active(domain)
+        ]
+        if len(self._prepared) >= 1024:
+            self._prepared.clear()
+        self._prepared[domain] = (stamp, ready)
+        return ready
 
 
 class _Signature:
@@ -314,9 +345,14 @@ class _DKIM(dkim.DKIM):  # type: ignore[misc]
             self.signature_algorithm = b"rsa-sha256"
 
 
-def sign_with(key: DKIMKey, message: bytes, rsa_key: _OpenSSLKey | None = None) -> bytes:
-    """One relaxed/relaxed DKIM-Signature field made with ``key`` (``rsa_key``: the same
-    RSA key loaded by OpenSSL, else it is loaded here)."""
+def sign_with(
+    key: DKIMKey,
+    message: bytes,
+    rsa_key: _OpenSSLKey | None = None,
+    private: bytes | None = None,
+) -> bytes:
+    """One relaxed/relaxed DKIM-Signature field made with ``key`` (``rsa_key`` and
+    ``private``: the key already prepared, else it is prepared here)."""
     signer = _DKIM(message, logger=QUIET_LOGGER, linesep=b"\r\n")
     if key.algorithm == "rsa":
         signer.rsa_key = rsa_key or _OpenSSLKey(key.pem)
@@ -327,7 +363,7 @@ def sign_with(key: DKIMKey, message: bytes, rsa_key: _OpenSSLKey | None = None) 
     field: bytes = signer.sign(
         key.dns_selector.encode("ascii"),
         key.domain.encode("ascii"),
-        key.private_for_dkimpy(),
+        private or key.private_for_dkimpy(),
         signature_algorithm=key.signature_algorithm.encode("ascii"),
         canonicalize=(b"relaxed", b"relaxed"),
         include_headers=headers,

@@ -306,3 +306,17 @@ async def test_rotated_key_signs_and_the_old_record_still_verifies_old_mail(keys
     for message in (old, new):
         found = await verify(message, zone_for(keystore))
         assert [r.result for r in found] == ["pass", "pass"]
+
+
+def test_one_signer_follows_keygen_rotate_and_remove(tmp_path):
+    """The running server's signer picks up key changes with the next message, no restart."""
+    store = KeyStore(str(tmp_path / "dkim"))
+    signer = DKIMSigner(store)
+    assert signer.sign(UNSIGNED, "example.org") == b""
+    store.generate("example.org", "first", ["ed25519"])
+    assert b"s=first-ed25519;" in signer.sign(UNSIGNED, "example.org")
+    store.rotate("example.org", selector="second", algorithms=["rsa"])
+    fields = signer.sign(UNSIGNED, "example.org")
+    assert b"s=second;" in fields and b"first" not in fields
+    store.remove("example.org", "first")
+    assert b"s=second;" in signer.sign(UNSIGNED, "example.org")
