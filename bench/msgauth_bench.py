@@ -9,8 +9,9 @@ One in-process DNS server (twisted.names, as the tests use) on 127.0.0.1 serves
 record. Every message (~4 KiB) carries both signatures and passes everything.
 
 - **ours-warm**: :meth:`AuthenticatingTarget.assess` (the port-25 path: SPF of MAIL FROM
-  and of HELO, both DKIM signatures, ARC, DMARC) with one shared cached resolver, as the server runs: after the first message every look-up is a cache hit;
-  what is left is the crypto (in the reactor's thread pool) and the parsing.
+  and of HELO, both DKIM signatures, ARC, DMARC) with one shared cached resolver, as the
+  server runs: after the first message every look-up is a cache hit; what is left is the
+  crypto (in the reactor's thread pool) and the parsing.
 - **ours-cold**: the same with a fresh resolver per message: every look-up (7 queries) goes
   to the DNS server.
 - **peer**: what a Python milter does: pyspf ``check2`` + dkimpy ``dkim.verify`` (its own
