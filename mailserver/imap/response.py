@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
+import time
 from collections.abc import Iterable, Mapping
 
 from mailserver.imap.scanner import is_astring
@@ -47,11 +49,14 @@ __all__ = [
 CRLF = b"\r\n"
 _STATUSES = frozenset({"OK", "NO", "BAD", "PREAUTH", "BYE"})
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTHS_B = tuple(month.encode("ascii") for month in _MONTHS)
 
 Text = str | bytes
 
 
 def _bytes(value: Text) -> bytes:
+    if type(value) is bytes:  # the common case first: serialised parts
+        return value
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
@@ -89,10 +94,24 @@ def literal(value: Text, *, binary: bool = False) -> bytes:
 
 def string(value: Text, *, utf8: bool = False) -> bytes:
     """``string``: quoted when possible, else a literal (literal8 when it holds NUL)."""
+    if type(value) is str and value.isascii():
+        return _short_ascii(value) if len(value) <= 64 else _ascii_string(value)
     data = _bytes(value)
     if quotable(data, utf8=utf8):
-        return quoted(data, utf8=utf8)
+        return b'"' + data.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
     return literal(data, binary=b"\x00" in data)
+
+
+def _ascii_string(value: str) -> bytes:
+    """:func:`string` of ASCII text."""
+    if "\r" in value or "\n" in value or "\x00" in value:
+        return literal(value.encode("ascii"), binary="\x00" in value)
+    return ('"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"').encode("ascii")
+
+
+#: :func:`_ascii_string` of short values, memoised: BODYSTRUCTURE and ENVELOPE repeat the
+#: same few (types, parameter names, charsets, encodings, addresses) across messages.
+_short_ascii = functools.lru_cache(maxsize=4096)(_ascii_string)
 
 
 def astring(value: Text, *, utf8: bool = False) -> bytes:
@@ -108,6 +127,11 @@ def nstring(value: Text | None, *, utf8: bool = False) -> bytes:
 
 def plist(items: Iterable[Text]) -> bytes:
     """A parenthesised list of already serialised items, separated by SP."""
+    if type(items) is list:
+        try:
+            return b"(" + b" ".join(items) + b")"  # all bytes: the common case
+        except TypeError:
+            pass
     return b"(" + b" ".join(_bytes(item) for item in items) + b")"
 
 
@@ -127,8 +151,16 @@ def date_time(value: dt.datetime | float) -> bytes:
     """``date-time``: ``"17-Jul-1996 02:44:25 -0700"`` (RFC 9051 §9; the day padded with a
     space). A float is a POSIX timestamp, shown in UTC; a naive datetime is taken as UTC."""
     if not isinstance(value, dt.datetime):
-        value = dt.datetime.fromtimestamp(value, dt.UTC)
-    elif value.tzinfo is None:
+        t = time.gmtime(value)  # FETCH INTERNALDATE: the hot path
+        return b'"%2d-%s-%04d %02d:%02d:%02d +0000"' % (
+            t.tm_mday,
+            _MONTHS_B[t.tm_mon - 1],
+            t.tm_year,
+            t.tm_hour,
+            t.tm_min,
+            t.tm_sec,
+        )
+    if value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     offset = value.utcoffset() or dt.timedelta()
     minutes = int(offset.total_seconds()) // 60
@@ -229,7 +261,9 @@ def continuation(text: Text = "Ready", *, challenge: bytes | None = None) -> byt
 
 def fetch(number: int, items: Iterable[tuple[Text, bytes]]) -> bytes:
     """``* n FETCH (name value ...)`` CRLF from (item label, serialised value) pairs."""
-    body = b" ".join(_bytes(name) + b" " + value for name, value in items)
+    body = b" ".join(
+        (name if type(name) is bytes else _bytes(name)) + b" " + value for name, value in items
+    )
     return b"* %d FETCH (%s)\r\n" % (number, body)
 
 
