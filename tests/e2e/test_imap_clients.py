@@ -12,9 +12,12 @@ timeout and a failure shows what the client printed (its protocol trace where it
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import imaplib
+import json
 import ssl
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -300,6 +303,35 @@ async def test_curl_lists_fetches_and_searches(server, tmp_path):
         denied = run([*wrong, f"{imaps}/"], tmp_path, check=False)
         assert denied.returncode == 67, denied
         assert "NO [AUTHENTICATIONFAILED]" in denied.output, denied
+
+    await deferToThread(scenario)
+
+
+@pytest_twisted.ensureDeferred
+async def test_curl_logs_in_with_an_oauthbearer_token(server, tmp_path):
+    """A bearer token from 'mailserver user token issue --scope imap' logs curl in with
+    AUTHENTICATE OAUTHBEARER (SASL-IR); a bogus token gets the RFC 7628 error challenge,
+    curl's dummy response and NO [AUTHENTICATIONFAILED]."""
+    curl = require("curl")
+    await provision(Path(server.data_dir), DOMAIN)
+    issued = run([str(Path(sys.executable).parent / "mailserver"), "user", "token", "issue",
+                  "--scope", "imap", "--config", str(server.config_path), USER], tmp_path)
+    token = issued.output.splitlines()[1].strip()
+    await deferToThread(server.start)
+
+    def scenario() -> None:
+        url = f"imaps://127.0.0.1:{server.ports['imap.tls_listen']}/"
+        base = [curl, "-sS", "-v", "--sasl-ir", "--cacert", str(server_cert(server)),
+                "--login-options", "AUTH=OAUTHBEARER", "-u", f"{USER}:"]
+        listed = run([*base, "--oauth2-bearer", token, url], tmp_path)
+        assert "> A002 AUTHENTICATE OAUTHBEARER " in listed.output, listed
+        assert '* LIST (\\HasNoChildren) "/" INBOX' in listed.output, listed
+        bogus = run([*base, "--oauth2-bearer", "not-a-token", url], tmp_path, check=False)
+        assert bogus.returncode == 67, bogus
+        assert "NO [AUTHENTICATIONFAILED]" in bogus.output, bogus
+        challenge = next(line for line in bogus.output.splitlines() if line.startswith("< + "))
+        error = json.loads(base64.b64decode(challenge[4:]))
+        assert error["status"] == "invalid_token", bogus
 
     await deferToThread(scenario)
 
