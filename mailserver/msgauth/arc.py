@@ -25,6 +25,7 @@ from typing import Any
 import dkim
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 
 from mailserver.dns import Resolver
 from mailserver.msgauth.dkim import (
@@ -38,6 +39,8 @@ from mailserver.msgauth.dkim import (
 from mailserver.msgauth.results import AuthResult
 
 __all__ = ["MAX_INSTANCES", "ARCVerifier", "validate_blocking"]
+
+log = Logger()
 
 #: RFC 8617 §4.2.1: no more than 50 ARC sets.
 MAX_INSTANCES = 50
@@ -70,7 +73,12 @@ class ARCVerifier:
         fetching.addCallback(
             lambda keys: deferToThreadPool(self.reactor, pool, validate_blocking, message, keys)
         )
-        return fetching
+        return fetching.addErrback(self._unexpected)
+
+    def _unexpected(self, failure: Any) -> AuthResult:
+        """A bug, not the message: logged, and reported as temperror so mail still flows."""
+        log.failure("ARC validation failed unexpectedly", failure)
+        return AuthResult("arc", "temperror", reason="internal error")
 
 
 def validate_blocking(message: bytes, keys: Mapping[str, KeyRecord]) -> AuthResult:

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 from dkim.util import InvalidTagValueList, parse_tag_value
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 
 from mailserver.dns import DNSTemporaryError, Resolver
 from mailserver.message.headers import header_length, parse_headers
@@ -50,6 +51,8 @@ __all__ = [
     "fetch_keys",
     "signature_fields",
 ]
+
+log = Logger()
 
 #: Signatures checked per message (RFC 6376 §6.1 lets a verifier limit its work).
 MAX_SIGNATURES = 8
@@ -171,7 +174,12 @@ class DKIMVerifier:
                 self.reactor, pool, verify_blocking, message, keys, len(sigs)
             )
         )
-        return fetching
+        return fetching.addErrback(self._unexpected)
+
+    def _unexpected(self, failure: Any) -> list[AuthResult]:
+        """A bug, not the message: logged, and reported as temperror so mail still flows."""
+        log.failure("DKIM verification failed unexpectedly", failure)
+        return [AuthResult("dkim", "temperror", reason="internal error")]
 
 
 def verify_blocking(

@@ -21,7 +21,7 @@ from mailserver.msgauth.dkim import KeyRecord
 from mailserver.msgauth.keys import DKIMKey, generate_pem
 from mailserver.msgauth.results import RESULTS
 from tests.dns_server import Zone, start_dns_server
-from tests.msgauth.test_dkim import ServerFailure, txt
+from tests.msgauth.test_dkim import BrokenResolver, ServerFailure, txt
 
 pytest.importorskip("authres", reason="dkimpy's ARC sealing (makes the test chains) needs it")
 
@@ -194,3 +194,11 @@ def test_any_arc_field_gives_a_result_word(value, name):
     records = {k.dns_name: KeyRecord(k.dns_record()) for k in KEYS.values()}
     result = validate_blocking(field + one_hop(), records)
     assert result.method == "arc" and result.result in RESULTS
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bug_below_the_validator_is_temperror():
+    result = await ARCVerifier(BrokenResolver(reactor, ["127.0.0.1:9"]), reactor).verify(
+        one_hop()
+    )
+    assert (result.result, result.reason) == ("temperror", "internal error")

@@ -320,3 +320,18 @@ def test_one_signer_follows_keygen_rotate_and_remove(tmp_path):
     assert b"s=second;" in fields and b"first" not in fields
     store.remove("example.org", "first")
     assert b"s=second;" in signer.sign(UNSIGNED, "example.org")
+
+
+class BrokenResolver(Resolver):
+    """A resolver with a bug: every look-up raises something that is not a DNS error."""
+
+    def txt(self, name):
+        return defer.fail(RuntimeError("a bug"))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bug_below_the_verifier_is_temperror_not_a_lost_message():
+    found = await DKIMVerifier(BrokenResolver(reactor, ["127.0.0.1:9"]), reactor).verify(
+        rfc8463.SIGNED
+    )
+    assert [(r.result, r.reason) for r in found] == [("temperror", "internal error")]
