@@ -30,7 +30,6 @@ from typing import Any
 
 from twisted.internet.defer import inlineCallbacks
 
-from mailserver.errors import NoSuchMessage
 from mailserver.interfaces import IMailbox
 from mailserver.types import SEEN, FlagMode
 
@@ -110,11 +109,11 @@ class Maildrop:
 def load(mailbox: IMailbox, leave_on_server: bool = False, mark_seen: bool = True) -> Maildrop:
     """The snapshot of ``mailbox`` (blocking index reads: call in a thread)."""
     uidvalidity = mailbox.info().uidvalidity  # type: ignore[attr-defined]
-    entries = []
-    for uid in mailbox.uids():  # type: ignore[attr-defined]
-        try:
-            size = mailbox.message(uid).info.size
-        except NoSuchMessage:  # expunged while we listed
-            continue
-        entries.append(Entry(uid, size, f"{uidvalidity}.{uid}"))
+    # One batch read: sizes only (meta=False skips the parse results POP3 never uses);
+    # messages expunged while we list are simply absent.
+    messages = mailbox.messages(mailbox.uids(), meta=False)  # type: ignore[attr-defined]
+    entries = [
+        Entry(message.info.uid, message.info.size, f"{uidvalidity}.{message.info.uid}")
+        for message in messages
+    ]
     return Maildrop(mailbox, entries, leave_on_server, mark_seen)
