@@ -20,6 +20,7 @@ import difflib
 import ipaddress
 import json
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Callable, Mapping
@@ -475,6 +476,13 @@ class SecurityConfig:
         return os.path.join(data_path, "audit", "audit.jsonl")
 
 
+def _authserv_id(value: str) -> tuple[str, str] | None:
+    """Accept "" or a domain-like name (RFC 8601 §2.5: the authserv-id names this host)."""
+    if value and not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9.\-]*[A-Za-z0-9])?", value):
+        return f"not a host name: {value!r}", 'e.g. "mx.example.org", or "" for [server] hostname'
+    return None
+
+
 @dataclass(frozen=True)
 class MsgAuthConfig:
     """[msgauth]: SPF, DKIM, ARC and DMARC checks of mail arriving on port 25."""
@@ -485,7 +493,9 @@ class MsgAuthConfig:
         "header (DNS through [delivery] nameservers).",
     )
     authserv_id: str = _key(
-        "", 'The name in our Authentication-Results headers; "" = [server] hostname.'
+        "",
+        'The name in our Authentication-Results headers; "" = [server] hostname.',
+        _authserv_id,
     )
     dmarc_reject: str = _key(
         "refuse",
