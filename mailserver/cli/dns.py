@@ -7,7 +7,8 @@ comment (see :mod:`mailserver.msgauth.records`), then the MTA-STS policy file as
 machines. ``mailserver dns check DOMAIN`` looks every record up (``--nameserver``, else
 ``[delivery] nameservers``, else the system's resolver) and prints one verdict line each,
 ``ok``, ``missing`` or ``wrong: found X, want Y``, then a summary; it exits 0 only when all
-are ok.
+are ok. It also fetches the MTA-STS policy file as a sending server would (verified HTTPS,
+RFC 8461 §3.3), its host's address looked up in the same DNS.
 
 Both read the config and the DKIM keys only: they are not audited. Domain admins may run
 them for their own domains (the permission rule of ``user list DOMAIN``): the records hold
@@ -25,8 +26,16 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet.defer import Deferred, DeferredList
+import treq
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, ensureDeferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP6ClientEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionRefusedError
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.internet.ssl import optionsForClientTLS
 from twisted.internet.task import react
+from twisted.web.client import Agent
+from twisted.web.iweb import IAgentEndpointFactory
+from zope.interface import implementer
 
 from mailserver.cli.common import add_config_option, load_config
 from mailserver.cli.storage import CommandError, say_note
@@ -45,6 +54,7 @@ from mailserver.msgauth.records import (
     settings_from_config,
     wanted_records,
 )
+from mailserver.spool.mtasts import MAX_POLICY, PolicyError, mx_matches, parse_policy
 
 __all__ = ["check_records", "print_records", "register"]
 
@@ -182,11 +192,15 @@ def check_records(args: argparse.Namespace) -> int:
     records = wanted_records(settings)
     outcome: list[Any] = []
 
-    def run(reactor: Any) -> Deferred[None]:
+    async def both(reactor: Any) -> list[Verdict]:
         resolver = Resolver(reactor, nameservers, timeout=args.timeout)
-        done = _look_up(resolver, records)
-        done.addBoth(outcome.append)
-        return done
+        verdicts = await _look_up(resolver, records)
+        if all(v.state == "failed" for v in verdicts):
+            return verdicts  # the DNS is unreachable: one error line, no fetch
+        return [*verdicts, await _fetch_policy(reactor, resolver, settings, args.timeout)]
+
+    def run(reactor: Any) -> Deferred[None]:
+        return ensureDeferred(both(reactor)).addBoth(outcome.append)
 
     try:
         react(run)
@@ -259,3 +273,100 @@ def _look_up(resolver: Resolver, records: Sequence[Record]) -> Deferred[list[Ver
         return out
 
     return looked.addCallback(verdicts)
+
+
+class _NoAddress(Exception):
+    """The policy host has no A or AAAA record."""
+
+
+@implementer(IAgentEndpointFactory)
+class _ResolvedEndpoints:
+    """HTTPS connections whose host is looked up through ``resolver`` (the DNS being
+    checked, not the system's), verified against the system's trust store (RFC 8461 §3.3)."""
+
+    def __init__(self, reactor: Any, resolver: Resolver, timeout: float) -> None:
+        self.reactor, self.resolver, self.timeout = reactor, resolver, timeout
+
+    def endpointForURI(self, uri: Any) -> Any:
+        return _ResolvedTLSEndpoint(self, uri.host.decode("ascii"), uri.port)
+
+
+@implementer(IStreamClientEndpoint)
+class _ResolvedTLSEndpoint:
+    def __init__(self, parent: _ResolvedEndpoints, host: str, port: int) -> None:
+        self.parent, self.host, self.port = parent, host, port
+
+    def connect(self, factory: Any) -> Deferred[Any]:
+        return ensureDeferred(self._connect(factory))
+
+    async def _connect(self, factory: Any) -> Any:
+        parent = self.parent
+        for rdtype, kind in (("A", TCP4ClientEndpoint), ("AAAA", TCP6ClientEndpoint)):
+            records = await parent.resolver.lookup(self.host, rdtype)
+            if records.values:
+                plain = kind(parent.reactor, str(records.values[0]), self.port,
+                             timeout=parent.timeout)
+                tls = wrapClientTLS(optionsForClientTLS(self.host), plain)
+                return await tls.connect(factory)
+        raise _NoAddress(self.host)
+
+
+def _policy_record(settings: Settings) -> Record:
+    """The policy file as a "record" to judge: its URL and its lines joined with "; "."""
+    url = f"https://mta-sts.{settings.domain}/.well-known/mta-sts.txt"
+    text = "; ".join(mta_sts_policy(settings).splitlines())
+    return Record(url, "file", text, "MTA-STS", "the MTA-STS policy file")
+
+
+async def _fetch_policy(
+    reactor: Any, resolver: Resolver, settings: Settings, timeout: float
+) -> Verdict:
+    """Fetch the MTA-STS policy as a sending server would (RFC 8461 §3.3: verified HTTPS, no
+    redirects, text/plain) and judge it: mode, our host among ``mx``, max_age."""
+    record = _policy_record(settings)
+    agent = Agent.usingEndpointFactory(reactor, _ResolvedEndpoints(reactor, resolver, timeout))
+    try:
+        # the whole fetch may take a look-up, a connection and the transfer
+        response = await treq.get(record.name, agent=agent, allow_redirects=False,
+                                  timeout=3 * timeout)
+        body = await treq.content(response)
+    except _NoAddress as error:
+        return Verdict(record, "missing", note=f"{error} has no address")
+    except ConnectionRefusedError:
+        return Verdict(record, "missing", note="nothing listens on its port 443")
+    except DNSTemporaryError as error:
+        return Verdict(record, "failed", str(error))
+    except CancelledError:
+        return Verdict(record, "failed", f"no answer within {3 * timeout:g} seconds")
+    except Exception as error:  # TLS failures arrive wrapped (ResponseNeverReceived...)
+        return Verdict(record, "wrong", f"no policy: {_reason(error)}")
+    if response.code == 404:
+        return Verdict(record, "missing", note="HTTP 404")
+    content_type = (response.headers.getRawHeaders(b"content-type") or [b""])[0]
+    if response.code != 200 or not content_type.lower().startswith(b"text/plain"):
+        found = f"HTTP {response.code} {content_type.decode('latin-1') or 'no content type'}"
+        return Verdict(record, "wrong", f"{found} (want 200 text/plain)")
+    if len(body) > MAX_POLICY:
+        return Verdict(record, "wrong", "a policy larger than 64 KiB")
+    text = body.decode("utf-8", "replace")
+    found = "; ".join(line.strip() for line in text.splitlines() if line.strip())
+    try:
+        policy = parse_policy(text)
+    except PolicyError as error:
+        return Verdict(record, "wrong", f"{found!r} ({error})")
+    if (
+        policy.mode == settings.mta_sts_mode
+        and mx_matches(settings.mx_host, policy.mx)
+        and policy.max_age == settings.mta_sts_max_age
+    ):
+        return Verdict(record, "ok")
+    return Verdict(record, "wrong", found)
+
+
+def _reason(error: BaseException) -> str:
+    """One line for a failed HTTPS fetch, unwrapping Twisted's failure lists."""
+    reasons = getattr(error, "reasons", None)
+    if reasons:
+        error = reasons[0].value
+    text = str(error) or type(error).__name__
+    return text.splitlines()[0] if text else type(error).__name__

@@ -5,17 +5,25 @@ per record, refusals in one line, and domain admins for their own domains only."
 
 from __future__ import annotations
 
+import functools
 import json
+import os
 import re
+import socket
+import subprocess
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThread
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from mailserver.msgauth.keys import DKIMKey, KeyStore, generate_pem
-from tests.cli.conftest import ALICE, PASSWORD, Cli
+from tests.cli.conftest import ALICE, PASSWORD, Cli, mailserver_script
 from tests.dns_server import DNSServer, Zone, start_dns_server
+from tests.pki import make_ca
 
 
 def configure(cli: Cli) -> Cli:
@@ -209,16 +217,15 @@ async def test_check_says_which_are_ok_missing_or_wrong(cli):
         "SRV _imaps._tcp.example.org SRV: ok",
         "SRV _pop3._tcp.example.org SRV: ok",
         "SRV _pop3s._tcp.example.org SRV: missing",
-        "5 of 14 records missing or wrong: publish them as 'mailserver dns example.org' "
+        "MTA-STS https://mta-sts.example.org/.well-known/mta-sts.txt file: missing "
+        "(mta-sts.example.org has no address)",
+        "6 of 15 records missing or wrong: publish them as 'mailserver dns example.org' "
         "prints them (old answers stay cached for up to their TTL)",
     ]
 
 
-@pytest_twisted.ensureDeferred
-async def test_check_passes_once_the_printed_records_are_published(cli):
-    """Every record 'mailserver dns' prints, served as printed, is judged ok: exit 0."""
-    configure(cli)
-    keys(cli)
+def published(cli: Cli) -> dict:
+    """A test zone holding every record 'mailserver dns --json' prints, as printed."""
     printed = json.loads(cli.ok("dns", "example.org", "--json"))["records"]
     records: dict = {}
     for record in printed:
@@ -231,13 +238,99 @@ async def test_check_passes_once_the_printed_records_are_published(cli):
             *numbers, target = value.split()
             value = (*map(int, numbers), target)
         records.setdefault(record["name"], []).append((record["type"], value))
-    done = await check(cli, records, "--json")
-    assert done.returncode == 0, done.stdout
-    verdicts = json.loads(done.stdout)
-    assert verdicts["ok"] is True
-    assert {v["state"] for v in verdicts["verdicts"]} == {"ok"}
-    done = await check(cli, records)
-    assert done.stdout.decode().splitlines()[-1] == "all 14 records are published as wanted"
+    return records
+
+
+@pytest_twisted.ensureDeferred
+async def test_check_finds_every_printed_record(cli):
+    """Every DNS record 'mailserver dns' prints, served as printed, is judged ok; the policy
+    file is missing while mta-sts.example.org has no address."""
+    configure(cli)
+    keys(cli)
+    done = await check(cli, published(cli), "--json")
+    assert done.returncode == 1
+    report = json.loads(done.stdout)
+    assert report["ok"] is False
+    states = [(v["type"], v["state"]) for v in report["verdicts"]]
+    assert states == [(t, "ok") for t, _ in states[:-1]] + [("file", "missing")]
+    assert len(states) == 15
+
+
+def free_https_address() -> str:
+    """A 127.44.x.1 whose port 443 is free (the policy URL has no port)."""
+    for n in range(1, 40):
+        with socket.socket() as probe:
+            try:
+                probe.bind((f"127.44.{n}.1", 443))
+            except OSError:
+                continue
+            return f"127.44.{n}.1"
+    pytest.skip("no free 127.44.x.1:443 for the MTA-STS policy server")
+
+
+class PolicyFile(Resource):
+    isLeaf = True
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__()
+        self.body = body
+
+    def render_GET(self, request):
+        request.setHeader(b"content-type", b"text/plain")
+        return self.body
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="serving the policy on port 443 needs root")
+@pytest_twisted.ensureDeferred
+async def test_check_fetches_the_mta_sts_policy_over_verified_https(cli, tmp_path):
+    """With the policy served at https://mta-sts.example.org/ (its A record in the checked
+    DNS, its certificate from a CA the process trusts) every record is ok: exit 0; another
+    policy, or a certificate nobody trusts, is wrong."""
+    configure(cli)
+    keys(cli)
+    ca = make_ca()
+    trusted = tmp_path / "ca.pem"
+    trusted.write_bytes(ca.pem)
+    address = free_https_address()
+    records = published(cli) | {"mta-sts.example.org": [("A", address)]}
+    policy = PolicyFile(cli.ok("dns", "example.org", "--mta-sts-policy").encode())
+    https = reactor.listenSSL(443, Site(policy), ca.server_options("mta-sts.example.org"),
+                              interface=address)
+    server = serve(records)
+    run = functools.partial(
+        subprocess.run, capture_output=True, timeout=60,
+        env=os.environ | {"SSL_CERT_FILE": str(trusted), "SSL_CERT_DIR": str(tmp_path)},
+    )
+    command = [mailserver_script(), "--config", str(cli.config), "dns", "check",
+               "example.org", "--nameserver", server.address]
+    try:
+        done = await deferToThread(run, command)
+        assert done.returncode == 0, done.stdout
+        lines = done.stdout.decode().splitlines()
+        assert lines[-2:] == [
+            "MTA-STS https://mta-sts.example.org/.well-known/mta-sts.txt file: ok",
+            "all 15 records are published as wanted",
+        ]
+        policy.body = policy.body.replace(b"mode: testing", b"mode: enforce")
+        done = await deferToThread(run, command)
+        assert done.returncode == 1
+        assert done.stdout.decode().splitlines()[-2] == (
+            "MTA-STS https://mta-sts.example.org/.well-known/mta-sts.txt file: wrong: found "
+            "version: STSv1; mode: enforce; mx: mail.example.org; max_age: 604800, want "
+            "version: STSv1; mode: testing; mx: mail.example.org; max_age: 604800"
+        )
+        untrusting = functools.partial(run, env=os.environ | {
+            "SSL_CERT_FILE": str(tmp_path / "none.pem"), "SSL_CERT_DIR": str(tmp_path)})
+        done = await deferToThread(untrusting, command)
+        line = done.stdout.decode().splitlines()[-2]
+        assert line.startswith(
+            "MTA-STS https://mta-sts.example.org/.well-known/mta-sts.txt file: wrong: found "
+            "no policy: "
+        ), line
+        assert "certificate verify failed" in line
+    finally:
+        await server.stop()
+        await https.stopListening()
 
 
 def test_domain_admins_read_their_own_domains_records(example):
