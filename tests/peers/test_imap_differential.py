@@ -280,8 +280,8 @@ def normalise_line(line: str, command: str) -> str | None:
         if "RETURN" in command.upper() or extended:
             if "CHILDREN" not in command.upper():
                 attributes = _CHILDREN.sub("", attributes)  # RFC 5258 §4: MAY be sent
-        if kind == "LSUB":
-            attributes = "()"  # RFC 3501 §7.2.3: LSUB attributes are the server's choice
+        if kind == "LSUB":  # RFC 3501 §6.3.9: only \\Noselect has a meaning in LSUB
+            attributes = "(\\Noselect)" if "\\Noselect" in attributes else "()"
         name = "INBOX" if len(tokens) > 2 and tokens[2].upper() == "INBOX" else tokens[2]
         rest = " ".join(tokens[3:]).replace('"CHILDINFO"', "CHILDINFO")
         return " ".join(

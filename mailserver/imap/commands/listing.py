@@ -112,8 +112,22 @@ def lsub(session: Session, command: Command) -> Result:
     untagged: list[bytes] = []
     if args.pattern:
         regex = pattern_regex(args.reference, args.pattern)
-        for info in session.account.list_folders():
-            if info.subscribed and regex.match(info.name):
-                name = session.mailbox_name(info.name)
-                untagged.append(response.untagged(b"LSUB", b"()", b'"/"', name))
+        folders = session.account.list_folders()
+        subscribed = [info.name for info in folders if info.subscribed]
+        for info in folders:
+            if not regex.match(info.name):
+                continue
+            if info.subscribed:
+                attributes = b"()"
+            elif any(
+                name.startswith(info.name + DELIMITER) and not regex.match(name)
+                for name in subscribed
+            ):
+                # RFC 3501 §6.3.9: "%" reaches an unsubscribed parent of a subscribed name:
+                # LSUB returns the parent, flagged \Noselect.
+                attributes = b"(\\Noselect)"
+            else:
+                continue
+            name = session.mailbox_name(info.name)
+            untagged.append(response.untagged(b"LSUB", attributes, b'"/"', name))
     return Result(text="LSUB completed", untagged=untagged)
