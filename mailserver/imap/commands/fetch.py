@@ -22,9 +22,8 @@ set expunged after ``n`` as ``VANISHED (EARLIER)`` (QRESYNC, §3.2.6).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from mailserver.errors import MailError
 from mailserver.imap import response
@@ -226,18 +225,21 @@ def read_headers(messages: Sequence[IMessage]) -> list[bytes | None]:
 def _batches(
     messages: list[tuple[int, IMessage]], plan: _Plan
 ) -> Iterator[list[tuple[int, IMessage, str | None]]]:
-    """The messages in batches of at most :data:`BATCH`, and of whole files at most
-    :data:`BATCH_BYTES` in all (but one message, however big): what one output chunk holds."""
+    """The messages in batches holding at most :data:`BATCH` whole files, of at most
+    :data:`BATCH_BYTES` in all (but one message, however big): what one output chunk holds.
+    Header blocks and index data are small: a group of those is one batch."""
     batch: list[tuple[int, IMessage, str | None]] = []
-    size = 0
+    size = files = 0
     for number, message in messages:
         reads = plan.reads(message.info)
-        weight = message.info.size if reads == "full" else 0
-        if batch and (len(batch) >= BATCH or size + weight > BATCH_BYTES):
+        full = reads == "full"
+        weight = message.info.size if full else 0
+        if batch and full and (files >= BATCH or size + weight > BATCH_BYTES):
             yield batch
-            batch, size = [], 0
+            batch, size, files = [], 0, 0
         batch.append((number, message, reads))
         size += weight
+        files += full
     if batch:
         yield batch
 
@@ -256,6 +258,7 @@ async def _responses(
     view = session.selected
     assert view is not None
     plan = _Plan.of(items)
+    render = _Renderer(session, items)
     missing = False
     if vanished:
         yield b"".join(vanished)
@@ -281,7 +284,7 @@ async def _responses(
                     missing = True
                     continue
                 try:
-                    values = _render(session, items, message, data, reads == "header")
+                    values = render(message.info, data, reads == "header")
                 except UnknownEncoding:
                     raise no("Cannot decode the part's transfer encoding", "UNKNOWN-CTE") from None
                 out.append(response.fetch(number, values))
@@ -366,46 +369,90 @@ def _condstore(
     return pairs, view.vanished_earlier(since, ranges), changed
 
 
-def _render(
-    session: Session,
-    items: list[FetchItem],
-    message: IMessage,
-    data: bytes | None,
-    header_only: bool,
-) -> list[tuple[str, bytes]]:
-    """The FETCH values of one message; ``data`` is its bytes, or only its header block when
-    ``header_only``, or None when no item needs them."""
-    view = session.selected
-    assert view is not None
-    info = message.info
-    utf8 = session.utf8
-    values: list[tuple[str, bytes]] = []
-    root: Node | None = None
-    for item in items:
-        if isinstance(item, FetchAtt):
-            values.append((item.name, _attribute(item.name, view, info, data, utf8)))
-            continue
-        assert data is not None
-        if isinstance(item, BodySection) and _header_only(item):
-            spec = item.section
-            header = data if header_only else data[: header_length(data)]
-            if spec.text != "HEADER":
-                exclude = spec.text == "HEADER.FIELDS.NOT"
-                header = header_fields(header, spec.fields, exclude=exclude)
-            values.append((item.label(), _literal(header, item.partial, binary=False)))
-            continue
-        if root is None and _needs_structure(item):
-            root = structure_of(info.bodystructure, data)
-        if isinstance(item, BinarySize):
-            decoded = binary_part(data, root or {}, item.part)
-            values.append((item.label(), b"%d" % len(decoded) if decoded is not None else b"NIL"))
-            continue
-        if item.binary:
-            content = binary_part(data, root or {}, item.section.part)
-        else:
-            content = section(data, root or {}, item.section)
-        values.append((item.label(), _literal(content, item.partial, binary=item.binary)))
-    return values
+class _Renderer:
+    """The FETCH values of a message for one command's items: what each item needs is
+    worked out once per command, and flag lists are serialised once per distinct set."""
+
+    def __init__(self, session: Session, items: list[FetchItem]) -> None:
+        view = session.selected
+        assert view is not None
+        self.view = view
+        self.utf8 = session.utf8
+        self.items = items
+        # FETCH (FLAGS UID RFC822.SIZE INTERNALDATE) and the like: (name, renderer or None
+        # for FLAGS) when every item comes from the index record alone.
+        self.simple = [
+            (item.name, _SIMPLE.get(item.name))
+            for item in items
+            if isinstance(item, FetchAtt) and (item.name == "FLAGS" or item.name in _SIMPLE)
+        ]
+        self.only_simple = len(self.simple) == len(items)
+        self._flag_lists: dict[frozenset[str], bytes] = {}
+
+    def flags(self, info: MessageInfo) -> bytes:
+        view = self.view
+        if view.rev1 and info.uid in view.recent:
+            return bytes(view.flags_for(info.uid, info.flags))
+        shown = self._flag_lists.get(info.flags)
+        if shown is None:
+            shown = self._flag_lists[info.flags] = bytes(view.flags_for(info.uid, info.flags))
+        return shown
+
+    def __call__(
+        self, info: MessageInfo, data: bytes | None, header_only: bool
+    ) -> list[tuple[str, bytes]]:
+        """``data`` is the message's bytes, or only its header block when ``header_only``, or
+        None when no item needs them."""
+        if self.only_simple:  # FLAGS UID RFC822.SIZE INTERNALDATE and the like
+            return [
+                (name, self.flags(info) if render is None else render(info))
+                for name, render in self.simple
+            ]
+        values: list[tuple[str, bytes]] = []
+        root: Node | None = None
+        for item in self.items:
+            if isinstance(item, FetchAtt):
+                if item.name == "FLAGS":
+                    values.append(("FLAGS", self.flags(info)))
+                else:
+                    values.append((item.name, _attribute(item.name, info, data, self.utf8)))
+                continue
+            assert data is not None
+            if isinstance(item, BodySection) and _header_only(item):
+                spec = item.section
+                header = data if header_only else data[: header_length(data)]
+                if spec.text != "HEADER":
+                    exclude = spec.text == "HEADER.FIELDS.NOT"
+                    header = header_fields(header, spec.fields, exclude=exclude)
+                values.append((item.label(), _literal(header, item.partial, binary=False)))
+                continue
+            if root is None and _needs_structure(item):
+                root = structure_of(info.bodystructure, data)
+            if isinstance(item, BinarySize):
+                decoded = binary_part(data, root or {}, item.part)
+                size = b"%d" % len(decoded) if decoded is not None else b"NIL"
+                values.append((item.label(), size))
+                continue
+            if item.binary:
+                content = binary_part(data, root or {}, item.section.part)
+            else:
+                content = section(data, root or {}, item.section)
+            values.append((item.label(), _literal(content, item.partial, binary=item.binary)))
+        return values
+
+
+#: The items rendered from the index record alone (and FLAGS, by :class:`_Renderer`).
+_SIMPLE: dict[str, Callable[[MessageInfo], bytes]] = {
+    "UID": lambda info: b"%d" % info.uid,
+    "MODSEQ": lambda info: modseq_value(info.modseq),
+    "INTERNALDATE": lambda info: response.date_time(info.internaldate),
+    "RFC822.SIZE": lambda info: b"%d" % info.size,
+    # RFC 8514 §4.1; NIL: saved before save dates were recorded
+    "SAVEDATE": lambda info: response.date_time(info.savedate) if info.savedate else b"NIL",
+    # RFC 8474 §5.1: the store's object id, shared by copies; §5.2: threads are not computed
+    "EMAILID": lambda info: b"(" + info.object_id.encode("ascii") + b")",
+    "THREADID": lambda info: b"NIL",
+}
 
 
 def _literal(content: bytes | None, partial: tuple[int, int] | None, *, binary: bool) -> bytes:
@@ -417,23 +464,10 @@ def _literal(content: bytes | None, partial: tuple[int, int] | None, *, binary: 
     return response.literal(content, binary=binary and b"\x00" in content)
 
 
-def _attribute(name: str, view: Any, info: MessageInfo, data: bytes | None, utf8: bool) -> bytes:
-    if name == "FLAGS":
-        return bytes(view.flags_for(info.uid, info.flags))
-    if name == "UID":
-        return b"%d" % info.uid
-    if name == "MODSEQ":
-        return modseq_value(info.modseq)
-    if name == "INTERNALDATE":
-        return response.date_time(info.internaldate)
-    if name == "SAVEDATE":  # RFC 8514 §4.1; NIL: saved before save dates were recorded
-        return response.date_time(info.savedate) if info.savedate else b"NIL"
-    if name == "EMAILID":  # RFC 8474 §5.1: the store's object id, shared by copies
-        return b"(" + info.object_id.encode("ascii") + b")"
-    if name == "THREADID":  # RFC 8474 §5.2: threads are not computed
-        return b"NIL"
-    if name == "RFC822.SIZE":
-        return b"%d" % info.size
+def _attribute(name: str, info: MessageInfo, data: bytes | None, utf8: bool) -> bytes:
+    simple = _SIMPLE.get(name)
+    if simple is not None:
+        return simple(info)
     if name == "ENVELOPE":
         envelope = info.envelope
         if not envelope and data is not None:
