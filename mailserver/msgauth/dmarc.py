@@ -11,8 +11,9 @@ Design rules:
 3. The outcome carries both the DMARC result (for Authentication-Results) and the policy to
    apply to a failing message, after ``sp`` for subdomains and ``pct`` sampling (§6.6.4, the
    random source a parameter) — the caller decides what refusing or quarantining means.
-4. A DNS failure is ``temperror``; a record that is there but unusable is ``permerror``; no
-   record is ``none``. None of them asks for any action.
+4. A DNS failure is ``temperror``, and so is a failure whose aligned SPF or DKIM check had a
+   temporary error (our trouble is no evidence against the sender); a record that is there
+   but unusable is ``permerror``; no record is ``none``. None of them asks for any action.
 """
 
 from __future__ import annotations
@@ -197,6 +198,12 @@ class DMARCEvaluator:
             requested = record.sp  # §6.3 sp: the policy for subdomains of the org domain
         if spf_ok or dkim_ok:
             return DMARCOutcome(AuthResult("dmarc", "pass", props), "none", record, found_at)
+        if self._transient(domain, spf, dkim, record):
+            # Our own look-up trouble is no evidence against the sender: no policy applies.
+            reason = "an aligned SPF or DKIM check had a temporary error"
+            return DMARCOutcome(
+                AuthResult("dmarc", "temperror", props, reason=reason), "none", record, found_at
+            )
         policy = requested
         if policy != "none" and record.pct < 100 and self.random() * 100 >= record.pct:
             # §6.6.4: outside the sampled percentage the next weaker policy applies.
@@ -206,6 +213,25 @@ class DMARCEvaluator:
             policy,
             record,
             found_at,
+        )
+
+    def _transient(
+        self, domain: str, spf: AuthResult | None, dkim: Sequence[AuthResult], record: DMARCRecord
+    ) -> bool:
+        """A temperror from SPF or DKIM whose identifier is unknown or would have aligned."""
+
+        def could_align(identifier: str | None, mode: str) -> bool:
+            return not identifier or aligned(identifier, domain, mode, self.psl)
+
+        if spf is not None and spf.result == "temperror":
+            identity = spf.get("smtp.mailfrom") or spf.get("smtp.helo")
+            if could_align(identity.rpartition("@")[2] if identity else None, record.aspf):
+                return True
+        return any(
+            r.method == "dkim"
+            and r.result == "temperror"
+            and could_align(r.get("header.d"), record.adkim)
+            for r in dkim
         )
 
     def _spf_aligned(self, domain: str, spf: AuthResult | None, record: DMARCRecord) -> bool:

@@ -20,11 +20,11 @@ Design rules:
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
-from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -155,8 +155,12 @@ class AuthenticatingTarget:
         """Run every check on ``message`` (as received) and decide what to do with it."""
         return Deferred.fromCoroutine(self._assess(message, envelope))
 
-    def _guard(self, d: Deferred[Any], method: str, many: bool = False) -> Deferred[Any]:
-        """A deadline for one check, and its failure as a ``temperror`` result."""
+    def _guard(
+        self, method: str, check: Callable[..., Any], *args: Any, many: bool = False
+    ) -> Deferred[Any]:
+        """Run one check with a deadline; its failure (even a synchronous exception) becomes
+        a ``temperror`` result."""
+        d = maybeDeferred(check, *args)
         d.addTimeout(self.policy.timeout, self.reactor)
 
         def failed(failure: Any) -> Any:
@@ -171,16 +175,16 @@ class AuthenticatingTarget:
         sender = str(envelope.sender) if envelope.sender is not None else None
         ip, helo = envelope.client_address, envelope.helo
         checks = [
-            self._guard(self.spf.check(ip, sender, helo), "spf"),
-            self._guard(self.dkim.verify(message), "dkim", many=True),
+            self._guard("spf", self.spf.check, ip, sender, helo),
+            self._guard("dkim", self.dkim.verify, message, many=True),
         ]
         if self.arc is not None:
-            checks.append(self._guard(self.arc.verify(message), "arc"))
+            checks.append(self._guard("arc", self.arc.verify, message))
         # RFC 7208 §2.3: the HELO identity is checked on its own too (for <> it is the
         # MAIL FROM identity already); an address literal or a bare name has no SPF.
         check_helo = sender is not None and "." in helo and not helo.startswith("[")
         if check_helo:
-            checks.append(self._guard(self.spf.check(ip, None, helo), "spf"))
+            checks.append(self._guard("spf", self.spf.check, ip, None, helo))
         done = await gatherResults(checks, consumeErrors=True)
         spf: AuthResult = done[0]
         dkim: list[AuthResult] = list(done[1])
@@ -192,7 +196,7 @@ class AuthenticatingTarget:
             reason = f"{len(domains)} From domains; the first {MAX_FROM_DOMAINS} evaluated"
             outcomes.append(DMARCOutcome(AuthResult("dmarc", "permerror", reason=reason)))
         for domain in domains[:MAX_FROM_DOMAINS]:
-            outcome = await self._guard(self.dmarc.evaluate(domain, spf, dkim), "dmarc")
+            outcome = await self._guard("dmarc", self.dmarc.evaluate, domain, spf, dkim)
             if isinstance(outcome, AuthResult):  # the check itself failed
                 outcome = DMARCOutcome(outcome)
             outcomes.append(outcome)

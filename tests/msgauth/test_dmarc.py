@@ -70,6 +70,17 @@ CASES = [
     ("nop.example.net", None, [], "fail", "none"),  # missing p with rua: p=none
     ("other.example.net", None, [], "fail", "reject"),  # not DMARC: org domain's record
     ("x.servfail.test", spf("x.servfail.test"), [], "temperror", "none"),
+    # A temporary error of a check that could have aligned is no evidence: temperror.
+    ("example.com", spf("example.com", "temperror"), [], "temperror", "none"),
+    ("example.com", None, [dkim("mail.example.com", "temperror")], "temperror", "none"),
+    ("example.com", None, [AuthResult("dkim", "temperror")], "temperror", "none"),
+    (
+        "example.com",
+        spf("evil.test", "temperror"),
+        [dkim("evil.test", "temperror")],
+        "fail",
+        "reject",
+    ),
 ]
 
 

@@ -301,3 +301,38 @@ async def test_any_message_bytes_get_an_assessment(local, dns) -> None:
         assessment = await target.assess(sample, envelope())
         assert assessment.header.startswith(b"Authentication-Results: mx.example.org;")
         assert assessment.action in ("deliver", "quarantine", "refuse")
+
+
+class Broken:
+    """A checker whose every call raises at once (a bug in a checker, not a DNS problem)."""
+
+    def __getattr__(self, name: str):
+        def call(*args: object) -> None:
+            raise RuntimeError(f"{name} is broken")
+
+        return call
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_crashing_check_is_temperror(local, dns) -> None:
+    """A check that raises (even before returning a Deferred) is reported as temperror and
+    the message is still assessed, never refused for it."""
+    resolver = resolver_for(dns)
+    target = AuthenticatingTarget(
+        local,
+        InboundPolicy(AUTHSERV),
+        spf=Broken(),
+        dkim=Broken(),
+        dmarc=DMARCEvaluator(resolver),
+        arc=Broken(),
+        reactor=reactor,
+    )
+    assessment = await target.assess(message(), envelope())
+    assert [(r.method, r.result) for r in assessment.results] == [
+        ("spf", "temperror"),
+        ("spf", "temperror"),
+        ("dkim", "temperror"),
+        ("arc", "temperror"),
+        ("dmarc", "temperror"),
+    ]
+    assert assessment.action == "deliver"
