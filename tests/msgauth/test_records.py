@@ -9,6 +9,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 from hypothesis import given
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from mailserver.config import load
@@ -290,3 +291,27 @@ def test_srv_addresses_mta_sts_and_tlsrpt():
     both = "v=TLSRPTv1;rua=mailto:x@example.net,mailto:tls-reports@example.org"
     assert verdict("TLSRPT", both).endswith(": ok")
     assert ": wrong: " in verdict("TLSRPT", "v=TLSRPTv1; rua=https://reports.example.net/")
+
+
+TXT_TEXT = st.one_of(
+    st.text(max_size=200),
+    st.builds(
+        lambda v, rest: f"v={v};{rest}", st.sampled_from(["spf1", "DMARC1", "STSv1", "DKIM1",
+                                                         "TLSRPTv1"]), st.text(max_size=100)
+    ),
+    st.builds(lambda rest: f"v=spf1 {rest}", st.text(max_size=100)),
+)
+
+
+WANTED = wanted_records(SETTINGS)
+
+
+@hypothesis_settings(deadline=None)
+@given(st.lists(TXT_TEXT, max_size=3), st.lists(st.text(max_size=40), max_size=3))
+def test_any_published_text_gets_a_verdict_never_an_exception(texts, srv_texts):
+    """Whatever a domain publishes, each record is judged ok, missing or wrong."""
+    for record in WANTED:
+        if record.rdtype == "TXT":
+            assert judge(record, texts).state in ("ok", "missing", "wrong")
+        elif record.rdtype == "SRV":
+            assert judge(record, srv_texts).state in ("ok", "missing", "wrong")
