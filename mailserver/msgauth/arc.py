@@ -9,7 +9,8 @@ Design rules:
 2. Result words (RFC 8617 §4.4, RFC 8601): no ARC header fields ``none``; a valid chain
    ``pass``; anything else ``fail`` (a broken seal, a newest ARC-Message-Signature that does
    not verify, a chain some hop already marked ``cv=fail``, an incomplete or duplicated set,
-   more than :data:`MAX_INSTANCES` sets, §4.2.1). A key look-up that failed is a failure too:
+   more than :data:`MAX_INSTANCES` sets, §4.2.1; or, to bound the DNS work, keys of more
+   than :data:`MAX_KEYS` distinct selectors). A key look-up that failed is a failure too:
    RFC 8617 §5.2.1 makes every ARC failure permanent, DNS failures included (unlike DKIM).
 3. The result carries ``header.oldest-pass`` (RFC 8617 §10.1.1) when the chain passes: the
    lowest instance whose ARC-Message-Signature still verifies (0 when the first does,
@@ -38,12 +39,15 @@ from mailserver.msgauth.dkim import (
 )
 from mailserver.msgauth.results import AuthResult
 
-__all__ = ["MAX_INSTANCES", "ARCVerifier", "validate_blocking"]
+__all__ = ["MAX_INSTANCES", "MAX_KEYS", "ARCVerifier", "validate_blocking"]
 
 log = Logger()
 
 #: RFC 8617 §4.2.1: no more than 50 ARC sets.
 MAX_INSTANCES = 50
+#: Distinct seal and message-signature keys looked up per message: a bound on the DNS work a
+#: message can cause (real chains have a handful of hops); more fail the chain.
+MAX_KEYS = 16
 _ARC_FIELDS = ("ARC-Seal", "ARC-Message-Signature")
 
 
@@ -68,6 +72,8 @@ class ARCVerifier:
             for sig in sigs
             if sig is not None and b"d" in sig and b"s" in sig
         }
+        if len(names) > MAX_KEYS:
+            return succeed(AuthResult("arc", "fail", reason=f"more than {MAX_KEYS} ARC keys"))
         fetching = fetch_keys(self.resolver, names)
         pool = self.threadpool or self.reactor.getThreadPool()
         fetching.addCallback(

@@ -93,11 +93,23 @@ def signature_fields(message: bytes, names: tuple[str, ...]) -> list[dict[bytes,
     return found
 
 
+_LABEL = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\Z")
+
+
+def is_dns_name(name: str) -> bool:
+    """Whether ``name`` can be asked for at all (RFC 1035 §2.3.4 lengths, LDH labels plus
+    ``_``): a d= or s= that cannot is a permanent error, never a DNS query."""
+    return len(name) <= 253 and all(_LABEL.match(label) for label in name.split("."))
+
+
 def fetch_keys(resolver: Resolver, names: set[str]) -> Deferred[dict[str, KeyRecord]]:
-    """Look up each key record name (TXT, through the resolver's cache)."""
+    """Look up each key record name (TXT, through the resolver's cache); a name that is not
+    a DNS name has no record."""
     ordered = sorted(names)
 
     def one(name: str) -> Deferred[KeyRecord]:
+        if not is_dns_name(name):
+            return succeed(KeyRecord(None))
         d = resolver.txt(name)
 
         def found(records: Any) -> KeyRecord:

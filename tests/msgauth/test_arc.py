@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from twisted.internet import reactor
 
 from mailserver.dns import Resolver
-from mailserver.msgauth.arc import MAX_INSTANCES, ARCVerifier, validate_blocking
+from mailserver.msgauth.arc import MAX_INSTANCES, MAX_KEYS, ARCVerifier, validate_blocking
 from mailserver.msgauth.dkim import KeyRecord
 from mailserver.msgauth.keys import DKIMKey, generate_pem
 from mailserver.msgauth.results import RESULTS
@@ -202,3 +202,16 @@ async def test_a_bug_below_the_validator_is_temperror():
         one_hop()
     )
     assert (result.result, result.reason) == ("temperror", "internal error")
+
+
+@pytest_twisted.ensureDeferred
+async def test_too_many_distinct_keys_fail_without_dns():
+    """A chain naming more than MAX_KEYS different selectors fails before any look-up."""
+    head = b"".join(
+        b"ARC-Seal: i=%d; a=rsa-sha256; cv=pass; d=x.example; s=s%d; b=AAAA\r\n" % (n, n)
+        for n in range(1, MAX_KEYS + 2)
+    )
+    resolver = Resolver(reactor, ["127.0.0.1:9"], timeout=1)
+    result = await ARCVerifier(resolver, reactor).verify(head + ORIGINAL)
+    assert (result.result, result.reason) == ("fail", f"more than {MAX_KEYS} ARC keys")
+    assert resolver.queries == 0

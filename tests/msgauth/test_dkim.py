@@ -335,3 +335,18 @@ async def test_a_bug_below_the_verifier_is_temperror_not_a_lost_message():
         rfc8463.SIGNED
     )
     assert [(r.result, r.reason) for r in found] == [("temperror", "internal error")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_d_that_is_not_a_dns_name_is_permerror_without_a_query():
+    """d=a..b cannot be looked up: no key record (permerror), and no DNS query is sent."""
+    message = rfc8463.SIGNED.replace(b"d=football.example.com; i=@football.example.com;",
+                                     b"d=a..b; i=@a..b;", 1)
+    server = start_dns_server(reactor, football_zone())
+    try:
+        resolver = Resolver(reactor, [server.address], timeout=2)
+        found = await DKIMVerifier(resolver, reactor).verify(message)
+    finally:
+        await server.stop()
+    assert [(r.result, r.reason) for r in found] == [("permerror", "no key record"), ("pass", "")]
+    assert resolver.queries == 1  # only test._domainkey.football.example.com
