@@ -3,7 +3,8 @@
 Design rule: the factory holds no global state. A session gets its account from the portal
 (``portal.login(credentials, None, IAccount)``), its limits from :class:`IMAPPolicy` and its
 TLS context from ``tls``. What sessions of one listener share lives here: the connection
-counts, the in-process change notices that wake IDLE sessions at once (deliveries by other
+counts, the serialised ENVELOPE/BODYSTRUCTURE cache (:mod:`mailserver.imap.rendered`), the
+in-process change notices that wake IDLE sessions at once (deliveries by other
 processes are found by polling, see :mod:`mailserver.imap.commands.idle`). Which UIDs have
 been seen as \\Recent (see :class:`RecentClaims`) is per server, not per listener: pass the
 same claims to every IMAP factory of one process.
@@ -21,6 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 
 from mailserver.imap.grammar import DEFAULT_MAX_LINE, DEFAULT_MAX_LITERAL
+from mailserver.imap.rendered import RenderedCache
 from mailserver.imap.server import IMAPServer
 from mailserver.interfaces import IJunkFeedback
 
@@ -124,6 +126,8 @@ class IMAPFactory(Factory):
         # RFC 3501 §2.3.2: one session, of any listener, is the first to see a message
         self.recent = RecentClaims() if recent is None else recent
         self._watchers: defaultdict[tuple[str, str], set[Callable[[], None]]] = defaultdict(set)
+        #: Serialised ENVELOPE/BODYSTRUCTURE per message object, shared by the sessions.
+        self.rendered = RenderedCache()
 
     def buildProtocol(self, addr: Any) -> IMAPServer:
         return IMAPServer(self)

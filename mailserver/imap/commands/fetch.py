@@ -22,7 +22,7 @@ set expunged after ``n`` as ``VANISHED (EARLIER)`` (QRESYNC, §3.2.6).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from mailserver.errors import MailError
@@ -153,6 +153,8 @@ class _Plan:
     full: bool
     structure: bool
     envelope: bool
+    #: The parse results are wanted only for items the rendered cache may hold.
+    cacheable: bool
 
     @classmethod
     def of(cls, items: list[FetchItem]) -> _Plan:
@@ -169,13 +171,16 @@ class _Plan:
             full=full,
             structure=structure,
             envelope=envelope,
+            cacheable=(structure or envelope) and not needs_root,
         )
 
-    def reads(self, info: MessageInfo) -> str | None:
-        """``"full"``, ``"header"`` or None: what to read of this message's file."""
-        if (
-            self.full
-            or (self.structure and "body_offset" not in info.bodystructure)
+    def reads(self, info: MessageInfo, held: bool) -> str | None:
+        """``"full"``, ``"header"`` or None: what to read of this message's file (``held``:
+        its ENVELOPE/BODYSTRUCTURE come from the rendered cache)."""
+        if self.full:
+            return "full"
+        if not held and (
+            (self.structure and "body_offset" not in info.bodystructure)
             or (self.envelope and not info.envelope)
         ):
             return "full"
@@ -223,7 +228,7 @@ def read_headers(messages: Sequence[IMessage]) -> list[bytes | None]:
 
 
 def _batches(
-    messages: list[tuple[int, IMessage]], plan: _Plan
+    messages: list[tuple[int, IMessage]], plan: _Plan, held: dict[int, dict[str, bytes]]
 ) -> Iterator[list[tuple[int, IMessage, str | None]]]:
     """The messages in batches holding at most :data:`BATCH` whole files, of at most
     :data:`BATCH_BYTES` in all (but one message, however big): what one output chunk holds.
@@ -231,7 +236,7 @@ def _batches(
     batch: list[tuple[int, IMessage, str | None]] = []
     size = files = 0
     for number, message in messages:
-        reads = plan.reads(message.info)
+        reads = plan.reads(message.info, message.info.uid in held)
         full = reads == "full"
         weight = message.info.size if full else 0
         if batch and full and (files >= BATCH or size + weight > BATCH_BYTES):
@@ -264,13 +269,25 @@ async def _responses(
         yield b"".join(vanished)
     for start in range(0, len(pairs), GROUP):
         group = pairs[start : start + GROUP]
-        found = {
-            message.info.uid: message
-            for message in view.mailbox.messages(sorted({u for _, u in group}), plan.meta)
-        }
+        uids = sorted({u for _, u in group})
+        held: dict[int, dict[str, bytes]] = {}
+        if plan.cacheable:
+            # Index records alone first; the parse results only for what is not cached.
+            found = {m.info.uid: m for m in view.mailbox.messages(uids, False)}
+            held = render.held(found.values())
+            misses = [u for u in found if u not in held]
+            if misses:
+                full = {m.info.uid: m for m in view.mailbox.messages(misses, True)}
+                for u in misses:
+                    if u in full:
+                        found[u] = full[u]
+                    else:
+                        del found[u]  # expunged in between
+        else:
+            found = {m.info.uid: m for m in view.mailbox.messages(uids, plan.meta)}
         present = [(number, found[u]) for number, u in group if u in found]
         missing = missing or len(present) < len(group)
-        for batch in _batches(present, plan):
+        for batch in _batches(present, plan, held):
             datas: list[bytes | None] = [None] * len(batch)
             for kind, reader in (("full", read_messages), ("header", read_headers)):
                 wanted = [i for i, (_, _, reads) in enumerate(batch) if reads == kind]
@@ -284,7 +301,8 @@ async def _responses(
                     missing = True
                     continue
                 try:
-                    values = render(message.info, data, reads == "header")
+                    info = message.info
+                    values = render(info, data, reads == "header", held.get(info.uid))
                 except UnknownEncoding:
                     raise no("Cannot decode the part's transfer encoding", "UNKNOWN-CTE") from None
                 out.append(response.fetch(number, values))
@@ -388,6 +406,25 @@ class _Renderer:
         ]
         self.only_simple = len(self.simple) == len(items)
         self._flag_lists: dict[frozenset[str], bytes] = {}
+        self.cache = session.factory.rendered
+        self.cached = [
+            item.name
+            for item in items
+            if isinstance(item, FetchAtt) and item.name in ("ENVELOPE", "BODYSTRUCTURE", "BODY")
+        ]
+
+    def held(self, messages: Iterable[IMessage]) -> dict[int, dict[str, bytes]]:
+        """uid -> the cached values of this command's ENVELOPE/BODYSTRUCTURE/BODY items, for
+        the messages that have every one of them cached (taken now: the LRU may drop them
+        before the messages are rendered)."""
+        out = {}
+        get, utf8 = self.cache.get, self.utf8
+        for message in messages:
+            info = message.info
+            values = {name: get((info.object_id, name, utf8)) for name in self.cached}
+            if None not in values.values():
+                out[info.uid] = values  # type: ignore[assignment]
+        return out
 
     def flags(self, info: MessageInfo) -> bytes:
         view = self.view
@@ -398,11 +435,28 @@ class _Renderer:
             shown = self._flag_lists[info.flags] = bytes(view.flags_for(info.uid, info.flags))
         return shown
 
+    def _cached(
+        self, name: str, info: MessageInfo, data: bytes | None, held: dict[str, bytes] | None
+    ) -> bytes:
+        if held is not None:
+            return held[name]
+        key = (info.object_id, name, self.utf8)
+        value = self.cache.get(key)
+        if value is None:
+            value = _attribute(name, info, data, self.utf8)
+            self.cache.put(key, value)
+        return value
+
     def __call__(
-        self, info: MessageInfo, data: bytes | None, header_only: bool
+        self,
+        info: MessageInfo,
+        data: bytes | None,
+        header_only: bool,
+        held: dict[str, bytes] | None = None,
     ) -> list[tuple[str, bytes]]:
         """``data`` is the message's bytes, or only its header block when ``header_only``, or
-        None when no item needs them."""
+        None when no item needs them; ``held``: values from :meth:`held` (then ``info`` may
+        lack the parse results)."""
         if self.only_simple:  # FLAGS UID RFC822.SIZE INTERNALDATE and the like
             return [
                 (name, self.flags(info) if render is None else render(info))
@@ -414,6 +468,8 @@ class _Renderer:
             if isinstance(item, FetchAtt):
                 if item.name == "FLAGS":
                     values.append(("FLAGS", self.flags(info)))
+                elif item.name in self.cached:
+                    values.append((item.name, self._cached(item.name, info, data, held)))
                 else:
                     values.append((item.name, _attribute(item.name, info, data, self.utf8)))
                 continue

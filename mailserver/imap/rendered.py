@@ -1,0 +1,62 @@
+"""Serialised ENVELOPE, BODYSTRUCTURE and BODY values kept per message object, so a FETCH of
+messages already fetched (another session, another device, a client resync) neither decodes
+the objects' parse results from the index nor serialises them again.
+
+Design rules:
+
+1. Keys are (object id, item name, UTF-8 client): a message object's bytes never change
+   (RFC 8474 EMAILID names them), and these items depend on nothing else, so an entry never
+   goes stale and nothing invalidates it.
+2. Bounded by the bytes held (values plus a fixed overhead per entry), least recently used
+   dropped first: one cache per factory (:class:`mailserver.imap.factory.IMAPFactory`),
+   shared by its sessions, never a global.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+__all__ = ["RenderedCache"]
+
+#: Bytes counted per entry on top of its value (key tuple, dict slot, bytes header).
+ENTRY_OVERHEAD = 200
+
+Key = tuple[str, str, bool]
+
+
+class RenderedCache:
+    """A bounded LRU of serialised values; ``max_bytes = 0`` keeps nothing."""
+
+    def __init__(self, max_bytes: int = 16 << 20) -> None:
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._entries: OrderedDict[Key, bytes] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: Key) -> bytes | None:
+        value = self._entries.get(key)
+        if value is not None:
+            self._entries.move_to_end(key)
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.size = 0
+
+    def __contains__(self, key: Key) -> bool:
+        return key in self._entries
+
+    def put(self, key: Key, value: bytes) -> None:
+        weight = len(value) + ENTRY_OVERHEAD
+        if weight > self.max_bytes:
+            return
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self.size -= len(old) + ENTRY_OVERHEAD
+        self._entries[key] = value
+        self.size += weight
+        while self.size > self.max_bytes:
+            _, dropped = self._entries.popitem(last=False)
+            self.size -= len(dropped) + ENTRY_OVERHEAD
