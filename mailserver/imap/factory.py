@@ -12,6 +12,7 @@ same claims to every IMAP factory of one process.
 
 from __future__ import annotations
 
+import bisect
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -84,7 +85,7 @@ class RecentClaims:
         if claimed is None:
             self._claimed[key] = last
             return set()
-        found = {uid for uid in uids if uid > claimed}
+        found = set(uids[bisect.bisect_right(uids, claimed) :])  # uids ascend
         if claim and last > claimed:
             self._claimed[key] = last
         return found

@@ -45,6 +45,8 @@ SYSTEM_FLAG_LIST = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 RECENT = "\\Recent"
 #: QRESYNC seq-match data beyond this many pairs is ignored (a client sends a sample).
 MAX_SEQ_MATCH = 100_000
+#: Distinct flag sets whose FLAGS text a view keeps serialised (see ``flags_for``).
+FLAG_LISTS_KEPT = 256
 
 
 class SelectedMailbox:
@@ -86,17 +88,23 @@ class SelectedMailbox:
         self._modseq = 0
         #: Flag changes this session already reported itself: uid -> modseq.
         self._reported: dict[int, int] = {}
+        self._flag_lists: dict[frozenset[str], bytes] = {}
 
     # -- opening ----------------------------------------------------------------------------
 
     def open(self) -> FolderInfo:
         """Read the folder for SELECT/EXAMINE: its info, UIDs, keywords, first unseen."""
         info = self.mailbox.info()
+        uids = self.uids
+        known: set[frozenset[str]] = set()  # keywords looked at once per distinct flag set
         for flag_info in self.mailbox.flags():
-            self.uids.append(flag_info.uid)
-            self.keywords.update(f for f in flag_info.flags if not f.startswith("\\"))
-            if self.first_unseen is None and SEEN not in flag_info.flags:
-                self.first_unseen = len(self.uids)
+            uids.append(flag_info.uid)
+            flags = flag_info.flags
+            if flags not in known:
+                known.add(flags)
+                self.keywords.update(f for f in flags if not f.startswith("\\"))
+            if self.first_unseen is None and SEEN not in flags:
+                self.first_unseen = len(uids)
         self._state = (info.uidnext, info.exists, info.highestmodseq)
         self._modseq = info.highestmodseq
         self.recent = self._recent(self.uids)
@@ -151,8 +159,19 @@ class SelectedMailbox:
 
     def flags_for(self, uid: int, flags: Iterable[str]) -> bytes:
         """The FLAGS value of a message: its stored flags, plus ``\\Recent`` for rev1."""
+        recent = self.rev1 and uid in self.recent
+        if not recent and isinstance(flags, frozenset):
+            # A mailbox has few distinct flag sets: each is serialised once (FETCH 1:* FLAGS,
+            # STORE 1:*), the memo bounded by FLAG_LISTS_KEPT.
+            shown_text = self._flag_lists.get(flags)
+            if shown_text is None:
+                if len(self._flag_lists) >= FLAG_LISTS_KEPT:
+                    self._flag_lists.clear()
+                shown_text = response.flag_list(sorted(flags, key=_flag_order))
+                self._flag_lists[flags] = shown_text
+            return shown_text
         shown = sorted(flags, key=_flag_order)
-        if self.rev1 and uid in self.recent:
+        if recent:
             shown.append(RECENT)
         return response.flag_list(shown)
 

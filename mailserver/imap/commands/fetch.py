@@ -389,7 +389,7 @@ def _condstore(
 
 class _Renderer:
     """The FETCH values of a message for one command's items: what each item needs is
-    worked out once per command, and flag lists are serialised once per distinct set."""
+    worked out once per command."""
 
     def __init__(self, session: Session, items: list[FetchItem]) -> None:
         view = session.selected
@@ -405,7 +405,6 @@ class _Renderer:
             if isinstance(item, FetchAtt) and (item.name == "FLAGS" or item.name in _SIMPLE)
         ]
         self.only_simple = len(self.simple) == len(items)
-        self._flag_lists: dict[frozenset[str], bytes] = {}
         self.cache = session.factory.rendered
         self.cached = [
             item.name
@@ -427,13 +426,7 @@ class _Renderer:
         return out
 
     def flags(self, info: MessageInfo) -> bytes:
-        view = self.view
-        if view.rev1 and info.uid in view.recent:
-            return bytes(view.flags_for(info.uid, info.flags))
-        shown = self._flag_lists.get(info.flags)
-        if shown is None:
-            shown = self._flag_lists[info.flags] = bytes(view.flags_for(info.uid, info.flags))
-        return shown
+        return self.view.flags_for(info.uid, info.flags)
 
     def _cached(
         self, name: str, info: MessageInfo, data: bytes | None, held: dict[str, bytes] | None
