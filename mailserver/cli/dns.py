@@ -206,8 +206,10 @@ def check_records(args: argparse.Namespace) -> int:
         react(run)
     except SystemExit:
         pass  # react always exits; outcome holds the answers
-    if not outcome or not isinstance(outcome[0], list):
-        raise CommandError(f"DNS look-ups did not finish: {outcome[0] if outcome else '?'}")
+    if not outcome:
+        raise CommandError("interrupted")
+    if not isinstance(outcome[0], list):
+        raise CommandError(f"the look-ups did not finish: {outcome[0]}")
     verdicts: list[Verdict] = outcome[0]
     where = ", ".join(nameservers) or "the system resolver"
     if verdicts and all(v.state == "failed" for v in verdicts):
@@ -223,10 +225,14 @@ def check_records(args: argparse.Namespace) -> int:
         return 1 if bad else 0
     for verdict in verdicts:
         print(verdict.line())
+    failed = sum(1 for v in bad if v.state == "failed")
+    if failed:
+        print(f"{failed} of {len(verdicts)} records could not be looked up: try again later")
+    if len(bad) > failed:
+        print(f"{len(bad) - failed} of {len(verdicts)} records missing or wrong: publish them "
+              f"as 'mailserver dns {settings.domain}' prints them (old answers stay cached "
+              "for up to their TTL)")
     if bad:
-        print(f"{len(bad)} of {len(verdicts)} records missing or wrong: publish them as "
-              f"'mailserver dns {settings.domain}' prints them (old answers stay cached for "
-              "up to their TTL)")
         return 1
     print(f"all {len(verdicts)} records are published as wanted")
     return 0

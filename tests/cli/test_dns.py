@@ -15,8 +15,10 @@ import subprocess
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import fail
 from twisted.internet.error import CannotListenError
 from twisted.internet.threads import deferToThread
+from twisted.names import dns as names_dns
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
@@ -254,6 +256,43 @@ async def test_check_finds_every_printed_record(cli):
     states = [(v["type"], v["state"]) for v in report["verdicts"]]
     assert states == [(t, "ok") for t, _ in states[:-1]] + [("file", "missing")]
     assert len(states) == 15
+
+
+class FailingZone(Zone):
+    """``failing`` names get SERVFAIL: a real DNS error for one record."""
+
+    def __init__(self, records: dict, failing: str) -> None:
+        super().__init__("example.org", records)
+        self.failing = failing.encode()
+
+    def _lookup(self, name, cls, type, timeout=None):
+        if name.lower() == self.failing:
+            return fail(names_dns.DNSServerError(name))
+        return super()._lookup(name, cls, type, timeout)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_look_up_is_its_own_verdict(cli):
+    configure(cli)
+    keys(cli)
+    zone = FailingZone(published(cli), "_dmarc.example.org")
+    server = start_dns_server(reactor, zone)
+    try:
+        done = await deferToThread(
+            cli, "dns", "check", "example.org", "--nameserver", server.address
+        )
+    finally:
+        await server.stop()
+    lines = done.stdout.decode().splitlines()
+    assert done.returncode == 1
+    (dmarc,) = [line for line in lines if "_dmarc" in line]
+    assert dmarc.startswith("DMARC _dmarc.example.org TXT: failed: TXT _dmarc.example.org: ")
+    assert "SERVFAIL" in dmarc  # dnspython's words
+    assert lines[-2:] == [
+        "1 of 15 records could not be looked up: try again later",
+        "1 of 15 records missing or wrong: publish them as 'mailserver dns example.org' "
+        "prints them (old answers stay cached for up to their TTL)",  # the policy file
+    ]
 
 
 def free_https_address() -> str:
