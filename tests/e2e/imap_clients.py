@@ -211,6 +211,14 @@ class ServerView:
         self.client.unselect()
         return out
 
+    def text(self, folder: str, subject: str) -> bytes:
+        """The body (BODY.PEEK[TEXT]) of the message with ``subject`` in ``folder``."""
+        uid = self.uid_of(folder, subject)
+        typ, data = self.client.uid("FETCH", str(uid), "(BODY.PEEK[TEXT])")
+        assert typ == "OK" and isinstance(data[0], tuple), data
+        self.client.unselect()
+        return data[0][1]
+
     def uid_of(self, folder: str, subject: str) -> int:
         self.client.select(f'"{folder}"')
         typ, data = self.client.uid("SEARCH", "SUBJECT", f'"{subject}"')
@@ -291,9 +299,16 @@ def make_maildir(folder: Path) -> Path:
     return folder
 
 
+#: The body of :func:`put_new`'s messages: 8-bit UTF-8, with Maildir's bare LF line ends.
+DRAFT_BODY = "Grüße aus Köln – written here.\n"
+
+
 def put_new(folder: Path, subject: str) -> None:
-    """A message written straight into ``folder/new`` (a locally written draft)."""
+    """A message written straight into ``folder/new`` the way a local mail reader writes
+    one: LF line ends and an 8-bit UTF-8 body."""
     make_maildir(folder)
-    message = (f"From: {USER}\r\nTo: bob@example.net\r\nSubject: {subject}\r\n"
-               f"Message-ID: <{subject.replace(' ', '.')}@example.org>\r\n\r\nWritten here.\r\n")
+    message = (f"From: {USER}\nTo: bob@example.net\nSubject: {subject}\n"
+               f"Message-ID: <{subject.replace(' ', '.')}@example.org>\nMIME-Version: 1.0\n"
+               "Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\n"
+               f"{DRAFT_BODY}")
     (folder / "new" / f"{time.time_ns()}.local:2,").write_bytes(message.encode())

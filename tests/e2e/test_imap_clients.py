@@ -28,6 +28,7 @@ from twisted.internet.threads import deferToThread
 from tests.e2e.conftest import ServerProcess
 from tests.e2e.imap_clients import (
     DOMAIN,
+    DRAFT_BODY,
     USER,
     Run,
     ServerView,
@@ -38,6 +39,7 @@ from tests.e2e.imap_clients import (
     run_in_pty,
     server_cert,
     smtp_send,
+    tail,
 )
 from tests.e2e.mail import PASSWORD, provision
 
@@ -55,6 +57,8 @@ def server(tmp_path: Path):
     yield process
     if process.running:
         process.stop()
+    # pytest shows this (captured output) only when the test failed
+    print(f"--- server log ---\n{tail(process.output())}")
 
 
 async def start(server: ServerProcess) -> None:
@@ -100,6 +104,8 @@ def two_way_sync(
         assert view.messages("Archive") == {"three": set()}, log
         assert "Projects" in view.folders(), log
         assert view.messages("Projects") == {"draft": set()}, log
+        # uploaded as sent over IMAP: CRLF line ends, the 8-bit UTF-8 untouched
+        assert view.text("Projects", "draft") == DRAFT_BODY.replace("\n", "\r\n").encode(), log
         # and now the other way round
         view.store("INBOX", "one", "-FLAGS", "(\\Seen)")
         view.store("INBOX", "one", "+FLAGS", "(\\Answered)")
