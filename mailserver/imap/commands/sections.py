@@ -12,6 +12,7 @@ number, and ``HEADER``/``TEXT`` after a part number apply to such an attached me
 from __future__ import annotations
 
 import binascii
+import functools
 import quopri
 import re
 from collections.abc import Iterator, Mapping
@@ -19,7 +20,7 @@ from typing import Any
 
 from mailserver.imap.parse_fetch import Section
 from mailserver.message import mime
-from mailserver.message.headers import decode_charset
+from mailserver.message.headers import decode_charset, header_length
 
 __all__ = [
     "UnknownEncoding",
@@ -82,6 +83,28 @@ def _body(data: bytes, node: Node) -> bytes:
 def header_fields(block: bytes, names: tuple[str, ...], exclude: bool) -> bytes:
     """The fields of a header block named (or, with ``exclude``, not named) in ``names``
     (upper-cased), each with its continuation lines, then the blank line (RFC 9051 §6.4.5)."""
+    if not exclude and names and all(name.isascii() for name in names):
+        block = block[: header_length(block)]  # up to the first empty line, as below
+        out = _fields_pattern(names).findall(block)  # the common case, in one regex pass
+        if out and not out[-1].endswith(b"\n"):
+            out[-1] += b"\r\n"
+        return b"".join(out) + b"\r\n"
+    return _header_fields(block, names, exclude)
+
+
+@functools.lru_cache(maxsize=64)
+def _fields_pattern(names: tuple[str, ...]) -> re.Pattern[bytes]:
+    """A field named in ``names`` (ASCII, any case) with its continuation lines."""
+    alternatives = b"|".join(re.escape(name.encode("ascii")) for name in names)
+    line = rb"[^\n]*(?:\n|\Z)"
+    return re.compile(
+        rb"^(?:" + alternatives + rb")[ \t]*:" + line + rb"(?:[ \t]" + line + rb")*",
+        re.IGNORECASE | re.MULTILINE,
+    )
+
+
+def _header_fields(block: bytes, names: tuple[str, ...], exclude: bool) -> bytes:
+    """:func:`header_fields` a line at a time."""
     wanted = set(names)
     out: list[bytes] = []
     keep = False
