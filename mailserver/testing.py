@@ -308,14 +308,14 @@ class MemoryMailbox:
             raise NoSuchMessage(detail=f"{self.name} uid {uid}")
         return self._message(uid, entry, True)
 
-    def messages(self, uids: Iterable[int], meta: bool = True) -> Iterator[MemoryMessage]:
+    def messages(self, uids: Iterable[int], meta: bool | str = True) -> Iterator[MemoryMessage]:
         entries = self._folder.entries
         for uid in uids:
             entry = entries.get(uid)
             if entry is not None:
                 yield self._message(uid, entry, meta)
 
-    def _message(self, uid: int, entry: _Entry, meta: bool) -> MemoryMessage:
+    def _message(self, uid: int, entry: _Entry, meta: bool | str) -> MemoryMessage:
         obj = self.account.store.objects[entry.object_id]
         info = MessageInfo(
             uid=uid,
@@ -326,7 +326,9 @@ class MemoryMailbox:
             object_id=entry.object_id,
             savedate=entry.savedate,
         )
-        if meta:
+        if meta == "envelope":
+            info = replace(info, envelope=obj.meta["envelope"])
+        elif meta:
             info = replace(
                 info,
                 envelope=obj.meta["envelope"],

@@ -105,7 +105,7 @@ class IMailbox(Interface):
     def message(uid: int) -> IMessage:  # type: ignore[misc]
         """The message with ``uid``; NoSuchMessage if it is not (or no longer) here."""
 
-    def messages(uids: object, meta: bool = True) -> object:
+    def messages(uids: object, meta: bool | str = True) -> object:
         """Batch look-up for FETCH and SEARCH: an iterator of the IMessage of each UID of
         ``uids`` (an ascending iterable) that is present, in that order; absent ones are
         skipped. Reads a chunk of messages per index read transaction, never one per message.
@@ -113,8 +113,9 @@ class IMailbox(Interface):
         With ``meta=False`` the per-object parse results are not read: ``info.envelope``,
         ``bodystructure`` and ``attachments`` are empty and ``spam`` is None, while UID,
         flags, modseq, size, internal date, save date and object id are as :meth:`message`
-        gives them. Ask for ``meta`` only when ENVELOPE, BODYSTRUCTURE or the like is wanted:
-        decoding it is most of a look-up's cost."""
+        gives them. With ``meta="envelope"`` only ``info.envelope`` of the parse results is
+        read (SEARCH SUBJECT/FROM, FETCH ENVELOPE). Ask for ``meta`` only when ENVELOPE,
+        BODYSTRUCTURE or the like is wanted: decoding it is most of a look-up's cost."""
 
     def append(source: BinaryIO, flags: object = (), internaldate: float | None = None) -> object:
         """Store a message read from ``source``. Deferred[int]: the new UID, fired only after

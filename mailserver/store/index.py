@@ -17,6 +17,7 @@ back to a full resync (every UID the client knows that is not present, §3.2.5.2
 from __future__ import annotations
 
 import itertools
+import json
 import secrets
 import time
 from collections.abc import Iterable, Iterator
@@ -44,6 +45,11 @@ from mailserver.store import quota
 from mailserver.types import DEFAULT_FOLDERS, SEEN, FlagInfo, FlagMode
 
 Record = dict[str, Any]
+
+#: How an object record written by :func:`mailserver.db.schema.dump` starts when it holds an
+#: envelope as its first key, and the decoder that reads that one value (:func:`object_envelope`).
+_ENVELOPE_FIRST = '{"envelope":'
+_DECODER = json.JSONDecoder()
 
 #: Expunge tombstones kept per folder (see the module docstring); pruning starts when a
 #: folder holds an eighth more than this.
@@ -251,6 +257,20 @@ def messages(
         if record is None:
             continue
         yield uid, load(bytes(record)), from_bytes(value[:8], "big"), flag_set(bytes(value[8:]))
+
+
+def object_envelope(txn: Txn, object_id: str) -> Record:
+    """The envelope of an object's record, without decoding the rest of it: the record is
+    written envelope first (:func:`add_message`), so its JSON value is decoded alone."""
+    raw = txn.raw.get(object_id.encode(), db=txn.dbs[b"objects"])
+    if raw is None:
+        return {}
+    text = bytes(raw).decode()
+    if text.startswith(_ENVELOPE_FIRST):
+        envelope, _end = _DECODER.raw_decode(text, len(_ENVELOPE_FIRST))
+    else:  # another layout (written by an older version): the whole record
+        envelope = json.loads(text).get("envelope")
+    return envelope if isinstance(envelope, dict) else {}
 
 
 def object_meta(txn: Txn, object_id: str) -> Record:

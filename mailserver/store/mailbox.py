@@ -197,7 +197,7 @@ class MaildirMailbox:
             meta = index.object_meta(txn, record["object_id"])
         return self._message(uid, record, modseq, flags, meta)
 
-    def messages(self, uids: Iterable[int], meta: bool = True) -> Iterator[MaildirMessage]:
+    def messages(self, uids: Iterable[int], meta: bool | str = True) -> Iterator[MaildirMessage]:
         # One read transaction per CHUNK messages: no snapshot is pinned while the caller
         # works between chunks, and no transaction is opened per message.
         wanted = iter(uids)
@@ -208,10 +208,11 @@ class MaildirMailbox:
             found = []
             with self.store.db.read() as txn:
                 for uid, record, modseq, flags in index.messages(txn, self.folder_id, chunk):
-                    found.append(
-                        (uid, record, modseq, flags,
-                         index.object_meta(txn, record["object_id"]) if meta else None)
-                    )  # fmt: skip
+                    if meta == "envelope":
+                        object_meta = {"envelope": index.object_envelope(txn, record["object_id"])}
+                    else:
+                        object_meta = index.object_meta(txn, record["object_id"]) if meta else None
+                    found.append((uid, record, modseq, flags, object_meta))
             for uid, record, modseq, flags, object_meta in found:
                 yield self._message(uid, record, modseq, flags, object_meta)
 

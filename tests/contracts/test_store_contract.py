@@ -132,6 +132,9 @@ class StoreContract:
             keep = ("uid", "flags", "modseq", "size", "internaldate", "savedate", "object_id")
             assert [getattr(short.info, k) for k in keep] == [getattr(long.info, k) for k in keep]
         assert lean[1].info.flags == frozenset({"$Label"})
+        envelopes = list(inbox.messages(wanted, meta="envelope"))
+        assert [m.info.envelope for m in envelopes] == [m.info.envelope for m in full]
+        assert all(m.info.bodystructure == {} for m in envelopes)
         assert list(inbox.messages([])) == []
 
     @pytest_twisted.ensureDeferred

@@ -148,7 +148,8 @@ class _Plan:
     """What a FETCH needs from the store per message: the object's parse results
     (``meta``), and the header block only or the whole file (``header``, ``full``)."""
 
-    meta: bool
+    #: What :meth:`IMailbox.messages` reads of the parse results: all, none or "envelope".
+    meta: bool | str
     header: bool
     full: bool
     structure: bool
@@ -166,7 +167,7 @@ class _Plan:
         full = any(not _header_only(item) for item in cut)
         needs_root = any(_needs_structure(item) for item in cut)
         return cls(
-            meta=structure or envelope or needs_root,
+            meta=True if structure or needs_root else "envelope" if envelope else False,
             header=bool(cut) and not full,
             full=full,
             structure=structure,
@@ -277,7 +278,7 @@ async def _responses(
             held = render.held(found.values())
             misses = [u for u in found if u not in held]
             if misses:
-                full = {m.info.uid: m for m in view.mailbox.messages(misses, True)}
+                full = {m.info.uid: m for m in view.mailbox.messages(misses, plan.meta)}
                 for u in misses:
                     if u in full:
                         found[u] = full[u]

@@ -97,10 +97,13 @@ async def search(session: Session, command: Command) -> Result:
         view.saved = []  # RFC 5182 §2.1: a failed search saves the empty set
     needs_info = any(isinstance(k, SizeKey | DateKey | Within | Contains | ObjectId) for k in keys)
     # The objects' parse results (envelope, structure) only for the keys that look in them.
-    needs_meta = any(
-        isinstance(k, Contains) or (isinstance(k, DateKey) and k.field == "sent") for k in keys
-    )
     needs_body = any(isinstance(k, Contains) and k.field in ("BODY", "TEXT") for k in keys)
+    needs_meta: bool | str = needs_body or (
+        "envelope"  # SUBJECT, FROM, ..., SENT*: the envelope alone
+        if any(isinstance(k, Contains) or (isinstance(k, DateKey) and k.field == "sent")
+               for k in keys)
+        else False
+    )  # fmt: skip
     needs_bytes = needs_body or any(isinstance(k, Header) for k in keys)
     by_modseq = any(isinstance(k, ModSeqKey) for k in keys)
     if by_modseq:
