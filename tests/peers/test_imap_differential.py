@@ -372,6 +372,8 @@ KNOWN: dict[str, str] = {
     "fetch-binary-bad.dialog": "Dovecot sends the UID of the message before NO [UNKNOWN-CTE]",
     "sasl-ir-empty.dialog": "a PLAIN message that is not authzid NUL authcid NUL password: "
     "we answer BAD (as for any malformed SASL response), Dovecot NO [AUTHENTICATIONFAILED]",
+    "search-not-list.dialog": "Dovecot 2.3 answers NOT (SEEN FLAGGED) as if it were NOT SEEN "
+    "(2 3 instead of 1 2 3); RFC 9051 §6.4.4: a parenthesised list is an AND, NOT negates it",
     "fetch-bodystructure.dialog": "body lines of a part whose last line has no CRLF: "
     "we count it (1), Dovecot counts line ends (0)",
 }
