@@ -400,12 +400,12 @@ class IMAPServer(Protocol):
         self.transport.registerProducer(output, True)
         try:
             async for chunk in stream:
-                if self._closing or output.stopped:
-                    break
                 self.write(chunk)
                 self._reset_timeout()
                 if output.paused:
                     await output.resumed()
+                if self._closing or output.stopped:
+                    break  # the connection is gone: produce nothing more
         except Exception:
             result = self._failure_result(Failure())  # after the responses already sent
         finally:

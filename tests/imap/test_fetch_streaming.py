@@ -85,3 +85,25 @@ async def test_fetch_all_bodies_keeps_output_bounded(memory_imap):
         assert re.match(rb"\* %d FETCH \(BODY\[\] \{%d\}\r\n" % (number, len(data)), line)
         assert line.endswith(data + b")")
     client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_gone_mid_stream(memory_imap):
+    """A client that closes the connection while a big FETCH waits for it to read: the
+    session ends (the stream stops producing) and the server serves the next client."""
+    data = message("big", body=BODY.decode())
+    for _ in range(COUNT):
+        await memory_imap.deliver(data)
+    client = await in_thread(memory_imap.raw)
+    await in_thread(client.login)
+    await in_thread(client.command, "S", "SELECT INBOX")
+    client.send("F FETCH 1:* BODY.PEEK[]\r\n")
+    await in_thread(client.line)  # the stream has begun
+    client.close()
+    while memory_imap.factory.connections:
+        await deferLater(reactor, 0.02, lambda: None)
+    other = await in_thread(memory_imap.raw)
+    await in_thread(other.login)
+    lines = await in_thread(other.command, "S", "SELECT INBOX")
+    assert lines[-1].startswith("S OK") and f"* {COUNT} EXISTS" in lines
+    other.close()
