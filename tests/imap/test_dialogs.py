@@ -200,6 +200,7 @@ async def test_dialog(dialog_server, path):
 
 def test_policy_timers_meet_rfc_9051_minimums():
     """What a dialog cannot show in seconds: the shipped autologout timer of an authenticated
-    session is at least 30 minutes (RFC 9051 §5.4), in the listener policy and the config."""
+    or idling session is at least 30 minutes (RFC 9051 §5.4; RFC 2177 §3: clients re-issue
+    IDLE every 29 minutes), in the listener policy and the config."""
     assert IMAPPolicy().idle_timeout >= 30 * 60
     assert config.load(None).imap.idle_timeout >= 30 * 60
