@@ -483,6 +483,13 @@ def _authserv_id(value: str) -> tuple[str, str] | None:
     return None
 
 
+def _report_local_part(value: str) -> tuple[str, str] | None:
+    """Accept "" or a plain local part (no @, no spaces)."""
+    if value and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+", value):
+        return f"not a local part: {value!r}", 'e.g. "dmarc-reports" (no @domain), or ""'
+    return None
+
+
 @dataclass(frozen=True)
 class MsgAuthConfig:
     """[msgauth]: SPF, DKIM, ARC and DMARC checks of mail arriving on port 25."""
@@ -505,6 +512,13 @@ class MsgAuthConfig:
     )
     timeout: float = _key(
         20.0, "Seconds each check may take before it counts as temperror.", _positive
+    )
+    report_address: str = _key(
+        "dmarc-reports",
+        "Local part receiving DMARC aggregate reports at any served domain (the rua of "
+        "'mailserver dns'): port-25 mail to it is parsed and summarised for 'mailserver "
+        "dmarc'; works with enabled = false too; \"\" = off.",
+        _report_local_part,
     )
 
 

@@ -49,6 +49,8 @@ from mailserver.msgauth.dkim import DKIMSigner, DKIMVerifier
 from mailserver.msgauth.dmarc import DMARCEvaluator
 from mailserver.msgauth.inbound import AuthenticatingTarget, InboundPolicy
 from mailserver.msgauth.keys import KeyStore
+from mailserver.msgauth.report_store import ReportStore
+from mailserver.msgauth.report_target import ReportRecordingTarget
 from mailserver.msgauth.signing import DKIMSigningTarget
 from mailserver.msgauth.spf import SPFChecker
 from mailserver.pop3.factory import MaildropLocks, POP3Factory, POP3Policy
@@ -566,6 +568,14 @@ def _mx_factory(config: Config, service: MailService, reactor: Any) -> SMTPFacto
     target: Any = LocalDeliveryTarget(service.store, service.directory)
     if config.msgauth.enabled:
         target = _inbound_authentication(config, target, reactor)
+    if config.msgauth.report_address:  # DMARC aggregate reports (RFC 7489 §7.2) to the index
+        target = ReportRecordingTarget(
+            target,
+            ReportStore(service.db),
+            config.msgauth.report_address,
+            service.directory.has_domain,
+            reactor=reactor,
+        )
     realm = MailRealm(lambda: MXTarget(target, service.directory, postmaster))
     portal = Portal(realm, [AllowAnonymousAccess()])
     return SMTPFactory(portal, SMTPPolicy(**_policy_fields(config)), service.tls, reactor=reactor)

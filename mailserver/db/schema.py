@@ -34,6 +34,8 @@ totp          address (utf-8)                         JSON {secret, confirmed, c
                                                       last_step, recovery: [hash, ...]}
 tokens        HMAC-SHA256 of the token (32 bytes)     JSON {id, user, scopes, name, created,
                                                       expires, last_used, last_ip}
+dmarc_reports domain NUL date_end (u64) + 16 bytes    JSON summary of a received DMARC
+              of SHA-256(reporter NUL report id)      aggregate report (msgauth/report_store.py)
 ============= ======================================= =========================================
 
 ``app_passwords``, ``totp`` and ``tokens`` belong to :mod:`mailserver.auth.credentials`, which
@@ -52,7 +54,7 @@ from collections.abc import Callable
 from typing import Any
 
 #: Bump with a migration below whenever a key or value layout changes.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SUBDBS = (
     b"meta",
@@ -74,6 +76,7 @@ SUBDBS = (
     b"app_passwords",
     b"totp",
     b"tokens",
+    b"dmarc_reports",
 )
 
 _U32 = struct.Struct(">I")
@@ -210,9 +213,15 @@ def _add_vanished_v4(txn: Any, dbs: dict[bytes, Any]) -> None:
         txn.put(key, value, db=dbs[b"finfo"])
 
 
+def _add_dmarc_reports_v5(txn: Any, dbs: dict[bytes, Any]) -> None:
+    """Version 5 adds the ``dmarc_reports`` sub-db (received DMARC aggregate reports, issue
+    8), created empty on open."""
+
+
 MIGRATIONS: dict[int, Migration] = {
     0: _create_v1,
     1: _add_spool_v2,
     2: _add_credentials_v3,
     3: _add_vanished_v4,
+    4: _add_dmarc_reports_v5,
 }
