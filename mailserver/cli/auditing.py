@@ -46,6 +46,7 @@ AUDITED: dict[str, str] = {
     "mailserver.cli.dkim.keygen": audit.ADMIN_ACTION,
     "mailserver.cli.dkim.rotate": audit.ADMIN_ACTION,
     "mailserver.cli.dkim.remove": audit.ADMIN_ACTION,
+    "mailserver.cli.dmarc.import_reports": audit.ADMIN_ACTION,
 }
 
 

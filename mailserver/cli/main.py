@@ -32,6 +32,7 @@ NOUNS = [
     "mailserver.cli.audit",
     "mailserver.cli.dkim",
     "mailserver.cli.dns",
+    "mailserver.cli.dmarc",
 ]
 
 #: Exit statuses: a usage or config problem, and any other expected failure.

@@ -87,6 +87,10 @@ RULES: dict[str, Rule | None] = {
     # read-only, nothing secret: domain admins publish their own domains' records
     "mailserver.cli.dns.print_records": Rule((Action.MANAGE_USERS,), "domain"),
     "mailserver.cli.dns.check_records": Rule((Action.MANAGE_USERS,), "domain"),
+    # domain admins read the DMARC reports on their own domains; importing is for admins
+    "mailserver.cli.dmarc.summary": Rule((Action.MANAGE_USERS,), "domain"),
+    "mailserver.cli.dmarc.list_reports": Rule((Action.MANAGE_USERS,), "domain"),
+    "mailserver.cli.dmarc.import_reports": _ADMIN,
 }
 
 
