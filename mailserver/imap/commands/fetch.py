@@ -265,6 +265,9 @@ async def _responses(
     assert view is not None
     plan = _Plan.of(items)
     render = _Renderer(session, items)
+    # Read the index records alone first, and the parse results only for the messages not in
+    # the rendered cache, while at least half of the last group's messages were there.
+    lean_first = True
     missing = False
     if vanished:
         yield b"".join(vanished)
@@ -272,7 +275,7 @@ async def _responses(
         group = pairs[start : start + GROUP]
         uids = sorted({u for _, u in group})
         held: dict[int, dict[str, bytes]] = {}
-        if plan.cacheable:
+        if plan.cacheable and lean_first:
             # Index records alone first; the parse results only for what is not cached.
             found = {m.info.uid: m for m in view.mailbox.messages(uids, False)}
             held = render.held(found.values())
@@ -284,8 +287,11 @@ async def _responses(
                         found[u] = full[u]
                     else:
                         del found[u]  # expunged in between
+            lean_first = len(held) * 2 >= len(found)
         else:
             found = {m.info.uid: m for m in view.mailbox.messages(uids, plan.meta)}
+            if plan.cacheable:  # a cold cache reads each record once; try again when warm
+                lean_first = len(render.held(found.values())) * 2 >= len(found)
         present = [(number, found[u]) for number, u in group if u in found]
         missing = missing or len(present) < len(group)
         for batch in _batches(present, plan, held):
