@@ -8,7 +8,8 @@ Design rules:
 2. Every input is hostile until parsed, so every size is bounded before it is read: the
    decompressed XML (:data:`MAX_XML`, however it was compressed), the members of a zip
    (:data:`MAX_ZIP_MEMBERS`), the element depth and count, each field's length and the
-   number of records.
+   number of records. Records are parsed one by one as the XML streams past, so a big report
+   never becomes one big tree in memory.
 3. The XML parser is expat driven by hand into an ``ElementTree``: a document with a DOCTYPE
    is refused before any entity can be declared (no billion laughs, no external entities);
    reports never need a DTD. Namespace prefixes are ignored (reports with the draft
@@ -26,6 +27,7 @@ import io
 import ipaddress
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from xml.etree import ElementTree
@@ -54,7 +56,7 @@ MAX_XML = 20 * 1024 * 1024
 MAX_ZIP_MEMBERS = 8
 MAX_DEPTH = 12
 MAX_ELEMENTS = 2_000_000
-MAX_RECORDS = 100_000
+MAX_RECORDS = 50_000
 #: Longest text of one field, in characters.
 MAX_FIELD = 1024
 MAX_COUNT = 2**31 - 1
@@ -260,13 +262,21 @@ def _local(name: str) -> str:
     return name.rpartition(":")[2]
 
 
-def parse_xml(data: bytes) -> ElementTree.Element:
-    """The element tree of ``data`` with design rule 3's limits; ReportError otherwise."""
+def parse_xml(
+    data: bytes,
+    on_child: Callable[[ElementTree.Element], bool] | None = None,
+) -> ElementTree.Element:
+    """The element tree of ``data`` with design rule 3's limits; ReportError otherwise.
+
+    ``on_child`` sees each child of the root when it is complete; when it returns True the
+    child is dropped from the tree (so a report's records are parsed one at a time, and a big
+    report never sits in memory as a whole tree)."""
     builder = ElementTree.TreeBuilder()
     parser = expat.ParserCreate()
     parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
     depth = [0]
     elements = [0]
+    roots: list[ElementTree.Element] = []
 
     def refuse_doctype(*_: Any) -> None:
         raise _Refused("a DOCTYPE (DTDs and entity declarations are not accepted)")
@@ -281,11 +291,15 @@ def parse_xml(data: bytes) -> ElementTree.Element:
             raise _Refused(f"elements nested deeper than {MAX_DEPTH}")
         if elements[0] > MAX_ELEMENTS:
             raise _Refused(f"more than {MAX_ELEMENTS} elements")
-        builder.start(_local(name), {})
+        element = builder.start(_local(name), {})
+        if depth[0] == 1:
+            roots.append(element)
 
     def end(name: str) -> None:
         depth[0] -= 1
-        builder.end(_local(name))
+        element = builder.end(_local(name))
+        if depth[0] == 1 and on_child is not None and on_child(element):
+            roots[0].remove(element)
 
     parser.StartDoctypeDeclHandler = refuse_doctype
     parser.EntityDeclHandler = refuse_entity
@@ -297,6 +311,8 @@ def parse_xml(data: bytes) -> ElementTree.Element:
     try:
         parser.Parse(data, True)
         root = builder.close()
+    except ReportError:
+        raise
     except _Refused as error:
         raise ReportError(f"refused XML: {error}") from None
     except expat.ExpatError as error:
@@ -308,8 +324,18 @@ def parse_xml(data: bytes) -> ElementTree.Element:
 
 def parse_report(data: bytes) -> AggregateReport:
     """The report in ``data`` (the XML document of Appendix C); ReportError naming the missing
-    or bad field otherwise."""
-    root = parse_xml(data)
+    or bad field otherwise. Records are parsed as each one ends (see :func:`parse_xml`)."""
+    records: list[ReportRecord] = []
+
+    def on_child(element: ElementTree.Element) -> bool:
+        if element.tag != "record":
+            return False
+        if len(records) >= MAX_RECORDS:
+            raise ReportError(f"more than {MAX_RECORDS} records")
+        records.append(_record(element, len(records) + 1))
+        return True
+
+    root = parse_xml(data, on_child)
     if root.tag != "feedback":
         raise ReportError(f"the root element is <{root.tag}>, not <feedback>")
     meta = _child(root, "report_metadata")
@@ -339,14 +365,10 @@ def parse_report(data: bytes) -> AggregateReport:
         pct=_int(policy_element, "pct", "policy_published", 0, 100, default=100),
         fo=_text(policy_element, "fo", "policy_published", required=False),
     )
-    elements = root.findall("record")
-    if not elements:
+    if not records:
         raise ReportError("no <record> in the report")
-    if len(elements) > MAX_RECORDS:
-        raise ReportError(f"{len(elements)} records (at most {MAX_RECORDS})")
-    records = tuple(_record(element, number) for number, element in enumerate(elements, 1))
     version = _text(root, "version", "feedback", required=False)
-    return AggregateReport(metadata, policy, records, version)
+    return AggregateReport(metadata, policy, tuple(records), version)
 
 
 def _record(element: ElementTree.Element, number: int) -> ReportRecord:

@@ -212,7 +212,7 @@ def test_malformed_reports(xml, reason):
 def test_too_many_records(monkeypatch):
     monkeypatch.setattr(reports, "MAX_RECORDS", 3)
     xml = report_xml(rows=[(f"192.0.2.{n}", 1, "none", "pass", "pass") for n in range(4)])
-    with pytest.raises(ReportError, match="4 records"):
+    with pytest.raises(ReportError, match="more than 3 records"):
         parse_report(xml)
 
 
