@@ -25,6 +25,7 @@ import email.policy
 import gzip
 import io
 import ipaddress
+import re
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -65,6 +66,7 @@ _GZIP_TYPES = ("application/gzip", "application/x-gzip", "application/gzip-compr
 _ZIP_TYPES = ("application/zip", "application/x-zip-compressed", "application/x-zip")
 _XML_TYPES = ("text/xml", "application/xml")
 _EXTENSIONS = (".xml.gz", ".gz", ".zip", ".xml")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 
 class ReportError(ValueError):
@@ -259,7 +261,7 @@ class _Refused(Exception):
 
 def _local(name: str) -> str:
     """The tag without a namespace prefix (``dmarc:feedback`` -> ``feedback``)."""
-    return name.rpartition(":")[2]
+    return name.rpartition(":")[2] if ":" in name else name
 
 
 def parse_xml(
@@ -429,7 +431,7 @@ def _clean(text: str | None, where: str) -> str:
     value = (text or "").strip()
     if len(value) > MAX_FIELD:
         raise ReportError(f"{where}: longer than {MAX_FIELD} characters")
-    if any(ord(c) < 32 and c not in "\t\r\n" for c in value):
+    if _CONTROL.search(value):
         raise ReportError(f"{where}: control characters")
     return value
 
