@@ -135,6 +135,16 @@ def _read(args: argparse.Namespace, directory: LmdbDirectory, store: MaildirStor
     return domain, ReportStore(store.db).reports(domain, _since(args.days))
 
 
+def _where(config: Config, domain: str) -> str:
+    """Where reports are recorded from, and how to make that address exist."""
+    local = config.msgauth.report_address
+    if not local:
+        return "[msgauth] report_address is off: use 'mailserver dmarc import ADDRESS'"
+    return (f"reports mailed to {local}@{domain} (the rua of 'mailserver dns {domain}') are "
+            f"recorded; it needs a mailbox or an alias: mailserver alias add {local}@{domain} "
+            f"you@{domain}")
+
+
 def _period(days: int | None) -> str:
     return "all reports" if days is None else f"the last {days} day(s)"
 
@@ -145,8 +155,8 @@ def summary(args: argparse.Namespace) -> int:
     async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
         domain, reports = _read(args, directory, store)
         if not reports:
-            say_note(f"no DMARC reports for {domain} ({_period(args.days)}); reporters send "
-                     f"them to the rua of 'mailserver dns {domain}'")
+            period = _period(args.days)
+            say_note(f"no DMARC reports for {domain} ({period}); {_where(config, domain)}")
             return 0
         total, by_reporter, by_ip = tally(reports)
         first = min(r.date_begin for r in reports)

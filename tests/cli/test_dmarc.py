@@ -88,7 +88,9 @@ def test_list_newest_first(reports):
 def test_nothing_recorded_yet(example):
     done = example("dmarc", "summary", "example.org")
     assert done.returncode == 0 and done.stdout == b""
-    assert "no DMARC reports for example.org" in done.stderr.decode()
+    err = done.stderr.decode()
+    assert "no DMARC reports for example.org (all reports); reports mailed to " in err
+    assert "mailserver alias add dmarc-reports@example.org you@example.org" in err
 
 
 @pytest.mark.parametrize(
