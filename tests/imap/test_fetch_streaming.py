@@ -107,3 +107,19 @@ async def test_client_gone_mid_stream(memory_imap):
     lines = await in_thread(other.command, "S", "SELECT INBOX")
     assert lines[-1].startswith("S OK") and f"* {COUNT} EXISTS" in lines
     other.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_unknown_encoding_after_answered_messages(memory_imap):
+    """BINARY of 1:3 where message 2 has an unknown transfer encoding: message 1 is answered,
+    then the command ends NO [UNKNOWN-CTE] (RFC 3516 §4.1); nothing after it is sent."""
+    await memory_imap.deliver(message("one", body="first\r\n"))
+    await memory_imap.deliver(message("two", body="odd\r\n", Content_Transfer_Encoding="x-frob"))
+    await memory_imap.deliver(message("three", body="third\r\n"))
+    client = await in_thread(memory_imap.raw)
+    await in_thread(client.login)
+    await in_thread(client.command, "S", "SELECT INBOX")
+    lines = await in_thread(client.command, "F", "FETCH 1:3 (BINARY.PEEK[1])")
+    assert lines[0] == "* 1 FETCH (BINARY[1] {7}\r\nfirst\r\n)"
+    assert len(lines) == 2 and lines[1].startswith("F NO [UNKNOWN-CTE]")
+    client.close()

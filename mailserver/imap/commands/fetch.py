@@ -311,6 +311,8 @@ async def _responses(
                     info = message.info
                     values = render(info, data, reads == "header", held.get(info.uid))
                 except UnknownEncoding:
+                    if out:  # the messages before it are answered, as earlier batches were
+                        yield b"".join(out)
                     raise no("Cannot decode the part's transfer encoding", "UNKNOWN-CTE") from None
                 out.append(response.fetch(number, values))
             if out:
