@@ -123,3 +123,31 @@ async def test_unknown_encoding_after_answered_messages(memory_imap):
     assert lines[0] == "* 1 FETCH (BINARY[1] {7}\r\nfirst\r\n)"
     assert len(lines) == 2 and lines[1].startswith("F NO [UNKNOWN-CTE]")
     client.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stream_over_starttls(tls_imap):
+    """The streamed FETCH after STARTTLS (the TLS layer is then the producer's consumer):
+    several batches of messages arrive whole and in order, and the session goes on."""
+    data = message("big", body=BODY.decode())
+    count = 12  # 3 MB: several batches
+    for _ in range(count):
+        await tls_imap.deliver(data)
+
+    def dialog():
+        client = tls_imap.raw()
+        assert client.command("T", "STARTTLS") == ["T OK Begin TLS negotiation now"]
+        client.starttls()
+        client.login()
+        client.command("S", "SELECT INBOX")
+        client.send("F FETCH 1:* (UID BODY.PEEK[])\r\n")
+        lines = client.until_bytes("F")
+        assert lines[-1].startswith(b"F OK")
+        assert lines[:-1] == [
+            b"* %d FETCH (UID %d BODY[] {%d}\r\n%s)" % (n, n, len(data), data)
+            for n in range(1, count + 1)
+        ]
+        assert client.command("N", "NOOP") == ["N OK NOOP completed"]
+        client.close()
+
+    await in_thread(dialog)
