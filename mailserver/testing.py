@@ -411,12 +411,18 @@ class MemoryMailbox:
                 changed.append(FlagInfo(uid, new, modseq))
         if changed:
             folder.highestmodseq = modseq
+            self._changed(self.name)
         return changed, refused
+
+    def _changed(self, name: str) -> None:
+        self.account.store.changes.notify(self.account.address, name)
 
     def expunge(self, uids: Iterable[int] | None = None) -> Deferred[list[int]]:
         if uids is None:
             uids = [u for u, e in self._folder.entries.items() if DELETED in e.flags]
-        return succeed(self._remove(uids))
+        removed = self._remove(uids)
+        self._changed(self.name)
+        return succeed(removed)
 
     def _copy(self, uids: Iterable[int], destination: str, remove: bool) -> list[tuple[int, int]]:
         target = self.account.folder(destination)
@@ -431,6 +437,8 @@ class MemoryMailbox:
             pairs.append((uid, target._add(entry.object_id, entry.flags, entry.internaldate)))
         if remove:
             self._remove(wanted)
+            self._changed(self.name)
+        self._changed(target.name)
         return pairs
 
     def copy(self, uids: Iterable[int], destination: str) -> Deferred[list[tuple[int, int]]]:

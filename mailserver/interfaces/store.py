@@ -69,9 +69,10 @@ class IAccount(Interface):
         could fit once space is freed), and change nothing; a move never does."""
 
     def watch(name: str, callback: object) -> object:
-        """Call ``callback()`` (on a later reactor turn) after messages arrive in folder
-        ``name`` through this process (deliveries, APPEND); returns the function that stops
-        watching. A hint for IDLE: changes by other processes are not reported."""
+        """Call ``callback()`` (on a later reactor turn) after folder ``name`` changed
+        through this process (deliveries, APPEND, COPY/MOVE into it, flag changes,
+        expunges); returns the function that stops watching. A hint for IDLE: changes by
+        other processes are not reported."""
 
 
 class IMailbox(Interface):

@@ -7,7 +7,7 @@ import itertools
 import os
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from twisted.internet.defer import Deferred, inlineCallbacks
 from zope.interface import implementer
@@ -32,6 +32,8 @@ from mailserver.types import (
 
 if TYPE_CHECKING:
     from mailserver.store.maildir_store import MaildirAccount
+
+T = TypeVar("T")
 
 #: Range reads open one short read transaction per this many entries, so a long iteration
 #: never pins an old snapshot.
@@ -330,7 +332,7 @@ class MaildirMailbox:
             txn.after_commit(lambda: [_rename_flags(self.path, *r) for r in renames])
             return [info for info, _old, _base in changed], refused
 
-        return self.store.write(op)
+        return self.store.write(op).addCallback(self._changed)
 
     def expunge(self, uids: Iterable[int] | None = None) -> Deferred[list[int]]:
         wanted = None if uids is None else list(uids)
@@ -347,7 +349,7 @@ class MaildirMailbox:
             txn.after_commit(lambda: [_unlink(self.path, b, f) for _u, b, f in removed])
             return [uid for uid, _b, _f in removed]
 
-        return self.store.write(op)
+        return self.store.write(op).addCallback(self._changed)
 
     def copy(self, uids: Iterable[int], destination: str) -> Deferred[list[tuple[int, int]]]:
         return self._copy(uids, destination, remove=False)
@@ -403,7 +405,15 @@ class MaildirMailbox:
         except QuotaExceeded:
             yield self.store.in_thread(_discard_new, target.path, bases)
             raise
+        self.store.changes.notify(self.account.address, target.name)
+        if remove:
+            self._changed(None)
         return pairs
+
+    def _changed(self, result: T) -> T:
+        """Tell watchers of this folder (IDLE sessions) that a change is durable."""
+        self.store.changes.notify(self.account.address, self.name)
+        return result
 
 
 @implementer(IMessage)

@@ -172,3 +172,45 @@ async def test_selected_mailbox_deleted_elsewhere(maildir_imap):
         assert a.closed()
 
     await in_thread(dialog)
+
+
+@pytest.fixture
+def two_listeners(tls_options):
+    """Two listeners over one memory store (as 143 and 993 are), IDLE polling an hour away."""
+    store, directory = MemoryStore(), MemoryDirectory(bcrypt_cost=4)
+    _populate(store, directory)
+    policy = replace(POLICY, idle_poll=3600.0)
+    one, port_one = start_imap(store, directory, policy, tls_options)
+    two, port_two = start_imap(store, directory, policy, tls_options)
+    yield one, two
+    pytest_twisted.blockon(port_one.stopListening())
+    pytest_twisted.blockon(port_two.stopListening())
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_is_woken_by_flag_changes_and_expunges_from_another_listener(two_listeners):
+    """A STORE and an EXPUNGE made on one listener reach a session idling on the other
+    through the store's change notices."""
+    one, two = two_listeners
+    await one.deliver(message("first"))
+    await one.deliver(message("second"))
+    idler = await session(two, "SELECT INBOX")
+    await in_thread(idler.send, "i IDLE\r\n")
+    assert await in_thread(idler.text) == "+ idling"
+
+    def change() -> None:
+        client = one.imaplib()
+        client.select("INBOX")
+        client.store("1", "+FLAGS", "(\\Flagged)")
+        client.store("2", "+FLAGS", "(\\Deleted)")
+        client.expunge()
+        client.logout()
+
+    await in_thread(change)
+    lines = [await in_thread(idler.text) for _ in range(3)]
+    assert lines[0].startswith("* 1 FETCH (") and "\\Flagged" in lines[0]
+    assert lines[1].startswith("* 2 FETCH (") and "\\Deleted" in lines[1]
+    assert lines[2] == "* 2 EXPUNGE"
+    await in_thread(idler.send, "DONE\r\n")
+    assert (await in_thread(idler.until, "i"))[-1] == "i OK IDLE terminated"
+    idler.close()

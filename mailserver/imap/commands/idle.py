@@ -2,10 +2,11 @@
 
 An idling session learns of changes three ways:
 
-- changes made through this listener (APPEND, COPY, MOVE, STORE, EXPUNGE by another session
-  of the same user) wake it at once through :meth:`mailserver.imap.factory.IMAPFactory.changed`;
-- messages arriving through this process (SMTP deliveries, APPEND from anywhere) wake it at
-  once through the store's change notices (``IAccount.watch``);
+- any change of its folder made through this process (SMTP deliveries, APPEND, COPY/MOVE,
+  flag changes, expunges, from any listener: IMAP on 143 or 993, POP3, the CLI's
+  in-process paths) wakes it at once through the store's change notices (``IAccount.watch``);
+- changes of folders as a whole made through this listener (DELETE, RENAME by another
+  session) wake it through :meth:`mailserver.imap.factory.IMAPFactory.changed`;
 - anything else (other processes) is found by polling the folder's counters
   every ``policy.idle_poll`` seconds (1 s by default): a cheap index read that only turns into
   a UID scan when something changed (:meth:`mailserver.imap.selected.SelectedMailbox.sync`).
