@@ -9,10 +9,7 @@ password "secret".
 from __future__ import annotations
 
 import imaplib
-import io
 import re
-import socket
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -21,58 +18,32 @@ import pytest
 import pytest_twisted
 from twisted.cred.portal import Portal
 from twisted.internet import reactor
-from twisted.internet.threads import deferToThread
 
 from mailserver.auth.checkers import PasswordChecker
 from mailserver.auth.realm import MailRealm
 from mailserver.imap.factory import IMAPFactory, IMAPPolicy
 from mailserver.testing import MemoryDirectory, MemoryStore
+from tests.lines import (
+    HOST,
+    PASSWORD,
+    USERS,
+    LineClient,
+    ServerFixture,
+    client_context,
+    in_thread,
+    message,
+    populate,
+)
 
-USERS = ("alice", "bob")
-PASSWORD = "secret"
-HOST = "127.0.0.1"
-
-
-def in_thread(function: Callable[..., Any], *args: Any) -> Any:
-    return deferToThread(function, *args)
-
-
-def client_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+__all__ = ["HOST", "PASSWORD", "USERS", "client_context", "in_thread", "message", "populate"]
 
 
-def message(subject: str = "Hello", body: str = "Hi there.\r\n", **headers: str) -> bytes:
-    """A small RFC 5322 message."""
-    fields = {"From": "Carol <carol@example.net>", "To": "alice@example.org", **headers}
-    lines = [f"{name.replace('_', '-')}: {value}" for name, value in fields.items()]
-    lines.append(f"Subject: {subject}")
-    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode("utf-8")
-
-
-class Raw:
+class Raw(LineClient):
     """A line-level IMAP client over a socket: send exact bytes, read exact responses."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = b""
-
-    def send(self, data: bytes | str) -> None:
-        self.sock.sendall(data.encode() if isinstance(data, str) else data)
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed; pending {self.buffer!r}")
-        self.buffer += chunk
 
     def line(self) -> bytes:
         """One response line without CRLF; a literal's octets are kept inline."""
-        while b"\r\n" not in self.buffer:
-            self._fill()
-        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        line = super().line()
         match = re.search(rb"~?\{(\d+)\}\Z", line)
         if match:
             size = int(match.group(1))
@@ -82,9 +53,6 @@ class Raw:
             self.buffer = self.buffer[size:]
             line += self.line()
         return line
-
-    def text(self) -> str:
-        return self.line().decode("utf-8", "replace")
 
     def until(self, tag: str) -> list[str]:
         """Every line up to and including the tagged response of ``tag``."""
@@ -107,29 +75,13 @@ class Raw:
     def login(self, user: str = "alice") -> None:
         assert self.command("L", f"LOGIN {user}@example.org {PASSWORD}")[-1].startswith("L OK")
 
-    def starttls(self) -> None:
-        self.sock = client_context().wrap_socket(self.sock)
-
-    def closed(self) -> bool:
-        try:
-            return self.sock.recv(1) == b""
-        except (TimeoutError, ConnectionResetError):
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
-
 
 @dataclass
-class IMAPServerFixture:
+class IMAPServerFixture(ServerFixture):
     factory: IMAPFactory
-    port: int
-    store: Any
-    directory: Any
-    host: str = HOST
 
     def raw(self, greeting: bool = True) -> Raw:
-        client = Raw(socket.create_connection((self.host, self.port), timeout=10))
+        client = Raw(self.connect())
         if greeting:
             assert client.text().startswith("* OK [CAPABILITY ")
         return client
@@ -139,14 +91,6 @@ class IMAPServerFixture:
         if user is not None:
             client.login(f"{user}@example.org", PASSWORD)
         return client
-
-    def folder(self, name: str = "INBOX", user: str = "alice") -> Any:
-        return self.store.account(f"{user}@example.org").folder(name)
-
-    async def deliver(self, data: bytes, name: str = "INBOX", user: str = "alice") -> int:
-        """Put a message into a folder directly through the store (as SMTP delivery does)."""
-        uid: int = await self.folder(name, user).append(io.BytesIO(data))
-        return uid
 
 
 def make_factory(store: Any, directory: Any, policy: IMAPPolicy, tls: Any) -> IMAPFactory:
@@ -161,14 +105,6 @@ def start_imap(store: Any, directory: Any, policy: IMAPPolicy, tls: Any) -> tupl
     factory = make_factory(store, directory, policy, tls)
     port = reactor.listenTCP(0, factory, interface=HOST)
     return IMAPServerFixture(factory, port.getHost().port, store, directory), port
-
-
-def _populate(store: Any, directory: Any) -> None:
-    wait = pytest_twisted.blockon
-    wait(directory.add_domain("example.org"))
-    for user in USERS:
-        wait(directory.add_user(f"{user}@example.org", PASSWORD))
-        wait(store.create_account(f"{user}@example.org"))
 
 
 POLICY = IMAPPolicy(hostname="imap.test", auth_needs_tls=False, max_literal=100_000)
@@ -186,7 +122,7 @@ def make_policy() -> Callable[..., IMAPPolicy]:
 def memory_imap(tls_options):
     """Plain IMAP over MemoryStore; LOGIN allowed without TLS (auth_needs_tls=False)."""
     store, directory = MemoryStore(), MemoryDirectory(bcrypt_cost=4)
-    _populate(store, directory)
+    populate(store, directory)
     server, port = start_imap(store, directory, POLICY, tls_options)
     yield server
     pytest_twisted.blockon(port.stopListening())
@@ -195,7 +131,7 @@ def memory_imap(tls_options):
 @pytest.fixture
 def maildir_imap(storage, tls_options):
     """Plain IMAP over the real maildir + LMDB store and directory."""
-    _populate(storage.store, storage.directory)
+    populate(storage.store, storage.directory)
     server, port = start_imap(storage.store, storage.directory, POLICY, tls_options)
     yield server
     pytest_twisted.blockon(port.stopListening())
@@ -211,7 +147,7 @@ def imap_server(request):
 def tls_imap(tls_options):
     """IMAP as deployed on port 143: LOGIN only after STARTTLS."""
     store, directory = MemoryStore(), MemoryDirectory(bcrypt_cost=4)
-    _populate(store, directory)
+    populate(store, directory)
     policy = replace(POLICY, auth_needs_tls=True)
     server, port = start_imap(store, directory, policy, tls_options)
     yield server

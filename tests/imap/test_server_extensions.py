@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from mailserver.store.quota import QuotaRules
 from mailserver.testing import MemoryDirectory, MemoryStore
-from tests.imap.conftest import PASSWORD, POLICY, _populate, in_thread, message, start_imap
+from tests.imap.conftest import PASSWORD, POLICY, in_thread, message, populate, start_imap
 
 DAY = 86400
 ALICE = "alice@example.org"
@@ -53,7 +53,7 @@ async def test_capabilities_are_advertised(memory_imap, make_policy, tls_options
     assert wanted <= {word.strip("[]") for word in greeting}
     assert "LITERAL-" not in after and "QUOTASET" not in after
     store, directory = MemoryStore(), MemoryDirectory(bcrypt_cost=4)
-    await populate(store, directory)
+    await add_users(store, directory)
     server, port = start_imap(store, directory, make_policy(literal_plus=False), tls_options)
     try:
         _, minus = await in_thread(dialog, server)
@@ -62,7 +62,7 @@ async def test_capabilities_are_advertised(memory_imap, make_policy, tls_options
     assert "LITERAL-" in minus and "LITERAL+" not in minus
 
 
-async def populate(store, directory) -> None:
+async def add_users(store, directory) -> None:
     """The users of the shared fixtures (alice and bob, password "secret")."""
     await directory.add_domain("example.org")
     for user in ("alice", "bob"):
@@ -83,7 +83,7 @@ def quota_imap(request, tls_options):
         store.quota_rules = rules
     else:
         store, directory = MemoryStore(rules), MemoryDirectory(bcrypt_cost=4)
-    _populate(store, directory)
+    populate(store, directory)
     server, port = start_imap(store, directory, POLICY, tls_options)
     yield server
     pytest_twisted.blockon(port.stopListening())
@@ -514,7 +514,7 @@ async def test_literal_minus(make_policy, tls_options):
     discarded and answered BAD [TOOBIG] (nothing stored, the session goes on); a
     synchronizing literal of any size within the limit still works."""
     store, directory = MemoryStore(), MemoryDirectory(bcrypt_cost=4)
-    await populate(store, directory)
+    await add_users(store, directory)
     server, port = start_imap(store, directory, make_policy(literal_plus=False), tls_options)
     small, large = body_of(4096), body_of(4097)
 

@@ -13,7 +13,7 @@ import pytest_twisted
 from mailserver.store.local import LocalDeliveryTarget
 from mailserver.testing import MemoryDeliveryTarget, MemoryDirectory, MemoryStore
 from mailserver.types import Address, Envelope
-from tests.imap.conftest import POLICY, _populate, in_thread, message, start_imap
+from tests.imap.conftest import POLICY, in_thread, message, populate, start_imap
 
 
 async def session(server, *commands: str):
@@ -93,7 +93,7 @@ def no_poll_imap(request, tls_options):
     else:
         storage = request.getfixturevalue("storage")
         store, directory = storage.store, storage.directory
-    _populate(store, directory)
+    populate(store, directory)
     server, port = start_imap(store, directory, replace(POLICY, idle_poll=3600.0), tls_options)
     yield server
     pytest_twisted.blockon(port.stopListening())
@@ -178,7 +178,7 @@ async def test_selected_mailbox_deleted_elsewhere(maildir_imap):
 def two_listeners(tls_options):
     """Two listeners over one memory store (as 143 and 993 are), IDLE polling an hour away."""
     store, directory = MemoryStore(), MemoryDirectory(bcrypt_cost=4)
-    _populate(store, directory)
+    populate(store, directory)
     policy = replace(POLICY, idle_poll=3600.0)
     one, port_one = start_imap(store, directory, policy, tls_options)
     two, port_two = start_imap(store, directory, policy, tls_options)

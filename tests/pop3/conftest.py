@@ -8,11 +8,7 @@ password "secret".
 
 from __future__ import annotations
 
-import io
 import poplib
-import socket
-import ssl
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -20,62 +16,28 @@ import pytest
 import pytest_twisted
 from twisted.cred.portal import Portal
 from twisted.internet import reactor
-from twisted.internet.threads import deferToThread
 
 from mailserver.auth.checkers import PasswordChecker
 from mailserver.auth.realm import MailRealm
 from mailserver.pop3.factory import POP3Factory, POP3Policy
 from mailserver.testing import MemoryDirectory, MemoryStore
+from tests.lines import (
+    HOST,
+    PASSWORD,
+    USERS,
+    LineClient,
+    ServerFixture,
+    client_context,
+    in_thread,
+    message,
+    populate,
+)
 
-USERS = ("alice", "bob")
-PASSWORD = "secret"
-HOST = "127.0.0.1"
-
-
-def in_thread(function: Callable[..., Any], *args: Any) -> Any:
-    return deferToThread(function, *args)
-
-
-def client_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
+__all__ = ["HOST", "PASSWORD", "USERS", "client_context", "in_thread", "message", "populate"]
 
 
-def message(subject: str = "Hello", body: str = "Hi there.\r\n", **headers: str) -> bytes:
-    """A small RFC 5322 message."""
-    fields = {"From": "Carol <carol@example.net>", "To": "alice@example.org", **headers}
-    lines = [f"{name.replace('_', '-')}: {value}" for name, value in fields.items()]
-    lines.append(f"Subject: {subject}")
-    return ("\r\n".join(lines) + "\r\n\r\n" + body).encode("utf-8")
-
-
-class Raw:
+class Raw(LineClient):
     """A line-level POP3 client over a socket: send exact bytes, read exact responses."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = b""
-
-    def send(self, data: bytes | str) -> None:
-        self.sock.sendall(data.encode() if isinstance(data, str) else data)
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError(f"closed; pending {self.buffer!r}")
-        self.buffer += chunk
-
-    def line(self) -> bytes:
-        """One response line without CRLF."""
-        while b"\r\n" not in self.buffer:
-            self._fill()
-        line, self.buffer = self.buffer.split(b"\r\n", 1)
-        return line
-
-    def text(self) -> str:
-        return self.line().decode("utf-8", "replace")
 
     def command(self, text: str) -> str:
         """Send one command, return its status line."""
@@ -95,29 +57,13 @@ class Raw:
         assert reply.startswith("+OK"), reply
         return reply
 
-    def starttls(self) -> None:
-        self.sock = client_context().wrap_socket(self.sock)
-
-    def closed(self) -> bool:
-        try:
-            return self.sock.recv(1) == b""
-        except (TimeoutError, ConnectionResetError):
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
-
 
 @dataclass
-class POP3ServerFixture:
+class POP3ServerFixture(ServerFixture):
     factory: POP3Factory
-    port: int
-    store: Any
-    directory: Any
-    host: str = HOST
 
     def raw(self, greeting: bool = True) -> Raw:
-        client = Raw(socket.create_connection((self.host, self.port), timeout=10))
+        client = Raw(self.connect())
         if greeting:
             assert client.text().startswith("+OK ")
         return client
@@ -128,14 +74,6 @@ class POP3ServerFixture:
             client.user(f"{user}@example.org")
             client.pass_(PASSWORD)
         return client
-
-    def folder(self, name: str = "INBOX", user: str = "alice") -> Any:
-        return self.store.account(f"{user}@example.org").folder(name)
-
-    async def deliver(self, data: bytes, name: str = "INBOX", user: str = "alice") -> int:
-        """Put a message into a folder directly through the store (as SMTP delivery does)."""
-        uid: int = await self.folder(name, user).append(io.BytesIO(data))
-        return uid
 
 
 def make_factory(
@@ -154,14 +92,6 @@ def start_pop3(
     factory = make_factory(store, directory, policy, tls, **kw)
     port = reactor.listenTCP(0, factory, interface=HOST)
     return POP3ServerFixture(factory, port.getHost().port, store, directory), port
-
-
-def populate(store: Any, directory: Any) -> None:
-    wait = pytest_twisted.blockon
-    wait(directory.add_domain("example.org"))
-    for user in USERS:
-        wait(directory.add_user(f"{user}@example.org", PASSWORD))
-        wait(store.create_account(f"{user}@example.org"))
 
 
 POLICY = POP3Policy(hostname="pop.test", auth_needs_tls=False)
