@@ -77,21 +77,18 @@ import dataclasses
 import email.headerregistry
 import email.policy
 import email.utils
-import json
 import os
 import platform
 import random
 import re
 import resource
 import shutil
-import signal
 import socket
 import ssl
 import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -103,12 +100,22 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
     sys.path.insert(0, str(ROOT))
 
+from bench.servers import (  # noqa: E402
+    ReactorThread,
+    TwistdServer,
+    parse_overrides,
+    parse_settings,
+    provisioned,
+    report,
+    server_config,
+    temporary_workdir,
+)
 from tests.peers.dovecot import (  # noqa: E402
     DovecotInstance,
     process_memory_kib,
     unavailable_reason,
 )
-from tests.peers.postfix import free_port, process_cpu_seconds  # noqa: E402
+from tests.peers.postfix import free_port  # noqa: E402
 
 DOMAIN = "example.org"
 USER = f"alice@{DOMAIN}"
@@ -379,57 +386,17 @@ def corpus_messages(directory: Path, count: int, seed: int) -> Iterator[Sample]:
 # --- filling both servers ---------------------------------------------------------------------
 
 
-class ReactorThread:
-    """Twisted's reactor running in a daemon thread, for the offline fill of our store."""
-
-    def __init__(self) -> None:
-        from twisted.internet import reactor
-
-        self.reactor: Any = reactor
-        self.thread = threading.Thread(
-            target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
-        )
-        self.thread.start()
-
-    def run(self, work: Callable[[], Any]) -> Any:
-        """Run the coroutine ``work()`` on the reactor; its result."""
-        from twisted.internet.defer import ensureDeferred
-        from twisted.internet.threads import blockingCallFromThread
-
-        return blockingCallFromThread(self.reactor, lambda: ensureDeferred(work()))
-
-    def stop(self) -> None:
-        if self.reactor.running:
-            self.reactor.callFromThread(self.reactor.stop)
-        self.thread.join(10)
-
-
 async def fill_ours(data_dir: Path, samples: list[Sample]) -> None:
     """example.org, alice (password :data:`PASSWORD`) and her INBOX with ``samples`` appended
     in order through ``IMailbox.append`` (fsync off for the fill: the server runs with it on)."""
     from io import BytesIO
 
-    from twisted.internet import reactor
-
-    from mailserver.auth.directory import LmdbDirectory
-    from mailserver.db import Database
-    from mailserver.store.maildir_store import MaildirStore
-
-    db = Database.open(str(data_dir / "index"), map_size=1024 << 20, reactor=reactor, sync=False)
-    store = MaildirStore(db, str(data_dir / "mail"), reactor=reactor, fsync=False)
-    try:
-        directory = LmdbDirectory(db, reactor=reactor, bcrypt_cost=4)
-        await directory.add_domain(DOMAIN)
-        await directory.add_user(USER, PASSWORD)
-        await store.create_account(USER)
+    async with provisioned(data_dir, DOMAIN, {USER: PASSWORD}, durable=False) as store:
         inbox = store.account(USER).folder("INBOX")
         for done, sample in enumerate(samples, 1):
             await inbox.append(BytesIO(sample.data), sample.flags, sample.internaldate)
             if done % FILL_REPORT == 0:
                 log(f"  ours: {done} appended")
-    finally:
-        await store.close()
-        await db.close()
 
 
 def fill_dovecot(dovecot: DovecotInstance, samples: list[Sample]) -> None:
@@ -441,104 +408,30 @@ def fill_dovecot(dovecot: DovecotInstance, samples: list[Sample]) -> None:
 # --- our server -------------------------------------------------------------------------------
 
 
-def listener_keys() -> list[str]:
-    """Every listener key of our config (``section.listen`` / ``section.*_listen``), read from
-    :class:`mailserver.config.Config`, so listeners added later are turned off too."""
-    from mailserver.config import Config
-
-    defaults = Config()
-    found = []
-    for section in dataclasses.fields(Config):
-        value = getattr(defaults, section.name)
-        if dataclasses.is_dataclass(value):
-            for key in dataclasses.fields(value):
-                if key.name == "listen" or key.name.endswith("_listen"):
-                    found.append(f"{section.name}.{key.name}")
-    return found
-
-
-class OurServer:
-    """``twistd -n --pidfile= mailserver --config`` in ``directory``: IMAP over implicit TLS
-    only."""
+class OurServer(TwistdServer):
+    """Our server with IMAP over implicit TLS only."""
 
     def __init__(self, directory: Path, *, connections: int, overrides: dict[str, Any]) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
         self.data_dir = directory / "var"
-        self.host = OUR_HOST
-        self.port = free_port(OUR_HOST)
-        self.process: subprocess.Popen[bytes] | None = None
-        config: dict[str, dict[str, Any]] = {
+        port = free_port(OUR_HOST)
+        base: dict[str, dict[str, Any]] = {
             "server": {"hostname": "mail.example.org", "data_dir": str(self.data_dir)},
             "auth": {"bcrypt_cost": 4},
             "imap": {
                 "max_connections": max(1000, connections * 2),
                 "max_connections_per_ip": max(50, connections * 2),
+                "tls_listen": [f"tcp:{port}:interface={OUR_HOST}"],
             },
         }
-        for dotted in listener_keys():  # every listener off but IMAP with implicit TLS
-            section, key = dotted.split(".", 1)
-            config.setdefault(section, {})[key] = []
-        config["imap"]["tls_listen"] = [f"tcp:{self.port}:interface={OUR_HOST}"]
-        for dotted, value in overrides.items():
-            section, key = dotted.split(".", 1)
-            config.setdefault(section, {})[key] = value
-        self.config = config
-        lines = []
-        for section, body in config.items():
-            lines.append(f"[{section}]")
-            lines += [f"{key} = {json.dumps(value)}" for key, value in body.items()]
-            lines.append("")
-        self.config_path = directory / "mailserver.toml"
-        self.config_path.write_text("\n".join(lines))
-        self.log_path = directory / "twistd.log"
+        super().__init__(directory, server_config(base, overrides), host=OUR_HOST, port=port)
 
     def start(self, timeout: float = 60.0) -> None:
         """Start twistd and wait until the IMAPS port accepts connections."""
-        twistd = str(Path(sys.executable).parent / "twistd")
-        command = [twistd, "-n", "--pidfile=", "mailserver", "--config", str(self.config_path)]
-        with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(
-                command,
-                cwd=self.directory,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mailserver exited during start-up:\n{self.log_tail()}")
-            try:
-                socket.create_connection((OUR_HOST, self.port), 1.0).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"mailserver not ready:\n{self.log_tail()}") from None
-                time.sleep(0.05)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM and wait (SIGKILL after ``timeout``)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def cpu_seconds(self) -> float:
-        """On-CPU seconds of every twistd thread so far."""
-        return process_cpu_seconds(self.process.pid) if self.process else 0.0
+        super().start(timeout)
 
     def memory_kib(self) -> dict[str, int]:
         """twistd's RSS and PSS in KiB."""
         return process_memory_kib(self.process.pid) if self.process else {"rss": 0, "pss": 0}
-
-    def log_tail(self) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return text[-4000:]
 
 
 # --- the client -------------------------------------------------------------------------------
@@ -1180,19 +1073,6 @@ def render(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for item in items:
-        dotted, sep, raw = item.partition("=")
-        if "." not in dotted or not sep:
-            parser.error(f"--set wants SECTION.KEY=VALUE, got {item!r}")
-        try:
-            overrides[dotted] = json.loads(raw)
-        except ValueError:
-            overrides[dotted] = raw
-    return overrides
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=10_000, help="messages in the INBOX")
@@ -1236,36 +1116,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--messages, --repeat, --clients, --fetches and --idle must be positive")
     if args.corpus is not None and not args.corpus.is_dir():
         parser.error(f"--corpus: {args.corpus} is not a directory")
-    args.overrides = _parse_overrides(args.set, parser)
-    args.dovecot_overrides = {}
-    for item in args.dovecot_set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--dovecot-set wants KEY=VALUE, got {item!r}")
-        args.dovecot_overrides[key.strip()] = value.strip()
+    args.overrides = parse_overrides(args.set, parser)
+    args.dovecot_overrides = parse_settings(args.dovecot_set, parser, "--dovecot-set")
 
     reason = unavailable_reason()
     if reason:
         print(f"imap_bench: {reason}", file=sys.stderr)
         return 2
 
-    workdir = Path(tempfile.mkdtemp(prefix="imap-bench-", dir=args.workdir))
-    os.chmod(workdir, 0o755)  # Dovecot's mail and login processes walk into it
-    try:
+    with temporary_workdir("imap-bench-", args.workdir, args.keep) as workdir:
         document = run_bench(args, workdir)
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(render(document))
-    if args.json:
-        args.json.write_text(json.dumps(document, indent=2, default=_jsonable) + "\n")
+    report(document, render, args.json)
     return 0
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    raise TypeError(type(value).__name__)
 
 
 if __name__ == "__main__":

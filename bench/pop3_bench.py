@@ -64,17 +64,12 @@ import dataclasses
 import email.headerregistry
 import email.policy
 import email.utils
-import json
 import os
 import random
-import shutil
-import signal
 import socket
 import ssl
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -94,8 +89,18 @@ from bench.machine import (  # noqa: E402
     self_cpu_seconds,
     system_cpu,
 )
+from bench.servers import (  # noqa: E402
+    TwistdServer,
+    parse_overrides,
+    parse_settings,
+    provisioned,
+    report,
+    run_on_reactor,
+    server_config,
+    temporary_workdir,
+)
 from tests.peers.dovecot import DovecotInstance, unavailable_reason, which  # noqa: E402
-from tests.peers.postfix import free_port, process_cpu_seconds  # noqa: E402
+from tests.peers.postfix import free_port  # noqa: E402
 
 DOMAIN = "example.org"
 MAIN_USER = f"alice@{DOMAIN}"
@@ -197,53 +202,18 @@ def shares(count: int, parts: int) -> list[range]:
 # --- filling both servers ---------------------------------------------------------------------
 
 
-def run_on_reactor(work: Callable[[], Any]) -> Any:
-    """Run the coroutine ``work()`` on Twisted's reactor in this thread; its result. Once
-    per process (a reactor cannot be restarted)."""
-    from twisted.internet import reactor
-    from twisted.internet.defer import ensureDeferred
-    from twisted.python.failure import Failure
-
-    outcome: list[Any] = []
-
-    def go() -> None:
-        done = ensureDeferred(work())
-        done.addBoth(outcome.append)
-        done.addBoth(lambda _: reactor.stop())  # type: ignore[attr-defined]
-
-    reactor.callWhenRunning(go)  # type: ignore[attr-defined]
-    reactor.run(installSignalHandlers=False)  # type: ignore[attr-defined]
-    if isinstance(outcome[0], Failure):
-        outcome[0].raiseException()
-    return outcome[0]
-
-
 async def fill_ours(data_dir: Path, maildrops: dict[str, list[bytes]]) -> None:
     """example.org, every user (password :data:`PASSWORD`) and their INBOXes with the
     messages appended in order through ``IMailbox.append`` (fsync off for the fill: the
     server runs with it on)."""
     from io import BytesIO
 
-    from twisted.internet import reactor
-
-    from mailserver.auth.directory import LmdbDirectory
-    from mailserver.db import Database
-    from mailserver.store.maildir_store import MaildirStore
-
-    db = Database.open(str(data_dir / "index"), map_size=1024 << 20, reactor=reactor, sync=False)
-    store = MaildirStore(db, str(data_dir / "mail"), reactor=reactor, fsync=False)
-    try:
-        directory = LmdbDirectory(db, reactor=reactor, bcrypt_cost=4)
-        await directory.add_domain(DOMAIN)
+    users = dict.fromkeys(maildrops, PASSWORD)
+    async with provisioned(data_dir, DOMAIN, users, durable=False) as store:
         for user, messages in maildrops.items():
-            await directory.add_user(user, PASSWORD)
-            await store.create_account(user)
             inbox = store.account(user).folder("INBOX")
             for index, data in enumerate(messages):
                 await inbox.append(BytesIO(data), (), START + index * 600)
-    finally:
-        await store.close()
-        await db.close()
 
 
 def fill_dovecot(dovecot: DovecotInstance, maildrops: dict[str, list[bytes]]) -> None:
@@ -256,96 +226,25 @@ def fill_dovecot(dovecot: DovecotInstance, maildrops: dict[str, list[bytes]]) ->
 # --- our server -------------------------------------------------------------------------------
 
 
-def listener_keys() -> list[str]:
-    """Every listener key of our config (``section.listen`` / ``section.*_listen``), read from
-    :class:`mailserver.config.Config`, so listeners added later are turned off too."""
-    from mailserver.config import Config
-
-    defaults = Config()
-    found = []
-    for section in dataclasses.fields(Config):
-        value = getattr(defaults, section.name)
-        if dataclasses.is_dataclass(value):
-            for key in dataclasses.fields(value):
-                if key.name == "listen" or key.name.endswith("_listen"):
-                    found.append(f"{section.name}.{key.name}")
-    return found
-
-
-class OurServer:
-    """``twistd -n --pidfile= mailserver --config`` in ``directory``: POP3 over implicit TLS
-    only."""
+class OurServer(TwistdServer):
+    """Our server with POP3 over implicit TLS only."""
 
     def __init__(self, directory: Path, *, sessions: int, overrides: dict[str, Any]) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
         self.data_dir = directory / "var"
-        self.port = free_port(OUR_HOST)
-        self.process: subprocess.Popen[bytes] | None = None
-        config: dict[str, dict[str, Any]] = {
+        port = free_port(OUR_HOST)
+        base: dict[str, dict[str, Any]] = {
             "server": {"hostname": "mail.example.org", "data_dir": str(self.data_dir)},
             "auth": {"bcrypt_cost": 4},
-            "pop3": {"max_connections_per_ip": max(20, sessions * 2)},
+            "pop3": {
+                "max_connections_per_ip": max(20, sessions * 2),
+                "tls_listen": [f"tcp:{port}:interface={OUR_HOST}"],
+            },
         }
-        for dotted in listener_keys():  # every listener off but POP3 with implicit TLS
-            section, key = dotted.split(".", 1)
-            config.setdefault(section, {})[key] = []
-        config["pop3"]["tls_listen"] = [f"tcp:{self.port}:interface={OUR_HOST}"]
-        for dotted, value in overrides.items():
-            section, key = dotted.split(".", 1)
-            config.setdefault(section, {})[key] = value
-        self.config = config
-        lines = []
-        for section, body in config.items():
-            lines.append(f"[{section}]")
-            lines += [f"{key} = {json.dumps(value)}" for key, value in body.items()]
-            lines.append("")
-        self.config_path = directory / "mailserver.toml"
-        self.config_path.write_text("\n".join(lines))
-        self.log_path = directory / "twistd.log"
+        super().__init__(directory, server_config(base, overrides), host=OUR_HOST, port=port)
 
     def start(self, timeout: float = 60.0) -> None:
         """Start twistd and wait until the POP3S port accepts connections."""
-        twistd = str(Path(sys.executable).parent / "twistd")
-        command = [twistd, "-n", "--pidfile=", "mailserver", "--config", str(self.config_path)]
-        with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(
-                command,
-                cwd=self.directory,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mailserver exited during start-up:\n{self.log_tail()}")
-            try:
-                socket.create_connection((OUR_HOST, self.port), 1.0).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"mailserver not ready:\n{self.log_tail()}") from None
-                time.sleep(0.05)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM and wait (SIGKILL after ``timeout``)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def cpu_seconds(self) -> float:
-        """On-CPU seconds of every twistd thread so far."""
-        return process_cpu_seconds(self.process.pid) if self.process else 0.0
-
-    def log_tail(self) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return text[-4000:]
+        super().start(timeout)
 
 
 # --- the client -------------------------------------------------------------------------------
@@ -849,19 +748,6 @@ def render(document: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def _parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for item in items:
-        dotted, sep, raw = item.partition("=")
-        if "." not in dotted or not sep:
-            parser.error(f"--set wants SECTION.KEY=VALUE, got {item!r}")
-        try:
-            overrides[dotted] = json.loads(raw)
-        except ValueError:
-            overrides[dotted] = raw
-    return overrides
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=1000, help="messages in the maildrop")
@@ -902,29 +788,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--messages, --repeat, --logins, --listings and --sessions must be positive")
     if args.sessions > args.messages:
         parser.error("--sessions must not exceed --messages")
-    args.overrides = _parse_overrides(args.set, parser)
-    args.dovecot_overrides = {}
-    for item in args.dovecot_set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--dovecot-set wants KEY=VALUE, got {item!r}")
-        args.dovecot_overrides[key.strip()] = value.strip()
+    args.overrides = parse_overrides(args.set, parser)
+    args.dovecot_overrides = parse_settings(args.dovecot_set, parser, "--dovecot-set")
 
     reason = unavailable_reason(pop3=True)
     if reason:
         print(f"pop3_bench: {reason}", file=sys.stderr)
         return 2
 
-    workdir = Path(tempfile.mkdtemp(prefix="pop3-bench-", dir=args.workdir))
-    os.chmod(workdir, 0o755)  # Dovecot's mail and login processes walk into it
-    try:
+    with temporary_workdir("pop3-bench-", args.workdir, args.keep) as workdir:
         document = run_bench(args, workdir)
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(render(document))
-    if args.json:
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    report(document, render, args.json)
     return 0
 
 

@@ -29,19 +29,17 @@ Debian's ``dovecot-core`` and ``dovecot-imapd``; without them it exits 2.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import random
 import re
-import shutil
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import imap_bench as ib
+
+from bench.servers import report, temporary_workdir
 
 LINES = (
     ("select_qresync", "SELECT INBOX (QRESYNC (uidvalidity modseq))"),
@@ -225,16 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"qresync_bench: {reason}", file=sys.stderr)
         return 2
-    workdir = Path(tempfile.mkdtemp(prefix="qresync-bench-", dir=args.workdir))
-    os.chmod(workdir, 0o755)  # Dovecot's mail and login processes walk into it
-    try:
+    with temporary_workdir("qresync-bench-", args.workdir, args.keep) as workdir:
         document = run_bench(args, workdir)
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(render(document))
-    if args.json:
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    report(document, render, args.json)
     return 0
 
 

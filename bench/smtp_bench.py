@@ -37,18 +37,13 @@ main.cf (e.g. ``--postfix-set in_flow_delay=0``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import pwd
 import resource
-import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,6 +53,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
     sys.path.insert(0, str(ROOT))
 
+from bench.servers import (  # noqa: E402
+    TwistdServer,
+    parse_overrides,
+    parse_settings,
+    provisioned,
+    report,
+    run_on_reactor,
+    server_config,
+    temporary_workdir,
+)
 from tests.peers.postfix import (  # noqa: E402
     PostfixInstance,
     child_pids,
@@ -95,33 +100,8 @@ def count_maildir(maildir: Path) -> int:
     return total
 
 
-def toml_value(value: Any) -> str:
-    """A str, bool, int or list as TOML (JSON's syntax is TOML's for these)."""
-    return json.dumps(value)
-
-
-def other_listeners() -> list[str]:
-    """Every listener key of our config (``section.listen`` / ``section.*_listen``) except
-    ``smtp.listen``, read from :class:`mailserver.config.Config` so that listeners added
-    later are turned off too."""
-    import dataclasses
-
-    from mailserver.config import Config
-
-    defaults = Config()
-    found = []
-    for section in dataclasses.fields(Config):
-        value = getattr(defaults, section.name)
-        if not dataclasses.is_dataclass(value):
-            continue
-        for key in dataclasses.fields(value):
-            if key.name == "listen" or key.name.endswith("_listen"):
-                found.append(f"{section.name}.{key.name}")
-    return [dotted for dotted in found if dotted != "smtp.listen"]
-
-
-class OurServer:
-    """``twistd -n --pidfile= mailserver --config`` in ``directory``, SMTP only."""
+class OurServer(TwistdServer):
+    """Our server, SMTP only."""
 
     def __init__(
         self,
@@ -130,86 +110,23 @@ class OurServer:
         max_connections_per_ip: int = 200,
         overrides: dict[str, Any] | None = None,
     ) -> None:
-        self.directory = directory
-        self.directory.mkdir(parents=True, exist_ok=True)
         self.data_dir = directory / "var"
-        self.port = free_port("127.0.0.1")
-        self.process: subprocess.Popen[bytes] | None = None
-        config = {
+        port = free_port("127.0.0.1")
+        base: dict[str, dict[str, Any]] = {
             "server": {"hostname": "mx.bench.test", "data_dir": str(self.data_dir)},
             "store": {"fsync": True},
             "auth": {"bcrypt_cost": 4},
-            "smtp": {
-                "listen": [f"tcp:{self.port}:interface=127.0.0.1"],
+            "smtp": {  # only the SMTP listener: runs never collide
+                "listen": [f"tcp:{port}:interface=127.0.0.1"],
                 "max_connections": max(200, max_connections_per_ip),
                 "max_connections_per_ip": max_connections_per_ip,
             },
         }
-        for dotted in other_listeners():  # only the SMTP listener: runs never collide
-            section, key = dotted.split(".", 1)
-            config.setdefault(section, {})[key] = []
-        for dotted, value in (overrides or {}).items():
-            section, key = dotted.split(".", 1)
-            config.setdefault(section, {})[key] = value
-        self.config = config
-        lines = []
-        for section, body in config.items():
-            lines.append(f"[{section}]")
-            lines += [f"{key} = {toml_value(value)}" for key, value in body.items()]
-            lines.append("")
-        self.config_path = directory / "mailserver.toml"
-        self.config_path.write_text("\n".join(lines))
-        self.log_path = directory / "twistd.log"
+        super().__init__(directory, server_config(base, overrides), host="127.0.0.1", port=port)
 
     def provision(self) -> None:
         """Create example.org, alice and her store account (before the server starts)."""
-        run_in_reactor(lambda: _provision(self.data_dir))
-
-    def start(self, timeout: float = 30.0) -> None:
-        """Spawn twistd and wait until the SMTP port accepts connections."""
-        twistd = str(Path(sys.executable).parent / "twistd")
-        command = [twistd, "-n", "--pidfile=", "mailserver", "--config", str(self.config_path)]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                command,
-                cwd=self.directory,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            )
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mailserver exited during start-up:\n{self.log()}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 1.0).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(
-                        f"mailserver not ready after {timeout}s:\n{self.log()}"
-                    ) from None
-                time.sleep(0.05)
-
-    def stop(self, timeout: float = 20.0) -> None:
-        """SIGTERM, wait, SIGKILL if it does not exit."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def log(self) -> str:
-        """What twistd wrote so far."""
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def cpu_seconds(self) -> float:
-        """User+system CPU seconds of the twistd process (all its threads)."""
-        assert self.process is not None
-        return process_cpu_seconds(self.process.pid)
+        run_on_reactor(lambda: _provision(self.data_dir))
 
     def cpu_parts(self) -> CpuSnapshot:
         """Per live thread (by tid): "reactor thread" (the main one) or "other threads"."""
@@ -226,47 +143,13 @@ class OurServer:
 
     def describe_failure(self) -> str:
         """The tail of the server log."""
-        return self.log()[-4000:]
+        return self.log_tail()
 
 
 async def _provision(data_dir: Path) -> None:
     """The provisioning itself (runs inside the reactor)."""
-    from twisted.internet import reactor
-
-    from mailserver.auth.directory import LmdbDirectory
-    from mailserver.db import Database
-    from mailserver.store.maildir_store import MaildirStore
-
-    db = Database.open(str(data_dir / "index"), map_size=64 << 20, reactor=reactor, sync=True)
-    store = MaildirStore(db, str(data_dir / "mail"), reactor=reactor, fsync=True)
-    try:
-        directory = LmdbDirectory(db, reactor=reactor, bcrypt_cost=4)
-        await directory.add_domain(DOMAIN)
-        await directory.add_user(RECIPIENT, "bench-password")
-        await store.create_account(RECIPIENT)
-    finally:
-        await store.close()
-        await db.close()
-
-
-def run_in_reactor(work: Callable[[], Any]) -> Any:
-    """Run the coroutine ``work()`` to completion on the Twisted reactor (once per process)."""
-    from twisted.internet import reactor
-    from twisted.internet.defer import ensureDeferred
-    from twisted.python.failure import Failure
-
-    outcome: list[Any] = []
-
-    def begin() -> None:
-        d = ensureDeferred(work())
-        d.addBoth(outcome.append)
-        d.addBoth(lambda _: reactor.stop())
-
-    reactor.callWhenRunning(begin)
-    reactor.run(installSignalHandlers=False)
-    if outcome and isinstance(outcome[0], Failure):
-        outcome[0].raiseException()
-    return outcome[0] if outcome else None
+    async with provisioned(data_dir, DOMAIN, {RECIPIENT: "bench-password"}, map_size=64 << 20):
+        pass
 
 
 class PostfixTarget:
@@ -760,24 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         messages, sessions, warmup, repeat = messages or 10, min(sessions, 5), 0, 1
 
-    overrides = {}
-    for item in args.set:
-        dotted, sep, raw = item.partition("=")
-        if "." not in dotted or not sep:
-            parser.error(f"--set wants SECTION.KEY=VALUE, got {item!r}")
-        try:
-            overrides[dotted] = json.loads(raw)
-        except ValueError:
-            overrides[dotted] = raw
-    postfix_overrides = {}
-    for item in args.postfix_set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--postfix-set wants KEY=VALUE, got {item!r}")
-        postfix_overrides[key.strip()] = value.strip()
-    workdir = Path(tempfile.mkdtemp(prefix="smtp-bench-", dir=args.workdir))
-    os.chmod(workdir, 0o755)  # Postfix's daemons and its virtual agent (nobody) walk into it
-    try:
+    overrides = parse_overrides(args.set, parser)
+    postfix_overrides = parse_settings(args.postfix_set, parser, "--postfix-set")
+    with temporary_workdir("smtp-bench-", args.workdir, args.keep) as workdir:
         document = run_bench(
             sizes,
             messages,
@@ -791,12 +659,7 @@ def main(argv: list[str] | None = None) -> int:
             postfix_overrides=postfix_overrides,
             log=lambda text: print(text, file=sys.stderr),
         )
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(render(document))
-    if args.json:
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    report(document, render, args.json)
     return 0
 
 

@@ -63,20 +63,15 @@ import argparse
 import asyncio
 import base64
 import dataclasses
-import json
 import os
 import platform
 import re
 import resource
-import shutil
-import signal
 import socket
 import ssl
 import statistics
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable
 from io import BytesIO
@@ -87,10 +82,19 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
     sys.path.insert(0, str(ROOT))
 
+from bench.servers import (  # noqa: E402
+    ReactorThread,
+    TwistdServer,
+    parse_overrides,
+    parse_settings,
+    provisioned,
+    report,
+    server_config,
+    temporary_workdir,
+)
 from tests.peers.postfix import (  # noqa: E402
     PostfixInstance,
     free_port,
-    process_cpu_seconds,
     relay_settings,
     unavailable_reason,
     which,
@@ -204,54 +208,10 @@ class Sink:
 # --- a reactor in a thread (DNS server, provisioning, the offline fill) -----------------------
 
 
-class ReactorThread:
-    """Twisted's reactor running in a daemon thread, for the bench's few Twisted jobs."""
-
-    def __init__(self) -> None:
-        from twisted.internet import reactor
-
-        self.reactor: Any = reactor
-        self.thread = threading.Thread(
-            target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True
-        )
-        self.thread.start()
-
-    def call(self, function: Callable[..., Any], *args: Any) -> Any:
-        """``function(*args)`` on the reactor thread; waits for its (Deferred) result."""
-        from twisted.internet.threads import blockingCallFromThread
-
-        return blockingCallFromThread(self.reactor, function, *args)
-
-    def run(self, work: Callable[[], Any]) -> Any:
-        """Run the coroutine ``work()`` on the reactor; its result."""
-        from twisted.internet.defer import ensureDeferred
-
-        return self.call(lambda: ensureDeferred(work()))
-
-    def stop(self) -> None:
-        if self.reactor.running:
-            self.reactor.callFromThread(self.reactor.stop)
-        self.thread.join(10)
-
-
 async def _provision(data_dir: Path) -> None:
     """example.org with alice (password :data:`PASSWORD`), before the server starts."""
-    from twisted.internet import reactor
-
-    from mailserver.auth.directory import LmdbDirectory
-    from mailserver.db import Database
-    from mailserver.store.maildir_store import MaildirStore
-
-    db = Database.open(str(data_dir / "index"), map_size=1024 << 20, reactor=reactor, sync=True)
-    store = MaildirStore(db, str(data_dir / "mail"), reactor=reactor, fsync=True)
-    try:
-        directory = LmdbDirectory(db, reactor=reactor, bcrypt_cost=4)
-        await directory.add_domain(LOCAL_DOMAIN)
-        await directory.add_user(USER, PASSWORD)
-        await store.create_account(USER)
-    finally:
-        await store.close()
-        await db.close()
+    async with provisioned(data_dir, LOCAL_DOMAIN, {USER: PASSWORD}):
+        pass
 
 
 async def _fill_spool(data_dir: Path, count: int, message: bytes) -> None:
@@ -293,24 +253,8 @@ async def _fill_spool(data_dir: Path, count: int, message: bytes) -> None:
 # --- our server -------------------------------------------------------------------------------
 
 
-def listener_keys() -> list[str]:
-    """Every listener key of our config (``section.listen`` / ``section.*_listen``), read from
-    :class:`mailserver.config.Config`, so listeners added later are turned off too."""
-    from mailserver.config import Config
-
-    defaults = Config()
-    found = []
-    for section in dataclasses.fields(Config):
-        value = getattr(defaults, section.name)
-        if dataclasses.is_dataclass(value):
-            for key in dataclasses.fields(value):
-                if key.name == "listen" or key.name.endswith("_listen"):
-                    found.append(f"{section.name}.{key.name}")
-    return found
-
-
-class OurServer:
-    """``twistd -n --pidfile= mailserver --config`` in ``directory``: submission only."""
+class OurServer(TwistdServer):
+    """Our server with submission only."""
 
     def __init__(
         self,
@@ -322,12 +266,9 @@ class OurServer:
         per_domain: int,
         overrides: dict[str, Any] | None = None,
     ) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.directory = directory
         self.data_dir = directory / "var"
-        self.port = free_port(OUR_HOST)
-        self.process: subprocess.Popen[bytes] | None = None
-        config: dict[str, dict[str, Any]] = {
+        port = free_port(OUR_HOST)
+        base: dict[str, dict[str, Any]] = {
             "server": {"hostname": OUR_HOSTNAME, "data_dir": str(self.data_dir)},
             "store": {"fsync": True},
             "auth": {"bcrypt_cost": 4},
@@ -340,71 +281,10 @@ class OurServer:
                 "port": sink_port,
                 "max_per_domain": per_domain,
             },
+            # every listener off but submission with STARTTLS
+            "submission": {"listen": [f"tcp:{port}:interface={OUR_HOST}"]},
         }
-        for dotted in listener_keys():  # every listener off but submission with STARTTLS
-            section, key = dotted.split(".", 1)
-            config.setdefault(section, {})[key] = []
-        config["submission"]["listen"] = [f"tcp:{self.port}:interface={OUR_HOST}"]
-        for dotted, value in (overrides or {}).items():
-            section, key = dotted.split(".", 1)
-            config.setdefault(section, {})[key] = value
-        self.config = config
-        lines = []
-        for section, body in config.items():
-            lines.append(f"[{section}]")
-            lines += [f"{key} = {json.dumps(value)}" for key, value in body.items()]
-            lines.append("")
-        self.config_path = directory / "mailserver.toml"
-        self.config_path.write_text("\n".join(lines))
-        self.log_path = directory / "twistd.log"
-
-    def spawn(self) -> None:
-        """Start twistd (returns at once)."""
-        twistd = str(Path(sys.executable).parent / "twistd")
-        command = [twistd, "-n", "--pidfile=", "mailserver", "--config", str(self.config_path)]
-        with open(self.log_path, "ab") as out:
-            self.process = subprocess.Popen(
-                command,
-                cwd=self.directory,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=dict(os.environ, PYTHONUNBUFFERED="1"),
-            )
-
-    def wait_ready(self, timeout: float = 30.0) -> None:
-        """Until the submission port accepts connections."""
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"mailserver exited during start-up:\n{self.log_tail()}")
-            try:
-                socket.create_connection((OUR_HOST, self.port), 1.0).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"mailserver not ready:\n{self.log_tail()}") from None
-                time.sleep(0.05)
-
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM and wait (SIGKILL after ``timeout``)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-    def alive(self) -> bool:
-        """True while twistd runs."""
-        return self.process is not None and self.process.poll() is None
-
-    def cpu_seconds(self) -> float:
-        """On-CPU seconds of every twistd thread so far."""
-        assert self.process is not None
-        return process_cpu_seconds(self.process.pid)
+        super().__init__(directory, server_config(base, overrides), host=OUR_HOST, port=port)
 
     def reactor_cpu_seconds(self) -> float:
         """On-CPU seconds of twistd's main thread (the reactor) so far."""
@@ -422,10 +302,6 @@ class OurServer:
         except FileNotFoundError:
             return 0
         return sum(1 for name in names if name != "tmp" and not name.startswith("."))
-
-    def log_tail(self) -> str:
-        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-        return text[-4000:]
 
 
 # --- Postfix ----------------------------------------------------------------------------------
@@ -1074,19 +950,6 @@ def render(document: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
-    overrides: dict[str, Any] = {}
-    for item in items:
-        dotted, sep, raw = item.partition("=")
-        if "." not in dotted or not sep:
-            parser.error(f"--set wants SECTION.KEY=VALUE, got {item!r}")
-        try:
-            overrides[dotted] = json.loads(raw)
-        except ValueError:
-            overrides[dotted] = raw
-    return overrides
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=2000, help="messages per throughput run")
@@ -1131,13 +994,8 @@ def main(argv: list[str] | None = None) -> int:
         args.warmup, args.drain = min(args.warmup, 5), min(args.drain, 100)
     if args.messages < 1 or args.sessions < 1 or args.repeat < 1 or args.drain < 0:
         parser.error("--messages, --sessions and --repeat must be positive, --drain >= 0")
-    args.overrides = _parse_overrides(args.set, parser)
-    args.postfix_overrides = {}
-    for item in args.postfix_set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--postfix-set wants KEY=VALUE, got {item!r}")
-        args.postfix_overrides[key.strip()] = value.strip()
+    args.overrides = parse_overrides(args.set, parser)
+    args.postfix_overrides = parse_settings(args.postfix_set, parser, "--postfix-set")
 
     reason = unavailable_reason()
     for tool in ("smtp-source", "smtp-sink"):
@@ -1147,16 +1005,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spool_bench: {reason}", file=sys.stderr)
         return 2
 
-    workdir = Path(tempfile.mkdtemp(prefix="spool-bench-", dir=args.workdir))
-    os.chmod(workdir, 0o755)  # Postfix's daemons walk into it
-    try:
+    with temporary_workdir("spool-bench-", args.workdir, args.keep) as workdir:
         document = run_bench(args, workdir)
-    finally:
-        if not args.keep:
-            shutil.rmtree(workdir, ignore_errors=True)
-    print(render(document))
-    if args.json:
-        args.json.write_text(json.dumps(document, indent=2) + "\n")
+    report(document, render, args.json)
     return 0
 
 
