@@ -16,7 +16,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import segno
@@ -25,7 +25,9 @@ from twisted.internet.defer import Deferred
 from mailserver.auth.credentials import (
     MAIL_SCOPES,
     SCOPES,
+    AppPassword,
     CredentialStore,
+    TokenInfo,
     forget_user,
     load_or_create_secret,
     secret_path,
@@ -487,6 +489,32 @@ def _table(rows: list[list[str]]) -> None:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
 
 
+def _with_credentials(
+    args: argparse.Namespace, user: str, act: Callable[[CredentialStore], Awaitable[int]]
+) -> int:
+    """Open the storage, check that ``user`` exists, then run ``act`` on the credential store
+    (the shape of every app-password, TOTP and token verb); the exit status."""
+
+    def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> Awaitable[int]:
+        _require_user(directory, user)
+        return act(_credentials(config, store))
+
+    return run_with_storage(args, work)
+
+
+def _credential_table(entries: Sequence[AppPassword] | Sequence[TokenInfo]) -> None:
+    """One line per app password or token: id, name, scopes, expiry, last use."""
+    now = time.time()
+    rows = [["ID", "NAME", "SCOPES", "EXPIRES", "LAST USED"]]
+    for entry in entries:
+        expires = "expired" if entry.expired(now) else _when(entry.expires)
+        used = _when(entry.last_used)
+        if entry.last_ip:
+            used += f" from {entry.last_ip}"
+        rows.append([entry.id, entry.name or "-", ",".join(sorted(entry.scopes)), expires, used])
+    _table(rows)
+
+
 def add_app_password(args: argparse.Namespace) -> int:
     """Make an app password and print it (the only time it can be seen)."""
     user = address(args.address)
@@ -494,12 +522,10 @@ def add_app_password(args: argparse.Namespace) -> int:
     if args.expires is not None and args.expires <= 0:
         raise CommandError("--expires takes a positive number of days")
 
-    def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> Awaitable[int]:
-        _require_user(directory, user)
-        credentials = _credentials(config, store)
+    def act(credentials: CredentialStore) -> Awaitable[int]:
         return _add_app_password(credentials, user, args.name, scopes, args.expires)
 
-    return run_with_storage(args, work)
+    return _with_credentials(args, user, act)
 
 
 async def _add_app_password(
@@ -528,33 +554,23 @@ def list_app_passwords(args: argparse.Namespace) -> int:
     """One line per app password: id, name, scopes, expiry, last use."""
     user = address(args.address)
 
-    async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
-        _require_user(directory, user)
-        entries = _credentials(config, store).list_app_passwords(user)
-        if not entries:
+    async def act(credentials: CredentialStore) -> int:
+        entries = credentials.list_app_passwords(user)
+        if entries:
+            _credential_table(entries)
+        else:
             say_note(f"{user} has no app passwords; add one: mailserver user app-password add")
-            return 0
-        now = time.time()
-        rows = [["ID", "NAME", "SCOPES", "EXPIRES", "LAST USED"]]
-        for entry in entries:
-            expires = "expired" if entry.expired(now) else _when(entry.expires)
-            used = _when(entry.last_used)
-            if entry.last_ip:
-                used += f" from {entry.last_ip}"
-            rows.append([entry.id, entry.name, ",".join(sorted(entry.scopes)), expires, used])
-        _table(rows)
         return 0
 
-    return run_with_storage(args, work)
+    return _with_credentials(args, user, act)
 
 
 def revoke_app_password(args: argparse.Namespace) -> int:
     """Delete one app password; clients using it fail from their next login."""
     user = address(args.address)
 
-    async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
-        _require_user(directory, user)
-        if not await _credentials(config, store).revoke(user, args.id):
+    async def act(credentials: CredentialStore) -> int:
+        if not await credentials.revoke(user, args.id):
             raise CommandError(
                 f"{user} has no app password {args.id}; "
                 f"see them with: mailserver user app-password list {user}"
@@ -562,7 +578,7 @@ def revoke_app_password(args: argparse.Namespace) -> int:
         print(f"revoked app password {args.id} of {user}")
         return 0
 
-    return run_with_storage(args, work)
+    return _with_credentials(args, user, act)
 
 
 def enable_totp(args: argparse.Namespace) -> int:
@@ -571,9 +587,7 @@ def enable_totp(args: argparse.Namespace) -> int:
     recovery codes."""
     user = address(args.address)
 
-    def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> Awaitable[int]:
-        _require_user(directory, user)
-        credentials = _credentials(config, store)
+    def act(credentials: CredentialStore) -> Awaitable[int]:
         if credentials.totp_enabled(user):
             raise CommandError(
                 f"{user} has two-factor authentication on already; to start again: "
@@ -588,7 +602,7 @@ def enable_totp(args: argparse.Namespace) -> int:
             return _confirm_totp(credentials, user, args.code)
         return _start_totp(credentials, user, ask=sys.stdin.isatty())
 
-    return run_with_storage(args, work)
+    return _with_credentials(args, user, act)
 
 
 async def _start_totp(credentials: CredentialStore, user: str, ask: bool) -> int:
@@ -646,14 +660,13 @@ def disable_totp(args: argparse.Namespace) -> int:
     """Switch TOTP off: the account password works again in mail clients."""
     user = address(args.address)
 
-    async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
-        _require_user(directory, user)
-        if not await _credentials(config, store).disable_totp(user):
+    async def act(credentials: CredentialStore) -> int:
+        if not await credentials.disable_totp(user):
             raise CommandError(f"{user} does not use two-factor authentication")
         print(f"two-factor authentication is off for {user}")
         return 0
 
-    return run_with_storage(args, work)
+    return _with_credentials(args, user, act)
 
 
 def issue_token(args: argparse.Namespace) -> int:
@@ -663,9 +676,7 @@ def issue_token(args: argparse.Namespace) -> int:
     if args.ttl <= 0:
         raise CommandError("--ttl takes a positive number of hours")
 
-    async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
-        _require_user(directory, user)
-        credentials = _credentials(config, store)
+    async def act(credentials: CredentialStore) -> int:
         try:
             token = await credentials.issue_token(user, scopes, args.ttl * 3600, args.name)
         except InvalidName as error:
@@ -678,46 +689,34 @@ def issue_token(args: argparse.Namespace) -> int:
         say_note("the token is shown only now")
         return 0
 
-    return run_with_storage(args, work)
+    return _with_credentials(args, user, act)
 
 
 def list_tokens(args: argparse.Namespace) -> int:
     """One line per token: id, name, scopes, expiry, last use."""
     user = address(args.address)
 
-    async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
-        _require_user(directory, user)
-        entries = _credentials(config, store).list_tokens(user)
-        if not entries:
+    async def act(credentials: CredentialStore) -> int:
+        entries = credentials.list_tokens(user)
+        if entries:
+            _credential_table(entries)
+        else:
             say_note(f"{user} has no tokens")
-            return 0
-        now = time.time()
-        rows = [["ID", "NAME", "SCOPES", "EXPIRES", "LAST USED"]]
-        for entry in entries:
-            expires = "expired" if entry.expired(now) else _when(entry.expires)
-            used = _when(entry.last_used)
-            if entry.last_ip:
-                used += f" from {entry.last_ip}"
-            rows.append(
-                [entry.id, entry.name or "-", ",".join(sorted(entry.scopes)), expires, used]
-            )
-        _table(rows)
         return 0
 
-    return run_with_storage(args, work)
+    return _with_credentials(args, user, act)
 
 
 def revoke_token(args: argparse.Namespace) -> int:
     """Delete one token."""
     user = address(args.address)
 
-    async def work(config: Config, directory: LmdbDirectory, store: MaildirStore) -> int:
-        _require_user(directory, user)
-        if not await _credentials(config, store).revoke_token_id(user, args.id):
+    async def act(credentials: CredentialStore) -> int:
+        if not await credentials.revoke_token_id(user, args.id):
             raise CommandError(
                 f"{user} has no token {args.id}; see them with: mailserver user token list {user}"
             )
         print(f"revoked token {args.id} of {user}")
         return 0
 
-    return run_with_storage(args, work)
+    return _with_credentials(args, user, act)
