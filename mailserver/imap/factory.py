@@ -13,19 +13,19 @@ same claims to every IMAP factory of one process.
 from __future__ import annotations
 
 import bisect
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Factory
 
 from mailserver.imap.grammar import DEFAULT_MAX_LINE, DEFAULT_MAX_LITERAL
 from mailserver.imap.rendered import RenderedCache
 from mailserver.imap.server import IMAPServer
 from mailserver.interfaces import IJunkFeedback
+from mailserver.listener import ListenerFactory
 
 __all__ = ["IMAPFactory", "IMAPPolicy", "RecentClaims"]
 
@@ -96,10 +96,11 @@ class RecentClaims:
         return 0 if claimed is None else sum(1 for uid in uids if uid > claimed)
 
 
-class IMAPFactory(Factory):
+class IMAPFactory(ListenerFactory):
     """Builds an :class:`IMAPServer` per connection and counts connections per client."""
 
     protocol = IMAPServer
+    policy: IMAPPolicy
 
     def __init__(
         self,
@@ -110,20 +111,9 @@ class IMAPFactory(Factory):
         recent: RecentClaims | None = None,
         feedback: IJunkFeedback | None = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor  # type: ignore[assignment]
-        self.portal = portal
-        self.policy = policy
-        self.tls = tls
-        self.reactor = reactor
-        self.connections = 0
-        self.per_ip: Counter[str] = Counter()
+        super().__init__(portal, policy, tls, reactor)
         #: Where moves into and out of Junk are reported (the spam filter's training hook).
         self.feedback = feedback
-        self.shutting_down = False
-        self.noisy = False
         # RFC 3501 §2.3.2: one session, of any listener, is the first to see a message
         self.recent = RecentClaims() if recent is None else recent
         self._watchers: defaultdict[tuple[str, str], set[Callable[[], None]]] = defaultdict(set)

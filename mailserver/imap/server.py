@@ -176,16 +176,11 @@ class IMAPServer(Protocol):
             self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass
-        factory, policy = self.factory, self.policy
-        if (
-            factory.connections >= policy.max_connections
-            or factory.per_ip[self.peer] >= policy.max_connections_per_ip
-        ):
+        policy = self.policy
+        if not self.factory.admit(self.peer):
             self.write(response.bye(f"{policy.hostname} Too many connections"))
             self._close()
             return
-        factory.connections += 1
-        factory.per_ip[self.peer] += 1
         self._counted = True
         self.session.secure = policy.implicit_tls
         code = self.session.capability_code()
@@ -204,10 +199,7 @@ class IMAPServer(Protocol):
         self._stop_idle()
         if self._counted:
             self._counted = False
-            self.factory.connections -= 1
-            self.factory.per_ip[self.peer] -= 1
-            if self.factory.per_ip[self.peer] <= 0:
-                del self.factory.per_ip[self.peer]
+            self.factory.release(self.peer)
         self.session.logout()
 
     # -- timeouts (RFC 9051 §5.4) -------------------------------------------------------

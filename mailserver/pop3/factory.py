@@ -18,16 +18,15 @@ holds a snapshot is answered ``-ERR`` on RETR and is simply gone at UPDATE.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Factory
 
 from mailserver import __version__
+from mailserver.listener import ListenerFactory
 from mailserver.pop3.grammar import DEFAULT_MAX_LINE
 from mailserver.pop3.server import POP3Server
 
@@ -91,7 +90,7 @@ class MaildropLocks:
         return user.lower() in self._held
 
 
-class POP3Factory(Factory):
+class POP3Factory(ListenerFactory):
     """Builds a :class:`POP3Server` per connection and counts connections per client.
 
     ``account_leave_on_server(user)`` gives a user's own "leave mail on the server" setting
@@ -101,6 +100,8 @@ class POP3Factory(Factory):
     """
 
     protocol = POP3Server
+    policy: POP3Policy
+    reactor: Any
 
     def __init__(
         self,
@@ -112,20 +113,9 @@ class POP3Factory(Factory):
         locks: MaildropLocks | None = None,
         account_leave_on_server: Callable[[str], bool | None] | None = None,
     ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor  # type: ignore[assignment]
-        self.portal = portal
-        self.policy = policy
-        self.tls = tls
-        self.reactor: Any = reactor
+        super().__init__(portal, policy, tls, reactor)
         self.locks = locks if locks is not None else MaildropLocks()
         self._account_setting = account_leave_on_server
-        self.connections = 0
-        self.per_ip: Counter[str] = Counter()
-        self.shutting_down = False
-        self.noisy = False
         #: user -> reactor time of the last successful login (LOGIN-DELAY).
         self.last_login: dict[str, float] = {}
 

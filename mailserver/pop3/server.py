@@ -133,16 +133,11 @@ class POP3Server(Protocol):
             self.transport.setTcpNoDelay(True)
         except (AttributeError, OSError):
             pass
-        factory, policy = self.factory, self.policy
-        if (
-            factory.connections >= policy.max_connections
-            or factory.per_ip[self.peer] >= policy.max_connections_per_ip
-        ):
+        policy = self.policy
+        if not self.factory.admit(self.peer):
             self.write(err("Too many connections, try again later", "SYS/TEMP"))
             self.close()
             return
-        factory.connections += 1
-        factory.per_ip[self.peer] += 1
         self._counted = True
         self.secure = policy.implicit_tls
         self.write(ok(f"{policy.hostname} POP3 server ready"))
@@ -158,10 +153,7 @@ class POP3Server(Protocol):
             sender.stopProducing()
         if self._counted:
             self._counted = False
-            self.factory.connections -= 1
-            self.factory.per_ip[self.peer] -= 1
-            if self.factory.per_ip[self.peer] <= 0:
-                del self.factory.per_ip[self.peer]
+            self.factory.release(self.peer)
         self._release()
 
     def _release(self) -> None:

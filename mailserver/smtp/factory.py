@@ -6,14 +6,10 @@ portal (its avatar decides who may receive mail), the policy (limits) and the TL
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.cred.portal import Portal
-from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Factory
-
+from mailserver.listener import ListenerFactory
 from mailserver.smtp.server import ESMTPServer
 
 
@@ -61,30 +57,11 @@ class SMTPPolicy:
     implicit_tls: bool = False
 
 
-class SMTPFactory(Factory):
+class SMTPFactory(ListenerFactory):
     """Builds an :class:`ESMTPServer` per connection and counts connections per client."""
 
     protocol = ESMTPServer
-
-    def __init__(
-        self,
-        portal: Portal,
-        policy: SMTPPolicy,
-        tls: Any = None,
-        reactor: IReactorTime | None = None,
-    ) -> None:
-        if reactor is None:
-            from twisted.internet import reactor as default_reactor
-
-            reactor = default_reactor  # type: ignore[assignment]
-        self.portal = portal
-        self.policy = policy
-        self.tls = tls
-        self.reactor = reactor
-        self.connections = 0
-        self.per_ip: Counter[str] = Counter()
-        self.shutting_down = False
-        self.noisy = False
+    policy: SMTPPolicy
 
     def buildProtocol(self, addr: Any) -> ESMTPServer:
         protocol = ESMTPServer(self)

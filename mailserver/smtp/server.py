@@ -111,16 +111,11 @@ class ESMTPServer(MessageContent, Protocol):
         except (AttributeError, OSError):
             pass
         factory = self.factory
-        if (
-            factory.connections >= self.policy.max_connections
-            or factory.per_ip[self.peer] >= self.policy.max_connections_per_ip
-        ):
+        if not factory.admit(self.peer):
             self.send(
                 codes.TOO_MANY_CONNECTIONS.with_text(f"{self.policy.hostname} Too many connections")
             )
             return
-        factory.connections += 1
-        factory.per_ip[self.peer] += 1
         self._counted = True
         self._reset_timeout()
         if self.policy.implicit_tls:
@@ -148,11 +143,8 @@ class ESMTPServer(MessageContent, Protocol):
         self._closing = True
         self._cancel_timeout()
         if self._counted:
-            self.factory.connections -= 1
-            self.factory.per_ip[self.peer] -= 1
-            if self.factory.per_ip[self.peer] <= 0:
-                del self.factory.per_ip[self.peer]
             self._counted = False
+            self.factory.release(self.peer)
         self._abort_transaction()
 
     # -- timeouts (RFC 5321 §4.5.3.2) ---------------------------------------------------
