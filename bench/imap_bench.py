@@ -62,8 +62,9 @@ SELECT, and every line runs on both, back to back, in a rotating order. Figures 
 every run is in the JSON. For each line: the seconds, the ratio ours/Dovecot (**below 1x ours
 is faster**), the server's CPU seconds (ours: every twistd thread; Dovecot: every process,
 reaped ones included), this client's CPU seconds, and the CPU other processes used meanwhile
-(``foreign_cpu_seconds``, from ``/proc/stat`` in 10 ms ticks); over all measured lines that
-gives ``foreign_cpu_share``, the share of all CPUs that went elsewhere (warned above 10 %).
+(``foreign_cpu_seconds``, from ``/proc/stat`` in 10 ms ticks, over the window between the
+two ``/proc/stat`` reads, ``window_seconds``); over all measured lines that gives
+``foreign_cpu_share``, the share of all CPUs that went elsewhere (warned above 10 %).
 
 The issue's target is "within 2x of Dovecot on every line and ahead of it on at least one";
 the verdict is printed, but nothing here is a pass/fail threshold. Needs Debian's
@@ -78,15 +79,11 @@ import email.headerregistry
 import email.policy
 import email.utils
 import os
-import platform
 import random
 import re
-import resource
-import shutil
 import socket
 import ssl
 import statistics
-import subprocess
 import sys
 import tarfile
 import threading
@@ -100,6 +97,14 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
     sys.path.insert(0, str(ROOT))
 
+from bench.machine import (  # noqa: E402
+    foreign_cpu_share,
+    machine_facts,
+    machine_line,
+    noisy_warning,
+    peer_version,
+)
+from bench.machine import measure as measure_work  # noqa: E402
 from bench.servers import (  # noqa: E402
     ReactorThread,
     TwistdServer,
@@ -128,8 +133,6 @@ BODY_WORD = "zeppelin"
 #: Defaults for --corpus (2002-era mail: frequent, but not everywhere).
 CORPUS_SUBJECT_WORD = "free"
 CORPUS_BODY_WORD = "unsubscribe"
-#: Share of all CPUs used by other processes (a line's median) above which the output warns.
-NOISY = 0.10
 #: The issue's target: ours' time within this factor of Dovecot's on every line.
 TARGET = 2.0
 FILL_REPORT = 2000
@@ -564,54 +567,17 @@ class Side:
         return connection
 
 
-def system_cpu() -> float:
-    """Task time of all CPUs since boot from ``/proc/stat`` (user + nice + system + irq +
-    softirq + steal), in seconds."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def kernel_threads_seconds() -> float:
-    """CPU seconds of the kernel's own threads (kthreadd's children), from ``/proc``."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        if entry == "2" or fields[1] == "2":
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def self_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def measure(side: Side, work: Callable[[], Reply | dict[str, Any]]) -> dict[str, Any]:
-    """Run ``work`` once; wall seconds, server and client CPU, foreign CPU share, and what
-    the reply counted."""
-    server_before, client_before = side.cpu(), self_cpu_seconds()
-    system_before, kernel_before = system_cpu(), kernel_threads_seconds()
-    started = time.perf_counter()
-    result = work()
-    seconds = time.perf_counter() - started
-    server = side.cpu() - server_before
-    client = self_cpu_seconds() - client_before
-    kernel = kernel_threads_seconds() - kernel_before
-    foreign = system_cpu() - system_before - server - client - kernel
-    row: dict[str, Any] = {
-        "seconds": round(seconds, 5),
-        "server_cpu_seconds": round(server, 4),
-        "client_cpu_seconds": round(client, 4),
-        # /proc/stat counts in clock ticks (10 ms): only sums over many lines mean much.
-        "foreign_cpu_seconds": round(max(0.0, foreign), 3),
-    }
+    """Run ``work`` once on ``side`` (see :func:`bench.machine.measure`): wall seconds,
+    server and client CPU, foreign CPU, and what the reply counted."""
+    results: list[Reply | dict[str, Any]] = []
+
+    def timed() -> dict[str, Any]:
+        results.append(work())
+        return {}
+
+    row = measure_work(side.cpu, timed)
+    result = results[0]
     if isinstance(result, Reply):
         row.update(fetches=result.fetches, untagged=result.untagged, hits=result.search_hits)
         row["literal_bytes"] = result.literal_bytes
@@ -917,11 +883,12 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         row["ratio"] = round(row["ours"]["seconds"] / theirs, 3) if theirs > 0 else None
         results.append(row)
     measured = [run for line in runs.values() for side_runs in line.values() for run in side_runs]
-    wall = sum(run["seconds"] for run in measured) * (os.cpu_count() or 1)
-    foreign = sum(run["foreign_cpu_seconds"] for run in measured)
     return {
-        "machine": {**machine_facts(workdir), "loadavg_at_start": load_at_start},
-        "foreign_cpu_share": round(foreign / wall, 3) if wall else 0.0,
+        "machine": {
+            **machine_facts(workdir, {"dovecot": peer_version("dovecot")}),
+            "loadavg_at_start": load_at_start,
+        },
+        "foreign_cpu_share": foreign_cpu_share(measured),
         "config": {
             "messages": args.messages,
             "bytes": total_bytes,
@@ -947,55 +914,6 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 # --- facts and output -------------------------------------------------------------------------
-
-
-def machine_facts(workdir: Path) -> dict[str, Any]:
-    """What the numbers were measured on."""
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-
-    def output(*command: str) -> str:
-        try:
-            return subprocess.run(
-                command, capture_output=True, text=True, timeout=10, cwd=ROOT
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "dovecot": output(
-            shutil.which("dovecot", path="/usr/sbin:/usr/bin") or "dovecot", "--version"
-        ),
-        "filesystem": filesystem_of(workdir),
-        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
-        "code": output("git", "describe", "--always", "--dirty"),
-    }
-
-
-def filesystem_of(path: Path) -> str:
-    """``type (device)`` of the mount holding ``path``, from /proc/mounts."""
-    best, found = "", ""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return ""
-    resolved = str(path.resolve())
-    for line in mounts:
-        device, mount_point, kind = line.split()[:3]
-        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
-        if inside and len(mount_point) >= len(best):
-            best, found = mount_point, f"{kind} ({device})"
-    return found
 
 
 def render(document: dict[str, Any]) -> str:
@@ -1057,19 +975,8 @@ def render(document: dict[str, Any]) -> str:
     )
     for note in document["checks"]:
         lines.append(f"WARNING: {note}")
-    foreign = document["foreign_cpu_share"]
-    if foreign > NOISY:
-        lines.append(
-            f"WARNING: {foreign:.0%} of all CPU time went to other processes (or steal) "
-            "during the measured lines: the machine was busy, these figures are not reliable"
-        )
-    machine = document["machine"]
-    lines.append(
-        f"machine: {machine['cpus']} x {machine['cpu_model']}, kernel {machine['kernel']}, "
-        f"{machine['filesystem']}, Python {machine['python']}, Dovecot {machine['dovecot']}, "
-        f"code {machine['code']}; load average {machine['loadavg_at_start'][0]} at start, "
-        f"{machine['loadavg_at_end'][0]} at end; {document['seconds']:.0f} s in all"
-    )
+    lines += noisy_warning(document["foreign_cpu_share"])
+    lines.append(machine_line(document["machine"], "Dovecot", document["seconds"]))
     return "\n".join(lines)
 
 

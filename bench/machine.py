@@ -4,14 +4,19 @@ tells a busy machine from a quiet one: shared by the scripts in ``bench/``.
 Design rules:
 
 - Only reads (``/proc``, ``git``, ``--version`` output); nothing here starts or changes
-  anything, and a fact that cannot be read is an empty string, never an error.
+  anything (but the work :func:`measure` is handed), and a fact that cannot be read is an
+  empty string, never an error.
 - ``/proc/stat`` counts in clock ticks (10 ms): the foreign CPU of one short line means
   little, the sum over a run's lines is the figure to warn about (:data:`NOISY`).
 
-The older scripts (``smtp_bench.py``, ``spool_bench.py``, ``store_bench.py``,
-``imap_bench.py``) still carry their own copies of these functions; new ones import them::
+- :func:`measure` reads the foreign CPU over the same window as the figure it is divided
+  by (``window_seconds``, the ``/proc`` scans and any settling included) and takes this
+  whole process off it: timing only the work but reading ``/proc/stat`` around the scans
+  too counts the scans' own CPU as foreign and overstates the share.
 
-    from bench.machine import machine_facts, system_cpu  # with the checkout on sys.path
+Every script imports them, with the checkout on ``sys.path``::
+
+    from bench.machine import machine_facts, system_cpu
 """
 
 from __future__ import annotations
@@ -20,19 +25,30 @@ import os
 import platform
 import resource
 import subprocess
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from tests.peers.postfix import which
+
 __all__ = [
     "NOISY",
+    "children_cpu_seconds",
     "code_version",
     "command_output",
+    "cpu_model",
     "filesystem_of",
+    "foreign_cpu_share",
     "kernel_threads_seconds",
     "machine_facts",
+    "machine_line",
+    "measure",
+    "noisy_warning",
+    "peer_version",
     "self_cpu_seconds",
     "system_cpu",
+    "system_cpu_parts",
 ]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,6 +66,20 @@ def command_output(*command: str, cwd: Path | None = None) -> str:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return ""
+
+
+#: The command that prints a peer's version (run from the usual sbin directories too).
+VERSION_COMMANDS = {
+    "dovecot": ("dovecot", "--version"),
+    "postfix": ("postconf", "-dh", "mail_version"),
+}
+
+
+def peer_version(name: str) -> str:
+    """The installed version of the peer ``name`` (a key of :data:`VERSION_COMMANDS`);
+    empty when it is not installed."""
+    command, *arguments = VERSION_COMMANDS[name]
+    return command_output(which(command) or command, *arguments)
 
 
 def code_version() -> str:
@@ -105,17 +135,26 @@ def machine_facts(workdir: Path, peers: Mapping[str, str] | None = None) -> dict
     }
 
 
+def system_cpu_parts() -> tuple[float, float]:
+    """All CPUs since boot from ``/proc/stat``, in seconds: (task time = user + nice +
+    system + steal, i.e. processes plus what the hypervisor gave to other guests; interrupt
+    time = irq + softirq, e.g. loopback TCP processing, charged to no process)."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (user + nice + system + steal) / tick, (irq + softirq) / tick
+
+
 def system_cpu() -> float:
     """Task time of all CPUs since boot from ``/proc/stat`` (user + nice + system + irq +
     softirq + steal), in seconds."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    tasks, interrupts = system_cpu_parts()
+    return tasks + interrupts
 
 
 def kernel_threads_seconds() -> float:
-    """CPU seconds of the kernel's own threads (kthreadd and its children: jbd2, kworkers,
-    ksoftirqd), from ``/proc/*/stat``."""
+    """CPU seconds of the kernel's own threads (kthreadd and its children: the ext4 journal
+    thread jbd2 that fsync waits for, kworkers, ksoftirqd), from ``/proc/*/stat``."""
     total = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -134,3 +173,80 @@ def self_cpu_seconds() -> float:
     """CPU seconds of this (bench) process, every thread."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds of this process's reaped children (e.g. ``smtp-source`` runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --- one measured run and the figures over many -----------------------------------------------
+
+
+def measure(
+    server_cpu: Callable[[], float],
+    work: Callable[[], Mapping[str, Any]],
+    settle: float = 0.0,
+) -> dict[str, Any]:
+    """Run ``work`` once: wall seconds, the server's CPU (``server_cpu()`` before and
+    after) and this client's, the CPU other processes used meanwhile, and what ``work``
+    counted (its mapping, merged into the row). The server's CPU is read ``settle`` seconds
+    after the work, so that processes that just exited are reaped and counted.
+
+    The foreign CPU is taken over the whole window between the two ``/proc/stat`` reads
+    (``window_seconds``, which includes the ``/proc`` scans for the kernel threads' time and
+    ``settle``), less the server, this whole process and the kernel threads."""
+    opened = time.perf_counter()
+    system_before, kernel_before = system_cpu(), kernel_threads_seconds()
+    server_before, process_before = server_cpu(), self_cpu_seconds()
+    client_before = self_cpu_seconds()
+    began = time.perf_counter()
+    counted = work()
+    seconds = time.perf_counter() - began
+    client = self_cpu_seconds() - client_before
+    if settle:
+        time.sleep(settle)
+    server = server_cpu() - server_before
+    process = self_cpu_seconds() - process_before
+    kernel = kernel_threads_seconds() - kernel_before
+    foreign = system_cpu() - system_before - server - process - kernel
+    window = time.perf_counter() - opened
+    return {
+        "seconds": round(seconds, 5),
+        "server_cpu_seconds": round(server, 4),
+        "client_cpu_seconds": round(client, 4),
+        # /proc/stat counts in clock ticks (10 ms): only sums over many lines mean much.
+        "foreign_cpu_seconds": round(max(0.0, foreign), 3),
+        "window_seconds": round(window, 5),
+        **counted,
+    }
+
+
+def foreign_cpu_share(runs: list[Mapping[str, Any]]) -> float:
+    """The share of all CPUs that went to other processes over the windows of ``runs``
+    (rows of :func:`measure`), rounded to 3 places."""
+    wall = sum(run["window_seconds"] for run in runs) * (os.cpu_count() or 1)
+    foreign = sum(run["foreign_cpu_seconds"] for run in runs)
+    return round(foreign / wall, 3) if wall else 0.0
+
+
+def noisy_warning(share: float) -> list[str]:
+    """The warning line for a ``foreign_cpu_share`` above :data:`NOISY` (none below)."""
+    if share <= NOISY:
+        return []
+    return [
+        f"WARNING: {share:.0%} of all CPU time went to other processes (or steal) "
+        "during the measured lines: the machine was busy, these figures are not reliable"
+    ]
+
+
+def machine_line(machine: Mapping[str, Any], peer: str, seconds: float) -> str:
+    """The closing line of a table: the machine (with the version of the peer whose key in
+    ``machine`` is ``peer`` lower-cased), the load at start and end, the run's duration."""
+    return (
+        f"machine: {machine['cpus']} x {machine['cpu_model']}, kernel {machine['kernel']}, "
+        f"{machine['filesystem']}, Python {machine['python']}, {peer} {machine[peer.lower()]}, "
+        f"code {machine['code']}; load average {machine['loadavg_at_start'][0]} at start, "
+        f"{machine['loadavg_at_end'][0]} at end; {seconds:.0f} s in all"
+    )

@@ -82,13 +82,13 @@ if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
     sys.path.insert(0, str(ROOT))
 
 from bench.machine import (  # noqa: E402
-    NOISY,
-    command_output,
-    kernel_threads_seconds,
+    foreign_cpu_share,
     machine_facts,
-    self_cpu_seconds,
-    system_cpu,
+    machine_line,
+    noisy_warning,
+    peer_version,
 )
+from bench.machine import measure as measure_work  # noqa: E402
 from bench.servers import (  # noqa: E402
     TwistdServer,
     parse_overrides,
@@ -99,7 +99,7 @@ from bench.servers import (  # noqa: E402
     server_config,
     temporary_workdir,
 )
-from tests.peers.dovecot import DovecotInstance, unavailable_reason, which  # noqa: E402
+from tests.peers.dovecot import DovecotInstance, unavailable_reason  # noqa: E402
 from tests.peers.postfix import free_port  # noqa: E402
 
 DOMAIN = "example.org"
@@ -366,37 +366,8 @@ class Side:
 
 
 def measure(side: Side, work: Callable[[], dict[str, Any]], settle: float = 0.0) -> dict[str, Any]:
-    """Run ``work`` once: wall seconds, server and client CPU (read ``settle`` seconds after
-    the work, so exited processes are reaped and counted), the CPU other processes used
-    meanwhile, and what ``work`` counted.
-
-    The foreign CPU is taken over the whole window between the two ``/proc/stat`` reads
-    (``window_seconds``, which includes the ``/proc`` scans for the kernel threads' time and
-    ``settle``), less the server, this whole process and the kernel threads."""
-    opened = time.perf_counter()
-    system_before, kernel_before = system_cpu(), kernel_threads_seconds()
-    server_before, process_before = side.cpu(), self_cpu_seconds()
-    client_before = self_cpu_seconds()
-    began = time.perf_counter()
-    counted = work()
-    seconds = time.perf_counter() - began
-    client = self_cpu_seconds() - client_before
-    if settle:
-        time.sleep(settle)
-    server = side.cpu() - server_before
-    process = self_cpu_seconds() - process_before
-    kernel = kernel_threads_seconds() - kernel_before
-    foreign = system_cpu() - system_before - server - process - kernel
-    window = time.perf_counter() - opened
-    return {
-        "seconds": round(seconds, 5),
-        "server_cpu_seconds": round(server, 4),
-        "client_cpu_seconds": round(client, 4),
-        # /proc/stat counts in clock ticks (10 ms): only sums over many lines mean much.
-        "foreign_cpu_seconds": round(max(0.0, foreign), 3),
-        "window_seconds": round(window, 5),
-        **counted,
-    }
+    """Run ``work`` once on ``side`` (see :func:`bench.machine.measure`)."""
+    return measure_work(side.cpu, work, settle)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -662,15 +633,12 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         row["cpu_ratio"] = round(row["ours"]["server_cpu_seconds"] / cpu, 3) if cpu > 0 else None
         results.append(row)
     measured = [run for line in runs.values() for side_runs in line.values() for run in side_runs]
-    wall = sum(run["window_seconds"] for run in measured) * (os.cpu_count() or 1)
-    foreign = sum(run["foreign_cpu_seconds"] for run in measured)
-    dovecot_path = which("dovecot") or "dovecot"
     return {
         "machine": {
-            **machine_facts(workdir, {"dovecot": command_output(dovecot_path, "--version")}),
+            **machine_facts(workdir, {"dovecot": peer_version("dovecot")}),
             "loadavg_at_start": load_at_start,
         },
-        "foreign_cpu_share": round(foreign / wall, 3) if wall else 0.0,
+        "foreign_cpu_share": foreign_cpu_share(measured),
         "config": {
             "messages": args.messages,
             "bytes": total_bytes,
@@ -732,19 +700,8 @@ def render(document: dict[str, Any]) -> str:
             )
     for note in document["checks"]:
         out.append(f"WARNING: {note}")
-    foreign = document["foreign_cpu_share"]
-    if foreign > NOISY:
-        out.append(
-            f"WARNING: {foreign:.0%} of all CPU time went to other processes (or steal) "
-            "during the measured lines: the machine was busy, these figures are not reliable"
-        )
-    machine = document["machine"]
-    out.append(
-        f"machine: {machine['cpus']} x {machine['cpu_model']}, kernel {machine['kernel']}, "
-        f"{machine['filesystem']}, Python {machine['python']}, Dovecot {machine['dovecot']}, "
-        f"code {machine['code']}; load average {machine['loadavg_at_start'][0]} at start, "
-        f"{machine['loadavg_at_end'][0]} at end; {document['seconds']:.0f} s in all"
-    )
+    out += noisy_warning(document["foreign_cpu_share"])
+    out.append(machine_line(document["machine"], "Dovecot", document["seconds"]))
     return "\n".join(out)
 
 

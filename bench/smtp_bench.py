@@ -38,9 +38,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import pwd
-import resource
 import statistics
 import subprocess
 import sys
@@ -53,6 +51,15 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
     sys.path.insert(0, str(ROOT))
 
+from bench.machine import (  # noqa: E402
+    NOISY,
+    children_cpu_seconds,
+    kernel_threads_seconds,
+    machine_facts,
+    peer_version,
+    self_cpu_seconds,
+    system_cpu_parts,
+)
 from bench.servers import (  # noqa: E402
     TwistdServer,
     parse_overrides,
@@ -80,8 +87,6 @@ CLIENT_HELO = "bench-client.example.net"
 #: The issue's targets: minimum ratio ours/postfix per message size.
 TARGETS = {4096: 1.5, 102400: 1.0}
 DEFAULT_SIZES = (4096, 102400)
-#: Share of all CPUs used by other processes (a row's median) above which the output warns.
-NOISY = 0.10
 
 
 def default_messages(size: int) -> int:
@@ -246,45 +251,6 @@ def thread_cpu_seconds(pid: int) -> dict[int, float]:
     return found
 
 
-def system_cpu() -> tuple[float, float]:
-    """All CPUs since boot from ``/proc/stat``, in seconds: (task time = user + nice +
-    system + steal, i.e. processes plus what the hypervisor gave to other guests; interrupt
-    time = irq + softirq, e.g. loopback TCP processing, charged to no process)."""
-    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    tick = os.sysconf("SC_CLK_TCK")
-    return (user + nice + system + steal) / tick, (irq + softirq) / tick
-
-
-def kernel_threads_seconds() -> float:
-    """CPU seconds of the kernel's own threads (kthreadd and its children: the ext4 journal
-    thread jbd2 that fsync waits for, kworkers, ksoftirqd), from ``/proc/*/stat``."""
-    total = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            raw = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = raw[raw.rindex(")") + 2 :].split()
-        if entry == "2" or fields[1] == "2":
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def self_cpu_seconds() -> float:
-    """CPU seconds of this (bench) process."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def children_cpu_seconds() -> float:
-    """CPU seconds of this process's reaped children (smtp-source runs)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def run_one(
     target: Any, host: str, port: int, *, size: int, messages: int, sessions: int
 ) -> dict[str, Any]:
@@ -295,7 +261,7 @@ def run_one(
     cpu_before = target.cpu_seconds()
     parts_before = target.cpu_parts()
     client_before = children_cpu_seconds()
-    tasks_before, interrupts_before = system_cpu()
+    tasks_before, interrupts_before = system_cpu_parts()
     kernel_before, self_before = kernel_threads_seconds(), self_cpu_seconds()
     command = [
         smtp_source,
@@ -336,7 +302,7 @@ def run_one(
         for name, seconds in cpu_delta(parts_before, target.cpu_parts()).items()
     }
     client = children_cpu_seconds() - client_before
-    tasks_after, interrupts_after = system_cpu()
+    tasks_after, interrupts_after = system_cpu_parts()
     kernel = kernel_threads_seconds() - kernel_before + interrupts_after - interrupts_before
     # CPU that went to other processes (other jobs on the machine, steal), as a share of all
     # CPUs over the run: task time minus the MTA, smtp-source, this bench and kernel threads.
@@ -378,75 +344,6 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     }
     summary["runs"] = runs
     return summary
-
-
-def machine_facts(workdir: Path) -> dict[str, Any]:
-    """What the numbers were measured on."""
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        postfix_version = subprocess.run(
-            [which("postconf") or "postconf", "-dh", "mail_version"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        postfix_version = ""
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "postfix": postfix_version,
-        "filesystem": filesystem_of(workdir),
-        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
-        "code": code_version(),
-    }
-
-
-def code_version() -> str:
-    """``git describe --always --dirty`` of the checkout, plus the changed files if dirty."""
-    try:
-        describe = subprocess.run(
-            ["git", "describe", "--always", "--dirty"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        changed = subprocess.run(
-            ["git", "diff", "--name-only", "HEAD", "--", "mailserver"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return describe + (f" (changed: {', '.join(changed)})" if changed else "")
-
-
-def filesystem_of(path: Path) -> str:
-    """``type (device)`` of the mount holding ``path``, from /proc/mounts."""
-    best, found = "", ""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return ""
-    resolved = str(path.resolve())
-    for line in mounts:
-        device, mount_point, kind = line.split()[:3]
-        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
-        if inside and len(mount_point) >= len(best):
-            best, found = mount_point, f"{kind} ({device})"
-    return found
 
 
 def run_bench(
@@ -515,7 +412,10 @@ def run_bench(
         if peer is not None:
             peer.stop()
     return {
-        "machine": {**machine_facts(workdir), "loadavg_at_start": load_at_start},
+        "machine": {
+            **machine_facts(workdir, {"postfix": peer_version("postfix")}),
+            "loadavg_at_start": load_at_start,
+        },
         "config": {
             "sessions": sessions,
             "sizes": sizes,

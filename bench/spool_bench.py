@@ -64,9 +64,7 @@ import asyncio
 import base64
 import dataclasses
 import os
-import platform
 import re
-import resource
 import socket
 import ssl
 import statistics
@@ -82,6 +80,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
     sys.path.insert(0, str(ROOT))
 
+from bench.machine import (  # noqa: E402
+    children_cpu_seconds,
+    machine_facts,
+    peer_version,
+    self_cpu_seconds,
+)
 from bench.servers import (  # noqa: E402
     ReactorThread,
     TwistdServer,
@@ -467,9 +471,7 @@ def smtp_source(host: str, port: int, *, messages: int, sessions: int, size: int
 
 def own_cpu() -> tuple[float, float]:
     """(this process, its reaped children) user+system CPU seconds."""
-    me = resource.getrusage(resource.RUSAGE_SELF)
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime, children.ru_utime + children.ru_stime
+    return self_cpu_seconds(), children_cpu_seconds()
 
 
 @dataclasses.dataclass
@@ -799,7 +801,10 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         finally:
             reactor_thread.stop()
     return {
-        "machine": {**machine_facts(workdir), "loadavg_at_start": load_at_start},
+        "machine": {
+            **machine_facts(workdir, {"postfix": peer_version("postfix")}),
+            "loadavg_at_start": load_at_start,
+        },
         "config": {
             "messages": args.messages,
             "sessions": args.sessions,
@@ -822,53 +827,6 @@ def _ratio(ours: float, theirs: float) -> float | None:
 
 
 # --- facts and output -------------------------------------------------------------------------
-
-
-def machine_facts(workdir: Path) -> dict[str, Any]:
-    """What the numbers were measured on."""
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-
-    def output(*command: str, cwd: Path | None = None) -> str:
-        try:
-            return subprocess.run(
-                command, capture_output=True, text=True, timeout=10, cwd=cwd
-            ).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "postfix": output(which("postconf") or "postconf", "-dh", "mail_version"),
-        "filesystem": filesystem_of(workdir),
-        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
-        "code": output("git", "describe", "--always", "--dirty", cwd=ROOT),
-    }
-
-
-def filesystem_of(path: Path) -> str:
-    """``type (device)`` of the mount holding ``path``, from /proc/mounts."""
-    best, found = "", ""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return ""
-    resolved = str(path.resolve())
-    for line in mounts:
-        device, mount_point, kind = line.split()[:3]
-        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
-        if inside and len(mount_point) >= len(best):
-            best, found = mount_point, f"{kind} ({device})"
-    return found
 
 
 def _x(value: float | None) -> str:

@@ -52,7 +52,6 @@ import json
 import mailbox
 import os
 import platform
-import resource
 import shutil
 import statistics
 import sys
@@ -71,6 +70,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
 
 from twisted.internet import defer, task  # noqa: E402
 
+from bench.machine import cpu_model, filesystem_of, self_cpu_seconds  # noqa: E402
 from mailserver.auth.directory import LmdbDirectory  # noqa: E402
 from mailserver.db import Database  # noqa: E402
 from mailserver.store.local import LocalDeliveryTarget  # noqa: E402
@@ -324,12 +324,6 @@ def list_maildir(path: Path) -> list[tuple[str, frozenset[str]]]:
 # -- the two measurements -----------------------------------------------------------------
 
 
-def process_cpu() -> float:
-    """User + system CPU seconds of this process so far (every thread)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def summarize(runs: list[tuple[float, float]], messages: int) -> dict[str, Any]:
     """Medians of (wall seconds, CPU seconds) runs of ``messages`` deliveries each."""
     rates = [messages / wall for wall, _cpu in runs]
@@ -378,9 +372,9 @@ async def bench_delivery(
 
         async def measure(run: Callable[[int], Any], concurrency: int) -> tuple[float, float]:
             gc.collect()
-            cpu = process_cpu()
+            cpu = self_cpu_seconds()
             wall = await run(concurrency)
-            return wall, process_cpu() - cpu
+            return wall, self_cpu_seconds() - cpu
 
         runners = [("ours", run_ours), ("stdlib", run_stdlib), ("durable", run_durable)]
         rows = []
@@ -515,41 +509,17 @@ async def bench_listing(
 
 def machine_facts(workdir: Path) -> dict[str, Any]:
     """What the numbers were measured on."""
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     import lmdb
 
     return {
         "cpus": os.cpu_count(),
-        "cpu_model": model,
+        "cpu_model": cpu_model(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "lmdb": ".".join(map(str, lmdb.version())),
         "filesystem": filesystem_of(workdir),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
-
-
-def filesystem_of(path: Path) -> str:
-    """``type (device)`` of the mount holding ``path``, from /proc/mounts."""
-    best, found = "", ""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return ""
-    resolved = str(path.resolve())
-    for line in mounts:
-        device, mount_point, kind = line.split()[:3]
-        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
-        if inside and len(mount_point) >= len(best):
-            best, found = mount_point, f"{kind} ({device})"
-    return found
 
 
 def render(document: dict[str, Any]) -> str:
