@@ -16,11 +16,8 @@ name starts with ``logindisabled-`` (port 143 as deployed: LOGIN only after STAR
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,25 +28,10 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from mailserver import config
 from mailserver.imap.factory import IMAPPolicy, RecentClaims
+from tests.conformance import dialogs, load_runner
 from tests.imap.conftest import HOST, PASSWORD, POLICY, USERS, in_thread, make_factory
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "rfc-conformance"
-DIALOGS = sorted((CONFORMANCE / "dialogs" / "imap").glob("*.dialog"))
-
-
-def load_runner() -> Any:
-    """Import rfc-conformance/runner.py by path (the directory is not a package)."""
-    name = "rfc_conformance_runner"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, CONFORMANCE / "runner.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
+DIALOGS = dialogs("imap")
 runner = load_runner()
 
 

@@ -9,12 +9,9 @@ store, ``AFTER`` checks the store once the dialog has passed.
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,10 +22,10 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from mailserver import config
 from mailserver.pop3.factory import MaildropLocks, POP3Policy
 from mailserver.testing import MemoryDirectory, MemoryStore
+from tests.conformance import dialogs, load_runner
 from tests.pop3.conftest import HOST, in_thread, make_factory, populate
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "rfc-conformance"
-DIALOGS = sorted((CONFORMANCE / "dialogs" / "pop3").glob("*.dialog"))
+DIALOGS = dialogs("pop3")
 
 ONE = (
     b"From: carol@example.net\r\nTo: alice@example.org\r\nSubject: one\r\n\r\n"
@@ -37,20 +34,7 @@ ONE = (
 TWO = b"From: carol@example.net\r\nTo: alice@example.org\r\nSubject: two\r\n\r\nSecond.\r\n"
 
 
-def _load_runner() -> Any:
-    """Import rfc-conformance/runner.py by path (the directory is not a package)."""
-    name = "rfc_conformance_runner"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, CONFORMANCE / "runner.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-runner = _load_runner()
+runner = load_runner()
 
 
 def _first_removed(inbox: Any) -> None:

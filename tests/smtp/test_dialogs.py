@@ -7,10 +7,7 @@ smuggling, trace headers), ``AFTER`` adds a check of the store once the dialog h
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,26 +15,11 @@ import pytest_twisted
 
 from mailserver import config
 from mailserver.smtp.factory import SMTPPolicy
+from tests.conformance import dialogs, load_runner
 from tests.smtp.conftest import in_thread
 
-CONFORMANCE = Path(__file__).resolve().parents[2] / "rfc-conformance"
-DIALOGS = sorted((CONFORMANCE / "dialogs" / "smtp").glob("*.dialog"))
-
-
-def _load_runner() -> Any:
-    """Import rfc-conformance/runner.py by path (the directory is not a package)."""
-    name = "rfc_conformance_runner"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, CONFORMANCE / "runner.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-runner = _load_runner()
+DIALOGS = dialogs("smtp")
+runner = load_runner()
 
 
 def _dot_stuffing(server: Any) -> None:
