@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import secrets
 import tempfile
-from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, BinaryIO
 
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
-from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
 from mailserver.errors import MailError
-from mailserver.interfaces import IDelivery, IDeliveryTarget, IUserDirectory
+from mailserver.interfaces import IDeliveryTarget, IUserDirectory
 from mailserver.message.envelope import parse_address_list
 from mailserver.message.headers import (
     get_header,
@@ -30,7 +27,8 @@ from mailserver.message.headers import (
     parse_headers,
     rfc5322_date,
 )
-from mailserver.types import Address, Envelope
+from mailserver.rewrite import RewritingDelivery
+from mailserver.types import Envelope
 
 __all__ = ["SenderNotOwned", "SubmissionTarget"]
 
@@ -79,29 +77,10 @@ class SubmissionTarget:
         return SubmissionDelivery(self, envelope, self.target.start(envelope))
 
 
-@implementer(IDelivery)
-class SubmissionDelivery:
-    def __init__(self, owner: SubmissionTarget, envelope: Envelope, inner: IDelivery) -> None:
-        self.owner = owner
-        self.envelope = envelope
-        self.inner = inner
+class SubmissionDelivery(RewritingDelivery):
+    owner: SubmissionTarget
 
-    def add_recipient(
-        self, address: Address, params: Mapping[str, str] | None = None
-    ) -> Deferred[None]:
-        return maybeDeferred(self.inner.add_recipient, address, params)
-
-    @inlineCallbacks
-    def body(self, source: BinaryIO) -> Any:
-        reactor = self.owner.reactor
-        pool = reactor.getThreadPool()
-        fixed = yield deferToThreadPool(reactor, pool, self._checked, source)
-        try:
-            yield self.inner.body(fixed)
-        finally:
-            fixed.close()
-
-    def _checked(self, source: BinaryIO) -> BinaryIO:
+    def rewrite(self, source: BinaryIO) -> BinaryIO:
         """Blocking: check From, add missing Date/Message-ID; a new seekable source."""
         source.seek(0)
         head = source.read(MAX_HEADER)
@@ -132,12 +111,6 @@ class SubmissionDelivery:
             out.write(chunk)
         out.seek(0)
         return out  # type: ignore[return-value]
-
-    def commit(self) -> Deferred[Any]:
-        return maybeDeferred(self.inner.commit)
-
-    def abort(self) -> Deferred[None]:
-        return maybeDeferred(self.inner.abort)
 
 
 def _after_trace(head: bytes, length: int) -> int:

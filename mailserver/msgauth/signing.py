@@ -16,20 +16,18 @@ Design rules:
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
 from typing import Any, BinaryIO
 
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred
-from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailserver.interfaces import IDelivery, IDeliveryTarget
+from mailserver.interfaces import IDeliveryTarget
 from mailserver.message.envelope import parse_address_list
 from mailserver.message.headers import get_header, header_length, parse_headers
 from mailserver.msgauth.dkim import DKIMSigner
 from mailserver.msgauth.keys import DKIMKeyError, check_domain
-from mailserver.types import Address, Envelope
+from mailserver.rewrite import RewritingDelivery
+from mailserver.types import Envelope
 
 __all__ = ["DKIMSigningTarget", "from_domain"]
 
@@ -64,28 +62,10 @@ class DKIMSigningTarget:
         return SigningDelivery(self, envelope, self.inner.start(envelope))
 
 
-@implementer(IDelivery)
-class SigningDelivery:
-    def __init__(self, owner: DKIMSigningTarget, envelope: Envelope, inner: IDelivery) -> None:
-        self.owner = owner
-        self.envelope = envelope
-        self.inner = inner
+class SigningDelivery(RewritingDelivery):
+    owner: DKIMSigningTarget
 
-    def add_recipient(
-        self, address: Address, params: Mapping[str, str] | None = None
-    ) -> Deferred[None]:
-        return maybeDeferred(self.inner.add_recipient, address, params)
-
-    @inlineCallbacks
-    def body(self, source: BinaryIO) -> Any:
-        reactor = self.owner.reactor
-        signed = yield deferToThreadPool(reactor, reactor.getThreadPool(), self._signed, source)
-        try:
-            yield self.inner.body(signed)
-        finally:
-            signed.close()
-
-    def _signed(self, source: BinaryIO) -> BinaryIO:
+    def rewrite(self, source: BinaryIO) -> BinaryIO:
         """Blocking: the message with its DKIM-Signature fields on top, as a new file."""
         source.seek(0)
         message = source.read()
@@ -111,9 +91,3 @@ class SigningDelivery:
             if fields:
                 return fields
         return b""
-
-    def commit(self) -> Deferred[Any]:
-        return maybeDeferred(self.inner.commit)
-
-    def abort(self) -> Deferred[None]:
-        return maybeDeferred(self.inner.abort)
