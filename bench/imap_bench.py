@@ -83,7 +83,6 @@ import random
 import re
 import socket
 import ssl
-import statistics
 import sys
 import tarfile
 import threading
@@ -101,6 +100,7 @@ from bench.machine import (  # noqa: E402
     foreign_cpu_share,
     machine_facts,
     machine_line,
+    median_of,
     noisy_warning,
     peer_version,
 )
@@ -108,6 +108,10 @@ from bench.machine import measure as measure_work  # noqa: E402
 from bench.servers import (  # noqa: E402
     ReactorThread,
     TwistdServer,
+    add_config_options,
+    add_run_options,
+    client_context,
+    log,
     parse_overrides,
     parse_settings,
     provisioned,
@@ -136,11 +140,6 @@ CORPUS_BODY_WORD = "unsubscribe"
 #: The issue's target: ours' time within this factor of Dovecot's on every line.
 TARGET = 2.0
 FILL_REPORT = 2000
-
-
-def log(text: str) -> None:
-    """Progress on stderr (the table goes to stdout)."""
-    print(text, file=sys.stderr, flush=True)
 
 
 # --- the messages -----------------------------------------------------------------------------
@@ -539,13 +538,6 @@ class Connection:
         self.sock.close()
 
 
-def client_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 # --- the servers as the bench sees them -------------------------------------------------------
 
 
@@ -744,16 +736,6 @@ def check_pass(first: dict[str, dict[str, dict[str, Any]]], samples: list[Sample
         if key.startswith("search") and len(set(hits.values())) > 1:
             notes.append(f"{key}: SEARCH hits differ: {hits}")
     return notes
-
-
-def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The median of every number over ``runs``, plus the runs themselves."""
-    summary: dict[str, Any] = {}
-    for key, value in runs[0].items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            summary[key] = round(statistics.median(run[key] for run in runs), 5)
-    summary["runs"] = runs
-    return summary
 
 
 def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -993,28 +975,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--subject-word", help="word for UID SEARCH SUBJECT")
     parser.add_argument("--body-word", help="word for UID SEARCH BODY")
-    parser.add_argument("--json", type=Path, help="also write every figure and run here")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: 300 messages, one round, 8 clients x 10 fetches, 10 idle sessions",
+    add_run_options(
+        parser, "smoke run: 300 messages, one round, 8 clients x 10 fetches, 10 idle sessions"
     )
-    parser.add_argument("--workdir", type=Path, help="parent of the temporary directory")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override our config (VALUE as JSON if it parses), e.g. --set log.level=warn",
-    )
-    parser.add_argument(
-        "--dovecot-set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra dovecot.conf setting, e.g. mail_fsync=never",
-    )
+    add_config_options(parser, "--dovecot-set", "extra dovecot.conf setting, e.g. mail_fsync=never")
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.repeat = min(args.messages, 300), 1

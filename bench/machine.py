@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import time
 from collections.abc import Callable, Mapping
@@ -44,6 +45,7 @@ __all__ = [
     "machine_facts",
     "machine_line",
     "measure",
+    "median_of",
     "noisy_warning",
     "peer_version",
     "self_cpu_seconds",
@@ -221,6 +223,17 @@ def measure(
         "window_seconds": round(window, 5),
         **counted,
     }
+
+
+def median_of(runs: list[dict[str, Any]], places: int = 5) -> dict[str, Any]:
+    """The median of every number over ``runs`` (rounded to ``places``), plus the runs
+    themselves."""
+    summary: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            summary[key] = round(statistics.median(run[key] for run in runs), places)
+    summary["runs"] = runs
+    return summary
 
 
 def foreign_cpu_share(runs: list[Mapping[str, Any]]) -> float:

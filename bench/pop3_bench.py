@@ -68,7 +68,6 @@ import os
 import random
 import socket
 import ssl
-import statistics
 import sys
 import threading
 import time
@@ -85,12 +84,17 @@ from bench.machine import (  # noqa: E402
     foreign_cpu_share,
     machine_facts,
     machine_line,
+    median_of,
     noisy_warning,
     peer_version,
 )
 from bench.machine import measure as measure_work  # noqa: E402
 from bench.servers import (  # noqa: E402
     TwistdServer,
+    add_config_options,
+    add_run_options,
+    client_context,
+    log,
     parse_overrides,
     parse_settings,
     provisioned,
@@ -112,11 +116,6 @@ START = 1_704_067_200.0  # 2024-01-01T00:00:00Z: the first message's date
 SIZES = ((2_000, 5_000, 40), (5_000, 20_000, 30), (20_000, 60_000, 18), (60_000, 200_000, 12))
 #: Seconds given to Dovecot to reap the pop3 processes that just quit before reading CPU.
 SETTLE = 0.1
-
-
-def log(text: str) -> None:
-    """Progress on stderr (the table goes to stdout)."""
-    print(text, file=sys.stderr, flush=True)
 
 
 # --- the messages -----------------------------------------------------------------------------
@@ -339,13 +338,6 @@ def unstuff(body: bytes) -> bytes:
     return body[1:] if body.startswith(b"..") else body
 
 
-def client_context() -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
-
-
 # --- the servers as the bench sees them -------------------------------------------------------
 
 
@@ -535,16 +527,6 @@ def check_pass(first: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     return notes
 
 
-def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The median of every number over ``runs``, plus the runs themselves."""
-    summary: dict[str, Any] = {}
-    for key, value in runs[0].items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            summary[key] = round(statistics.median(run[key] for run in runs), 5)
-    summary["runs"] = runs
-    return summary
-
-
 # --- the whole run ----------------------------------------------------------------------------
 
 
@@ -715,28 +697,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sessions", type=int, default=4, help="users RETR-ing at once")
     parser.add_argument("--seed", type=int, default=1, help="seed of the messages")
-    parser.add_argument("--json", type=Path, help="also write every figure and run here")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: 100 messages, one round, 3 logins, 2 listings",
-    )
-    parser.add_argument("--workdir", type=Path, help="parent of the temporary directory")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override our config (VALUE as JSON if it parses), e.g. --set log.level=warn",
-    )
-    parser.add_argument(
-        "--dovecot-set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra dovecot.conf setting, e.g. mail_fsync=never",
-    )
+    add_run_options(parser, "smoke run: 100 messages, one round, 3 logins, 2 listings")
+    add_config_options(parser, "--dovecot-set", "extra dovecot.conf setting, e.g. mail_fsync=never")
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.repeat = min(args.messages, 100), 1

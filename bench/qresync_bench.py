@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import imap_bench as ib
 
-from bench.servers import report, temporary_workdir
+from bench.servers import add_run_options, report, temporary_workdir
 
 LINES = (
     ("select_qresync", "SELECT INBOX (QRESYNC (uidvalidity modseq))"),
@@ -210,10 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=1000, help="expunged, and flagged")
     parser.add_argument("--repeat", type=int, default=3, help="measured rounds (median)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the messages and changes")
-    parser.add_argument("--json", type=Path, help="also write every figure and run here")
-    parser.add_argument("--quick", action="store_true", help="smoke run: 300 messages, 30 changes")
-    parser.add_argument("--workdir", type=Path, help="parent of the temporary directory")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    add_run_options(parser, "smoke run: 300 messages, 30 changes")
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.changes, args.repeat = min(args.messages, 300), 30, 1

@@ -28,6 +28,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,11 @@ from tests.peers.postfix import process_cpu_seconds
 __all__ = [
     "ReactorThread",
     "TwistdServer",
+    "add_config_options",
+    "add_run_options",
+    "client_context",
     "listener_keys",
+    "log",
     "parse_overrides",
     "parse_settings",
     "provisioned",
@@ -175,6 +180,15 @@ class TwistdServer:
         return self.log()[-4000:]
 
 
+def client_context() -> ssl.SSLContext:
+    """TLS for the bench's own client: our server's (and the peers') self-signed
+    certificates are accepted unchecked."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context
+
+
 # --- the data directory, before the server starts ---------------------------------------------
 
 
@@ -266,6 +280,35 @@ class ReactorThread:
 # --- the command line and the output ----------------------------------------------------------
 
 
+def add_run_options(
+    parser: argparse.ArgumentParser,
+    quick: str,
+    json_help: str = "also write every figure and run here",
+) -> None:
+    """``--json PATH``, ``--quick`` (``quick`` says what it shrinks), ``--workdir DIR`` and
+    ``--keep``, the options every server bench has (see :func:`temporary_workdir` and
+    :func:`report`)."""
+    parser.add_argument("--json", type=Path, help=json_help)
+    parser.add_argument("--quick", action="store_true", help=quick)
+    parser.add_argument("--workdir", type=Path, help="parent of the temporary directory")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+
+
+def add_config_options(parser: argparse.ArgumentParser, peer_option: str, peer_help: str) -> None:
+    """``--set SECTION.KEY=VALUE`` for our config and the peer's ``peer_option KEY=VALUE``
+    (see :func:`parse_overrides` and :func:`parse_settings`), both repeatable."""
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override our config (VALUE as JSON if it parses), e.g. --set log.level=warn",
+    )
+    parser.add_argument(
+        peer_option, action="append", default=[], metavar="KEY=VALUE", help=peer_help
+    )
+
+
 def parse_overrides(items: list[str], parser: argparse.ArgumentParser) -> dict[str, Any]:
     """``--set SECTION.KEY=VALUE`` items as ``"section.key" -> value`` (VALUE as JSON when
     it parses, else the string); a malformed item is a usage error."""
@@ -307,6 +350,11 @@ def temporary_workdir(prefix: str, parent: Path | None, keep: bool) -> Iterator[
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def log(text: str) -> None:
+    """Progress on stderr (the table goes to stdout)."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def report(

@@ -62,6 +62,8 @@ from bench.machine import (  # noqa: E402
 )
 from bench.servers import (  # noqa: E402
     TwistdServer,
+    add_config_options,
+    add_run_options,
     parse_overrides,
     parse_settings,
     provisioned,
@@ -505,30 +507,15 @@ def main(argv: list[str] | None = None) -> int:
         default=3,
         help="runs per size and MTA (interleaved); medians are reported",
     )
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: 10 messages, 5 sessions, one run, no warm-up",
-    )
-    parser.add_argument("--workdir", type=Path, help="parent of the temporary directory")
     parser.add_argument("--skip-postfix", action="store_true", help="measure our server only")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override our server's config (VALUE as JSON if it parses, else a string), "
-        "e.g. --set log.level=warn; repeatable",
+    add_run_options(
+        parser,
+        "smoke run: 10 messages, 5 sessions, one run, no warm-up",
+        "also write the results here",
     )
-    parser.add_argument(
-        "--postfix-set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra main.cf setting for the Postfix peer, e.g. in_flow_delay=0; repeatable",
+    add_config_options(
+        parser, "--postfix-set", "extra main.cf setting for the Postfix peer, e.g. in_flow_delay=0"
     )
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
 
     reason = unavailable_reason()

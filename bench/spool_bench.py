@@ -67,7 +67,6 @@ import os
 import re
 import socket
 import ssl
-import statistics
 import subprocess
 import sys
 import time
@@ -83,12 +82,16 @@ if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
 from bench.machine import (  # noqa: E402
     children_cpu_seconds,
     machine_facts,
+    median_of,
     peer_version,
     self_cpu_seconds,
 )
 from bench.servers import (  # noqa: E402
     ReactorThread,
     TwistdServer,
+    add_config_options,
+    add_run_options,
+    log,
     parse_overrides,
     parse_settings,
     provisioned,
@@ -117,11 +120,6 @@ OUR_HOST = "127.0.0.1"
 POSTFIX_DESTINATION_CONCURRENCY = 20
 FILL_IN_FLIGHT = 256
 POLL = 0.01
-
-
-def log(text: str) -> None:
-    """Progress on stderr (the table goes to stdout)."""
-    print(text, file=sys.stderr, flush=True)
 
 
 # --- the message ----------------------------------------------------------------------------
@@ -556,16 +554,6 @@ def run_throughput(target: Target, sink: Sink, messages: int) -> dict[str, Any]:
     }
 
 
-def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The median of every number over ``runs``, plus the runs themselves."""
-    summary: dict[str, Any] = {}
-    for key, value in runs[0].items():
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            summary[key] = round(statistics.median(run[key] for run in runs), 4)
-    summary["runs"] = runs
-    return summary
-
-
 def time_drain(start: Callable[[], None], mta: MTA, sink: Sink, messages: int) -> dict[str, Any]:
     """Call ``start`` (which launches an MTA whose queue holds ``messages``) and time until
     the sink has them all and the queue is empty."""
@@ -716,7 +704,7 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "message_bytes": len(message),
         }
         for name, measured in runs.items():
-            throughput[name] = median_of(measured)
+            throughput[name] = median_of(measured, places=4)
         ours_row, peer_row = throughput["ours"], throughput["postfix"]
         reference = throughput["postfix/smtp-source"]
         throughput["ratio_submitted"] = _ratio(
@@ -924,27 +912,11 @@ def main(argv: list[str] | None = None) -> int:
         default=POSTFIX_DESTINATION_CONCURRENCY,
         help="ours' [delivery] max_per_domain (default: Postfix's destination limit, 20)",
     )
-    parser.add_argument("--json", type=Path, help="also write every figure and run here")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: 40 messages, 4 sessions, one run, 5 warm-up, 100 drained",
-    )
-    parser.add_argument("--workdir", type=Path, help="parent of the temporary directory")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override our config (VALUE as JSON if it parses), e.g. --set log.level=warn",
-    )
-    parser.add_argument(
+    add_run_options(parser, "smoke run: 40 messages, 4 sessions, one run, 5 warm-up, 100 drained")
+    add_config_options(
+        parser,
         "--postfix-set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="extra main.cf setting for both Postfix instances, e.g. in_flow_delay=0",
+        "extra main.cf setting for both Postfix instances, e.g. in_flow_delay=0",
     )
     args = parser.parse_args(argv)
     if args.quick:

@@ -71,6 +71,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
 from twisted.internet import defer, task  # noqa: E402
 
 from bench.machine import cpu_model, filesystem_of, self_cpu_seconds  # noqa: E402
+from bench.servers import add_run_options  # noqa: E402
 from mailserver.auth.directory import LmdbDirectory  # noqa: E402
 from mailserver.db import Database  # noqa: E402
 from mailserver.store.local import LocalDeliveryTarget  # noqa: E402
@@ -633,14 +634,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--list-messages", type=int, default=100_000, help="messages in the listed folder (0: skip)"
     )
-    parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument(
-        "--quick",
-        action="store_true",
-        help="smoke run: 50 messages, 500 listed, one run, 5 warm-up messages",
+    add_run_options(
+        parser,
+        "smoke run: 50 messages, 500 listed, one run, 5 warm-up messages",
+        "also write the results here",
     )
-    parser.add_argument("--workdir", type=Path, help="parent of the temporary directory")
-    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args(argv)
     if args.quick:
         args.messages = min(args.messages, 50)
