@@ -9,40 +9,21 @@ import base64
 import json
 import socket
 
-import pyotp
 import pytest
 import pytest_twisted
-from twisted.cred.portal import Portal
 from twisted.internet import reactor
 
-from mailserver.auth.audit import AuditLog
-from mailserver.auth.checkers import mail_checkers
-from mailserver.auth.credentials import CredentialStore
-from mailserver.auth.guard import guard
 from mailserver.auth.realm import MailRealm
-from mailserver.auth.throttle import Throttle, ThrottlePolicy
 from mailserver.imap.factory import IMAPFactory, IMAPPolicy
 from tests.imap.conftest import Raw, in_thread
-
-
-def b64(data: str) -> str:
-    return base64.b64encode(data.encode()).decode()
+from tests.security import audit_events, b64, security_chain, switch_totp_on
 
 
 @pytest.fixture
 def secured(storage, tmp_path):
-    wait = pytest_twisted.blockon
-    directory = storage.directory
-    wait(directory.add_domain("example.org"))
-    for user in ("alice", "bob"):
-        wait(directory.add_user(f"{user}@example.org", "account-pw"))
-        wait(storage.store.create_account(f"{user}@example.org"))
-    credentials = CredentialStore(storage.db, reactor, b"k" * 32, issuer="mail.example.org")
-    throttle = Throttle(reactor, ThrottlePolicy(base_delay=0.01, max_delay=0.05, ip_ban_after=6,
-                                                ip_ban_seconds=60))
-    audit = AuditLog(str(tmp_path / "audit.jsonl"), clock=reactor)
+    chain = security_chain(storage, tmp_path)
     realm = MailRealm(None, imap_account=storage.store.account)
-    portal = Portal(realm, guard(mail_checkers(directory, credentials, "imap"), throttle, audit))
+    portal = chain.portal(realm, "imap")
     policy = IMAPPolicy(hostname="mail.example.org", auth_needs_tls=False,
                         auth_mechanisms=("PLAIN", "LOGIN", "OAUTHBEARER"))
     port = reactor.listenTCP(0, IMAPFactory(portal, policy, None, reactor=reactor),
@@ -52,10 +33,10 @@ def secured(storage, tmp_path):
         pass
 
     s = Secured()
-    s.port, s.credentials, s.audit_path = port.getHost().port, credentials, tmp_path / "audit.jsonl"
+    s.port, s.credentials, s.audit_path = port.getHost().port, chain.credentials, chain.audit_path
     yield s
-    audit.close()
-    wait(port.stopListening())
+    chain.audit.close()
+    pytest_twisted.blockon(port.stopListening())
 
 
 def session(port: int, commands: list[str]) -> list[str]:
@@ -69,18 +50,12 @@ def session(port: int, commands: list[str]) -> list[str]:
     return out
 
 
-def audit_events(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 @pytest_twisted.ensureDeferred
 async def test_app_password_scope_and_totp_account(secured):
     creds = secured.credentials
     _id, smtp_pw = await creds.add_app_password("alice@example.org", "phone", {"smtp"})
     _id, imap_pw = await creds.add_app_password("alice@example.org", "laptop", {"imap"})
-    enrolment = await creds.enable_totp("alice@example.org")
-    code = pyotp.TOTP(enrolment.secret).at(reactor.seconds())
-    assert await creds.confirm_totp("alice@example.org", code)
+    await switch_totp_on(creds, "alice@example.org")
     replies = await in_thread(session, secured.port, [
         'LOGIN alice@example.org "account-pw"',  # right password, but TOTP is on
         f'LOGIN alice@example.org "{smtp_pw}"',  # an SMTP-only app password

@@ -12,27 +12,18 @@ import poplib
 import socket
 from dataclasses import replace
 
-import pyotp
 import pytest
 import pytest_twisted
-from twisted.cred.portal import Portal
 from twisted.internet import reactor
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
-from mailserver.auth.audit import AuditLog
-from mailserver.auth.checkers import mail_checkers
 from mailserver.auth.credentials import CredentialStore
-from mailserver.auth.guard import guard
 from mailserver.auth.realm import MailRealm
-from mailserver.auth.throttle import Throttle, ThrottlePolicy
 from mailserver.pop3.factory import MaildropLocks, POP3Factory, POP3Policy
 from tests.pop3.conftest import Raw, client_context, in_thread
+from tests.security import audit_events, b64, security_chain, switch_totp_on
 
 ALICE = "alice@example.org"
-
-
-def b64(data: str) -> str:
-    return base64.b64encode(data.encode()).decode()
 
 
 class Secured:
@@ -59,20 +50,9 @@ class Secured:
 
 @pytest.fixture
 def secured(storage, tmp_path, tls_options):
-    wait = pytest_twisted.blockon
-    directory = storage.directory
-    wait(directory.add_domain("example.org"))
-    for user in ("alice", "bob"):
-        wait(directory.add_user(f"{user}@example.org", "account-pw"))
-        wait(storage.store.create_account(f"{user}@example.org"))
-    credentials = CredentialStore(storage.db, reactor, b"k" * 32, issuer="mail.example.org")
-    throttle = Throttle(
-        reactor,
-        ThrottlePolicy(base_delay=0.01, max_delay=0.05, ip_ban_after=6, ip_ban_seconds=60),
-    )
-    audit = AuditLog(str(tmp_path / "audit.jsonl"), clock=reactor)
+    chain = security_chain(storage, tmp_path)
     realm = MailRealm(None, imap_account=storage.store.account)
-    portal = Portal(realm, guard(mail_checkers(directory, credentials, "pop3"), throttle, audit))
+    portal = chain.portal(realm, "pop3")
     locks = MaildropLocks()
     policy = POP3Policy(
         hostname="mail.example.org", auth_mechanisms=("PLAIN", "LOGIN", "OAUTHBEARER")
@@ -86,11 +66,11 @@ def secured(storage, tmp_path, tls_options):
     )
     s = Secured()
     s.port, s.tls_port = port.getHost().port, tls_port.getHost().port
-    s.credentials, s.audit_path, s.store = credentials, tmp_path / "audit.jsonl", storage.store
+    s.credentials, s.audit_path, s.store = chain.credentials, chain.audit_path, storage.store
     yield s
-    audit.close()
-    wait(port.stopListening())
-    wait(tls_port.stopListening())
+    chain.audit.close()
+    pytest_twisted.blockon(port.stopListening())
+    pytest_twisted.blockon(tls_port.stopListening())
 
 
 def capa(client: Raw) -> list[str]:
@@ -228,8 +208,7 @@ async def test_totp_account_is_told_to_use_an_app_password(secured):
     creds = secured.credentials
     _id, smtp_pw = await creds.add_app_password(ALICE, "phone", {"smtp"})
     _id, pop_pw = await creds.add_app_password(ALICE, "mail client", {"pop3"})
-    enrolment = await creds.enable_totp(ALICE)
-    assert await creds.confirm_totp(ALICE, pyotp.TOTP(enrolment.secret).at(reactor.seconds()))
+    await switch_totp_on(creds, ALICE)
 
     def dialog():
         client = secured.tls_raw()
@@ -244,7 +223,7 @@ async def test_totp_account_is_told_to_use_an_app_password(secured):
     assert totp.startswith("-ERR [AUTH] ") and "app password" in totp
     assert smtp == "-ERR [AUTH] Authentication failed"
     assert pop.startswith("+OK Logged in")
-    events = [json.loads(line) for line in secured.audit_path.read_text().splitlines()]
+    events = audit_events(secured.audit_path)
     assert all(e["where"] == "127.0.0.1" for e in events)
     assert not any(pop_pw in json.dumps(e) for e in events)
 

@@ -9,26 +9,16 @@ import base64
 import json
 import socket
 
-import pyotp
 import pytest
 import pytest_twisted
-from twisted.cred.portal import Portal
 from twisted.internet import reactor
 
-from mailserver.auth.audit import AuditLog
-from mailserver.auth.checkers import mail_checkers
-from mailserver.auth.credentials import CredentialStore
-from mailserver.auth.guard import guard
 from mailserver.auth.realm import MailRealm
 from mailserver.auth.submission import SubmissionTarget
-from mailserver.auth.throttle import Throttle, ThrottlePolicy
 from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
 from mailserver.store.local import LocalDeliveryTarget
+from tests.security import audit_events, b64, security_chain, switch_totp_on
 from tests.smtp.conftest import Raw, in_thread
-
-
-def b64(data: str | bytes) -> str:
-    return base64.b64encode(data.encode() if isinstance(data, str) else data).decode()
 
 
 def plain(user: str, password: str) -> str:
@@ -37,20 +27,12 @@ def plain(user: str, password: str) -> str:
 
 @pytest.fixture
 def secured(storage, tmp_path):
-    wait = pytest_twisted.blockon
+    chain = security_chain(storage, tmp_path)
     directory = storage.directory
-    wait(directory.add_domain("example.org"))
-    for user in ("alice", "bob"):
-        wait(directory.add_user(f"{user}@example.org", "account-pw"))
-        wait(storage.store.create_account(f"{user}@example.org"))
-    credentials = CredentialStore(storage.db, reactor, b"k" * 32, issuer="mail.example.org")
-    throttle = Throttle(reactor, ThrottlePolicy(base_delay=0.01, max_delay=0.05, ip_ban_after=6,
-                                                ip_ban_seconds=60))
-    audit = AuditLog(str(tmp_path / "audit.jsonl"), clock=reactor)
     target = LocalDeliveryTarget(storage.store, directory)
     realm = MailRealm(lambda: target, lambda user: SubmissionTarget(
         user, directory, target, "mail.example.org", reactor))
-    portal = Portal(realm, guard(mail_checkers(directory, credentials, "smtp"), throttle, audit))
+    portal = chain.portal(realm, "smtp")
     policy = SMTPPolicy(hostname="mail.example.org", auth=True, require_auth=True,
                         auth_needs_tls=False, auth_mechanisms=("PLAIN", "LOGIN", "OAUTHBEARER"))
     port = reactor.listenTCP(0, SMTPFactory(portal, policy, None, reactor=reactor),
@@ -60,10 +42,10 @@ def secured(storage, tmp_path):
         pass
 
     s = Secured()
-    s.port, s.credentials, s.audit_path = port.getHost().port, credentials, tmp_path / "audit.jsonl"
+    s.port, s.credentials, s.audit_path = port.getHost().port, chain.credentials, chain.audit_path
     yield s
-    audit.close()
-    wait(port.stopListening())
+    chain.audit.close()
+    pytest_twisted.blockon(port.stopListening())
 
 
 def session(port: int, lines: list[str]) -> list[str]:
@@ -80,18 +62,12 @@ def session(port: int, lines: list[str]) -> list[str]:
     return out
 
 
-def audit_events(path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
-
-
 @pytest_twisted.ensureDeferred
 async def test_app_password_scope_and_totp_account(secured):
     creds = secured.credentials
     _id, smtp_pw = await creds.add_app_password("alice@example.org", "phone", {"smtp"})
     _id, imap_pw = await creds.add_app_password("alice@example.org", "laptop", {"imap"})
-    enrolment = await creds.enable_totp("alice@example.org")
-    code = pyotp.TOTP(enrolment.secret).at(reactor.seconds())
-    assert await creds.confirm_totp("alice@example.org", code)
+    await switch_totp_on(creds, "alice@example.org")
     replies = await in_thread(session, secured.port, [
         plain("alice@example.org", "account-pw"),  # right password, but TOTP is on
         plain("alice@example.org", imap_pw),  # an IMAP-only app password
