@@ -127,15 +127,9 @@ class PasswordChecker:
         return address
 
 
-@implementer(ICredentialsChecker)
-class AppPasswordChecker:
-    """User name and app password: the password must be one of the user's app passwords,
-    unexpired, with the login's protocol in its scopes (``protocol`` given here wins over the
-    one the credentials carry; with neither, no app password passes). The client's ``ip``
-    (from :class:`MailLogin`) is recorded as the last use. Fails fast (no bcrypt): put it
-    before :class:`PasswordChecker` in a :class:`FirstOf`, which then pays the bcrypt."""
-
-    credentialInterfaces = (IUsernamePassword,)
+class _SecondCredentialChecker:
+    """What the app-password and token checkers share: the directory their users must be in,
+    the credential store, and the protocol a login is for (None: the credentials say)."""
 
     def __init__(
         self,
@@ -146,6 +140,17 @@ class AppPasswordChecker:
         self.directory = directory
         self.credentials = credentials
         self.protocol = protocol
+
+
+@implementer(ICredentialsChecker)
+class AppPasswordChecker(_SecondCredentialChecker):
+    """User name and app password: the password must be one of the user's app passwords,
+    unexpired, with the login's protocol in its scopes (``protocol`` given here wins over the
+    one the credentials carry; with neither, no app password passes). The client's ``ip``
+    (from :class:`MailLogin`) is recorded as the last use. Fails fast (no bcrypt): put it
+    before :class:`PasswordChecker` in a :class:`FirstOf`, which then pays the bcrypt."""
+
+    credentialInterfaces = (IUsernamePassword,)
 
     @inlineCallbacks
     def requestAvatarId(self, credentials: Any) -> Any:
@@ -162,22 +167,12 @@ class AppPasswordChecker:
 
 
 @implementer(ICredentialsChecker)
-class TokenChecker:
+class TokenChecker(_SecondCredentialChecker):
     """A bearer token (:class:`IBearerToken`): known, unexpired, with the protocol in its
     scopes; and when the client named a user (the GS2 authzid), the token's owner must be
     that user. The owner must still exist in the directory."""
 
     credentialInterfaces = (IBearerToken,)
-
-    def __init__(
-        self,
-        directory: IUserDirectory,
-        credentials: CredentialStore,
-        protocol: str | None = None,
-    ) -> None:
-        self.directory = directory
-        self.credentials = credentials
-        self.protocol = protocol
 
     @inlineCallbacks
     def requestAvatarId(self, credentials: Any) -> Any:
