@@ -14,7 +14,7 @@ Design rules:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -229,8 +229,10 @@ def parse_authentication_results(value: bytes | str) -> tuple[str, list[AuthResu
     return authserv, results
 
 
-def _split_semicolons(text: str) -> list[str]:
-    parts: list[str] = []
+def _split_unquoted(text: str, separates: Callable[[str], bool]) -> list[str]:
+    """``text`` cut at each character ``separates`` accepts outside a quoted string (a
+    backslash escapes the next character); the pieces as they stand, empty ones included."""
+    pieces: list[str] = []
     current: list[str] = []
     quoted = False
     escaped = False
@@ -241,36 +243,22 @@ def _split_semicolons(text: str) -> list[str]:
             escaped = True
         elif char == '"':
             quoted = not quoted
-        elif char == ";" and not quoted:
-            parts.append("".join(current).strip())
+        elif separates(char) and not quoted:
+            pieces.append("".join(current))
             current = []
             continue
         current.append(char)
-    parts.append("".join(current).strip())
-    return parts
+    pieces.append("".join(current))
+    return pieces
+
+
+def _split_semicolons(text: str) -> list[str]:
+    return [part.strip() for part in _split_unquoted(text, lambda char: char == ";")]
 
 
 def _words(text: str) -> list[str]:
     """Space-separated ``key=value`` words, quoted values kept whole, ``a = b`` rejoined."""
-    tokens: list[str] = []
-    current: list[str] = []
-    quoted = False
-    escaped = False
-    for char in text:
-        if escaped:
-            escaped = False
-        elif char == "\\":
-            escaped = True
-        elif char == '"':
-            quoted = not quoted
-        elif char.isspace() and not quoted:
-            if current:
-                tokens.append("".join(current))
-                current = []
-            continue
-        current.append(char)
-    if current:
-        tokens.append("".join(current))
+    tokens = [token for token in _split_unquoted(text, str.isspace) if token]
     joined: list[str] = []
     for token in tokens:
         if joined and (joined[-1].endswith("=") or token.startswith("=")):

@@ -195,10 +195,16 @@ class SPFChecker:
     async def _target(self, state: _State, spec: MacroString | None, domain: str) -> str:
         if spec is None:
             return domain
+        name = await self._expand(state, spec, domain)
+        return truncate(name.lower())
+
+    async def _expand(self, state: _State, spec: MacroString, domain: str) -> str:
+        """``spec`` with its macros expanded for this check (RFC 7208 §7); the %{p} macro
+        costs a validated-name lookup, so it is made only when the string uses it."""
         validated = "unknown"
         if any(isinstance(p, Macro) and p.letter == "p" for p in spec):
             validated = await self._validated_name(state, domain)
-        name = expand_macros(
+        return expand_macros(
             spec,
             sender=state.sender,
             domain=domain,
@@ -208,7 +214,6 @@ class SPFChecker:
             receiver=self.receiver,
             now=self._now(),
         )
-        return truncate(name.lower())
 
     async def _matches(self, state: _State, term: Term, domain: str) -> bool:
         name = term.name
@@ -325,19 +330,7 @@ class SPFChecker:
             if len(answer.values) != 1:
                 return ""
             text = parse_macro_string(answer.values[0], exp=True)
-            validated = "unknown"
-            if any(isinstance(p, Macro) and p.letter == "p" for p in text):
-                validated = await self._validated_name(state, domain)
-            explanation = expand_macros(
-                text,
-                sender=state.sender,
-                domain=domain,
-                ip=state.ip,
-                helo=state.helo,
-                validated=validated,
-                receiver=self.receiver,
-                now=self._now(),
-            )
+            explanation = await self._expand(state, text, domain)
         except (SPFError, DNSTemporaryError, _TempError):
             return ""
         return explanation if explanation.isascii() else ""
