@@ -97,12 +97,16 @@ if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
     sys.path.insert(0, str(ROOT))
 
 from bench.machine import (  # noqa: E402
+    all_runs,
+    compare,
+    first_pass,
     foreign_cpu_share,
+    log,
     machine_facts,
     machine_line,
-    median_of,
     noisy_warning,
     peer_version,
+    rounds,
 )
 from bench.machine import measure as measure_work  # noqa: E402
 from bench.servers import (  # noqa: E402
@@ -111,7 +115,6 @@ from bench.servers import (  # noqa: E402
     add_config_options,
     add_run_options,
     client_context,
-    log,
     parse_overrides,
     parse_settings,
     provisioned,
@@ -817,31 +820,18 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
     memory: dict[str, Any] = {}
     try:
-        for side in sides:
-            log(f"first pass (indexes and caches built, answers compared): {side.name}")
-            first[side.name] = {}
-            for line in lines:
-                first[side.name][line.key] = run_line(
-                    line, side, context, plans, keep=line.key == "fetch_flags"
-                )
-                log(f"  {line.label}: {first[side.name][line.key]['seconds']:.3f} s")
+        first = first_pass(
+            sides,
+            lines,
+            lambda line, side: run_line(line, side, context, plans, keep=line.key == "fetch_flags"),
+            "indexes and caches built, answers compared",
+        )
         notes = check_pass(first, samples)
         for note in notes:
             log(f"WARNING: {note}")
-        for attempt in range(args.repeat):
-            order = sides[attempt % 2 :] + sides[: attempt % 2]
-            log(f"round {attempt + 1} of {args.repeat}: {' then '.join(s.name for s in order)}")
-            for line in lines:
-                for side in order:
-                    row = run_line(line, side, context, plans)
-                    runs[line.key][side.name].append(row)
-                log(
-                    f"  {line.label}: "
-                    + ", ".join(
-                        f"{side.name} {runs[line.key][side.name][-1]['seconds']:.3f} s"
-                        for side in sides
-                    )
-                )
+        runs = rounds(
+            sides, lines, args.repeat, lambda line, side: run_line(line, side, context, plans)
+        )
         for side in sides:
             if side.main is not None:
                 side.main.close()
@@ -856,21 +846,13 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         ours.stop()
         dovecot.keep = args.keep
         dovecot.stop()
-    results = []
-    for line in lines:
-        row: dict[str, Any] = {"key": line.key, "label": line.label}
-        for side in sides:
-            row[side.name] = median_of(runs[line.key][side.name])
-        theirs = row["dovecot"]["seconds"]
-        row["ratio"] = round(row["ours"]["seconds"] / theirs, 3) if theirs > 0 else None
-        results.append(row)
-    measured = [run for line in runs.values() for side_runs in line.values() for run in side_runs]
+    results = compare(lines, runs)
     return {
         "machine": {
             **machine_facts(workdir, {"dovecot": peer_version("dovecot")}),
             "loadavg_at_start": load_at_start,
         },
-        "foreign_cpu_share": foreign_cpu_share(measured),
+        "foreign_cpu_share": foreign_cpu_share(all_runs(runs)),
         "config": {
             "messages": args.messages,
             "bytes": total_bytes,

@@ -26,28 +26,34 @@ import platform
 import resource
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from tests.peers.postfix import which
 
 __all__ = [
     "NOISY",
+    "all_runs",
     "children_cpu_seconds",
     "code_version",
     "command_output",
     "cpu_model",
     "filesystem_of",
+    "first_pass",
     "foreign_cpu_share",
+    "compare",
     "kernel_threads_seconds",
+    "log",
     "machine_facts",
     "machine_line",
     "measure",
     "median_of",
     "noisy_warning",
     "peer_version",
+    "rounds",
     "self_cpu_seconds",
     "system_cpu",
     "system_cpu_parts",
@@ -55,9 +61,38 @@ __all__ = [
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: Rows of one side's runs: line key -> side name -> what each run measured.
+Runs = dict[str, dict[str, list[dict[str, Any]]]]
+
+
+class Named(Protocol):
+    """A server under test, as :func:`first_pass` and :func:`rounds` see it."""
+
+    @property
+    def name(self) -> str: ...
+
+
+class Measured(Protocol):
+    """A measured line, as :func:`first_pass` and :func:`rounds` see it."""
+
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def label(self) -> str: ...
+
+
+S = TypeVar("S", bound=Named)
+L = TypeVar("L", bound=Measured)
+
 #: Share of all CPUs that went to other processes during the measured lines above which a
 #: benchmark warns that its figures are not reliable.
 NOISY = 0.10
+
+
+def log(text: str) -> None:
+    """Progress on stderr (the table goes to stdout)."""
+    print(text, file=sys.stderr, flush=True)
 
 
 def command_output(*command: str, cwd: Path | None = None) -> str:
@@ -263,3 +298,63 @@ def machine_line(machine: Mapping[str, Any], peer: str, seconds: float) -> str:
         f"code {machine['code']}; load average {machine['loadavg_at_start'][0]} at start, "
         f"{machine['loadavg_at_end'][0]} at end; {seconds:.0f} s in all"
     )
+
+
+def first_pass(
+    sides: list[S], lines: list[L], run: Callable[[L, S], dict[str, Any]], what: str
+) -> dict[str, dict[str, dict[str, Any]]]:
+    """Every line once on each side, one side after the other (``what`` the pass does, for
+    the progress lines): side name -> line key -> what ``run(line, side)`` measured."""
+    first: dict[str, dict[str, dict[str, Any]]] = {}
+    for side in sides:
+        log(f"first pass ({what}): {side.name}")
+        first[side.name] = {}
+        for line in lines:
+            first[side.name][line.key] = run(line, side)
+            log(f"  {line.label}: {first[side.name][line.key]['seconds']:.3f} s")
+    return first
+
+
+def rounds(
+    sides: list[S], lines: list[L], repeat: int, run: Callable[[L, S], dict[str, Any]]
+) -> Runs:
+    """``repeat`` rounds; in each, every line on every side back to back, the order of the
+    sides rotating from round to round."""
+    runs: Runs = {line.key: {side.name: [] for side in sides} for line in lines}
+    for attempt in range(repeat):
+        order = sides[attempt % 2 :] + sides[: attempt % 2]
+        log(f"round {attempt + 1} of {repeat}: {' then '.join(s.name for s in order)}")
+        for line in lines:
+            for side in order:
+                runs[line.key][side.name].append(run(line, side))
+            log(
+                f"  {line.label}: "
+                + ", ".join(
+                    f"{side.name} {runs[line.key][side.name][-1]['seconds']:.3f} s"
+                    for side in sides
+                )
+            )
+    return runs
+
+
+def compare(
+    lines: list[Any], runs: Runs, fields: tuple[str, ...] = ("key", "label")
+) -> list[dict[str, Any]]:
+    """A row per line: its ``fields``, the :func:`median_of` the runs of each side, and
+    ``ratio``, ours' median seconds over the peer's (the side after ``ours``; None when the
+    peer took no time)."""
+    results = []
+    for line in lines:
+        row: dict[str, Any] = {field: getattr(line, field) for field in fields}
+        for name, side_runs in runs[line.key].items():
+            row[name] = median_of(side_runs)
+        peer = next(name for name in runs[line.key] if name != "ours")
+        theirs = row[peer]["seconds"]
+        row["ratio"] = round(row["ours"]["seconds"] / theirs, 3) if theirs > 0 else None
+        results.append(row)
+    return results
+
+
+def all_runs(runs: Runs) -> list[dict[str, Any]]:
+    """Every run of every line and side, for :func:`foreign_cpu_share`."""
+    return [run for line in runs.values() for side_runs in line.values() for run in side_runs]

@@ -81,12 +81,16 @@ if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
     sys.path.insert(0, str(ROOT))
 
 from bench.machine import (  # noqa: E402
+    all_runs,
+    compare,
+    first_pass,
     foreign_cpu_share,
+    log,
     machine_facts,
     machine_line,
-    median_of,
     noisy_warning,
     peer_version,
+    rounds,
 )
 from bench.machine import measure as measure_work  # noqa: E402
 from bench.servers import (  # noqa: E402
@@ -94,7 +98,6 @@ from bench.servers import (  # noqa: E402
     add_config_options,
     add_run_options,
     client_context,
-    log,
     parse_overrides,
     parse_settings,
     provisioned,
@@ -571,56 +574,34 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         ]
         work = Workload(maildrops, args.logins, args.listings, client_context())
         lines = lines_for(args.messages, args.logins, args.listings, args.sessions)
-        first: dict[str, dict[str, dict[str, Any]]] = {}
-        for side in sides:
-            log(f"first pass (warm-up, answers checked): {side.name}")
-            first[side.name] = {}
-            for line in lines:
-                first[side.name][line.key] = run_line(line, side, work, check=True)
-                log(f"  {line.label}: {first[side.name][line.key]['seconds']:.3f} s")
+        first = first_pass(
+            sides,
+            lines,
+            lambda line, side: run_line(line, side, work, check=True),
+            "warm-up, answers checked",
+        )
         notes = check_pass(first)
         for note in notes:
             log(f"WARNING: {note}")
-        runs: dict[str, dict[str, list[dict[str, Any]]]] = {
-            line.key: {side.name: [] for side in sides} for line in lines
-        }
-        for attempt in range(args.repeat):
-            order = sides[attempt % 2 :] + sides[: attempt % 2]
-            log(f"round {attempt + 1} of {args.repeat}: {' then '.join(s.name for s in order)}")
-            for line in lines:
-                for side in order:
-                    runs[line.key][side.name].append(run_line(line, side, work))
-                log(
-                    f"  {line.label}: "
-                    + ", ".join(
-                        f"{side.name} {runs[line.key][side.name][-1]['seconds']:.3f} s"
-                        for side in sides
-                    )
-                )
+        runs = rounds(sides, lines, args.repeat, lambda line, side: run_line(line, side, work))
     finally:
         ours.stop()
         dovecot.stop()
-    results = []
-    for line in lines:
-        row: dict[str, Any] = {"key": line.key, "label": line.label, "unit": line.unit}
+    results = compare(lines, runs, ("key", "label", "unit"))
+    for row in results:
         for side in sides:
-            row[side.name] = median_of(runs[line.key][side.name])
             seconds = row[side.name]["seconds"]
             row[side.name]["per_second"] = (
                 round(row[side.name]["count"] / seconds, 1) if seconds else 0.0
             )
-        theirs = row["dovecot"]["seconds"]
-        row["ratio"] = round(row["ours"]["seconds"] / theirs, 3) if theirs > 0 else None
         cpu = row["dovecot"]["server_cpu_seconds"]
         row["cpu_ratio"] = round(row["ours"]["server_cpu_seconds"] / cpu, 3) if cpu > 0 else None
-        results.append(row)
-    measured = [run for line in runs.values() for side_runs in line.values() for run in side_runs]
     return {
         "machine": {
             **machine_facts(workdir, {"dovecot": peer_version("dovecot")}),
             "loadavg_at_start": load_at_start,
         },
-        "foreign_cpu_share": foreign_cpu_share(measured),
+        "foreign_cpu_share": foreign_cpu_share(all_runs(runs)),
         "config": {
             "messages": args.messages,
             "bytes": total_bytes,

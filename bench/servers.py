@@ -47,7 +47,6 @@ __all__ = [
     "add_run_options",
     "client_context",
     "listener_keys",
-    "log",
     "parse_overrides",
     "parse_settings",
     "provisioned",
@@ -350,11 +349,6 @@ def temporary_workdir(prefix: str, parent: Path | None, keep: bool) -> Iterator[
     finally:
         if not keep:
             shutil.rmtree(workdir, ignore_errors=True)
-
-
-def log(text: str) -> None:
-    """Progress on stderr (the table goes to stdout)."""
-    print(text, file=sys.stderr, flush=True)
 
 
 def report(

@@ -81,6 +81,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
 
 from bench.machine import (  # noqa: E402
     children_cpu_seconds,
+    log,
     machine_facts,
     median_of,
     peer_version,
@@ -91,7 +92,6 @@ from bench.servers import (  # noqa: E402
     TwistdServer,
     add_config_options,
     add_run_options,
-    log,
     parse_overrides,
     parse_settings,
     provisioned,
