@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.application.internet import StreamServerEndpointService
@@ -44,6 +44,7 @@ from mailserver.dns import Resolver
 from mailserver.errors import ConfigError
 from mailserver.filter.feedback import VerdictFeedback
 from mailserver.imap.factory import IMAPFactory, IMAPPolicy, RecentClaims
+from mailserver.listener import ListenerFactory
 from mailserver.msgauth.arc import ARCVerifier
 from mailserver.msgauth.dkim import DKIMSigner, DKIMVerifier
 from mailserver.msgauth.dmarc import DMARCEvaluator
@@ -383,31 +384,59 @@ def build(config: Config, reactor: Any) -> MailService:
     if config.smtp.listen:
         root.add_listeners("smtp.listen", config.smtp.listen, _mx_factory(config, root, reactor))
     submission = config.submission
-    if submission.listen:
-        factory = _submission_factory(config, root, router, reactor, implicit_tls=False)
-        root.add_listeners("submission.listen", submission.listen, factory)
-    if submission.tls_listen:
-        factory = _submission_factory(config, root, router, reactor, implicit_tls=True)
-        wrapped = TLSMemoryBIOFactory(tls, False, factory)
-        root.add_listeners("submission.tls_listen", submission.tls_listen, wrapped)
-        root.factories.append(factory)
+    _listener_pair(
+        root,
+        "submission",
+        submission.listen,
+        submission.tls_listen,
+        lambda implicit_tls: _submission_factory(
+            config, root, router, reactor, implicit_tls=implicit_tls
+        ),
+    )
     _imap_listeners(config, root, reactor)
     _pop3_listeners(config, root, reactor)
     return root
+
+
+def _listener_pair(
+    service: MailService,
+    name: str,
+    listen: Any,
+    tls_listen: Any,
+    make: Callable[[bool], ListenerFactory],
+) -> None:
+    """The ``name.listen`` listeners (STARTTLS offered) and the ``name.tls_listen`` ones (TLS
+    from the first byte); ``make(implicit_tls)`` builds each kind's factory."""
+    if listen:
+        service.add_listeners(f"{name}.listen", listen, make(False))
+    if tls_listen:
+        factory = make(True)
+        wrapped = TLSMemoryBIOFactory(service.tls, False, factory)
+        service.add_listeners(f"{name}.tls_listen", tls_listen, wrapped)
+        service.factories.append(factory)
+
+
+def _guarded_portal(service: MailService, realm: MailRealm, scope: str) -> Portal:
+    """A portal whose logins go through the guard (throttle, audit) to the password, app
+    password (of ``scope``) and token checkers."""
+    assert service.credentials is not None
+    checkers = mail_checkers(service.directory, service.credentials, scope)
+    return Portal(realm, guard(checkers, service.throttle, service.audit))
 
 
 def _imap_listeners(config: Config, service: MailService, reactor: Any) -> None:
     """IMAP with STARTTLS (LOGINDISABLED before it) and with implicit TLS."""
     imap = config.imap
     recent = RecentClaims()  # \Recent is per server (RFC 3501 §2.3.2), not per listener
-    if imap.listen:
-        factory = _imap_factory(config, service, reactor, recent, implicit_tls=False)
-        service.add_listeners("imap.listen", imap.listen, factory)
-    if imap.tls_listen:
-        factory = _imap_factory(config, service, reactor, recent, implicit_tls=True)
-        wrapped = TLSMemoryBIOFactory(service.tls, False, factory)
-        service.add_listeners("imap.tls_listen", imap.tls_listen, wrapped)
-        service.factories.append(factory)
+    _listener_pair(
+        service,
+        "imap",
+        imap.listen,
+        imap.tls_listen,
+        lambda implicit_tls: _imap_factory(
+            config, service, reactor, recent, implicit_tls=implicit_tls
+        ),
+    )
 
 
 def _imap_factory(
@@ -417,9 +446,7 @@ def _imap_factory(
     """An IMAP listener: the user's account from the portal, logins through the guard."""
     imap = config.imap
     realm = MailRealm(None, imap_account=service.store.account)
-    assert service.credentials is not None
-    checkers = mail_checkers(service.directory, service.credentials, "imap")
-    portal = Portal(realm, guard(checkers, service.throttle, service.audit))
+    portal = _guarded_portal(service, realm, "imap")
     policy = IMAPPolicy(
         hostname=config.server.hostname,
         idle_timeout=imap.idle_timeout,
@@ -441,14 +468,15 @@ def _pop3_listeners(config: Config, service: MailService, reactor: Any) -> None:
     set of maildrop locks (RFC 1939 §8)."""
     pop3 = config.pop3
     locks = MaildropLocks()
-    if pop3.listen:
-        factory = _pop3_factory(config, service, reactor, locks, implicit_tls=False)
-        service.add_listeners("pop3.listen", pop3.listen, factory)
-    if pop3.tls_listen:
-        factory = _pop3_factory(config, service, reactor, locks, implicit_tls=True)
-        wrapped = TLSMemoryBIOFactory(service.tls, False, factory)
-        service.add_listeners("pop3.tls_listen", pop3.tls_listen, wrapped)
-        service.factories.append(factory)
+    _listener_pair(
+        service,
+        "pop3",
+        pop3.listen,
+        pop3.tls_listen,
+        lambda implicit_tls: _pop3_factory(
+            config, service, reactor, locks, implicit_tls=implicit_tls
+        ),
+    )
 
 
 def _pop3_factory(
@@ -458,9 +486,7 @@ def _pop3_factory(
     guard with pop3-scoped app passwords and tokens."""
     pop3 = config.pop3
     realm = MailRealm(None, imap_account=service.store.account)
-    assert service.credentials is not None
-    checkers = mail_checkers(service.directory, service.credentials, "pop3")
-    portal = Portal(realm, guard(checkers, service.throttle, service.audit))
+    portal = _guarded_portal(service, realm, "pop3")
     policy = POP3Policy(
         hostname=config.server.hostname,
         timeout=pop3.timeout,
@@ -614,9 +640,7 @@ def _submission_factory(
         return SubmissionTarget(user, directory, signed, hostname, reactor)
 
     realm = MailRealm(lambda: MXTarget(router, directory, f"postmaster@{hostname}"), avatar)
-    assert service.credentials is not None
-    checkers = mail_checkers(directory, service.credentials, "smtp")
-    portal = Portal(realm, guard(checkers, service.throttle, service.audit))
+    portal = _guarded_portal(service, realm, "smtp")
     fields = _policy_fields(config)
     fields.update(
         max_message_size=config.submission.max_message_size,
