@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tests.conftest import Storage
+from tests.stored import contents
 
 PASSWORD = "secret-pw"
 
@@ -24,19 +25,19 @@ async def provision(data_dir: Path, domain: str, users: Iterable[str] = ("alice"
         await storage.aclose()
 
 
-async def inbox_messages(data_dir: Path, address: str) -> list[bytes]:
-    """Every message in ``address``'s INBOX, in UID order (open the store while the
+async def folder_messages(data_dir: Path, address: str, folder: str) -> list[bytes]:
+    """Every message in ``address``'s ``folder``, in UID order (open the store while the
     server is stopped, or accept a snapshot)."""
     storage = Storage(Path(data_dir), fsync=True)
     try:
-        inbox = storage.store.account(address).folder("INBOX")
-        out = []
-        for uid in inbox.uids():
-            with inbox.message(uid).open() as f:
-                out.append(f.read())
-        return out
+        return contents(storage.store.account(address).folder(folder))
     finally:
         await storage.aclose()
+
+
+async def inbox_messages(data_dir: Path, address: str) -> list[bytes]:
+    """Every message in ``address``'s INBOX: :func:`folder_messages`."""
+    return await folder_messages(data_dir, address, "INBOX")
 
 
 def insecure_context() -> ssl.SSLContext:

@@ -11,14 +11,13 @@ import pytest
 import pytest_twisted
 from twisted.internet.threads import deferToThread
 
-from mailserver.message.headers import get_headers, parse_headers
 from mailserver.msgauth.dkim import DKIMSigner
 from mailserver.msgauth.keys import KeyStore
-from mailserver.msgauth.results import parse_authentication_results
-from tests.conftest import Storage
+from tests.e2e import mail
 from tests.e2e.conftest import ServerProcess
 from tests.e2e.mail import provision
 from tests.msgauth.conftest import serve
+from tests.stored import our_results
 
 pytestmark = pytest.mark.e2e
 
@@ -48,30 +47,12 @@ def send(port: int, source: str, sender: str, data: bytes) -> tuple[int, bytes]:
 
 
 async def folder_messages(data_dir: Path, folder: str) -> list[bytes]:
-    storage = Storage(Path(data_dir), fsync=True)
-    try:
-        mailbox = storage.store.account("alice@example.org").folder(folder)
-        out = []
-        for uid in mailbox.uids():
-            with mailbox.message(uid).open() as f:
-                out.append(f.read())
-        return out
-    finally:
-        await storage.aclose()
+    return await mail.folder_messages(data_dir, "alice@example.org", folder)
 
 
 def ours(stored: bytes) -> dict[str, str]:
     """method -> result of the one Authentication-Results field naming this server."""
-    fields = [
-        parse_authentication_results(value)
-        for value in get_headers(parse_headers(stored), "Authentication-Results")
-    ]
-    mine = [results for authserv, results in fields if authserv == HOST]
-    assert len(mine) == 1, fields
-    found: dict[str, str] = {}
-    for result in mine[0]:  # the first of each method (SPF: MAIL FROM before HELO)
-        found.setdefault(result.method, result.result)
-    return found
+    return our_results(stored, HOST)
 
 
 @pytest.fixture

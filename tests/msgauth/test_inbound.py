@@ -32,6 +32,7 @@ from mailserver.msgauth.spf import SPFChecker
 from mailserver.store.local import LocalDeliveryTarget
 from mailserver.types import Address, Envelope
 from tests.msgauth.conftest import resolver_for, serve
+from tests.stored import contents, our_results
 
 AUTHSERV = "mx.example.org"
 ORIGINS = ("example.net", "example.com", "example.org")
@@ -108,26 +109,12 @@ async def deliver(target, data: bytes, env: Envelope) -> None:
 
 
 def stored(storage, folder: str) -> list[bytes]:
-    mailbox = storage.store.account("alice@example.org").folder(folder)
-    out = []
-    for uid in mailbox.uids():
-        with mailbox.message(uid).open() as f:
-            out.append(f.read())
-    return out
+    return contents(storage.store.account("alice@example.org").folder(folder))
 
 
 def results_of(data: bytes) -> dict[str, str]:
     """The results in the one Authentication-Results field with our authserv-id."""
-    fields = [
-        parse_authentication_results(value)
-        for value in get_headers(parse_headers(data), "Authentication-Results")
-    ]
-    ours = [results for authserv, results in fields if authserv == AUTHSERV]
-    assert len(ours) == 1, fields
-    found: dict[str, str] = {}
-    for result in ours[0]:  # the first of each method (SPF: MAIL FROM before HELO)
-        found.setdefault(result.method, result.result)
-    return found
+    return our_results(data, AUTHSERV)
 
 
 def test_provides_interfaces(local) -> None:

@@ -18,6 +18,7 @@ import pytest_twisted
 from twisted.internet.threads import deferToThread
 
 from tests.conftest import Storage
+from tests.e2e import mail
 from tests.e2e.conftest import ServerProcess
 from tests.peers.postfix import PostfixInstance, relay_settings, unavailable_reason
 
@@ -54,16 +55,7 @@ async def provision(data_dir: Path) -> None:
 
 async def inbox_messages(data_dir: Path) -> list[bytes]:
     """alice's INBOX through the store (read after the server stopped), in UID order."""
-    storage = Storage(data_dir, fsync=True)
-    try:
-        inbox = storage.store.account("alice@example.org").folder("INBOX")
-        out = []
-        for uid in inbox.uids():
-            with inbox.message(uid).open() as f:
-                out.append(f.read())
-        return out
-    finally:
-        await storage.aclose()
+    return await mail.inbox_messages(data_dir, "alice@example.org")
 
 
 def stored_files(data_dir: Path) -> int:

@@ -21,6 +21,7 @@ from twisted.internet.threads import deferToThread
 from mailserver.auth.realm import MailRealm, MXTarget
 from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
 from mailserver.testing import MemoryDeliveryTarget, MemoryDirectory, MemoryStore
+from tests.stored import contents
 
 
 def in_thread(function: Any, *args: Any) -> Any:
@@ -39,12 +40,7 @@ class SMTPServerFixture:
         return self.store.account(f"{user}@example.org").folder("INBOX")
 
     def messages(self, user: str = "alice") -> list[bytes]:
-        inbox = self.inbox(user)
-        out = []
-        for uid in inbox.uids():
-            with inbox.message(uid).open() as f:
-                out.append(f.read())
-        return out
+        return contents(self.inbox(user))
 
     def connect(self) -> Raw:
         return Raw(socket.create_connection((self.host, self.port), timeout=10))

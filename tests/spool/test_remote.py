@@ -22,6 +22,7 @@ from mailserver.spool.remote import RemoteCourier
 from mailserver.testing import MemoryDeliveryTarget, MemoryDirectory, MemoryStore
 from mailserver.types import QueuedRecipient, QueueEntry, RecipientState
 from tests.dns_server import Zone, start_dns_server
+from tests.stored import contents
 
 MESSAGE = b"From: a@example.org\r\nTo: alice@remote.test\r\nSubject: out\r\n\r\nHello.\r\n"
 
@@ -107,12 +108,7 @@ def world(tls_options):
 
 
 def inbox(world, user="alice") -> list[bytes]:
-    folder = world.store.account(f"{user}@remote.test").folder("INBOX")
-    out = []
-    for uid in folder.uids():
-        with folder.message(uid).open() as f:
-            out.append(f.read())
-    return out
+    return contents(world.store.account(f"{user}@remote.test").folder("INBOX"))
 
 
 def entry(*addresses: str, params=None) -> tuple[QueueEntry, list[QueuedRecipient]]:
