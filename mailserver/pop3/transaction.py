@@ -9,6 +9,7 @@ that happens only in UPDATE.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
@@ -47,29 +48,34 @@ def stat(server: POP3Server, command: Command) -> bytes:
     return ok(f"{count} {size}")
 
 
-def list_(server: POP3Server, command: Command) -> bytes:
+def _listing(
+    server: POP3Server, command: Command, value: Callable[[Any], object], heading: str
+) -> bytes:
+    """LIST and UIDL (RFC 1939 §5, §7): with a message number, ``+OK number value`` for
+    it; without, ``+OK heading`` and a ``number value`` line per message not deleted."""
     assert server.maildrop is not None
     if command.args:
         found = _message(server, command)
         if isinstance(found, bytes):
             return found
         number, entry = found
-        return ok(f"{number} {entry.size}")
-    count, size = server.maildrop.stat()
-    lines = [f"{n} {e.size}".encode() for n, e in server.maildrop.live()]
-    return multiline(ok(f"{count} messages ({size} octets)"), lines)
+        return ok(f"{number} {value(entry)}")
+    lines = [f"{n} {value(e)}".encode() for n, e in server.maildrop.live()]
+    return multiline(ok(heading), lines)
+
+
+def list_(server: POP3Server, command: Command) -> bytes:
+    assert server.maildrop is not None
+    heading = ""  # one message: no heading, and no sum over the maildrop
+    if not command.args:
+        count, size = server.maildrop.stat()
+        heading = f"{count} messages ({size} octets)"
+    return _listing(server, command, lambda entry: entry.size, heading)
 
 
 def uidl(server: POP3Server, command: Command) -> bytes:
-    assert server.maildrop is not None
-    if command.args:
-        found = _message(server, command)
-        if isinstance(found, bytes):
-            return found
-        number, entry = found
-        return ok(f"{number} {entry.unique_id}")
-    lines = [f"{n} {e.unique_id}".encode() for n, e in server.maildrop.live()]
-    return multiline(ok("Unique-id listing follows"), lines)
+    heading = "Unique-id listing follows"
+    return _listing(server, command, lambda entry: entry.unique_id, heading)
 
 
 def dele(server: POP3Server, command: Command) -> bytes:
