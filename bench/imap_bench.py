@@ -96,38 +96,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
     sys.path.insert(0, str(ROOT))
 
-from bench.machine import (  # noqa: E402
-    all_runs,
-    compare,
-    first_pass,
-    foreign_cpu_share,
-    log,
-    machine_facts,
-    machine_line,
-    noisy_warning,
-    peer_version,
-    rounds,
-)
-from bench.machine import measure as measure_work  # noqa: E402
-from bench.servers import (  # noqa: E402
-    ReactorThread,
-    TwistdServer,
-    add_config_options,
-    add_run_options,
-    client_context,
-    parse_overrides,
-    parse_settings,
-    provisioned,
-    report,
-    server_config,
-    temporary_workdir,
-)
+from bench import machine, servers  # noqa: E402
 from tests.peers.dovecot import (  # noqa: E402
     DovecotInstance,
     process_memory_kib,
     unavailable_reason,
 )
-from tests.peers.postfix import free_port  # noqa: E402
 
 DOMAIN = "example.org"
 USER = f"alice@{DOMAIN}"
@@ -396,12 +370,12 @@ async def fill_ours(data_dir: Path, samples: list[Sample]) -> None:
     in order through ``IMailbox.append`` (fsync off for the fill: the server runs with it on)."""
     from io import BytesIO
 
-    async with provisioned(data_dir, DOMAIN, {USER: PASSWORD}, durable=False) as store:
+    async with servers.provisioned(data_dir, DOMAIN, {USER: PASSWORD}, durable=False) as store:
         inbox = store.account(USER).folder("INBOX")
         for done, sample in enumerate(samples, 1):
             await inbox.append(BytesIO(sample.data), sample.flags, sample.internaldate)
             if done % FILL_REPORT == 0:
-                log(f"  ours: {done} appended")
+                machine.log(f"  ours: {done} appended")
 
 
 def fill_dovecot(dovecot: DovecotInstance, samples: list[Sample]) -> None:
@@ -413,26 +387,15 @@ def fill_dovecot(dovecot: DovecotInstance, samples: list[Sample]) -> None:
 # --- our server -------------------------------------------------------------------------------
 
 
-class OurServer(TwistdServer):
+class OurServer(servers.ImplicitTLSServer):
     """Our server with IMAP over implicit TLS only."""
 
     def __init__(self, directory: Path, *, connections: int, overrides: dict[str, Any]) -> None:
-        self.data_dir = directory / "var"
-        port = free_port(OUR_HOST)
-        base: dict[str, dict[str, Any]] = {
-            "server": {"hostname": "mail.example.org", "data_dir": str(self.data_dir)},
-            "auth": {"bcrypt_cost": 4},
-            "imap": {
-                "max_connections": max(1000, connections * 2),
-                "max_connections_per_ip": max(50, connections * 2),
-                "tls_listen": [f"tcp:{port}:interface={OUR_HOST}"],
-            },
+        limits = {
+            "max_connections": max(1000, connections * 2),
+            "max_connections_per_ip": max(50, connections * 2),
         }
-        super().__init__(directory, server_config(base, overrides), host=OUR_HOST, port=port)
-
-    def start(self, timeout: float = 60.0) -> None:
-        """Start twistd and wait until the IMAPS port accepts connections."""
-        super().start(timeout)
+        super().__init__(directory, "imap", limits, overrides, host=OUR_HOST)
 
     def memory_kib(self) -> dict[str, int]:
         """twistd's RSS and PSS in KiB."""
@@ -571,7 +534,7 @@ def measure(side: Side, work: Callable[[], Reply | dict[str, Any]]) -> dict[str,
         results.append(work())
         return {}
 
-    row = measure_work(side.cpu, timed)
+    row = machine.measure(side.cpu, timed)
     result = results[0]
     if isinstance(result, Reply):
         row.update(fetches=result.fetches, untagged=result.untagged, hits=result.search_hits)
@@ -742,15 +705,14 @@ def check_pass(first: dict[str, dict[str, dict[str, Any]]], samples: list[Sample
 
 
 def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    load_at_start = [round(x, 2) for x in os.getloadavg()]
-    started = time.monotonic()
-    log(f"generating {args.messages} messages ({'corpus' if args.corpus else 'generated'})")
+    run = machine.BenchRun()
+    machine.log(f"generating {args.messages} messages ({'corpus' if args.corpus else 'generated'})")
     if args.corpus:
         samples = list(corpus_messages(args.corpus, args.messages, args.seed))
     else:
         samples = generated_messages(args.messages, args.seed)
     total_bytes = sum(len(sample.data) for sample in samples)
-    log(f"  {total_bytes / 1e6:.1f} MB in {time.monotonic() - started:.1f} s")
+    machine.log(f"  {total_bytes / 1e6:.1f} MB in {time.monotonic() - run.started:.1f} s")
 
     ours = OurServer(
         workdir / "ours", connections=args.idle + args.clients + 10, overrides=args.overrides
@@ -767,26 +729,26 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         },
         keep=True,
     )
-    reactor_thread = ReactorThread()
+    reactor_thread = servers.ReactorThread()
     fill: dict[str, float] = {}
     try:
-        log("filling ours through the store API")
+        machine.log("filling ours through the store API")
         began = time.monotonic()
         reactor_thread.run(lambda: fill_ours(ours.data_dir, samples))
         fill["ours_seconds"] = round(time.monotonic() - began, 2)
-        log(f"  {fill['ours_seconds']} s; filling Dovecot's maildir")
+        machine.log(f"  {fill['ours_seconds']} s; filling Dovecot's maildir")
         began = time.monotonic()
         dovecot.configure()
         fill_dovecot(dovecot, samples)
         fill["dovecot_seconds"] = round(time.monotonic() - began, 2)
-        log(f"  {fill['dovecot_seconds']} s")
+        machine.log(f"  {fill['dovecot_seconds']} s")
     except BaseException:
         dovecot.stop()  # its directory may live outside workdir (see DovecotInstance)
         raise
     finally:
         reactor_thread.stop()
 
-    context = client_context()
+    context = servers.client_context()
 
     def restart_ours() -> None:
         ours.stop()
@@ -820,7 +782,7 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     }
     memory: dict[str, Any] = {}
     try:
-        first = first_pass(
+        first = machine.first_pass(
             sides,
             lines,
             lambda line, side: run_line(line, side, context, plans, keep=line.key == "fetch_flags"),
@@ -828,8 +790,8 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         )
         notes = check_pass(first, samples)
         for note in notes:
-            log(f"WARNING: {note}")
-        runs = rounds(
+            machine.log(f"WARNING: {note}")
+        runs = machine.rounds(
             sides, lines, args.repeat, lambda line, side: run_line(line, side, context, plans)
         )
         for side in sides:
@@ -839,21 +801,19 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for side in sides:
             # On a fresh server: a process that has just built 10,000 FETCH responses has
             # freed heap that new sessions would fill without growing its RSS.
-            log(f"memory: {args.idle} idle sessions -> {side.name} (restarted)")
+            machine.log(f"memory: {args.idle} idle sessions -> {side.name} (restarted)")
             side.restart()
             memory[side.name] = idle_memory(side, context, args.idle)
     finally:
         ours.stop()
         dovecot.keep = args.keep
         dovecot.stop()
-    results = compare(lines, runs)
-    return {
-        "machine": {
-            **machine_facts(workdir, {"dovecot": peer_version("dovecot")}),
-            "loadavg_at_start": load_at_start,
-        },
-        "foreign_cpu_share": foreign_cpu_share(all_runs(runs)),
-        "config": {
+    results = machine.compare(lines, runs)
+    return run.document(
+        workdir,
+        "dovecot",
+        runs,
+        config={
             "messages": args.messages,
             "bytes": total_bytes,
             "source": f"corpus ({args.corpus.name})" if args.corpus else "generated",
@@ -868,13 +828,12 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "dovecot_settings": dovecot.settings,
             "tls": "implicit TLS for both (ours imap.tls_listen, Dovecot imaps)",
         },
-        "fill": fill,
-        "first_pass": first,
-        "checks": notes,
-        "results": results,
-        "memory": memory,
-        "seconds": round(time.monotonic() - started, 1),
-    }
+        fill=fill,
+        first_pass=first,
+        checks=notes,
+        results=results,
+        memory=memory,
+    )
 
 
 # --- facts and output -------------------------------------------------------------------------
@@ -939,8 +898,8 @@ def render(document: dict[str, Any]) -> str:
     )
     for note in document["checks"]:
         lines.append(f"WARNING: {note}")
-    lines += noisy_warning(document["foreign_cpu_share"])
-    lines.append(machine_line(document["machine"], "Dovecot", document["seconds"]))
+    lines += machine.noisy_warning(document["foreign_cpu_share"])
+    lines.append(machine.machine_line(document["machine"], "Dovecot", document["seconds"]))
     return "\n".join(lines)
 
 
@@ -957,10 +916,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--subject-word", help="word for UID SEARCH SUBJECT")
     parser.add_argument("--body-word", help="word for UID SEARCH BODY")
-    add_run_options(
+    servers.add_run_options(
         parser, "smoke run: 300 messages, one round, 8 clients x 10 fetches, 10 idle sessions"
     )
-    add_config_options(parser, "--dovecot-set", "extra dovecot.conf setting, e.g. mail_fsync=never")
+    servers.add_config_options(
+        parser, "--dovecot-set", "extra dovecot.conf setting, e.g. mail_fsync=never"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.repeat = min(args.messages, 300), 1
@@ -969,17 +930,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--messages, --repeat, --clients, --fetches and --idle must be positive")
     if args.corpus is not None and not args.corpus.is_dir():
         parser.error(f"--corpus: {args.corpus} is not a directory")
-    args.overrides = parse_overrides(args.set, parser)
-    args.dovecot_overrides = parse_settings(args.dovecot_set, parser, "--dovecot-set")
+    args.overrides = servers.parse_overrides(args.set, parser)
+    args.dovecot_overrides = servers.parse_settings(args.dovecot_set, parser, "--dovecot-set")
 
     reason = unavailable_reason()
     if reason:
         print(f"imap_bench: {reason}", file=sys.stderr)
         return 2
 
-    with temporary_workdir("imap-bench-", args.workdir, args.keep) as workdir:
+    with servers.temporary_workdir("imap-bench-", args.workdir, args.keep) as workdir:
         document = run_bench(args, workdir)
-    report(document, render, args.json)
+    servers.report(document, render, args.json)
     return 0
 
 

@@ -14,13 +14,19 @@ Design rules:
   whole process off it: timing only the work but reading ``/proc/stat`` around the scans
   too counts the scans' own CPU as foreign and overstates the share.
 
-Every script imports them, with the checkout on ``sys.path``::
+Every script imports the module, with the checkout on ``sys.path``, and names what it
+uses from it (``machine.measure``, ``machine.log``)::
 
-    from bench.machine import machine_facts, system_cpu
+    ROOT = Path(__file__).resolve().parents[1]
+    if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
+        sys.path.insert(0, str(ROOT))
+
+    from bench import machine, servers  # noqa: E402
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import resource
@@ -36,6 +42,7 @@ from tests.peers.postfix import which
 
 __all__ = [
     "NOISY",
+    "BenchRun",
     "all_runs",
     "children_cpu_seconds",
     "code_version",
@@ -167,7 +174,7 @@ def machine_facts(workdir: Path, peers: Mapping[str, str] | None = None) -> dict
         "python": platform.python_version(),
         **dict(peers or {}),
         "filesystem": filesystem_of(workdir),
-        "loadavg_at_end": [round(x, 2) for x in os.getloadavg()],
+        "loadavg_at_end": load_average(),
         "code": code_version(),
     }
 
@@ -358,3 +365,34 @@ def compare(
 def all_runs(runs: Runs) -> list[dict[str, Any]]:
     """Every run of every line and side, for :func:`foreign_cpu_share`."""
     return [run for line in runs.values() for side_runs in line.values() for run in side_runs]
+
+
+def load_average() -> list[float]:
+    """The 1, 5 and 15 minute load averages now, rounded to 2 places."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+@dataclasses.dataclass
+class BenchRun:
+    """One run of a bench that compares ours with a peer: when it started and the load then,
+    for the JSON document it ends with."""
+
+    started: float = dataclasses.field(default_factory=time.monotonic)
+    load_at_start: list[float] = dataclasses.field(default_factory=load_average)
+
+    def document(
+        self, workdir: Path, peer: str, runs: Runs, config: dict[str, Any], **parts: Any
+    ) -> dict[str, Any]:
+        """``machine`` (with the ``peer``'s version and the load at start and end),
+        ``foreign_cpu_share`` over every run, ``config``, then ``parts`` in their order, and
+        ``seconds``, the whole run's duration."""
+        return {
+            "machine": {
+                **machine_facts(workdir, {peer: peer_version(peer)}),
+                "loadavg_at_start": self.load_at_start,
+            },
+            "foreign_cpu_share": foreign_cpu_share(all_runs(runs)),
+            "config": config,
+            **parts,
+            "seconds": round(time.monotonic() - self.started, 1),
+        }

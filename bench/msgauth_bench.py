@@ -43,7 +43,7 @@ from publicsuffixlist import PublicSuffixList  # noqa: E402
 from twisted.internet import defer, reactor, threads  # noqa: E402
 from twisted.python.threadpool import ThreadPool  # noqa: E402
 
-from bench.machine import machine_facts, self_cpu_seconds  # noqa: E402
+from bench import machine  # noqa: E402
 from mailserver.dns import Resolver  # noqa: E402
 from mailserver.msgauth.arc import ARCVerifier  # noqa: E402
 from mailserver.msgauth.dkim import DKIMSigner, DKIMVerifier  # noqa: E402
@@ -62,10 +62,6 @@ except ImportError:  # the peer row is left out
 ENVELOPE = Envelope(
     sender=Address("bob", "example.net"), helo="client.example.net", client_address="127.0.0.1"
 )
-
-
-def log(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
 
 
 def make_message(keys: KeyStore) -> bytes:
@@ -178,7 +174,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     try:
         for repeat in range(args.repeat):
             for name in variants:
-                cpu = self_cpu_seconds()
+                cpu = machine.self_cpu_seconds()
                 if name == "peer":
                     seconds = await run_peer(
                         message, server.address, args.messages, args.concurrency, pool
@@ -191,7 +187,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         args.concurrency,
                         name == "ours-cold",
                     )
-                cpu = self_cpu_seconds() - cpu
+                cpu = machine.self_cpu_seconds() - cpu
                 runs[name].append(
                     {
                         "seconds": seconds,
@@ -199,7 +195,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                         "cpu_ms_per_msg": 1000 * cpu / args.messages,
                     }
                 )
-                log(f"run {repeat + 1} {name}: {args.messages / seconds:.0f} msgs/s")
+                machine.log(f"run {repeat + 1} {name}: {args.messages / seconds:.0f} msgs/s")
     finally:
         pool.stop()
         await server.stop()
@@ -217,7 +213,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             ratios[f"{name}_vs_peer"] = rows[name]["msgs_per_sec"] / rows["peer"]["msgs_per_sec"]
     peers = {"pyspf": getattr(pyspf, "__version__", "")} if pyspf is not None else {}
     return {
-        "machine": machine_facts(workdir, peers),
+        "machine": machine.machine_facts(workdir, peers),
         "config": {
             "messages": args.messages,
             "concurrency": args.concurrency,

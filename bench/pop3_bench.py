@@ -64,7 +64,6 @@ import dataclasses
 import email.headerregistry
 import email.policy
 import email.utils
-import os
 import random
 import socket
 import ssl
@@ -80,34 +79,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
     sys.path.insert(0, str(ROOT))
 
-from bench.machine import (  # noqa: E402
-    all_runs,
-    compare,
-    first_pass,
-    foreign_cpu_share,
-    log,
-    machine_facts,
-    machine_line,
-    noisy_warning,
-    peer_version,
-    rounds,
-)
-from bench.machine import measure as measure_work  # noqa: E402
-from bench.servers import (  # noqa: E402
-    TwistdServer,
-    add_config_options,
-    add_run_options,
-    client_context,
-    parse_overrides,
-    parse_settings,
-    provisioned,
-    report,
-    run_on_reactor,
-    server_config,
-    temporary_workdir,
-)
+from bench import machine, servers  # noqa: E402
 from tests.peers.dovecot import DovecotInstance, unavailable_reason  # noqa: E402
-from tests.peers.postfix import free_port  # noqa: E402
 
 DOMAIN = "example.org"
 MAIN_USER = f"alice@{DOMAIN}"
@@ -211,7 +184,7 @@ async def fill_ours(data_dir: Path, maildrops: dict[str, list[bytes]]) -> None:
     from io import BytesIO
 
     users = dict.fromkeys(maildrops, PASSWORD)
-    async with provisioned(data_dir, DOMAIN, users, durable=False) as store:
+    async with servers.provisioned(data_dir, DOMAIN, users, durable=False) as store:
         for user, messages in maildrops.items():
             inbox = store.account(user).folder("INBOX")
             for index, data in enumerate(messages):
@@ -228,25 +201,12 @@ def fill_dovecot(dovecot: DovecotInstance, maildrops: dict[str, list[bytes]]) ->
 # --- our server -------------------------------------------------------------------------------
 
 
-class OurServer(TwistdServer):
+class OurServer(servers.ImplicitTLSServer):
     """Our server with POP3 over implicit TLS only."""
 
     def __init__(self, directory: Path, *, sessions: int, overrides: dict[str, Any]) -> None:
-        self.data_dir = directory / "var"
-        port = free_port(OUR_HOST)
-        base: dict[str, dict[str, Any]] = {
-            "server": {"hostname": "mail.example.org", "data_dir": str(self.data_dir)},
-            "auth": {"bcrypt_cost": 4},
-            "pop3": {
-                "max_connections_per_ip": max(20, sessions * 2),
-                "tls_listen": [f"tcp:{port}:interface={OUR_HOST}"],
-            },
-        }
-        super().__init__(directory, server_config(base, overrides), host=OUR_HOST, port=port)
-
-    def start(self, timeout: float = 60.0) -> None:
-        """Start twistd and wait until the POP3S port accepts connections."""
-        super().start(timeout)
+        limits = {"max_connections_per_ip": max(20, sessions * 2)}
+        super().__init__(directory, "pop3", limits, overrides, host=OUR_HOST)
 
 
 # --- the client -------------------------------------------------------------------------------
@@ -362,7 +322,7 @@ class Side:
 
 def measure(side: Side, work: Callable[[], dict[str, Any]], settle: float = 0.0) -> dict[str, Any]:
     """Run ``work`` once on ``side`` (see :func:`bench.machine.measure`)."""
-    return measure_work(side.cpu, work, settle)
+    return machine.measure(side.cpu, work, settle)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -534,12 +494,11 @@ def check_pass(first: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
 
 
 def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    load_at_start = [round(x, 2) for x in os.getloadavg()]
-    started = time.monotonic()
-    log(f"generating {args.messages} messages")
+    run = machine.BenchRun()
+    machine.log(f"generating {args.messages} messages")
     messages = generated_messages(args.messages, args.seed)
     total_bytes = sum(len(data) for data in messages)
-    log(f"  {total_bytes / 1e6:.1f} MB in {time.monotonic() - started:.1f} s")
+    machine.log(f"  {total_bytes / 1e6:.1f} MB in {time.monotonic() - run.started:.1f} s")
     maildrops = {MAIN_USER: messages}
     for number, share in enumerate(shares(args.messages, args.sessions), 1):
         maildrops[f"user{number}@{DOMAIN}"] = [messages[i] for i in share]
@@ -556,25 +515,25 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     )
     fill: dict[str, float] = {}
     try:
-        log("filling ours through the store API")
+        machine.log("filling ours through the store API")
         began = time.monotonic()
-        run_on_reactor(lambda: fill_ours(ours.data_dir, maildrops))
+        servers.run_on_reactor(lambda: fill_ours(ours.data_dir, maildrops))
         fill["ours_seconds"] = round(time.monotonic() - began, 2)
-        log(f"  {fill['ours_seconds']} s; filling Dovecot's maildirs")
+        machine.log(f"  {fill['ours_seconds']} s; filling Dovecot's maildirs")
         began = time.monotonic()
         dovecot.configure()
         fill_dovecot(dovecot, maildrops)
         fill["dovecot_seconds"] = round(time.monotonic() - began, 2)
-        log(f"  {fill['dovecot_seconds']} s; starting both")
+        machine.log(f"  {fill['dovecot_seconds']} s; starting both")
         ours.start()
         dovecot.start()
         sides = [
             Side("ours", OUR_HOST, ours.port, ours.cpu_seconds),
             Side("dovecot", DOVECOT_HOST, dovecot.pop3s_port or 0, dovecot.cpu_seconds),
         ]
-        work = Workload(maildrops, args.logins, args.listings, client_context())
+        work = Workload(maildrops, args.logins, args.listings, servers.client_context())
         lines = lines_for(args.messages, args.logins, args.listings, args.sessions)
-        first = first_pass(
+        first = machine.first_pass(
             sides,
             lines,
             lambda line, side: run_line(line, side, work, check=True),
@@ -582,12 +541,14 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         )
         notes = check_pass(first)
         for note in notes:
-            log(f"WARNING: {note}")
-        runs = rounds(sides, lines, args.repeat, lambda line, side: run_line(line, side, work))
+            machine.log(f"WARNING: {note}")
+        runs = machine.rounds(
+            sides, lines, args.repeat, lambda line, side: run_line(line, side, work)
+        )
     finally:
         ours.stop()
         dovecot.stop()
-    results = compare(lines, runs, ("key", "label", "unit"))
+    results = machine.compare(lines, runs, ("key", "label", "unit"))
     for row in results:
         for side in sides:
             seconds = row[side.name]["seconds"]
@@ -596,13 +557,11 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             )
         cpu = row["dovecot"]["server_cpu_seconds"]
         row["cpu_ratio"] = round(row["ours"]["server_cpu_seconds"] / cpu, 3) if cpu > 0 else None
-    return {
-        "machine": {
-            **machine_facts(workdir, {"dovecot": peer_version("dovecot")}),
-            "loadavg_at_start": load_at_start,
-        },
-        "foreign_cpu_share": foreign_cpu_share(all_runs(runs)),
-        "config": {
+    return run.document(
+        workdir,
+        "dovecot",
+        runs,
+        config={
             "messages": args.messages,
             "bytes": total_bytes,
             "seed": args.seed,
@@ -614,12 +573,11 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "dovecot_settings": dovecot.settings,
             "tls": "implicit TLS for both (ours pop3.tls_listen, Dovecot pop3s)",
         },
-        "fill": fill,
-        "first_pass": first,
-        "checks": notes,
-        "results": results,
-        "seconds": round(time.monotonic() - started, 1),
-    }
+        fill=fill,
+        first_pass=first,
+        checks=notes,
+        results=results,
+    )
 
 
 # --- output -----------------------------------------------------------------------------------
@@ -663,8 +621,8 @@ def render(document: dict[str, Any]) -> str:
             )
     for note in document["checks"]:
         out.append(f"WARNING: {note}")
-    out += noisy_warning(document["foreign_cpu_share"])
-    out.append(machine_line(document["machine"], "Dovecot", document["seconds"]))
+    out += machine.noisy_warning(document["foreign_cpu_share"])
+    out.append(machine.machine_line(document["machine"], "Dovecot", document["seconds"]))
     return "\n".join(out)
 
 
@@ -678,8 +636,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--sessions", type=int, default=4, help="users RETR-ing at once")
     parser.add_argument("--seed", type=int, default=1, help="seed of the messages")
-    add_run_options(parser, "smoke run: 100 messages, one round, 3 logins, 2 listings")
-    add_config_options(parser, "--dovecot-set", "extra dovecot.conf setting, e.g. mail_fsync=never")
+    servers.add_run_options(parser, "smoke run: 100 messages, one round, 3 logins, 2 listings")
+    servers.add_config_options(
+        parser, "--dovecot-set", "extra dovecot.conf setting, e.g. mail_fsync=never"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.repeat = min(args.messages, 100), 1
@@ -688,17 +648,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--messages, --repeat, --logins, --listings and --sessions must be positive")
     if args.sessions > args.messages:
         parser.error("--sessions must not exceed --messages")
-    args.overrides = parse_overrides(args.set, parser)
-    args.dovecot_overrides = parse_settings(args.dovecot_set, parser, "--dovecot-set")
+    args.overrides = servers.parse_overrides(args.set, parser)
+    args.dovecot_overrides = servers.parse_settings(args.dovecot_set, parser, "--dovecot-set")
 
     reason = unavailable_reason(pop3=True)
     if reason:
         print(f"pop3_bench: {reason}", file=sys.stderr)
         return 2
 
-    with temporary_workdir("pop3-bench-", args.workdir, args.keep) as workdir:
+    with servers.temporary_workdir("pop3-bench-", args.workdir, args.keep) as workdir:
         document = run_bench(args, workdir)
-    report(document, render, args.json)
+    servers.report(document, render, args.json)
     return 0
 
 

@@ -39,7 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import imap_bench as ib
 
-from bench.servers import add_run_options, report, temporary_workdir
+from bench import machine, servers
 
 LINES = (
     ("select_qresync", "SELECT INBOX (QRESYNC (uidvalidity modseq))"),
@@ -118,9 +118,9 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     dovecot = ib.DovecotInstance(
         workdir, users={ib.USER: ib.PASSWORD}, host=ib.DOVECOT_HOST, tls=True, keep=True
     )
-    reactor_thread = ib.ReactorThread()
+    reactor_thread = servers.ReactorThread()
     try:
-        ib.log(f"filling both with {args.messages} messages")
+        machine.log(f"filling both with {args.messages} messages")
         reactor_thread.run(lambda: ib.fill_ours(ours.data_dir, samples))
         dovecot.configure()
         ib.fill_dovecot(dovecot, samples)
@@ -129,7 +129,7 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     rng = random.Random(args.seed + 2)
     chosen = rng.sample(range(1, args.messages + 1), 2 * args.changes)
     gone, flagged = sorted(chosen[: args.changes]), sorted(chosen[args.changes :])
-    context = ib.client_context()
+    context = servers.client_context()
     ours.start()
     dovecot.start()
     sides = [
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=1000, help="expunged, and flagged")
     parser.add_argument("--repeat", type=int, default=3, help="measured rounds (median)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the messages and changes")
-    add_run_options(parser, "smoke run: 300 messages, 30 changes")
+    servers.add_run_options(parser, "smoke run: 300 messages, 30 changes")
     args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.changes, args.repeat = min(args.messages, 300), 30, 1
@@ -220,9 +220,9 @@ def main(argv: list[str] | None = None) -> int:
     if reason:
         print(f"qresync_bench: {reason}", file=sys.stderr)
         return 2
-    with temporary_workdir("qresync-bench-", args.workdir, args.keep) as workdir:
+    with servers.temporary_workdir("qresync-bench-", args.workdir, args.keep) as workdir:
         document = run_bench(args, workdir)
-    report(document, render, args.json)
+    servers.report(document, render, args.json)
     return 0
 
 

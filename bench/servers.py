@@ -13,9 +13,8 @@ Design rules:
 - The reactor runs either once, in the calling thread (:func:`run_on_reactor`), or in a
   daemon thread for several jobs (:class:`ReactorThread`); never both in one process.
 
-Used like :mod:`bench.machine`, with the checkout on ``sys.path``::
-
-    from bench.servers import TwistdServer, server_config
+Imported like :mod:`bench.machine` (``from bench import machine, servers``, the checkout
+on ``sys.path``) and used as ``servers.TwistdServer``, ``servers.report``.
 """
 
 from __future__ import annotations
@@ -38,9 +37,10 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.peers.postfix import process_cpu_seconds
+from tests.peers.postfix import free_port, process_cpu_seconds
 
 __all__ = [
+    "ImplicitTLSServer",
     "ReactorThread",
     "TwistdServer",
     "add_config_options",
@@ -177,6 +177,33 @@ class TwistdServer:
     def log_tail(self) -> str:
         """The last 4,000 characters of :meth:`log`."""
         return self.log()[-4000:]
+
+
+class ImplicitTLSServer(TwistdServer):
+    """Our server (``mail.example.org``, bcrypt cost 4, its data in ``directory/var``) with
+    one listener on: ``protocol.tls_listen`` (implicit TLS, RFC 8314) on a free port of
+    ``host``; ``limits`` are further keys of the ``protocol`` section."""
+
+    def __init__(
+        self,
+        directory: Path,
+        protocol: str,
+        limits: Mapping[str, Any],
+        overrides: Mapping[str, Any] | None,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.data_dir = directory / "var"
+        port = free_port(host)
+        base: Config = {
+            "server": {"hostname": "mail.example.org", "data_dir": str(self.data_dir)},
+            "auth": {"bcrypt_cost": 4},
+            protocol: {**limits, "tls_listen": [f"tcp:{port}:interface={host}"]},
+        }
+        super().__init__(directory, server_config(base, overrides), host=host, port=port)
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start twistd and wait (up to a minute) until the TLS port accepts connections."""
+        super().start(timeout)
 
 
 def client_context() -> ssl.SSLContext:

@@ -51,27 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
     sys.path.insert(0, str(ROOT))
 
-from bench.machine import (  # noqa: E402
-    NOISY,
-    children_cpu_seconds,
-    kernel_threads_seconds,
-    machine_facts,
-    peer_version,
-    self_cpu_seconds,
-    system_cpu_parts,
-)
-from bench.servers import (  # noqa: E402
-    TwistdServer,
-    add_config_options,
-    add_run_options,
-    parse_overrides,
-    parse_settings,
-    provisioned,
-    report,
-    run_on_reactor,
-    server_config,
-    temporary_workdir,
-)
+from bench import machine, servers  # noqa: E402
 from tests.peers.postfix import (  # noqa: E402
     PostfixInstance,
     child_pids,
@@ -107,7 +87,7 @@ def count_maildir(maildir: Path) -> int:
     return total
 
 
-class OurServer(TwistdServer):
+class OurServer(servers.TwistdServer):
     """Our server, SMTP only."""
 
     def __init__(
@@ -129,11 +109,13 @@ class OurServer(TwistdServer):
                 "max_connections_per_ip": max_connections_per_ip,
             },
         }
-        super().__init__(directory, server_config(base, overrides), host="127.0.0.1", port=port)
+        super().__init__(
+            directory, servers.server_config(base, overrides), host="127.0.0.1", port=port
+        )
 
     def provision(self) -> None:
         """Create example.org, alice and her store account (before the server starts)."""
-        run_on_reactor(lambda: _provision(self.data_dir))
+        servers.run_on_reactor(lambda: _provision(self.data_dir))
 
     def cpu_parts(self) -> CpuSnapshot:
         """Per live thread (by tid): "reactor thread" (the main one) or "other threads"."""
@@ -155,7 +137,9 @@ class OurServer(TwistdServer):
 
 async def _provision(data_dir: Path) -> None:
     """The provisioning itself (runs inside the reactor)."""
-    async with provisioned(data_dir, DOMAIN, {RECIPIENT: "bench-password"}, map_size=64 << 20):
+    async with servers.provisioned(
+        data_dir, DOMAIN, {RECIPIENT: "bench-password"}, map_size=64 << 20
+    ):
         pass
 
 
@@ -262,9 +246,9 @@ def run_one(
     before = target.stored()
     cpu_before = target.cpu_seconds()
     parts_before = target.cpu_parts()
-    client_before = children_cpu_seconds()
-    tasks_before, interrupts_before = system_cpu_parts()
-    kernel_before, self_before = kernel_threads_seconds(), self_cpu_seconds()
+    client_before = machine.children_cpu_seconds()
+    tasks_before, interrupts_before = machine.system_cpu_parts()
+    kernel_before, self_before = machine.kernel_threads_seconds(), machine.self_cpu_seconds()
     command = [
         smtp_source,
         "-4",
@@ -303,9 +287,9 @@ def run_one(
         name: round(seconds * 1000 / messages, 3)
         for name, seconds in cpu_delta(parts_before, target.cpu_parts()).items()
     }
-    client = children_cpu_seconds() - client_before
-    tasks_after, interrupts_after = system_cpu_parts()
-    kernel = kernel_threads_seconds() - kernel_before + interrupts_after - interrupts_before
+    client = machine.children_cpu_seconds() - client_before
+    tasks_after, interrupts_after = machine.system_cpu_parts()
+    kernel = machine.kernel_threads_seconds() - kernel_before + interrupts_after - interrupts_before
     # CPU that went to other processes (other jobs on the machine, steal), as a share of all
     # CPUs over the run: task time minus the MTA, smtp-source, this bench and kernel threads.
     foreign = (
@@ -313,8 +297,8 @@ def run_one(
         - tasks_before
         - cpu
         - client
-        - (self_cpu_seconds() - self_before)
-        - (kernel_threads_seconds() - kernel_before)
+        - (machine.self_cpu_seconds() - self_before)
+        - (machine.kernel_threads_seconds() - kernel_before)
     )
     foreign_share = max(0.0, foreign) / (stored * (os.cpu_count() or 1))
     return {
@@ -415,7 +399,7 @@ def run_bench(
             peer.stop()
     return {
         "machine": {
-            **machine_facts(workdir, {"postfix": peer_version("postfix")}),
+            **machine.machine_facts(workdir, {"postfix": machine.peer_version("postfix")}),
             "loadavg_at_start": load_at_start,
         },
         "config": {
@@ -467,7 +451,7 @@ def render(document: dict[str, Any]) -> str:
                 parts = row[name]["cpu_ms_per_msg_by_part"]
                 text = ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if v >= 0.005)
                 lines.append(f"{row['size']:>7} {name:<8} {text}")
-    machine = document["machine"]
+    facts = document["machine"]
     foreign = max(
         (
             row[name]["foreign_cpu_share"]
@@ -477,16 +461,16 @@ def render(document: dict[str, Any]) -> str:
         ),
         default=0.0,
     )
-    if foreign > NOISY:
+    if foreign > machine.NOISY:
         lines.append(
             f"WARNING: up to {foreign:.0%} of all CPU time went to other processes (or steal) "
             "during a measured run: the machine was busy, these figures are not reliable"
         )
     lines.append(
-        f"machine: {machine['cpus']} x {machine['cpu_model']}, kernel {machine['kernel']}, "
-        f"{machine['filesystem']}, Python {machine['python']}, Postfix {machine['postfix']}; "
-        f"load average {machine['loadavg_at_start'][0]} at start, "
-        f"{machine['loadavg_at_end'][0]} at end"
+        f"machine: {facts['cpus']} x {facts['cpu_model']}, kernel {facts['kernel']}, "
+        f"{facts['filesystem']}, Python {facts['python']}, Postfix {facts['postfix']}; "
+        f"load average {facts['loadavg_at_start'][0]} at start, "
+        f"{facts['loadavg_at_end'][0]} at end"
     )
     return "\n".join(lines)
 
@@ -508,12 +492,12 @@ def main(argv: list[str] | None = None) -> int:
         help="runs per size and MTA (interleaved); medians are reported",
     )
     parser.add_argument("--skip-postfix", action="store_true", help="measure our server only")
-    add_run_options(
+    servers.add_run_options(
         parser,
         "smoke run: 10 messages, 5 sessions, one run, no warm-up",
         "also write the results here",
     )
-    add_config_options(
+    servers.add_config_options(
         parser, "--postfix-set", "extra main.cf setting for the Postfix peer, e.g. in_flow_delay=0"
     )
     args = parser.parse_args(argv)
@@ -530,9 +514,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         messages, sessions, warmup, repeat = messages or 10, min(sessions, 5), 0, 1
 
-    overrides = parse_overrides(args.set, parser)
-    postfix_overrides = parse_settings(args.postfix_set, parser, "--postfix-set")
-    with temporary_workdir("smtp-bench-", args.workdir, args.keep) as workdir:
+    overrides = servers.parse_overrides(args.set, parser)
+    postfix_overrides = servers.parse_settings(args.postfix_set, parser, "--postfix-set")
+    with servers.temporary_workdir("smtp-bench-", args.workdir, args.keep) as workdir:
         document = run_bench(
             sizes,
             messages,
@@ -546,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
             postfix_overrides=postfix_overrides,
             log=lambda text: print(text, file=sys.stderr),
         )
-    report(document, render, args.json)
+    servers.report(document, render, args.json)
     return 0
 
 

@@ -79,26 +79,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
     sys.path.insert(0, str(ROOT))
 
-from bench.machine import (  # noqa: E402
-    children_cpu_seconds,
-    log,
-    machine_facts,
-    median_of,
-    peer_version,
-    self_cpu_seconds,
-)
-from bench.servers import (  # noqa: E402
-    ReactorThread,
-    TwistdServer,
-    add_config_options,
-    add_run_options,
-    parse_overrides,
-    parse_settings,
-    provisioned,
-    report,
-    server_config,
-    temporary_workdir,
-)
+from bench import machine, servers  # noqa: E402
 from tests.peers.postfix import (  # noqa: E402
     PostfixInstance,
     free_port,
@@ -212,7 +193,7 @@ class Sink:
 
 async def _provision(data_dir: Path) -> None:
     """example.org with alice (password :data:`PASSWORD`), before the server starts."""
-    async with provisioned(data_dir, LOCAL_DOMAIN, {USER: PASSWORD}):
+    async with servers.provisioned(data_dir, LOCAL_DOMAIN, {USER: PASSWORD}):
         pass
 
 
@@ -255,7 +236,7 @@ async def _fill_spool(data_dir: Path, count: int, message: bytes) -> None:
 # --- our server -------------------------------------------------------------------------------
 
 
-class OurServer(TwistdServer):
+class OurServer(servers.TwistdServer):
     """Our server with submission only."""
 
     def __init__(
@@ -286,7 +267,9 @@ class OurServer(TwistdServer):
             # every listener off but submission with STARTTLS
             "submission": {"listen": [f"tcp:{port}:interface={OUR_HOST}"]},
         }
-        super().__init__(directory, server_config(base, overrides), host=OUR_HOST, port=port)
+        super().__init__(
+            directory, servers.server_config(base, overrides), host=OUR_HOST, port=port
+        )
 
     def reactor_cpu_seconds(self) -> float:
         """On-CPU seconds of twistd's main thread (the reactor) so far."""
@@ -469,7 +452,7 @@ def smtp_source(host: str, port: int, *, messages: int, sessions: int, size: int
 
 def own_cpu() -> tuple[float, float]:
     """(this process, its reaped children) user+system CPU seconds."""
-    return self_cpu_seconds(), children_cpu_seconds()
+    return machine.self_cpu_seconds(), machine.children_cpu_seconds()
 
 
 @dataclasses.dataclass
@@ -610,7 +593,7 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     load_at_start = [round(x, 2) for x in os.getloadavg()]
     message = make_message(args.size)
     sink = Sink(workdir)
-    reactor_thread = ReactorThread()
+    reactor_thread = servers.ReactorThread()
     reactor = reactor_thread.reactor
     zone = Zone(
         "test",
@@ -689,13 +672,13 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         ]
         if args.warmup:
             for target in targets:
-                log(f"warm-up: {args.warmup} messages -> {target.name}")
+                machine.log(f"warm-up: {args.warmup} messages -> {target.name}")
                 run_throughput(target, sink, args.warmup)
         runs: dict[str, list[dict[str, Any]]] = {target.name: [] for target in targets}
         for attempt in range(args.repeat):
             order = targets[attempt % len(targets) :] + targets[: attempt % len(targets)]
             for target in order:  # interleaved, rotating, so drift hits all alike
-                log(f"throughput #{attempt + 1}: {args.messages} messages -> {target.name}")
+                machine.log(f"throughput #{attempt + 1}: {args.messages} messages -> {target.name}")
                 runs[target.name].append(run_throughput(target, sink, args.messages))
         throughput = {
             "messages": args.messages,
@@ -704,7 +687,7 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "message_bytes": len(message),
         }
         for name, measured in runs.items():
-            throughput[name] = median_of(measured, places=4)
+            throughput[name] = machine.median_of(measured, places=4)
         ours_row, peer_row = throughput["ours"], throughput["postfix"]
         reference = throughput["postfix/smtp-source"]
         throughput["ratio_submitted"] = _ratio(
@@ -721,11 +704,11 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         ours.stop()
 
         if args.drain:
-            log(f"drain: filling our spool with {args.drain} messages (offline)")
+            machine.log(f"drain: filling our spool with {args.drain} messages (offline)")
             filling = time.monotonic()
             reactor_thread.run(lambda: _fill_spool(ours.data_dir, args.drain, message))
             ours_fill = time.monotonic() - filling
-            log(f"drain: ours ({ours.queued()} queued, filled in {ours_fill:.1f} s)")
+            machine.log(f"drain: ours ({ours.queued()} queued, filled in {ours_fill:.1f} s)")
             ours_drain = time_drain(ours.spawn, ours_mta, sink, args.drain)
             ours_drain["fill_seconds"] = round(ours_fill, 3)
             ours.stop()
@@ -741,7 +724,7 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                 tls=False,
                 keep=True,
             )
-            log(f"drain: filling Postfix's queue with {args.drain} messages (qmgr off)")
+            machine.log(f"drain: filling Postfix's queue with {args.drain} messages (qmgr off)")
             drain_peer.start()
             sink_before = sink.count()
             filling = time.monotonic()
@@ -763,7 +746,7 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             for key in ("master_service_disable", "in_flow_delay"):
                 drain_peer.settings.pop(key)
             drain_peer.settings.update(args.postfix_overrides)
-            log(f"drain: postfix ({waiting} queued, filled in {peer_fill:.1f} s)")
+            machine.log(f"drain: postfix ({waiting} queued, filled in {peer_fill:.1f} s)")
             peer = drain_peer
             peer_drain = time_drain(peer.start, postfix_mta(peer), sink, args.drain)
             peer_drain["fill_seconds"] = round(peer_fill, 3)
@@ -790,7 +773,7 @@ def run_bench(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             reactor_thread.stop()
     return {
         "machine": {
-            **machine_facts(workdir, {"postfix": peer_version("postfix")}),
+            **machine.machine_facts(workdir, {"postfix": machine.peer_version("postfix")}),
             "loadavg_at_start": load_at_start,
         },
         "config": {
@@ -912,8 +895,10 @@ def main(argv: list[str] | None = None) -> int:
         default=POSTFIX_DESTINATION_CONCURRENCY,
         help="ours' [delivery] max_per_domain (default: Postfix's destination limit, 20)",
     )
-    add_run_options(parser, "smoke run: 40 messages, 4 sessions, one run, 5 warm-up, 100 drained")
-    add_config_options(
+    servers.add_run_options(
+        parser, "smoke run: 40 messages, 4 sessions, one run, 5 warm-up, 100 drained"
+    )
+    servers.add_config_options(
         parser,
         "--postfix-set",
         "extra main.cf setting for both Postfix instances, e.g. in_flow_delay=0",
@@ -924,8 +909,8 @@ def main(argv: list[str] | None = None) -> int:
         args.warmup, args.drain = min(args.warmup, 5), min(args.drain, 100)
     if args.messages < 1 or args.sessions < 1 or args.repeat < 1 or args.drain < 0:
         parser.error("--messages, --sessions and --repeat must be positive, --drain >= 0")
-    args.overrides = parse_overrides(args.set, parser)
-    args.postfix_overrides = parse_settings(args.postfix_set, parser, "--postfix-set")
+    args.overrides = servers.parse_overrides(args.set, parser)
+    args.postfix_overrides = servers.parse_settings(args.postfix_set, parser, "--postfix-set")
 
     reason = unavailable_reason()
     for tool in ("smtp-source", "smtp-sink"):
@@ -935,9 +920,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spool_bench: {reason}", file=sys.stderr)
         return 2
 
-    with temporary_workdir("spool-bench-", args.workdir, args.keep) as workdir:
+    with servers.temporary_workdir("spool-bench-", args.workdir, args.keep) as workdir:
         document = run_bench(args, workdir)
-    report(document, render, args.json)
+    servers.report(document, render, args.json)
     return 0
 
 

@@ -70,8 +70,7 @@ if str(ROOT) not in sys.path:  # run as a script: make the checkout importable
 
 from twisted.internet import defer, task  # noqa: E402
 
-from bench.machine import cpu_model, filesystem_of, self_cpu_seconds  # noqa: E402
-from bench.servers import add_run_options  # noqa: E402
+from bench import machine, servers  # noqa: E402
 from mailserver.auth.directory import LmdbDirectory  # noqa: E402
 from mailserver.db import Database  # noqa: E402
 from mailserver.store.local import LocalDeliveryTarget  # noqa: E402
@@ -373,9 +372,9 @@ async def bench_delivery(
 
         async def measure(run: Callable[[int], Any], concurrency: int) -> tuple[float, float]:
             gc.collect()
-            cpu = self_cpu_seconds()
+            cpu = machine.self_cpu_seconds()
             wall = await run(concurrency)
-            return wall, self_cpu_seconds() - cpu
+            return wall, machine.self_cpu_seconds() - cpu
 
         runners = [("ours", run_ours), ("stdlib", run_stdlib), ("durable", run_durable)]
         rows = []
@@ -514,11 +513,11 @@ def machine_facts(workdir: Path) -> dict[str, Any]:
 
     return {
         "cpus": os.cpu_count(),
-        "cpu_model": cpu_model(),
+        "cpu_model": machine.cpu_model(),
         "kernel": platform.release(),
         "python": platform.python_version(),
         "lmdb": ".".join(map(str, lmdb.version())),
-        "filesystem": filesystem_of(workdir),
+        "filesystem": machine.filesystem_of(workdir),
         "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
 
@@ -568,14 +567,14 @@ def render(document: dict[str, Any]) -> str:
                 f"{label:<34} {listing[key]:>9.4f} {listing['peer_seconds']:>9.4f} "
                 f"{listing[ratio]:>9.2f}x"
             )
-    machine = document["machine"]
+    facts = document["machine"]
     lines += [
         "",
         "ratios: above 1x ours is faster (peers: stdlib = mailbox.Maildir.add, not durable; "
         "durable = tmp+fsync+rename+fsync dir; peer s = listdir(cur, new) + parse ':2,' names)",
-        f"machine: {machine['cpus']} x {machine['cpu_model']}, kernel {machine['kernel']}, "
-        f"{machine['filesystem']}, Python {machine['python']}, LMDB {machine['lmdb']}, "
-        f"load average {machine['loadavg'][0]}",
+        f"machine: {facts['cpus']} x {facts['cpu_model']}, kernel {facts['kernel']}, "
+        f"{facts['filesystem']}, Python {facts['python']}, LMDB {facts['lmdb']}, "
+        f"load average {facts['loadavg'][0]}",
     ]
     return "\n".join(lines)
 
@@ -634,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--list-messages", type=int, default=100_000, help="messages in the listed folder (0: skip)"
     )
-    add_run_options(
+    servers.add_run_options(
         parser,
         "smoke run: 50 messages, 500 listed, one run, 5 warm-up messages",
         "also write the results here",
