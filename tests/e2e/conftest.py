@@ -222,6 +222,14 @@ class ServerProcess:
         self.start(timeout=timeout)
         return code
 
+    def __enter__(self) -> ServerProcess:
+        """``with ServerProcess(...) as server:`` stops the server at the end if it runs."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.running:
+            self.stop()
+
     # --- what it said and serves -----------------------------------------------------------
 
     def stdout(self) -> str:

@@ -32,13 +32,11 @@ def smtp_send(port: int, subject: str) -> None:
 
 @pytest.fixture
 def server(tmp_path):
-    process = ServerProcess(
+    with ServerProcess(
         tmp_path / "server",
         listen_keys=("http.listen", "smtp.listen", "imap.listen", "imap.tls_listen"),
-    )
-    yield process
-    if process.running:
-        process.stop()
+    ) as process:
+        yield process
 
 
 @pytest_twisted.ensureDeferred

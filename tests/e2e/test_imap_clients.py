@@ -50,13 +50,11 @@ SPECIAL_FOLDERS = {"Archive", "Drafts", "Junk", "Sent", "Trash"}
 
 @pytest.fixture
 def server(tmp_path: Path):
-    process = ServerProcess(
+    with ServerProcess(
         tmp_path / "server",
         listen_keys=("http.listen", "smtp.listen", "imap.listen", "imap.tls_listen"),
-    )
-    yield process
-    if process.running:
-        process.stop()
+    ) as process:
+        yield process
     # pytest shows this (captured output) only when the test failed
     print(f"--- server log ---\n{tail(process.output())}")
 

@@ -34,12 +34,10 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture
 def server(tmp_path: Path):
-    process = ServerProcess(
+    with ServerProcess(
         tmp_path / "server", listen_keys=("http.listen", "smtp.listen", "imap.tls_listen")
-    )
-    yield process
-    if process.running:
-        process.stop()
+    ) as process:
+        yield process
 
 
 def muttrc(home: Path, server: ServerProcess) -> Path:

@@ -38,13 +38,11 @@ def dotted_body() -> str:
 
 @pytest.fixture
 def server(tmp_path):
-    process = ServerProcess(
+    with ServerProcess(
         tmp_path / "server",
         listen_keys=("http.listen", "smtp.listen", "pop3.listen", "pop3.tls_listen"),
-    )
-    yield process
-    if process.running:
-        process.stop()
+    ) as process:
+        yield process
 
 
 def stls_client(server: ServerProcess) -> poplib.POP3:

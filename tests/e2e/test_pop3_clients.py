@@ -41,13 +41,11 @@ def require(binary: str) -> str:
 
 @pytest.fixture
 def server(tmp_path: Path):
-    process = ServerProcess(
+    with ServerProcess(
         tmp_path / "server",
         listen_keys=("http.listen", "smtp.listen", "pop3.listen", "pop3.tls_listen"),
-    )
-    yield process
-    if process.running:
-        process.stop()
+    ) as process:
+        yield process
 
 
 async def start(server: ServerProcess, subjects: list[str]) -> None:

@@ -31,14 +31,12 @@ def big_message(to: str, size: int) -> bytes:
 
 @pytest.fixture
 def server(tmp_path):
-    process = ServerProcess(
+    with ServerProcess(
         tmp_path / "server",
         {"store": {"quota_mb": 1}},
         listen_keys=("http.listen", "smtp.listen", "imap.tls_listen"),
-    )
-    yield process
-    if process.running:
-        process.stop()
+    ) as process:
+        yield process
 
 
 async def unlimited(data_dir: Path, address: str) -> None:
