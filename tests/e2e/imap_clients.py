@@ -61,6 +61,27 @@ def server_cert(server: ServerProcess) -> Path:
     return path
 
 
+def write_muttrc(home: Path, server: ServerProcess, settings: str) -> Path:
+    """``home/muttrc`` for USER over IMAP: the server's certificate as the only trusted one,
+    TLS forced, no questions or pauses (and no moves, no marking old, no stats polling),
+    then ``settings`` (one ``set`` per line)."""
+    config = home / "muttrc"
+    config.write_text(f"""\
+set imap_user="{USER}"
+set imap_pass="{PASSWORD}"
+set folder="{home}"
+set spoolfile=""
+set certificate_file="{server_cert(server)}"
+set ssl_force_tls=yes
+set wait_key=no
+set quit=yes
+set move=no
+set mark_old=no
+set mail_check_stats=no
+""" + settings)
+    return config
+
+
 def tail(text: str) -> str:
     return text if len(text) <= OUTPUT_TAIL else "[...]\n" + text[-OUTPUT_TAIL:]
 

@@ -40,6 +40,7 @@ from tests.e2e.imap_clients import (
     server_cert,
     smtp_send,
     tail,
+    write_muttrc,
 )
 from tests.e2e.mail import PASSWORD, provision
 
@@ -346,27 +347,14 @@ async def test_curl_logs_in_with_an_oauthbearer_token(server, tmp_path):
 def muttrc(home: Path, server: ServerProcess) -> Path:
     """A mutt config: the server's certificate as the only trusted one, TLS forced, no
     questions asked (no header cache, no confirmations, deletions purged on sync)."""
-    config = home / "muttrc"
-    config.write_text(f"""\
-set imap_user="{USER}"
-set imap_pass="{PASSWORD}"
-set folder="{home}"
-set spoolfile=""
-set certificate_file="{server_cert(server)}"
-set ssl_force_tls=yes
+    return write_muttrc(home, server, """\
 set ssl_starttls=yes
 set header_cache=""
 set mbox_type=mbox
 set confirmappend=no
 set confirmcreate=no
 set delete=yes
-set wait_key=no
-set quit=yes
-set move=no
-set mark_old=no
-set mail_check_stats=no
 """)
-    return config
 
 
 @pytest_twisted.ensureDeferred

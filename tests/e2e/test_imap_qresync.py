@@ -19,15 +19,14 @@ from twisted.internet.threads import deferToThread
 from tests.e2e.conftest import ServerProcess
 from tests.e2e.imap_clients import (
     DOMAIN,
-    USER,
     Run,
     ServerView,
     require,
     run_in_pty,
-    server_cert,
     smtp_send,
+    write_muttrc,
 )
-from tests.e2e.mail import PASSWORD, provision
+from tests.e2e.mail import provision
 
 pytestmark = pytest.mark.e2e
 
@@ -42,22 +41,10 @@ def server(tmp_path: Path):
 
 def muttrc(home: Path, server: ServerProcess) -> Path:
     """mutt over implicit TLS with a header cache and CONDSTORE/QRESYNC turned on."""
-    config = home / "muttrc"
-    config.write_text(f"""\
-set imap_user="{USER}"
-set imap_pass="{PASSWORD}"
-set folder="{home}"
-set spoolfile=""
-set certificate_file="{server_cert(server)}"
-set ssl_force_tls=yes
+    config = write_muttrc(home, server, f"""\
 set header_cache="{home / "hcache"}"
 set imap_condstore=yes
 set imap_qresync=yes
-set wait_key=no
-set quit=yes
-set move=no
-set mark_old=no
-set mail_check_stats=no
 """)
     (home / "hcache").mkdir()
     return config
