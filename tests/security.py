@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +46,22 @@ class Chain:
     throttle: Throttle
     audit: AuditLog
     audit_path: Path
+    #: The port of the listener :meth:`listen` started.
+    port: int = 0
+    _listeners: list[Any] = field(default_factory=list)
+
+    def listen(self, factory: Any) -> int:
+        """Serve ``factory`` on 127.0.0.1 (an unused port, kept in ``port``) until close."""
+        listener = reactor.listenTCP(0, factory, interface="127.0.0.1")
+        self._listeners.append(listener)
+        self.port = listener.getHost().port
+        return self.port
+
+    def close(self) -> None:
+        """Stop the listeners and close the audit log."""
+        self.audit.close()
+        for listener in self._listeners:
+            pytest_twisted.blockon(listener.stopListening())
 
     def portal(self, realm: IRealm, scope: str) -> Portal:
         """A portal whose checkers accept the credentials of ``scope`` through the guard."""

@@ -26,17 +26,9 @@ def secured(storage, tmp_path):
     portal = chain.portal(realm, "imap")
     policy = IMAPPolicy(hostname="mail.example.org", auth_needs_tls=False,
                         auth_mechanisms=("PLAIN", "LOGIN", "OAUTHBEARER"))
-    port = reactor.listenTCP(0, IMAPFactory(portal, policy, None, reactor=reactor),
-                             interface="127.0.0.1")
-
-    class Secured:
-        pass
-
-    s = Secured()
-    s.port, s.credentials, s.audit_path = port.getHost().port, chain.credentials, chain.audit_path
-    yield s
-    chain.audit.close()
-    pytest_twisted.blockon(port.stopListening())
+    chain.listen(IMAPFactory(portal, policy, None, reactor=reactor))
+    yield chain
+    chain.close()
 
 
 def session(port: int, commands: list[str]) -> list[str]:

@@ -35,17 +35,9 @@ def secured(storage, tmp_path):
     portal = chain.portal(realm, "smtp")
     policy = SMTPPolicy(hostname="mail.example.org", auth=True, require_auth=True,
                         auth_needs_tls=False, auth_mechanisms=("PLAIN", "LOGIN", "OAUTHBEARER"))
-    port = reactor.listenTCP(0, SMTPFactory(portal, policy, None, reactor=reactor),
-                             interface="127.0.0.1")
-
-    class Secured:
-        pass
-
-    s = Secured()
-    s.port, s.credentials, s.audit_path = port.getHost().port, chain.credentials, chain.audit_path
-    yield s
-    chain.audit.close()
-    pytest_twisted.blockon(port.stopListening())
+    chain.listen(SMTPFactory(portal, policy, None, reactor=reactor))
+    yield chain
+    chain.close()
 
 
 def session(port: int, lines: list[str]) -> list[str]:
