@@ -1,6 +1,7 @@
 """ListenerFactory: what the SMTP, IMAP and POP3 factories share: the portal, policy, TLS
 options and reactor they are built from, and the count of open connections, in all and per
-client address, that a policy's ``max_connections`` and ``max_connections_per_ip`` cap.
+client address, that a policy's ``max_connections`` and ``max_connections_per_ip`` cap; and
+:func:`accepted`, the set-up of each new connection that their protocols share.
 
 Design rules:
 - No global state: each listener's factory counts its own connections.
@@ -18,7 +19,19 @@ from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
 
-__all__ = ["ListenerFactory"]
+__all__ = ["ListenerFactory", "accepted"]
+
+
+def accepted(transport: Any) -> str:
+    """Set up a new connection the same way for every protocol: no Nagle delay (replies are
+    small and the client waits for each), where the transport has it; the client's address
+    (its host, or the whole address when it has none)."""
+    peer = transport.getPeer()
+    try:
+        transport.setTcpNoDelay(True)
+    except (AttributeError, OSError):
+        pass
+    return getattr(peer, "host", str(peer))
 
 
 class ListenerFactory(Factory):

@@ -73,6 +73,7 @@ from mailserver.imap.grammar import (
     LiteralTooBig,
 )
 from mailserver.imap.session import Session, State
+from mailserver.listener import accepted
 from mailserver.smtp.sasl import (
     ALL_MECHANISMS,
     Cancelled,
@@ -170,12 +171,7 @@ class IMAPServer(Protocol):
     # -- connection life cycle ---------------------------------------------------------
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
-        self.peer = self.session.peer = getattr(peer, "host", str(peer))
-        try:
-            self.transport.setTcpNoDelay(True)
-        except (AttributeError, OSError):
-            pass
+        self.peer = self.session.peer = accepted(self.transport)
         policy = self.policy
         if not self.factory.admit(self.peer):
             self.write(response.bye(f"{policy.hostname} Too many connections"))

@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 
 from mailserver.errors import MailError
 from mailserver.interfaces import IAccount
+from mailserver.listener import accepted
 from mailserver.pop3 import maildrop as maildrop_module
 from mailserver.pop3 import transaction
 from mailserver.pop3.grammar import (
@@ -127,12 +128,7 @@ class POP3Server(Protocol):
     # -- connection life cycle ---------------------------------------------------------
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
-        self.peer = getattr(peer, "host", str(peer))
-        try:
-            self.transport.setTcpNoDelay(True)
-        except (AttributeError, OSError):
-            pass
+        self.peer = accepted(self.transport)
         policy = self.policy
         if not self.factory.admit(self.peer):
             self.write(err("Too many connections, try again later", "SYS/TEMP"))

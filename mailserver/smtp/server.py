@@ -32,6 +32,7 @@ from twisted.python.failure import Failure
 
 from mailserver.errors import MailError
 from mailserver.interfaces import IDeliveryTarget
+from mailserver.listener import accepted
 from mailserver.smtp import codes
 from mailserver.smtp.codes import Reply
 from mailserver.smtp.data import ChunkReader, DataReader
@@ -104,12 +105,7 @@ class ESMTPServer(MessageContent, Protocol):
     # -- connection life cycle ---------------------------------------------------------
 
     def connectionMade(self) -> None:
-        peer = self.transport.getPeer()
-        self.peer = getattr(peer, "host", str(peer))
-        try:
-            self.transport.setTcpNoDelay(True)
-        except (AttributeError, OSError):
-            pass
+        self.peer = accepted(self.transport)
         factory = self.factory
         if not factory.admit(self.peer):
             self.send(
