@@ -13,7 +13,6 @@ from twisted.cred.credentials import IUsernamePassword, UsernamePassword
 from twisted.cred.error import UnauthorizedLogin, UnhandledCredentials
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import reactor
-from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
@@ -32,17 +31,10 @@ from mailserver.auth.checkers import (
 )
 from mailserver.auth.credentials import TOTP_STEP, CredentialStore
 from mailserver.auth.directory import LmdbDirectory
+from tests.auth.conftest import T0
 
 ALICE = "alice@example.org"
 PASSWORD = "account password"
-T0 = 1_700_000_010.0
-
-
-@pytest.fixture
-def clock():
-    c = Clock()
-    c.advance(T0)
-    return c
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import stat
 import pyotp
 import pytest
 import pytest_twisted
-from twisted.internet.task import Clock
 
 from mailserver.auth.credentials import (
     RECOVERY_CODES,
@@ -21,19 +20,11 @@ from mailserver.auth.credentials import (
 )
 from mailserver.db import Database, schema
 from mailserver.errors import AlreadyExists, InvalidName, MailError, StoreUnavailable
+from tests.auth.conftest import T0
 from tests.conftest import Storage
 
 ALICE = "alice@example.org"
 KEY = bytes(range(32))
-#: A realistic "now" (2023-11-14), on a step boundary plus a little.
-T0 = 1_700_000_010.0
-
-
-@pytest.fixture
-def clock():
-    c = Clock()
-    c.advance(T0)
-    return c
 
 
 @pytest.fixture
