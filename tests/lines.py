@@ -46,13 +46,15 @@ def message(subject: str = "Hello", body: str = "Hi there.\r\n", **headers: str)
     return ("\r\n".join(lines) + "\r\n\r\n" + body).encode("utf-8")
 
 
-def populate(store: Any, directory: Any) -> None:
-    """The domain example.org and the USERS with PASSWORD, each with an account."""
+def populate(
+    store: Any, directory: Any, password: str = PASSWORD, domain: str = "example.org"
+) -> None:
+    """The domain and the USERS in it with ``password``, each with an account."""
     wait = pytest_twisted.blockon
-    wait(directory.add_domain("example.org"))
+    wait(directory.add_domain(domain))
     for user in USERS:
-        wait(directory.add_user(f"{user}@example.org", PASSWORD))
-        wait(store.create_account(f"{user}@example.org"))
+        wait(directory.add_user(f"{user}@{domain}", password))
+        wait(store.create_account(f"{user}@{domain}"))
 
 
 class LineClient:

@@ -23,6 +23,7 @@ from mailserver.auth.checkers import mail_checkers
 from mailserver.auth.credentials import CredentialStore
 from mailserver.auth.guard import guard
 from mailserver.auth.throttle import Throttle, ThrottlePolicy
+from tests.lines import populate
 
 #: The account password of alice and bob @example.org.
 ACCOUNT_PASSWORD = "account-pw"
@@ -72,12 +73,8 @@ class Chain:
 def security_chain(storage: Any, tmp_path: Path) -> Chain:
     """The chain over ``storage`` (a tests.conftest.Storage), auditing to tmp_path; a fast
     throttle that bans an IP after 6 failures. Close ``audit`` when done."""
-    wait = pytest_twisted.blockon
     directory = storage.directory
-    wait(directory.add_domain("example.org"))
-    for user in ("alice", "bob"):
-        wait(directory.add_user(f"{user}@example.org", ACCOUNT_PASSWORD))
-        wait(storage.store.create_account(f"{user}@example.org"))
+    populate(storage.store, directory, ACCOUNT_PASSWORD)
     credentials = CredentialStore(storage.db, reactor, b"k" * 32, issuer="mail.example.org")
     throttle = Throttle(
         reactor,

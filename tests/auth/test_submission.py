@@ -12,6 +12,7 @@ from mailserver.auth.submission import SenderNotOwned, SubmissionTarget
 from mailserver.spool.router import Router
 from mailserver.testing import MemoryDeliveryTarget, MemoryDirectory, MemoryStore
 from mailserver.types import Address, Envelope
+from tests.lines import populate
 
 
 class Recording:
@@ -46,10 +47,7 @@ class Recording:
 def world():
     store, directory = MemoryStore(), MemoryDirectory()
     wait = pytest_twisted.blockon
-    wait(directory.add_domain("example.org"))
-    for user in ("alice", "bob"):
-        wait(directory.add_user(f"{user}@example.org", "pw"))
-        wait(store.create_account(f"{user}@example.org"))
+    populate(store, directory, "pw")
     wait(directory.add_alias("sales@example.org", ["alice@example.org", "bob@example.org"]))
     remote = Recording()
     queued = []

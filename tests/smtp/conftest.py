@@ -21,6 +21,7 @@ from twisted.internet.threads import deferToThread
 from mailserver.auth.realm import MailRealm, MXTarget
 from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
 from mailserver.testing import MemoryDeliveryTarget, MemoryDirectory, MemoryStore
+from tests.lines import populate
 from tests.stored import contents
 
 
@@ -101,10 +102,7 @@ def smtp_policy() -> SMTPPolicy:
 def smtp_server(smtp_policy, tls_options):
     store, directory = MemoryStore(), MemoryDirectory()
     wait = pytest_twisted.blockon
-    wait(directory.add_domain("example.org"))
-    for user in ("alice", "bob"):
-        wait(directory.add_user(f"{user}@example.org", "pw"))
-        wait(store.create_account(f"{user}@example.org"))
+    populate(store, directory, "pw")
     wait(directory.add_alias("postmaster@example.org", ["alice@example.org"]))
     target = MemoryDeliveryTarget(store, directory)
     realm = MailRealm(lambda: MXTarget(target, directory, "postmaster@example.org"))
@@ -141,11 +139,7 @@ def start_submission(tls_options: Any, auth_needs_tls: bool) -> tuple[Submission
     from mailserver.auth.submission import SubmissionTarget
 
     store, directory = MemoryStore(), MemoryDirectory()
-    wait = pytest_twisted.blockon
-    wait(directory.add_domain("example.org"))
-    for user in ("alice", "bob"):
-        wait(directory.add_user(f"{user}@example.org", "secret"))
-        wait(store.create_account(f"{user}@example.org"))
+    populate(store, directory, "secret")
     target = MemoryDeliveryTarget(store, directory)
     realm = MailRealm(
         lambda: target,

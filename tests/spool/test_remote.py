@@ -22,6 +22,7 @@ from mailserver.spool.remote import RemoteCourier
 from mailserver.testing import MemoryDeliveryTarget, MemoryDirectory, MemoryStore
 from mailserver.types import QueuedRecipient, QueueEntry, RecipientState
 from tests.dns_server import Zone, start_dns_server
+from tests.lines import populate
 from tests.stored import contents
 
 MESSAGE = b"From: a@example.org\r\nTo: alice@remote.test\r\nSubject: out\r\n\r\nHello.\r\n"
@@ -77,10 +78,7 @@ class Busy(Protocol):
 def world(tls_options):
     store, directory = MemoryStore(), MemoryDirectory()
     wait = pytest_twisted.blockon
-    wait(directory.add_domain("remote.test"))
-    for user in ("alice", "bob"):
-        wait(directory.add_user(f"{user}@remote.test", "pw"))
-        wait(store.create_account(f"{user}@remote.test"))
+    populate(store, directory, "pw", domain="remote.test")
     target = MemoryDeliveryTarget(store, directory)
     realm = MailRealm(lambda: MXTarget(target, directory, "postmaster@remote.test"))
     factory = SMTPFactory(Portal(realm, [AllowAnonymousAccess()]),
