@@ -1,5 +1,6 @@
-"""What the in-process IMAP and POP3 test servers share: the test users, a line-level client
-base, a thread runner for blocking clients, a TLS client context and a message builder.
+"""What the in-process IMAP and POP3 test servers share: the test users (whose set-up,
+:func:`populate`, the SMTP and security-chain fixtures use too), a line-level client base, a
+thread runner for blocking clients, a TLS client context and a message builder.
 
 Design rules:
 - Only what is the same for both protocols lives here; each conftest keeps its own response
