@@ -553,29 +553,49 @@ async def _add_app_password(
 def list_app_passwords(args: argparse.Namespace) -> int:
     """One line per app password: id, name, scopes, expiry, last use."""
     user = address(args.address)
+    nothing = f"{user} has no app passwords; add one: mailserver user app-password add"
+    return _list_credentials(args, user, CredentialStore.list_app_passwords, nothing)
+
+
+def revoke_app_password(args: argparse.Namespace) -> int:
+    """Delete one app password; clients using it fail from their next login."""
+    return _revoke_credential(args, CredentialStore.revoke, "app password", "app-password")
+
+
+def _list_credentials(
+    args: argparse.Namespace,
+    user: str,
+    entries_of: Callable[[CredentialStore, str], Sequence[AppPassword] | Sequence[TokenInfo]],
+    nothing: str,
+) -> int:
+    """The verbs 'app-password list' and 'token list': a table, or the note ``nothing``."""
 
     async def act(credentials: CredentialStore) -> int:
-        entries = credentials.list_app_passwords(user)
+        entries = entries_of(credentials, user)
         if entries:
             _credential_table(entries)
         else:
-            say_note(f"{user} has no app passwords; add one: mailserver user app-password add")
+            say_note(nothing)
         return 0
 
     return _with_credentials(args, user, act)
 
 
-def revoke_app_password(args: argparse.Namespace) -> int:
-    """Delete one app password; clients using it fail from their next login."""
+def _revoke_credential(
+    args: argparse.Namespace,
+    revoke: Callable[[CredentialStore, str, str], Awaitable[bool]],
+    what: str,
+    noun: str,
+) -> int:
+    """The verbs 'app-password revoke' and 'token revoke': delete ``what`` ID of the user."""
     user = address(args.address)
 
     async def act(credentials: CredentialStore) -> int:
-        if not await credentials.revoke(user, args.id):
+        if not await revoke(credentials, user, args.id):
             raise CommandError(
-                f"{user} has no app password {args.id}; "
-                f"see them with: mailserver user app-password list {user}"
+                f"{user} has no {what} {args.id}; see them with: mailserver user {noun} list {user}"
             )
-        print(f"revoked app password {args.id} of {user}")
+        print(f"revoked {what} {args.id} of {user}")
         return 0
 
     return _with_credentials(args, user, act)
@@ -695,28 +715,9 @@ def issue_token(args: argparse.Namespace) -> int:
 def list_tokens(args: argparse.Namespace) -> int:
     """One line per token: id, name, scopes, expiry, last use."""
     user = address(args.address)
-
-    async def act(credentials: CredentialStore) -> int:
-        entries = credentials.list_tokens(user)
-        if entries:
-            _credential_table(entries)
-        else:
-            say_note(f"{user} has no tokens")
-        return 0
-
-    return _with_credentials(args, user, act)
+    return _list_credentials(args, user, CredentialStore.list_tokens, f"{user} has no tokens")
 
 
 def revoke_token(args: argparse.Namespace) -> int:
     """Delete one token."""
-    user = address(args.address)
-
-    async def act(credentials: CredentialStore) -> int:
-        if not await credentials.revoke_token_id(user, args.id):
-            raise CommandError(
-                f"{user} has no token {args.id}; see them with: mailserver user token list {user}"
-            )
-        print(f"revoked token {args.id} of {user}")
-        return 0
-
-    return _with_credentials(args, user, act)
+    return _revoke_credential(args, CredentialStore.revoke_token_id, "token", "token")
