@@ -3,22 +3,11 @@ positive rates for ours and dkimpy. No timing thresholds: the numbers are for pe
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "dkim_bench.py"
+from tests.bench.quick import run_quick
 
 
 def test_quick_bench_reports_every_row(tmp_path):
-    out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    document = json.loads(out.read_text())
+    result, document = run_quick("dkim_bench.py", tmp_path)
     assert document["machine"]["cpus"] > 0
     assert [(r["operation"], r["algorithm"]) for r in document["rows"]] == [
         ("sign", "rsa-sha256"), ("verify", "rsa-sha256"),

@@ -4,19 +4,14 @@ numbers are for people, not for pass/fail."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
+from tests.bench.quick import run_quick
 from tests.peers.dovecot import unavailable_reason
 
 REASON = unavailable_reason()
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "imap_bench.py"
 LINES = (
     "select_cold",
     "select_warm",
@@ -38,17 +33,9 @@ def test_quick_bench_reports_every_line_for_both_servers(tmp_path):
     which both servers answered every line alike (one FETCH response per message, the same
     SEARCH hits, every random BODY[] fetch answered), with positive times and ratios, a memory
     figure per idle connection for both, and no temporary directory left behind."""
-    out = tmp_path / "bench.json"
     workdir = tmp_path / "work"
     workdir.mkdir()
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(out), "--workdir", str(workdir)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    document = json.loads(out.read_text())
+    result, document = run_quick("imap_bench.py", tmp_path, workdir=workdir)
     assert document["machine"]["dovecot"]
     assert document["config"]["messages"] == MESSAGES
     assert document["checks"] == [], document["checks"]  # same sizes, order, counts, hits

@@ -3,27 +3,14 @@ positive. No timing thresholds: the numbers are for people, not for pass/fail.""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "msgauth_bench.py"
+from tests.bench.quick import run_quick
 
 
 def test_quick_bench_reports_every_variant(tmp_path):
     """A quick run exits 0, prints the table and writes JSON with the machine, the config and
     a row per variant (the pyspf/dkimpy peer when pyspf is installed) with positive rates."""
-    out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+    result, document = run_quick("msgauth_bench.py", tmp_path, timeout=120)
     assert "msgs/s" in result.stdout
-    document = json.loads(out.read_text())
     assert {"machine", "config", "rows", "ratios"} <= document.keys()
     assert document["machine"]["cpus"] > 0
     assert {"ours-warm", "ours-cold"} <= document["rows"].keys()

@@ -4,19 +4,14 @@ not for pass/fail."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
+from tests.bench.quick import run_quick
 from tests.peers.dovecot import unavailable_reason
 
 REASON = unavailable_reason(pop3=True)
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "pop3_bench.py"
 LINES = ("login_stat", "uidl", "list", "retr", "retr_concurrent")
 MESSAGES, LOGINS, LISTINGS = 100, 3, 2  # --quick
 
@@ -27,17 +22,9 @@ def test_quick_bench_reports_every_line_for_both_servers(tmp_path):
     every message RETR'd byte for byte), every line has one positive time, a rate and a
     ratio per server, every message was retrieved in both RETR lines, and no temporary
     directory is left behind."""
-    out = tmp_path / "bench.json"
     workdir = tmp_path / "work"
     workdir.mkdir()
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(out), "--workdir", str(workdir)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    document = json.loads(out.read_text())
+    result, document = run_quick("pop3_bench.py", tmp_path, workdir=workdir)
     assert document["machine"]["dovecot"]
     assert document["config"]["messages"] == MESSAGES
     assert document["checks"] == [], document["checks"]

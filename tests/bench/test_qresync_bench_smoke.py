@@ -4,19 +4,14 @@ for people, not for pass/fail."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
+from tests.bench.quick import run_quick
 from tests.peers.dovecot import unavailable_reason
 
 REASON = unavailable_reason()
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "qresync_bench.py"
 
 
 def test_quick_bench_reports_every_line_for_both_servers(tmp_path):
@@ -24,17 +19,9 @@ def test_quick_bench_reports_every_line_for_both_servers(tmp_path):
     servers reported exactly the expunges as VANISHED (EARLIER) and a FETCH per flagged
     message (no check notes), with positive times and ratios; no temporary directory is
     left behind."""
-    out = tmp_path / "bench.json"
     workdir = tmp_path / "work"
     workdir.mkdir()
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(out), "--workdir", str(workdir)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    document = json.loads(out.read_text())
+    result, document = run_quick("qresync_bench.py", tmp_path, workdir=workdir)
     assert document["checks"] == [], document["checks"]
     rows = {row["key"]: row for row in document["results"]}
     assert tuple(rows) == ("select_qresync", "fetch_vanished", "fetch_all_flags")

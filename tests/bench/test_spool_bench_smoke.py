@@ -3,13 +3,9 @@ positive. No timing thresholds: the numbers are for people, not for pass/fail.""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
+from tests.bench.quick import run_quick
 from tests.peers.postfix import unavailable_reason, which
 
 
@@ -26,7 +22,6 @@ def _reason() -> str | None:
 REASON = _reason()
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(REASON is not None, reason=REASON or "")]
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "spool_bench.py"
 ROWS = ("ours", "postfix", "postfix/smtp-source")
 THROUGHPUT = (
     "submit_seconds",
@@ -51,17 +46,9 @@ def test_quick_bench_reports_throughput_and_drain(tmp_path):
     """A quick run (40 relayed messages, 100 drained) exits 0, prints both tables and writes
     a JSON document in which every MTA relayed exactly what was sent, with positive figures
     and ratios, and leaves no temporary directory behind."""
-    out = tmp_path / "bench.json"
     workdir = tmp_path / "work"
     workdir.mkdir()
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(out), "--workdir", str(workdir)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    document = json.loads(out.read_text())
+    result, document = run_quick("spool_bench.py", tmp_path, workdir=workdir, timeout=180)
     assert {"machine", "config", "throughput", "drain"} <= document.keys()
     assert document["machine"]["cpus"] > 0
     assert document["machine"]["postfix"]

@@ -3,12 +3,8 @@ positive. No timing thresholds: the numbers are for people, not for pass/fail.""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
+from tests.bench.quick import run_quick
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "store_bench.py"
 TARGETS = ("ours", "stdlib", "durable")
 
 
@@ -16,15 +12,7 @@ def test_quick_bench_reports_deliveries_and_listing(tmp_path):
     """A quick run (50 deliveries, 500 listed) exits 0, prints the table and writes a JSON
     document with the machine, the config, a delivery row per concurrency with positive
     rates and ratios for ours and both peers, and the listing figures."""
-    out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--json", str(out), "--workdir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    document = json.loads(out.read_text())
+    result, document = run_quick("store_bench.py", tmp_path, workdir=tmp_path, timeout=120)
     assert {"machine", "config", "delivery", "listing"} <= document.keys()
     assert document["machine"]["cpus"] > 0
     assert document["machine"]["python"]
