@@ -13,11 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, gatherResults, inlineCallbacks
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailserver.errors import NoSuchMessage
 from mailserver.interfaces import IAccount, IJunkFeedback
 from mailserver.types import SpamVerdict
 
@@ -53,15 +52,12 @@ class VerdictFeedback:
     def judged(
         self, account: IAccount, folder: str, uids: Iterable[int], is_spam: bool
     ) -> Deferred[None]:  # type: ignore[misc]
-        wanted = list(uids)
-        mailbox = account.folder(folder)
+        wanted = sorted(set(uids))
         verdict = user_verdict(is_spam, folder)
-        for uid in wanted:
-            try:
-                message = mailbox.message(uid)
-            except NoSuchMessage:  # expunged meanwhile: nothing to record
-                continue
-            yield message.set_spam_verdict(verdict)
+        # One batch read (messages expunged meanwhile are absent), then every write queued
+        # at once so the index commits them together instead of one commit per message.
+        messages = account.folder(folder).messages(wanted, meta=False)
+        yield gatherResults([m.set_spam_verdict(verdict) for m in messages], consumeErrors=True)
         log.info(
             "{user} judged {count} message(s) in {folder} as {kind}",
             user=account.address,
