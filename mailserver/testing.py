@@ -204,6 +204,7 @@ class MemoryAccount:
             if mailbox.name == "INBOX":
                 raise InvalidName("INBOX cannot be deleted")
             del self._folders[mailbox.name]
+            self.store.changes.notify(self.address, mailbox.name)
 
         return maybeDeferred(delete)
 
@@ -229,6 +230,7 @@ class MemoryAccount:
                 folder = self._folders.pop(old_name)
                 folder.name = new_name
                 self._folders[new_name] = folder
+                self.store.changes.notify(self.address, old_name)
             return None
 
         return maybeDeferred(rename)

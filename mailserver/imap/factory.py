@@ -3,9 +3,9 @@
 Design rule: the factory holds no global state. A session gets its account from the portal
 (``portal.login(credentials, None, IAccount)``), its limits from :class:`IMAPPolicy` and its
 TLS context from ``tls``. What sessions of one listener share lives here: the connection
-counts, the serialised ENVELOPE/BODYSTRUCTURE cache (:mod:`mailserver.imap.rendered`), the
-in-process change notices that wake IDLE sessions at once (deliveries by other
-processes are found by polling, see :mod:`mailserver.imap.commands.idle`). Which UIDs have
+counts and the serialised ENVELOPE/BODYSTRUCTURE cache (:mod:`mailserver.imap.rendered`).
+IDLE sessions are woken by the store's change notices, not through the factory (see
+:mod:`mailserver.imap.commands.idle`). Which UIDs have
 been seen as \\Recent (see :class:`RecentClaims`) is per server, not per listener: pass the
 same claims to every IMAP factory of one process.
 """
@@ -13,8 +13,6 @@ same claims to every IMAP factory of one process.
 from __future__ import annotations
 
 import bisect
-from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,26 +114,8 @@ class IMAPFactory(ListenerFactory):
         self.feedback = feedback
         # RFC 3501 §2.3.2: one session, of any listener, is the first to see a message
         self.recent = RecentClaims() if recent is None else recent
-        self._watchers: defaultdict[tuple[str, str], set[Callable[[], None]]] = defaultdict(set)
         #: Serialised ENVELOPE/BODYSTRUCTURE per message object, shared by the sessions.
         self.rendered = RenderedCache()
 
     def buildProtocol(self, addr: Any) -> IMAPServer:
         return IMAPServer(self)
-
-    # -- in-process change notices ------------------------------------------------------
-
-    def watch(self, user: str, folder: str, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (soon, from the reactor) when a session changes ``folder``."""
-        self._watchers[(user, folder)].add(callback)
-
-    def unwatch(self, user: str, folder: str, callback: Callable[[], None]) -> None:
-        key = (user, folder)
-        self._watchers[key].discard(callback)
-        if not self._watchers[key]:
-            del self._watchers[key]
-
-    def changed(self, user: str, folder: str) -> None:
-        """A session of this listener changed ``folder`` of ``user``: wake its watchers."""
-        for callback in list(self._watchers.get((user, folder), ())):
-            self.reactor.callLater(0, callback)  # type: ignore[attr-defined]

@@ -173,10 +173,6 @@ class Session:
 
     # -- services -----------------------------------------------------------------------
 
-    def notify(self, folder: str) -> None:
-        """Tell the other sessions of this user that ``folder`` changed (wakes IDLE)."""
-        self.factory.changed(self.user, folder)
-
     def in_thread(self, function: Callable[..., T], *args: Any) -> Deferred[T]:
         """Run blocking work (reading message files) in the reactor's thread pool (DESIGN
         decision 7)."""

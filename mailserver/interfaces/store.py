@@ -71,8 +71,8 @@ class IAccount(Interface):
     def watch(name: str, callback: object) -> object:
         """Call ``callback()`` (on a later reactor turn) after folder ``name`` changed
         through this process (deliveries, APPEND, COPY/MOVE into it, flag changes,
-        expunges); returns the function that stops watching. A hint for IDLE: changes by
-        other processes are not reported."""
+        expunges, its DELETE or RENAME); returns the function that stops watching. A hint
+        for IDLE: changes by other processes are not reported."""
 
 
 class IMailbox(Interface):

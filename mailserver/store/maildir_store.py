@@ -203,6 +203,7 @@ class MaildirAccount:
             raise InvalidName("INBOX cannot be deleted")
         path = self.folder_path(record)
         yield self.store.write(lambda txn: index.delete_folder(txn, record["id"]))
+        self.store.changes.notify(self.address, record["name"])
         yield self.store.in_thread(shutil.rmtree, path, True)
 
     @inlineCallbacks
@@ -247,6 +248,8 @@ class MaildirAccount:
                 index.update_folder(txn, record)
 
         yield self.store.write(update)
+        for _fid, name, _target in renames:
+            self.store.changes.notify(self.address, name)
 
     @inlineCallbacks
     def subscribe(self, name: str, subscribed: bool) -> Any:

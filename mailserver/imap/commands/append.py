@@ -33,6 +33,5 @@ async def append(session: Session, command: Command) -> Result:
     flags = [flag for flag in args.flags if flag != RECENT]
     date = args.date.timestamp() if args.date is not None else None
     uid = await mailbox.append(io.BytesIO(args.message), flags, date)
-    session.notify(mailbox.name)
     code = response.code("APPENDUID", mailbox.info().uidvalidity, uid)
     return Result(text="APPEND completed", code=code)

@@ -68,9 +68,6 @@ async def copy(session: Session, command: Command) -> Result:
     operation = view.mailbox.move if args.move else view.mailbox.copy
     source_use = view.mailbox.info().special_use
     pairs = await operation(uids, target.name)
-    session.notify(target.name)
-    if args.move:
-        session.notify(view.name)
     judgement = junk_judgement(source_use, target.info().special_use)
     if judgement is not None and pairs:
         report_judgement(session, target.name, [new for _, new in pairs], judgement)

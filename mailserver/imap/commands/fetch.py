@@ -138,8 +138,6 @@ async def _mark_seen(
         return False
     changed = await view.mailbox.store_flags(unseen, [SEEN], FlagMode.ADD)
     view.reported(changed)
-    if changed:
-        session.notify(view.name)
     return bool(changed)
 
 

@@ -59,8 +59,6 @@ async def store(session: Session, command: Command) -> Result:
             refused = set(left)
         view.reported(done)
         changed = {info.uid for info in done}
-        if changed:
-            session.notify(view.name)
         current = {info.uid: info for info in view.mailbox.flags(uids[0], uids[-1])}
     for number, uid in pairs:
         info = current.get(uid)
@@ -89,9 +87,7 @@ async def store(session: Session, command: Command) -> Result:
 async def expunge(session: Session, command: Command) -> Result:
     """Remove every message flagged ``\\Deleted``."""
     view = _writable(session)
-    removed = await view.mailbox.expunge()
-    if removed:
-        session.notify(view.name)
+    await view.mailbox.expunge()
     return Result(text="EXPUNGE completed", code=_highestmodseq(session, view))
 
 
@@ -107,8 +103,8 @@ async def uid_expunge(session: Session, command: Command) -> Result:
             for info in view.mailbox.flags(min(uids), max(uids))
             if info.uid in uids and DELETED in info.flags
         ]
-        if targets and await view.mailbox.expunge(targets):
-            session.notify(view.name)
+        if targets:
+            await view.mailbox.expunge(targets)
     return Result(text="UID EXPUNGE completed", code=_highestmodseq(session, view))
 
 

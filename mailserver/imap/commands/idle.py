@@ -1,12 +1,10 @@
 """IDLE (RFC 2177, RFC 9051 §6.3.13): report mailbox changes as they happen until ``DONE``.
 
-An idling session learns of changes three ways:
+An idling session learns of changes two ways:
 
 - any change of its folder made through this process (SMTP deliveries, APPEND, COPY/MOVE,
-  flag changes, expunges, from any listener: IMAP on 143 or 993, POP3, the CLI's
-  in-process paths) wakes it at once through the store's change notices (``IAccount.watch``);
-- changes of folders as a whole made through this listener (DELETE, RENAME by another
-  session) wake it through :meth:`mailserver.imap.factory.IMAPFactory.changed`;
+  flag changes, expunges, DELETE and RENAME, from any listener: IMAP on 143 or 993, POP3)
+  wakes it at once through the store's change notices (``IAccount.watch``);
 - anything else (other processes) is found by polling the folder's counters
   every ``policy.idle_poll`` seconds (1 s by default): a cheap index read that only turns into
   a UID scan when something changed (:meth:`mailserver.imap.selected.SelectedMailbox.sync`).
@@ -44,7 +42,6 @@ class Idler:
         self.failed = failed
         self._loop = LoopingCall(self.poll)
         self._loop.clock = session.factory.reactor  # type: ignore[assignment]
-        self._watched: tuple[str, str] | None = None
         self._unwatch_store: Callable[[], None] | None = None
         self._running = False
 
@@ -53,8 +50,6 @@ class Idler:
         self._running = True
         selected = self.session.selected
         if selected is not None:
-            self._watched = (self.session.user, selected.name)
-            self.session.factory.watch(*self._watched, self.poll)
             account = self.session.account
             if account is not None:
                 self._unwatch_store = account.watch(selected.name, self.poll)
@@ -82,9 +77,6 @@ class Idler:
         self._running = False
         if self._loop.running:
             self._loop.stop()
-        if self._watched is not None:
-            self.session.factory.unwatch(*self._watched, self.poll)
-            self._watched = None
         if self._unwatch_store is not None:
             self._unwatch_store()
             self._unwatch_store = None

@@ -161,7 +161,6 @@ async def delete(session: Session, command: Command) -> Result:
     if session.selected is not None and session.selected.name == name:
         session.deselect()
         untagged.append(_CLOSED)
-    session.notify(name)
     return Result(text="DELETE completed", untagged=untagged)
 
 
@@ -178,7 +177,6 @@ async def rename(session: Session, command: Command) -> Result:
     if selected is not None and old != "INBOX":
         if selected.name == old or selected.name.startswith(old + DELIMITER):
             selected.name = account.folder(args.new).name + selected.name[len(old) :]
-    session.notify(old)
     return Result(text="RENAME completed")
 
 
@@ -262,9 +260,7 @@ async def close(session: Session, command: Command) -> Any:
     assert selected is not None
     session.deselect()
     if not selected.readonly:
-        removed = await selected.mailbox.expunge()
-        if removed:
-            session.notify(selected.name)
+        await selected.mailbox.expunge()
     return Result(text="CLOSE completed")
 
 
