@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 import pytest_twisted
+from twisted.internet.defer import Deferred
 
 from mailserver.filter.feedback import USER_CLASSIFIER, VerdictFeedback
 from mailserver.imap.commands.copy import junk_judgement
@@ -33,8 +34,14 @@ def test_judgement(source, target, judgement):
 @pytest_twisted.ensureDeferred
 async def test_move_to_junk_and_back_records_user_verdicts(imap_server):
     judged: list[tuple[str, str, list[int], bool]] = []
-    imap_server.factory.feedback = VerdictFeedback(
-        on_judged=lambda *args: judged.append(args))
+    both = Deferred()
+
+    def on_judged(*args):
+        judged.append(args)
+        if len(judged) == 2:
+            both.callback(None)
+
+    imap_server.factory.feedback = VerdictFeedback(on_judged=on_judged)
     await imap_server.deliver(message("buy now"))
     await imap_server.deliver(message("hello"))
 
@@ -48,19 +55,10 @@ async def test_move_to_junk_and_back_records_user_verdicts(imap_server):
         client.logout()
 
     await in_thread(session)
-    for _ in range(50):  # the feedback runs after the tagged reply; wait for it
-        if len(judged) == 2:
-            break
-        await _tick()
+    await both  # the feedback runs after the tagged reply
     assert [(folder, spam) for _user, folder, _uids, spam in judged] == [
         ("Junk", True), ("INBOX", False)]
     [(_user, _folder, [inbox_uid], _spam)] = judged[1:]
     verdict = imap_server.folder("INBOX").message(inbox_uid).info.spam
     assert verdict.classifier == USER_CLASSIFIER and verdict.is_spam is False
     assert imap_server.folder("Archive").message(1).info.spam is None
-
-
-async def _tick() -> None:
-    from twisted.internet import reactor, task
-
-    await task.deferLater(reactor, 0.01, lambda: None)
