@@ -155,6 +155,58 @@ class SpamVerdict:
     classifier: str = ""
 
 
+class Action(enum.Enum):
+    """What a filter check decides, from mildest to strongest (the pipeline keeps the
+    strongest): deliver, deliver into Junk, refuse for now (4xx), refuse (5xx)."""
+
+    ACCEPT = 0
+    QUARANTINE = 1
+    TEMPFAIL = 2
+    REJECT = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The SMTP client as the filter checks see it: its IP address, what it said in HELO,
+    and whether it authenticated (``authenticated_as``) or uses TLS."""
+
+    address: str
+    helo: str = ""
+    tls: bool = False
+    authenticated_as: str | None = None
+    #: Which listener it came in on: ``"smtp"`` (port 25) or ``"submission"``.
+    listener: str = "smtp"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One check's answer in one SMTP phase.
+
+    ``score`` is in points, SpamAssassin style (positive = spammy); the pipeline adds the
+    points of every verdict of a message and quarantines or refuses above its thresholds.
+    ``rule`` names the signal in the ``X-Spam-Status`` header (e.g. ``RDNS_NONE``).
+    ``code``/``enhanced``/``text`` override the reply for TEMPFAIL/REJECT. ``trusted`` says
+    the sender is allow-listed: the pipeline skips later checks that honour allow lists.
+    ``headers`` are fields to add to the message; ``spam`` a classifier verdict to store.
+    """
+
+    action: Action = Action.ACCEPT
+    check: str = ""
+    rule: str = ""
+    score: float = 0.0
+    reason: str = ""
+    code: int = 0
+    enhanced: str = ""
+    text: str = ""
+    trusted: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+    spam: SpamVerdict | None = None
+
+
+#: The verdict of a check with nothing to say.
+ACCEPT = Verdict()
+
+
 class Role(enum.Enum):
     """Account roles, from least to most powerful."""
 

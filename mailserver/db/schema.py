@@ -36,6 +36,17 @@ tokens        HMAC-SHA256 of the token (32 bytes)     JSON {id, user, scopes, na
                                                       expires, last_used, last_ip}
 dmarc_reports domain NUL date_end (u64) + 16 bytes    JSON summary of a received DMARC
               of SHA-256(reporter NUL report id)      aggregate report (msgauth/report_store.py)
+filter_lists  scope NUL kind NUL entry (utf-8)        JSON {added, by, note}: allow/block list
+                                                      entries (filter/lists.py); scope ``*``
+                                                      (server), a domain or an address
+greylist      16 bytes of SHA-256 of the triplet      JSON {first, last, passed, count}
+                                                      (filter/greylist.py)
+spam_models   model name (``global`` or an address)   the trained classifier state
+                                                      (filter/spam/model.py)
+spam_classifications
+              time ms (u64) + 8 random bytes          JSON {message_id, recipients, source,
+                                                      score, is_spam, classifier, reasons}:
+                                                      every verdict and user report
 ============= ======================================= =========================================
 
 ``app_passwords``, ``totp`` and ``tokens`` belong to :mod:`mailserver.auth.credentials`, which
@@ -54,7 +65,7 @@ from collections.abc import Callable
 from typing import Any
 
 #: Bump with a migration below whenever a key or value layout changes.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SUBDBS = (
     b"meta",
@@ -77,6 +88,10 @@ SUBDBS = (
     b"totp",
     b"tokens",
     b"dmarc_reports",
+    b"filter_lists",
+    b"greylist",
+    b"spam_models",
+    b"spam_classifications",
 )
 
 _U32 = struct.Struct(">I")
@@ -218,10 +233,16 @@ def _add_dmarc_reports_v5(txn: Any, dbs: dict[bytes, Any]) -> None:
     8), created empty on open."""
 
 
+def _add_filter_v6(txn: Any, dbs: dict[bytes, Any]) -> None:
+    """Version 6 adds the filter's sub-dbs (issue 9): ``filter_lists``, ``greylist``,
+    ``spam_models`` and ``spam_classifications``, created empty on open."""
+
+
 MIGRATIONS: dict[int, Migration] = {
     0: _create_v1,
     1: _add_spool_v2,
     2: _add_credentials_v3,
     3: _add_vanished_v4,
     4: _add_dmarc_reports_v5,
+    5: _add_filter_v6,
 }

@@ -2,19 +2,29 @@
 
 from mailserver.interfaces.auth import IUserDirectory
 from mailserver.interfaces.delivery import IDelivery, IDeliveryTarget, IFolderChoice
-from mailserver.interfaces.filter import IJunkFeedback
+from mailserver.interfaces.filter import (
+    ICheck,
+    ICheckSession,
+    IFilterSession,
+    IJunkFeedback,
+    ISessionFilter,
+)
 from mailserver.interfaces.spool import ISpool
 from mailserver.interfaces.store import IAccount, IMailbox, IMailStore, IMessage
 
 __all__ = [
     "IAccount",
+    "ICheck",
+    "ICheckSession",
     "IDelivery",
     "IDeliveryTarget",
+    "IFilterSession",
     "IFolderChoice",
     "IJunkFeedback",
     "IMailStore",
     "IMailbox",
     "IMessage",
+    "ISessionFilter",
     "ISpool",
     "IUserDirectory",
 ]
