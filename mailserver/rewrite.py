@@ -19,12 +19,13 @@ from zope.interface import implementer
 
 from mailserver.interfaces import IDelivery
 from mailserver.types import Address, Envelope
+from mailserver.wrapping import WrappingDelivery
 
 __all__ = ["RewritingDelivery"]
 
 
 @implementer(IDelivery)
-class RewritingDelivery:
+class RewritingDelivery(WrappingDelivery):
     """One transaction through a rewriting target ``owner`` (which has a ``reactor``)."""
 
     def __init__(self, owner: Any, envelope: Envelope, inner: IDelivery) -> None:

@@ -18,6 +18,7 @@ from zope.interface import implementer
 from mailserver.errors import RelayDenied
 from mailserver.interfaces import IAccount, IDelivery, IDeliveryTarget, IUserDirectory
 from mailserver.types import Address, Envelope
+from mailserver.wrapping import WrappingDelivery
 
 
 @implementer(IDeliveryTarget)
@@ -35,7 +36,7 @@ class MXTarget:
 
 
 @implementer(IDelivery)
-class MXDelivery:
+class MXDelivery(WrappingDelivery):
     def __init__(self, owner: MXTarget, inner: IDelivery) -> None:
         self.owner = owner
         self.inner = inner

@@ -1,7 +1,12 @@
 """Contracts between the protocol, auth and storage layers (a leaf package)."""
 
 from mailserver.interfaces.auth import IUserDirectory
-from mailserver.interfaces.delivery import IDelivery, IDeliveryTarget, IFolderChoice
+from mailserver.interfaces.delivery import (
+    IClassified,
+    IDelivery,
+    IDeliveryTarget,
+    IFolderChoice,
+)
 from mailserver.interfaces.filter import (
     ICheck,
     ICheckSession,
@@ -16,6 +21,7 @@ __all__ = [
     "IAccount",
     "ICheck",
     "ICheckSession",
+    "IClassified",
     "IDelivery",
     "IDeliveryTarget",
     "IFilterSession",

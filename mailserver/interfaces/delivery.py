@@ -72,3 +72,12 @@ class IFolderChoice(Interface):
         """Deliver to each recipient's folder with this special use (a
         :class:`mailserver.types.SpecialUse`, e.g. ``SpecialUse.JUNK``) instead of INBOX;
         a recipient without such a folder gets it in INBOX. Call before ``body``."""
+
+
+class IClassified(Interface):
+    """A delivery that keeps the filter's spam verdict with the stored message (the final
+    store provides it; IMAP and the API show it, and the trainers read it)."""
+
+    def classified(verdict: object) -> None:
+        """Store ``verdict`` (a :class:`mailserver.types.SpamVerdict`) with the message for
+        every recipient. Call before ``body``."""

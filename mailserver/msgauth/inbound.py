@@ -40,6 +40,7 @@ from mailserver.msgauth.results import (
     strip_authentication_results,
 )
 from mailserver.types import Address, Envelope, SpecialUse
+from mailserver.wrapping import WrappingDelivery
 
 __all__ = [
     "Assessment",
@@ -214,7 +215,7 @@ class AuthenticatingTarget:
 
 
 @implementer(IDelivery)
-class AuthenticatingDelivery:
+class AuthenticatingDelivery(WrappingDelivery):
     """One transaction through :class:`AuthenticatingTarget`."""
 
     def __init__(self, owner: AuthenticatingTarget, inner: IDelivery) -> None:

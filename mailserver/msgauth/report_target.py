@@ -32,6 +32,7 @@ from mailserver.interfaces import IDelivery, IDeliveryTarget
 from mailserver.msgauth.report_store import ReportStore
 from mailserver.msgauth.reports import NoReport, ReportError, find_report
 from mailserver.types import Address, Envelope
+from mailserver.wrapping import WrappingDelivery
 
 __all__ = ["ReportRecordingTarget", "served_domain"]
 
@@ -107,7 +108,7 @@ class ReportRecordingTarget:
 
 
 @implementer(IDelivery)
-class ReportRecordingDelivery:
+class ReportRecordingDelivery(WrappingDelivery):
     """One transaction through :class:`ReportRecordingTarget`."""
 
     def __init__(self, owner: ReportRecordingTarget, inner: IDelivery) -> None:

@@ -23,11 +23,17 @@ from zope.interface import implementer
 from mailserver import durable
 from mailserver.db import Txn
 from mailserver.errors import MailError, NoSuchUser, QuotaExceeded
-from mailserver.interfaces import IDelivery, IDeliveryTarget, IFolderChoice, IUserDirectory
+from mailserver.interfaces import (
+    IClassified,
+    IDelivery,
+    IDeliveryTarget,
+    IFolderChoice,
+    IUserDirectory,
+)
 from mailserver.store import index, maildir, quota
-from mailserver.store.mailbox import MaildirMailbox, message_meta
+from mailserver.store.mailbox import MaildirMailbox, message_meta, spam_record
 from mailserver.store.maildir_store import MaildirStore
-from mailserver.types import Address, Envelope, SpecialUse
+from mailserver.types import Address, Envelope, SpamVerdict, SpecialUse
 
 
 def return_path(envelope: Envelope) -> bytes:
@@ -56,7 +62,7 @@ def _link(source: str, final: str, fsync: bool) -> None:
         durable.link_into(source, final, fsync=fsync)
 
 
-@implementer(IDelivery, IFolderChoice)
+@implementer(IDelivery, IFolderChoice, IClassified)
 class LocalDelivery:
     """``body`` writes the message once into the first INBOX's ``tmp/`` (fsynced, still
     invisible); ``commit`` runs on the index writer thread: it renames the file into
@@ -71,10 +77,15 @@ class LocalDelivery:
         self._written: tuple[str, int, index.Record] | None = None  # (base, size, meta)
         self._done = False
         self._special_use: SpecialUse | None = None
+        self._spam: SpamVerdict | None = None
 
     def file_into(self, special_use: SpecialUse) -> None:
         """Deliver to each recipient's folder with ``special_use`` (INBOX when it has none)."""
         self._special_use = special_use
+
+    def classified(self, verdict: SpamVerdict) -> None:
+        """Keep the filter's verdict in the message's index record (shared by its labels)."""
+        self._spam = verdict
 
     def _folder(self, address: str) -> MaildirMailbox:
         account = self.target.store.account(address)
@@ -120,6 +131,8 @@ class LocalDelivery:
         def write() -> tuple[str, int, index.Record]:
             data = return_path(self.envelope) + source.read()
             meta = message_meta(data)
+            if self._spam is not None:
+                meta["spam"] = spam_record(self._spam)
             base = maildir.unique_name()
             durable.write_new(os.path.join(first.path, "tmp", base), data, fsync=store.fsync)
             return base, len(data), meta

@@ -150,6 +150,16 @@ def message_meta(data: bytes) -> index.Record:
     }
 
 
+def spam_record(verdict: SpamVerdict) -> dict[str, object]:
+    """How a spam verdict is kept in a message object's index record."""
+    return {
+        "score": verdict.score,
+        "is_spam": verdict.is_spam,
+        "reasons": list(verdict.reasons),
+        "classifier": verdict.classifier,
+    }
+
+
 @implementer(IMailbox)
 class MaildirMailbox:
     def __init__(self, account: MaildirAccount, folder_id: int, name: str, path: str) -> None:
@@ -431,12 +441,7 @@ class MaildirMessage:
 
     def set_spam_verdict(self, verdict: SpamVerdict) -> Deferred[None]:
         key = self.info.object_id.encode()
-        value = {
-            "score": verdict.score,
-            "is_spam": verdict.is_spam,
-            "reasons": list(verdict.reasons),
-            "classifier": verdict.classifier,
-        }
+        value = spam_record(verdict)
 
         def op(txn: Txn) -> None:
             meta = txn.get_json(b"objects", key) or {}
