@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from mailserver.errors import MailError
-from mailserver.interfaces import IDeliveryTarget
+from mailserver.interfaces import IDeliveryTarget, IFilterSession, ISessionFilter
 from mailserver.listener import accepted
 from mailserver.smtp import codes
 from mailserver.smtp.codes import Reply
@@ -64,7 +64,7 @@ from mailserver.smtp.transaction import (
     new_queue_id,
     sequence_hint,
 )
-from mailserver.types import Envelope
+from mailserver.types import Envelope, Peer
 
 if TYPE_CHECKING:
     from mailserver.smtp.factory import SMTPFactory
@@ -88,6 +88,9 @@ class ESMTPServer(MessageContent, Protocol):
         self.secure = False
         self.authenticated_as: str | None = None
         self._anonymous: IDeliveryTarget | None = None
+        #: The filter session when the avatar filters (ISessionFilter), else None.
+        self.screen: IFilterSession | None = None
+        self._anonymous_screen: IFilterSession | None = None
         self._sasl: Exchange | None = None
         self.errors = 0
         self.peer = ""
@@ -127,6 +130,33 @@ class ESMTPServer(MessageContent, Protocol):
         self._anonymous = self.avatar
         if self._closing:
             return
+        if ISessionFilter.providedBy(self.avatar):
+            self.screen = self._anonymous_screen = self.avatar.open(self._as_peer())
+            screening = self.screen.connect()
+            screening.addCallbacks(self._screened, self._login_failed)
+            return
+        self._greeting()
+
+    def _as_peer(self) -> Peer:
+        return Peer(
+            self.peer,
+            self.helo,
+            tls=self.secure,
+            authenticated_as=self.authenticated_as,
+            listener="submission" if self.policy.require_auth else "smtp",
+        )
+
+    def _screened(self, refused: tuple[int, str, str] | None) -> None:
+        """The filter's connect phase is done: greet, or refuse with 421 and close."""
+        if self._closing:
+            return
+        if refused is not None:
+            code, enhanced, text = refused
+            self.send(Reply(code, enhanced, (f"{self.policy.hostname} {text}",), close=True))
+            return
+        self._greeting()
+
+    def _greeting(self) -> None:
         self.send(codes.GREETING.with_text(f"{self.policy.hostname} ESMTP mailserver"))
         self._busy = False
         self._process()
@@ -343,6 +373,8 @@ class ESMTPServer(MessageContent, Protocol):
         self.helo = domain
         self.esmtp = esmtp
         self.state = State.GREETED
+        if self.screen is not None:
+            self.screen.helo(domain)
         greeting = f"{self.policy.hostname} Hello {domain} [{self.peer}]"
         # RFC 2034 §3: no enhanced status code in the reply to EHLO/HELO (the client has
         # not seen ENHANCEDSTATUSCODES yet, and the EHLO lines are keywords).
@@ -371,10 +403,12 @@ class ESMTPServer(MessageContent, Protocol):
             sender=sender,
             helo=self.helo,
             client_address=self.peer,
+            authenticated_as=self.authenticated_as,
             params=mail_params(params),
             received_at=time.time(),
         )
-        delivery = self.avatar.start(envelope)
+        target = self.screen if self.screen is not None else self.avatar
+        delivery = target.start(envelope)
         self.transaction = Transaction(delivery, sender, params, new_queue_id())
         self.state = State.MAIL
         return codes.SENDER_OK
@@ -454,6 +488,7 @@ class ESMTPServer(MessageContent, Protocol):
         self.esmtp = False
         self.authenticated_as = None
         self.avatar = self._anonymous
+        self.screen = self._anonymous_screen
         return None
 
     # -- AUTH (RFC 4954) -----------------------------------------------------------------
@@ -512,6 +547,11 @@ class ESMTPServer(MessageContent, Protocol):
         _interface, avatar, _logout = result
         self.avatar = avatar
         self.authenticated_as = str(getattr(avatar, "user", "") or "")
+        # The user's own target may filter too (rate limits, virus scanning); its session
+        # skips the connect phase, which the connection has passed.
+        self.screen = avatar.open(self._as_peer()) if ISessionFilter.providedBy(avatar) else None
+        if self.screen is not None and self.helo:
+            self.screen.helo(self.helo)
         log.info("{peer}: authenticated as {user}", peer=self.peer, user=self.authenticated_as)
         return codes.AUTH_OK
 
