@@ -286,8 +286,12 @@ class _ClamdProtocol(Protocol):
             self.reply.errback(ScanError(f"clamd closed the connection without a reply ({why})"))
 
     def _finish(self, reply: bytes) -> None:
+        early = self.producing  # clamd answered mid-upload (its size limit): drop the rest
         self._stop_upload()
-        self.transport.loseConnection()
+        if early:
+            self.transport.abortConnection()
+        else:
+            self.transport.loseConnection()
         self.reply.callback(reply)
 
     def _fail(self, error: ScanError) -> None:
@@ -428,7 +432,7 @@ class VirusCheck:
         address: str | ClamdAddress,
         *,
         timeout: float = 30.0,
-        fail: str = "open",
+        fail: str | FailPolicy = "open",
         max_size: int = 25 * 1024 * 1024,
     ) -> None:
         try:
@@ -457,14 +461,16 @@ class VirusCheck:
             )
             return succeed(self._unscanned_too_large(len(message)))
         scanning = self.client.scan(message)
-        scanning.addCallbacks(self._judged, self._failed, errbackArgs=(client, len(message)))
+        scanning.addCallbacks(
+            self._judged, self._failed, callbackArgs=(client,), errbackArgs=(client, len(message))
+        )
         return scanning
 
-    def _judged(self, result: ScanResult) -> Verdict:
+    def _judged(self, result: ScanResult, client: str) -> Verdict:
         if not result.infected:
             return Verdict(check=self.name, headers=((HEADER, SCANNED),))
         name = result.name or "unknown"
-        log.info("virus found: {name}", name=name)
+        log.info("virus {name} found in a message from {client}", name=name, client=client)
         return Verdict(
             action=Action.REJECT,
             check=self.name,
