@@ -315,7 +315,7 @@ class ClamdClient:
         reactor: Any,
         address: str | ClamdAddress,
         *,
-        timeout: float = 30.0,
+        timeout: float = 20.0,
         chunk_size: int = CHUNK_SIZE,
     ) -> None:
         if timeout <= 0:
@@ -431,7 +431,7 @@ class VirusCheck:
         reactor: Any,
         address: str | ClamdAddress,
         *,
-        timeout: float = 30.0,
+        timeout: float = 20.0,
         fail: str | FailPolicy = "open",
         max_size: int = 25 * 1024 * 1024,
     ) -> None:
