@@ -57,6 +57,7 @@ from mailserver.message.address import domain_to_ascii
 from mailserver.types import ACCEPT, Action, Envelope, Peer, Verdict
 
 __all__ = [
+    "IP",
     "PRIVATE_NETWORKS",
     "DNSBLCheck",
     "DNSBLSession",
@@ -64,6 +65,7 @@ __all__ = [
     "client_ip",
     "combine",
     "in_networks",
+    "networks_of",
     "parse_pattern",
     "parse_zone",
     "reversed_name",

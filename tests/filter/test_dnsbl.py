@@ -340,3 +340,24 @@ def test_client_ip_reads_every_spelling(address):
     assert client_ip(tagged) == expected
     if address.version == 4:
         assert client_ip(f"::ffff:{address}") == address
+
+
+@given(st.text(max_size=100))
+def test_parse_zone_refuses_with_value_error_only(text):
+    """Any config text is a Zone or a ValueError, never another exception."""
+    try:
+        zone = parse_zone(text)
+    except ValueError:
+        return
+    assert zone.name == zone.name.lower() and "." in zone.name
+
+
+@given(st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255)), min_size=1, max_size=3),
+       st.floats(-100, 100, allow_nan=False))
+def test_parse_zone_round_trip(ranges, score):
+    """A zone written in the config form reads back with its pattern and points."""
+    octet = "[" + ";".join(f"{min(r)}..{max(r)}" for r in ranges) + "]"
+    zone = parse_zone(f"bl.example=127.0.0.{octet}*{score!r} reject")
+    assert zone == Zone("bl.example", score, reject=True, codes=f"127.0.0.{octet}")
+    allowed = parse_pattern(zone.codes)[3]
+    assert allowed == {n for r in ranges for n in range(min(r), max(r) + 1)}
