@@ -38,9 +38,14 @@ dmarc_reports domain NUL date_end (u64) + 16 bytes    JSON summary of a received
               of SHA-256(reporter NUL report id)      aggregate report (msgauth/report_store.py)
 filter_lists  scope NUL kind NUL entry (utf-8)        JSON {added, by, note}: allow/block list
                                                       entries (filter/lists.py); scope ``*``
-                                                      (server), a domain or an address
-greylist      16 bytes of SHA-256 of the triplet      JSON {first, last, passed, count}
-                                                      (filter/greylist.py)
+                                                      (server), a domain or an address; kind
+                                                      ``allow``/``block``, or ``=`` with entry
+                                                      ``prefixes``: the network prefix lengths
+                                                      listed in the scope {"4": [..], "6": [..]}
+greylist      ``t`` + 16 bytes of SHA-256 of          JSON {first, last, passed}: a triplet
+              network NUL sender NUL recipient;       (passed: when; 0 while waiting);
+              ``c`` + client network;                 JSON {passes, last}: triplets passed by
+              ``d`` + sender domain (utf-8)           retrying (filter/greylist.py)
 spam_models   model name (``global`` or an address)   the trained classifier state
                                                       (filter/spam/model.py)
 spam_classifications
