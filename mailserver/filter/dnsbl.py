@@ -17,7 +17,8 @@ Design rules:
    list is down.
 4. Answers are cached per (zone, address) for the answer's TTL, in a bounded LRU cache, on the
    reactor's clock (the resolver caches the raw records too; this cache also keeps the TXT
-   reason and saves re-matching).
+   reason and saves re-matching). The resolver gives an answer's full TTL even from its own
+   cache, so an answer may be kept up to twice its TTL.
 5. Skipped: authenticated clients (``Peer.authenticated_as`` or ``Envelope.authenticated_as``),
    addresses in ``skip_networks`` (loopback and private networks by default: lists know nothing
    about them) and anything that is not an IP address.
