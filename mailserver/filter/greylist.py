@@ -122,7 +122,7 @@ def settings_from(section: Any) -> GreylistSettings:
     """GreylistSettings from a config section holding ``greylist_delay``,
     ``greylist_window``, ``greylist_max_age``, ``greylist_auto_allow``,
     ``greylist_known_domain_passes``, ``greylist_ipv4_prefix``, ``greylist_ipv6_prefix``
-    and ``greylist_exempt`` (each optional; absent or None: the default)."""
+    and ``greylist_exempt_networks`` (each optional; absent or None: the default)."""
     defaults = GreylistSettings()
     values: dict[str, Any] = {}
     for name in (
@@ -136,7 +136,7 @@ def settings_from(section: Any) -> GreylistSettings:
     ):
         value = getattr(section, f"greylist_{name}", None)
         values[name] = getattr(defaults, name) if value is None else value
-    values["exempt"] = tuple(getattr(section, "greylist_exempt", None) or ())
+    values["exempt"] = tuple(getattr(section, "greylist_exempt_networks", None) or ())
     return GreylistSettings(**values)
 
 

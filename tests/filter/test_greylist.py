@@ -281,11 +281,12 @@ def test_settings_are_checked_and_read_from_config():
     class Section:
         greylist_delay = 120
         greylist_window = None
-        greylist_exempt = ["10.0.0.0/8"]
+        greylist_exempt_networks = ("10.0.0.0/8",)
 
     made = settings_from(Section())
     assert made.delay == 120 and made.window == GreylistSettings().window
     assert [str(n) for n in made.networks] == ["10.0.0.0/8"]
+    assert settings_from(None) == GreylistSettings()  # no [filter] section yet
 
 
 # -- SPF pass for known good senders, with a real DNS server --------------------------------
