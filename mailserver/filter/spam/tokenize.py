@@ -1,0 +1,433 @@
+"""Turn the bytes of a message into the tokens the spam classifiers count.
+
+Design rules:
+
+- **Never raise, bounded work.** Any bytes give a token list: the input is cut at
+  :data:`MAX_INPUT` bytes, each decoded part at :data:`MAX_PART` characters, at most
+  :data:`MAX_PARTS` MIME parts are read, and at most :data:`MAX_TOKENS` tokens come out.
+  Broken MIME, unknown charsets and bad base64 degrade to what can be read
+  (``errors="replace"``), and whatever still fails adds a ``parse:error`` token instead.
+- **Prefixes say where a token came from.** Body words are bare (``free``); header words
+  carry their header (``subject:free``, ``from:name:john``), and signals carry a family
+  (``url:host:example.com``, ``html:tag:img``, ``money``, ``len:body:5``). The prefix keeps
+  a word in a subject distinct from the same word in the body, and lets ``explain`` show
+  where the evidence was.
+- **No corpus artefacts.** Headers that a mail collector, a previous filter or the path the
+  message took adds, and that say nothing about the sender's message (``Received``,
+  ``Delivered-To``, ``Delivery-Date``, ``Return-Path``, ``X-Spam-*``, ``X-Virus-*``...), are
+  not tokenised (see :data:`SKIPPED_HEADERS`): a model that learned them would learn the
+  mailbox and its collector's relays, not the mail (cross-validation on the corpus put the
+  collector's relay names and the count of ``Received`` lines among the top tokens, so
+  they are gone). Tokens containing the corpus's host-name stand-in :data:`ARTEFACT` are
+  dropped too. Mailing-list headers (``List-*``, ``Precedence``) stay as header-name
+  tokens (``hdr:list-unsubscribe``): real mail has them too.
+- **Words like SpamBayes**: split on white space, strip edge punctuation, lower-case; words
+  of 3-20 characters are kept as they are, longer ones become a ``skip:<first
+  char>:<length/10>`` token, numbers become ``num:<digits>``, money ``money``.
+"""
+
+from __future__ import annotations
+
+import email.header
+import email.parser
+import email.policy
+import html
+import re
+from collections.abc import Iterable
+from email.message import Message
+from urllib.parse import unquote
+
+__all__ = ["MAX_INPUT", "MAX_PART", "MAX_PARTS", "MAX_TOKENS", "tokenize"]
+
+#: Bytes of a message that are read at all (the rest is ignored).
+MAX_INPUT = 512 * 1024
+#: Characters of one decoded text part that are tokenised.
+MAX_PART = 100_000
+#: MIME parts looked at.
+MAX_PARTS = 40
+#: Tokens returned at most.
+MAX_TOKENS = 3000
+
+#: Header names never tokenised: added on the way or by other filters (see the module doc).
+SKIPPED_HEADERS = frozenset(
+    {
+        "received",
+        "delivery-date",
+        "delivered-to",
+        "return-path",
+        "x-original-to",
+        "envelope-to",
+        "x-envelope-to",
+        "x-envelope-from",
+        "x-uidl",
+        "status",
+        "x-status",
+        "x-keywords",
+        "lines",
+        "content-length",
+        "x-authentication-warning",
+        "authentication-results",
+        "received-spf",
+        "dkim-signature",
+        "domainkey-signature",
+        "arc-seal",
+        "arc-message-signature",
+        "arc-authentication-results",
+    }
+)
+#: The corpus's stand-in for obfuscated host names (in spam and ham alike): dropped.
+ARTEFACT = "taint.org"
+#: Header name prefixes never tokenised (other filters' verdicts).
+SKIPPED_PREFIXES = ("x-spam", "x-virus", "x-amavis", "x-bogosity", "x-dspam")
+
+_WORD_SPLIT = re.compile(r"[\s\x00-\x1f]+")
+_EDGE = "\"'`.,;:!?()[]{}<>*_-=|~^#/\\"
+_URL = re.compile(r"(?i)\b(?:(?:https?|ftp)://|www\.)[^\s\"'<>()]{1,400}")
+_EMAIL = re.compile(r"@([\w-]{1,63}(?:\.[\w-]{1,63}){1,6})")
+_MONEY = re.compile(r"^[$€£]\d|^\d[\d,.]*[$€£]$")
+_NUMBER = re.compile(r"^[\d,.]+$")
+_IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+_TAG = re.compile(r"<\s*(/?)\s*([a-zA-Z][a-zA-Z0-9]{0,15})([^>]{0,2000})>", re.S)
+_COMMENT = re.compile(r"<!--.*?-->", re.S)
+_SCRIPT = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>")
+_COLOR = re.compile(r"(?i)\bcolor\s*[=:]\s*[\"']?\s*(#?[\w]{1,20})")
+_HIDDEN = re.compile(r"(?i)display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*[01]p")
+_FONT_SIZE = re.compile(r"(?i)\bsize\s*=\s*[\"']?\s*([+-]?\d)")
+_WHITE = frozenset({"#fff", "#ffffff", "white", "#fefefe", "#fffffe"})
+_ENCODED = re.compile(r"=\?([^?]{1,40})\?([bqBQ])\?")
+#: HTML elements worth a token of their own.
+_TAGS = frozenset(
+    {
+        "img", "font", "table", "a", "form", "input", "script", "iframe", "style",
+        "center", "b", "map", "area", "object", "embed", "meta", "base", "frame",
+        "blink", "marquee", "body", "td", "p", "br", "div", "span", "h1", "h2",
+    }
+)
+
+
+def tokenize(message: bytes) -> list[str]:
+    """The tokens of ``message`` (raw RFC 5322 bytes, an mbox ``From `` line allowed)."""
+    out: list[str] = []
+    try:
+        _tokenize(bytes(message[:MAX_INPUT]), out)
+    except Exception:  # bounded input; any parser failure is itself a signal
+        out.append("parse:error")
+    return [token for token in out[:MAX_TOKENS] if ARTEFACT not in token]
+
+
+def _tokenize(data: bytes, out: list[str]) -> None:
+    if data.startswith(b"From "):
+        newline = data.find(b"\n")
+        data = b"" if newline < 0 else data[newline + 1 :]
+    if len(data) == MAX_INPUT:
+        out.append("len:truncated")
+    message = email.parser.BytesParser(policy=email.policy.compat32).parsebytes(data)
+    _headers(message, out)
+    body_start = data.find(b"\n\n")
+    body_length = len(data) - body_start if body_start >= 0 else 0
+    out.append(f"len:body:{_bucket(body_length)}")
+    parts = 0
+    for part in message.walk():
+        if parts >= MAX_PARTS or len(out) >= MAX_TOKENS:
+            out.append("mime:many-parts")
+            break
+        parts += 1
+        if part.is_multipart():
+            out.append(f"mime:{part.get_content_type()}")
+            continue
+        _part(part, out)
+    if message.defects:
+        out.append("mime:defect")
+
+
+def _bucket(n: int) -> int:
+    """A coarse logarithmic bucket of a length or count (0, 1, 2, 3 for 1-3, ...)."""
+    return n.bit_length()
+
+
+def _header_text(value: object) -> str:
+    """A header value with its encoded words decoded (errors replaced)."""
+    text = str(value)
+    if "=?" not in text:
+        return text
+    try:
+        pieces = []
+        for chunk, charset in email.header.decode_header(text):
+            if isinstance(chunk, bytes):
+                pieces.append(_decode(chunk, charset))
+            else:
+                pieces.append(chunk)
+        return "".join(pieces)
+    except Exception:
+        return text
+
+
+def _decode(raw: bytes, charset: str | None) -> str:
+    try:
+        return raw.decode(charset or "latin-1", errors="replace")
+    except (LookupError, TypeError):
+        return raw.decode("latin-1")
+
+
+def _headers(message: Message, out: list[str]) -> None:
+    names: set[str] = set()
+    for name in message.keys()[:200]:
+        lower = name.lower().strip()
+        if lower == "received":
+            continue
+        if lower in SKIPPED_HEADERS or lower.startswith(SKIPPED_PREFIXES):
+            continue
+        if lower not in names:
+            names.add(lower)
+            out.append(f"hdr:{lower[:40]}")
+    subject = message.get("subject")
+    if subject is None:
+        out.append("subject:missing")
+    else:
+        raw = str(subject)
+        for charset, _ in _ENCODED.findall(raw):
+            out.append(f"subject:charset:{charset.lower()}")
+        text = _header_text(raw)[:500]
+        _words(text, out, "subject:")
+        if sum(1 for c in text if c.isupper()) > max(3, len(text) // 2):
+            out.append("subject:shouting")
+        if "!" in text:
+            out.append("subject:bang")
+        if re.search(r"\s{5,}", text):
+            out.append("subject:padded")
+    _address_header(message, "from", out)
+    _address_header(message, "reply-to", out)
+    recipients = 0
+    for field in ("to", "cc"):
+        for value in message.get_all(field) or []:
+            text = str(value)
+            recipients += text.count("@")
+            if "undisclosed" in text.lower():
+                out.append(f"{field}:undisclosed")
+    out.append(f"to:count:{min(recipients, 6)}")
+    from_domain = _domain(message.get("from"))
+    reply_domain = _domain(message.get("reply-to"))
+    if reply_domain and from_domain and reply_domain != from_domain:
+        out.append("reply-to:differs")
+    content_type = message.get_content_type()
+    out.append(f"ct:{content_type}")
+    for field in ("x-mailer", "user-agent"):
+        mailer = message.get(field)
+        if mailer is not None:
+            for word in re.findall(r"[A-Za-z][\w.-]{1,20}", _header_text(mailer))[:6]:
+                out.append(f"mailer:{word.lower()}")
+    message_id = message.get("message-id")
+    if message_id is None:
+        out.append("message-id:missing")
+    else:
+        text = str(message_id).strip()
+        if not re.fullmatch(r"<[^<>@\s]+@[^<>@\s]+>", text):
+            out.append("message-id:odd")
+    if message.get("date") is None:
+        out.append("date:missing")
+    priority = message.get("x-priority") or message.get("x-msmail-priority")
+    if priority is not None:
+        out.append(f"priority:{str(priority).strip()[:1].lower()}")
+
+
+def _domain(value: object) -> str:
+    if value is None:
+        return ""
+    match = re.search(r"@([\w.-]+)", str(value))
+    return match.group(1).lower().rstrip(".") if match else ""
+
+
+def _address_header(message: Message, field: str, out: list[str]) -> None:
+    value = message.get(field)
+    if value is None:
+        if field == "from":
+            out.append("from:missing")
+        return
+    text = _header_text(value)[:300]
+    address = re.search(r"[\w.+=-]*@[\w.-]+", text)
+    name = text.replace(address.group(0), " ") if address else text
+    name = re.sub(r"[<>\"()]", " ", name).strip()
+    if name:
+        _words(name, out, f"{field}:name:")
+    else:
+        out.append(f"{field}:no-name")
+    if address:
+        local, _, domain = address.group(0).lower().partition("@")
+        out.append(f"{field}:domain:{domain[:60]}")
+        tld = domain.rsplit(".", 1)[-1]
+        out.append(f"{field}:tld:{tld[:10]}")
+        if re.search(r"\d{3,}", local):
+            out.append(f"{field}:local-digits")
+    else:
+        out.append(f"{field}:no-address")
+
+
+def _part(part: Message, out: list[str]) -> None:
+    content_type = part.get_content_type()
+    out.append(f"part:{content_type}")
+    encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
+    if encoding:
+        out.append(f"cte:{encoding[:20]}")
+    charset = part.get_content_charset()
+    if charset:
+        out.append(f"charset:{charset[:30]}")
+    filename = part.get_filename()
+    if filename:
+        extension = str(filename).rsplit(".", 1)[-1].lower() if "." in str(filename) else ""
+        out.append(f"attach:ext:{extension[:8]}")
+    maintype = part.get_content_maintype()
+    if maintype != "text":
+        if maintype != "multipart":
+            out.append(f"attach:{content_type}")
+        return
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        payload = str(part.get_payload()).encode("latin-1", "replace")
+    text = _decode(payload[: MAX_PART * 2], charset)[:MAX_PART]
+    if content_type == "text/html" or (
+        content_type == "text/plain" and re.search(r"(?i)<(html|body|font|table)\b", text[:4000])
+    ):
+        if content_type != "text/html":
+            out.append("html:in-plain")
+        text = _html(text, out)
+    _body_text(text, out)
+
+
+def _html(text: str, out: list[str]) -> str:
+    """The visible text of an HTML part, adding tokens for its markup to ``out``."""
+    _urls(text, out)
+    if _COMMENT.search(text):
+        comments = _COMMENT.findall(text)
+        out.append(f"html:comments:{_bucket(len(comments))}")
+        if re.search(r"\w<!--.{0,200}?-->\w", text):
+            out.append("html:comment-in-word")
+    text = _COMMENT.sub("", text)
+    text = _SCRIPT.sub(" ", text)
+    seen: set[str] = set()
+    counts: dict[str, int] = {}
+    for match in _TAG.finditer(text):
+        closing, name, attributes = match.groups()
+        if closing:
+            continue
+        name = name.lower()
+        counts[name] = counts.get(name, 0) + 1
+        if name in _TAGS and name not in seen:
+            seen.add(name)
+            out.append(f"html:tag:{name}")
+        for colour in _COLOR.findall(attributes):
+            colour = colour.lower()
+            token = f"html:color:{colour[:10]}"
+            if token not in seen:
+                seen.add(token)
+                out.append(token)
+            if colour in _WHITE and name != "body":
+                out.append("html:white-text")
+        if _HIDDEN.search(attributes):
+            out.append("html:hidden")
+        if name == "font":
+            for size in _FONT_SIZE.findall(attributes):
+                out.append(f"html:font-size:{size}")
+    for name in ("img", "a", "font", "td"):
+        if name in counts:
+            out.append(f"html:{name}s:{_bucket(counts[name])}")
+    visible = _TAG.sub(" ", text)
+    try:
+        visible = html.unescape(visible)
+    except Exception:
+        out.append("html:bad-entity")
+    if len(visible.split()) < 10:
+        out.append("html:little-text")
+    return visible
+
+
+def _urls(text: str, out: list[str]) -> None:
+    for url in _URL.findall(text)[:100]:
+        _url(url, out)
+    if "@" not in text:
+        return
+    domains = {domain.lower() for domain in _EMAIL.findall(text)[:50]}
+    for domain in domains:
+        out.append(f"email:domain:{domain[:60]}")
+
+
+def _url(url: str, out: list[str]) -> None:
+    lower = url.lower()
+    rest = lower.split("://", 1)[1] if "://" in lower else lower
+    host, _, path = rest.partition("/")
+    if "@" in host:
+        out.append("url:userinfo")
+        host = host.rsplit("@", 1)[1]
+    if ":" in host:
+        out.append("url:port")
+        host = host.split(":", 1)[0]
+    host = host.rstrip(".")
+    if "%" in lower:
+        out.append("url:escaped")
+        path = unquote(path)
+    if _IPV4.match(host):
+        out.append("url:ip")
+    elif host:
+        labels = host.split(".")[-4:]
+        out.append(f"url:host:{'.'.join(labels)[:80]}")
+        if len(labels) >= 2:
+            out.append(f"url:domain:{'.'.join(labels[-2:])[:60]}")
+        out.append(f"url:tld:{labels[-1][:10]}")
+    for word in re.split(r"[/?&=.#_+-]+", path)[:10]:
+        if 2 < len(word) <= 20 and not word.isdigit():
+            out.append(f"url:path:{word}")
+
+
+def _body_text(text: str, out: list[str]) -> None:
+    _urls(text, out)
+    if "://" in text or "www." in text or "WWW." in text:
+        text = _URL.sub(" ", text)
+    words = text.split()
+    caps = 0
+    append = out.append
+    for raw in words[: max(0, MAX_TOKENS - len(out))]:
+        word = raw.strip(_EDGE)
+        if raw.endswith("!!"):
+            append("punct:bangs")
+        if not word:
+            continue
+        if 2 < len(word) <= 20 and word.isalpha():  # the common case, inline
+            if len(word) > 3 and word.isupper():
+                caps += 1
+            append(word.lower())
+        else:
+            _word(word, out, "")
+    counted = len(words)
+    if counted >= 20:
+        out.append(f"caps:ratio:{min(10, caps * 20 // counted)}")
+    out.append(f"words:{_bucket(counted)}")
+
+
+def _words(text: str, out: list[str], prefix: str) -> None:
+    for raw in _WORD_SPLIT.split(text):
+        word = raw.strip(_EDGE)
+        if word:
+            _word(word, out, prefix)
+
+
+def _word(word: str, out: list[str], prefix: str) -> None:
+    lower = word.lower()
+    if "@" in lower and "." in lower:
+        out.append(f"{prefix}email")
+        return
+    if _MONEY.match(lower):
+        out.append(f"{prefix}money")
+        return
+    if _NUMBER.match(lower):
+        out.append(f"{prefix}num:{min(len(lower), 12)}")
+        return
+    if len(lower) < 3:
+        return
+    if len(lower) > 20:
+        out.append(f"{prefix}skip:{lower[0]}:{len(lower) // 10}")
+        return
+    out.append(prefix + lower)
+
+
+def token_set(tokens: Iterable[str]) -> set[str]:
+    """The distinct tokens (what the classifiers use for presence features)."""
+    return set(tokens)

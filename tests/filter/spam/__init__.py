@@ -1,0 +1,1 @@
+"""Tests of the content classifiers (mailserver.filter.spam) and the ``spam`` CLI noun."""
