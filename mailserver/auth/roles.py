@@ -36,12 +36,17 @@ class Action(enum.Enum):
     READ_AUDIT = "read-audit"
     MANAGE_OWN_CREDENTIALS = "manage-own-credentials"  # password, app passwords, TOTP, tokens
     READ_MAIL = "read-mail"  # target: the mailbox owner's address
+    MANAGE_FILTER_LISTS = "manage-filter-lists"  # allow/block lists; target: address or domain
 
 
 #: Actions scoped by domain: a domain admin may do them inside their domains.
-_DOMAIN_SCOPED = frozenset({Action.MANAGE_USERS, Action.MANAGE_ALIASES})
+_DOMAIN_SCOPED = frozenset(
+    {Action.MANAGE_USERS, Action.MANAGE_ALIASES, Action.MANAGE_FILTER_LISTS}
+)
 #: Actions on one's own account: every user may do them for themselves.
-_SELF = frozenset({Action.MANAGE_OWN_CREDENTIALS, Action.READ_MAIL})
+_SELF = frozenset(
+    {Action.MANAGE_OWN_CREDENTIALS, Action.READ_MAIL, Action.MANAGE_FILTER_LISTS}
+)
 
 
 @dataclass(frozen=True)
@@ -74,8 +79,8 @@ def allowed(actor: Actor, action: Action, target: str | None = None) -> bool:
     """Whether ``actor`` may do ``action`` (on ``target``: an address, ``@domain`` or domain)."""
     if actor.is_admin:
         return True
-    if action in _SELF:
-        return target is not None and actor.address == target.lower()
+    if action in _SELF and target is not None and actor.address == target.lower():
+        return True
     if action in _DOMAIN_SCOPED and Role.DOMAIN_ADMIN in actor.roles and target:
         return _domain_of(target) in actor.admin_domains
     return False

@@ -19,7 +19,13 @@ Design rules:
    it through with X-Spam-Status; the classifier's verdict goes to the store
    (:class:`~mailserver.interfaces.IClassified`) and to ``record`` (the
    ``spam_classifications`` log).
-6. Checks that honour allow lists are not even asked once a trusted verdict is in.
+6. Checks that honour allow lists are not even asked once a trusted verdict is in. Trust
+   from connect or MAIL (a server allow list, a trusted DNSWL) covers the whole message;
+   trust from one recipient's own list covers that recipient's checks, and the message
+   only when every recipient trusts the sender.
+7. RFC 5321 §4.3.2 lists 550, not 554, among the refusals of RCPT, so a 554 verdict (a
+   DNSBL or block-list hit in Postfix's wording) is given as 550 there; at the end of DATA
+   554 stays (RFC 5321 §4.2.5, RFC 3463 5.7.1 for a virus).
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from zope.interface import implementer
 
 from mailserver.filter.outcome import (
     FilterPolicy,
+    FilterRefused,
     Outcome,
     add_headers,
     counted,
@@ -197,7 +204,9 @@ class FilteredDelivery(WrappingDelivery):
         self.envelope = envelope
         self.inner = inner
         self.recipients: list[Address] = []
+        #: The connect, HELO and MAIL verdicts, then each accepted recipient's own.
         self.verdicts: list[Verdict] = []
+        self.per_recipient: list[list[Verdict]] = []
         self.outcome: Outcome | None = None
         self._early: list[Verdict] | None = None
         self._waiting: list[Deferred[list[Verdict]]] = []
@@ -222,7 +231,21 @@ class FilteredDelivery(WrappingDelivery):
 
     @property
     def trusted(self) -> bool:
-        return any(v.trusted for v in self.verdicts)
+        """Rule 6: trusted from connect/MAIL, or by every accepted recipient."""
+        if any(v.trusted for v in self.verdicts):
+            return True
+        return bool(self.per_recipient) and all(
+            any(v.trusted for v in verdicts) for verdicts in self.per_recipient
+        )
+
+    def message_verdicts(self) -> list[Verdict]:
+        """What counts for the message: the early verdicts, and the recipients' own except
+        a trust that not every recipient shares."""
+        everyone = self.trusted
+        out = list(self.verdicts)
+        for verdicts in self.per_recipient:
+            out.extend(v for v in verdicts if everyone or not v.trusted)
+        return out
 
     def add_recipient(
         self, address: Address, params: Mapping[str, str] | None = None
@@ -236,8 +259,9 @@ class FilteredDelivery(WrappingDelivery):
         policy = FilterPolicy(quarantine_score=1e9)  # early points wait for the message
         outcome = decide(early, honours, policy)
         if outcome.refusal is not None:
-            raise refusal(outcome.refusal)
-        asked = session.run("recipient", self.envelope, address, trusted=self.trusted)
+            raise at_rcpt(refusal(outcome.refusal))
+        message_trusted = any(v.trusted for v in early)
+        asked = session.run("recipient", self.envelope, address, trusted=message_trusted)
         verdicts: list[Verdict] = await gatherResults(asked)
         outcome = decide(list(early) + verdicts, honours, policy)
         if outcome.refusal is not None:
@@ -246,10 +270,11 @@ class FilteredDelivery(WrappingDelivery):
                 peer=session.peer.address, rcpt=str(address),
                 check=outcome.refusal.check, reason=outcome.refusal.reason,
             )
-            raise refusal(outcome.refusal)
+            raise at_rcpt(refusal(outcome.refusal))
         await self.inner.add_recipient(address, params)  # type: ignore[misc]
         self.recipients.append(address)
-        self.verdicts.extend(v for v in verdicts if v is not ACCEPT)
+        kept, _trusted = counted(verdicts, honours)
+        self.per_recipient.append([v for v in kept if v is not ACCEPT])
 
     def body(self, source: BinaryIO) -> Deferred[None]:
         return Deferred.fromCoroutine(self._body(source))
@@ -262,7 +287,7 @@ class FilteredDelivery(WrappingDelivery):
         recipients = tuple(self.recipients)
         asked = session.run("body", self.envelope, recipients, message, trusted=self.trusted)
         verdicts: list[Verdict] = await gatherResults(asked)
-        outcome = decide(self.verdicts + verdicts, owner.honours, owner.policy)
+        outcome = decide(self.message_verdicts() + verdicts, owner.honours, owner.policy)
         self.outcome = outcome
         self._log(outcome)
         spam = outcome.spam
@@ -327,6 +352,13 @@ class FilteredDelivery(WrappingDelivery):
     def abort(self) -> Deferred[None]:
         result: Deferred[None] = self.inner.abort()  # type: ignore[assignment]
         return result
+
+
+def at_rcpt(error: FilterRefused) -> FilterRefused:
+    """Rule 7: 554 is not a reply to RCPT; 550 says the same there."""
+    if error.code == 554:
+        error.code = 550
+    return error
 
 
 def _spooled(message: bytes) -> BinaryIO:

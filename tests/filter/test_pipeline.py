@@ -182,7 +182,7 @@ async def test_reject_at_connect_is_given_at_every_rcpt(serve) -> None:
     blocked = Verdict(Action.REJECT, code=554, enhanced="5.7.1", text="Client blocked")
     server = serve(Scripted("dnsbl", {"connect": blocked}))
     answers = await in_thread(send, server.port, ["alice@example.org", "bob@example.org"])
-    assert answers["rcpt"] == [(554, b"5.7.1 Client blocked")] * 2
+    assert answers["rcpt"] == [(550, b"5.7.1 Client blocked")] * 2  # RFC 5321 §4.3.2
     assert server.folder("INBOX") == []
 
 
@@ -252,6 +252,31 @@ async def test_an_allow_listed_sender_skips_the_checks_that_honour_it(serve) -> 
     assert virus.asked[-1] == "body"
     [stored] = server.folder("INBOX")
     assert b"score=-1.0" in stored and b"trusted=yes" in stored
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_recipients_allow_list_covers_that_recipient_only(serve) -> None:
+    def alice_trusts(envelope: Any, address: Any) -> Verdict:
+        return Verdict(trusted=True, rule="ALLOW_LIST", score=-100) if address.local == "alice" \
+            else ACCEPT
+
+    lists = Scripted("lists", {"recipient": alice_trusts}, honours_allow_list=False)
+    grey = Scripted("greylist", {"recipient": Verdict(Action.TEMPFAIL, code=450, text="Grey")})
+    spam = Scripted("spam", {"body": Verdict(score=6.0, rule="BAYES_99")})
+    server = serve(lists, grey, spam)
+    answers = await in_thread(send, server.port, ["alice@example.org", "bob@example.org"])
+    assert answers["rcpt"][0][0] == 250 and answers["rcpt"][1][0] == 450
+    assert "body" not in spam.asked  # the one accepted recipient trusts the sender
+    [stored] = server.folder("INBOX", "alice")
+    assert b"trusted=yes" in stored and b"BAYES_99" not in stored
+
+    spam.asked.clear()
+    both = Scripted("lists", {"recipient": alice_trusts}, honours_allow_list=False)
+    server = serve(both, Scripted("spam", {"body": Verdict(score=6.0, rule="BAYES_99")}))
+    answers = await in_thread(send, server.port, ["alice@example.org", "bob@example.org"])
+    assert answers["data"][0] == 250
+    [junk] = server.folder("Junk", "bob")  # bob never trusted the sender: points count
+    assert b"BAYES_99(+6.0)" in junk and b"trusted=yes" not in junk
 
 
 @pytest_twisted.ensureDeferred
