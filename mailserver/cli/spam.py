@@ -177,14 +177,20 @@ def train(args: argparse.Namespace) -> int:
         )
 
     def work(config: Config, directory: Any, store: Any) -> Any:
-        bar = ProgressBar("training", len(found))
+        bar = ProgressBar("tokenizing", len(found))
+
+        def progress(done: int, total: int | None) -> None:
+            bar.update(done, total)
+            if done == len(found):
+                bar.finish()
+                print("fitting the logistic regression...", file=sys.stderr, flush=True)
+
         model = SpamModel.train(
             ((example.message, example.is_spam) for example in found),
-            bar.update,
+            progress,
             threshold=args.threshold,
             total=len(found),
         )
-        bar.finish()
         ModelStore(store.db).save_sync(name, model)
         print(f"trained the {name} model on {len(found)} messages "
               f"({spam} spam, {len(found) - spam} ham); "

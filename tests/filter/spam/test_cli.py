@@ -52,7 +52,7 @@ def test_train_eval_explain_stats(spam_cli, tmp_path):
     held = write_tree(tmp_path / "held", 10, seed=2)
     done = spam_cli.ok("train", str(train))
     assert "trained the global model on 50 messages (25 spam, 25 ham)" in done.stdout
-    assert "training [" in done.stderr and "50/50" in done.stderr
+    assert "tokenizing [" in done.stderr and "50/50" in done.stderr
 
     done = spam_cli.ok("eval", str(held))
     assert "messages: 20 (10 spam, 10 ham)" in done.stdout
