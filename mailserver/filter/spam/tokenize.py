@@ -87,9 +87,7 @@ _EMAIL = re.compile(r"@([\w-]{1,63}(?:\.[\w-]{1,63}){1,6})")
 _MONEY = re.compile(r"^[$€£]\d|^\d[\d,.]*[$€£]$")
 _NUMBER = re.compile(r"^[\d,.]+$")
 _IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
-_TAG = re.compile(r"<\s*(/?)\s*([a-zA-Z][a-zA-Z0-9]{0,15})([^>]{0,2000})>", re.S)
-_COMMENT = re.compile(r"<!--.*?-->", re.S)
-_SCRIPT = re.compile(r"(?is)<(script|style)\b.*?</\1\s*>")
+_TAG = re.compile(r"<\s*(/?)\s*([a-zA-Z][a-zA-Z0-9]{0,15})([^<>]{0,500})>", re.S)
 _COLOR = re.compile(r"(?i)\bcolor\s*[=:]\s*[\"']?\s*(#?[\w]{1,20})")
 _HIDDEN = re.compile(r"(?i)display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*[01]p")
 _FONT_SIZE = re.compile(r"(?i)\bsize\s*=\s*[\"']?\s*([+-]?\d)")
@@ -296,13 +294,8 @@ def _part(part: Message, out: list[str]) -> None:
 def _html(text: str, out: list[str]) -> str:
     """The visible text of an HTML part, adding tokens for its markup to ``out``."""
     _urls(text, out)
-    if _COMMENT.search(text):
-        comments = _COMMENT.findall(text)
-        out.append(f"html:comments:{_bucket(len(comments))}")
-        if re.search(r"\w<!--.{0,200}?-->\w", text):
-            out.append("html:comment-in-word")
-    text = _COMMENT.sub("", text)
-    text = _SCRIPT.sub(" ", text)
+    text = _cut_comments(text, out)
+    text = _cut_elements(text, ("script", "style"))
     seen: set[str] = set()
     counts: dict[str, int] = {}
     for match in _TAG.finditer(text):
@@ -338,6 +331,59 @@ def _html(text: str, out: list[str]) -> str:
     if len(visible.split()) < 10:
         out.append("html:little-text")
     return visible
+
+
+def _cut_comments(text: str, out: list[str]) -> str:
+    """``text`` without its ``<!-- -->`` comments (an unclosed one runs to the end).
+
+    A linear scan with ``str.find``: a lazy regex would be quadratic on unclosed openers.
+    """
+    if "<!--" not in text:
+        return text
+    kept: list[str] = []
+    position = comments = 0
+    in_word = False
+    while True:
+        start = text.find("<!--", position)
+        if start < 0:
+            kept.append(text[position:])
+            break
+        kept.append(text[position:start])
+        comments += 1
+        end = text.find("-->", start + 4)
+        if end < 0:
+            break
+        position = end + 3
+        if start and text[start - 1].isalnum() and text[position : position + 1].isalnum():
+            in_word = True
+    out.append(f"html:comments:{_bucket(comments)}")
+    if in_word:
+        out.append("html:comment-in-word")
+    return "".join(kept)
+
+
+def _cut_elements(text: str, names: tuple[str, ...]) -> str:
+    """``text`` without the content of the elements ``names`` (e.g. script), linearly."""
+    lower = text.lower()
+    if not any(f"<{name}" in lower for name in names):
+        return text
+    kept: list[str] = []
+    position = 0
+    while True:
+        found = [(lower.find(f"<{name}", position), name) for name in names]
+        found = [(start, name) for start, name in found if start >= 0]
+        if not found:
+            kept.append(text[position:])
+            break
+        start, name = min(found)
+        kept.append(text[position:start])
+        end = lower.find(f"</{name}", start)
+        if end < 0:
+            break
+        close = lower.find(">", end)
+        position = len(text) if close < 0 else close + 1
+        kept.append(" ")
+    return "".join(kept)
 
 
 def _urls(text: str, out: list[str]) -> None:

@@ -100,3 +100,18 @@ def test_never_raises_on_mime_shaped_junk(pieces):
     """Broken MIME made of the parser's own delimiters never raises."""
     tokens = tokenize(b"".join(pieces))
     assert len(tokens) <= MAX_TOKENS
+
+
+def test_comments_scripts_and_unclosed_markup():
+    """Comments split no words; script/style text is not visible; unclosed openers (a
+    quadratic case for lazy regexes) end the visible text instead of hanging."""
+    tokens = tokenize(
+        b"Content-Type: text/html\n\n<p>fr<!-- x -->ee <script>var secret;</script>shown"
+        b"<style>p{color:red}</style> end"
+    )
+    assert "free" in tokens and "html:comment-in-word" in tokens
+    assert "shown" in tokens and "end" in tokens
+    assert "secret" not in tokens and "var" not in tokens
+    for opener in (b"x<!--", b"<script>", b"<a ", b"<style"):
+        tokens = tokenize(b"Content-Type: text/html\n\nbefore " + opener * 100_000)
+        assert "before" in tokens and len(tokens) < 100
