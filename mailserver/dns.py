@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dns.exception
@@ -101,7 +101,8 @@ class Resolver:
             expires, records = cached
             if now < expires:
                 self._cache.move_to_end(key)
-                return succeed(records)
+                # What is left of the TTL, so a caller caching it too never doubles it.
+                return succeed(replace(records, ttl=max(0, int(expires - now))))
             del self._cache[key]
         waiting: Deferred[Records] = Deferred()
         if key in self._pending:

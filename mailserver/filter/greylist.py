@@ -347,7 +347,7 @@ class GreylistSession:
         return ACCEPT
 
     def recipient(self, envelope: Envelope, address: Address) -> Verdict | Deferred[Verdict]:
-        if self.exempt:
+        if self.exempt or envelope.authenticated_as:
             return ACCEPT
         check, settings = self.check, self.check.settings
         now = check.clock.seconds()
