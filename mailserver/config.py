@@ -522,6 +522,195 @@ class MsgAuthConfig:
     )
 
 
+def _zones(value: tuple[str, ...]) -> tuple[str, str] | None:
+    """Accept DNS list zones in postscreen's syntax (parsed by mailserver.filter.dnsbl)."""
+    from mailserver.filter.dnsbl import parse_zone
+
+    for index, text in enumerate(value):
+        try:
+            parse_zone(text)
+        except ValueError as error:
+            return f"[{index}] {error}", 'e.g. "zen.spamhaus.org=127.0.0.[2..11]*3 reject"'
+    return None
+
+
+def _clamd(value: str) -> tuple[str, str] | None:
+    """Accept "" (off) or a clamd address."""
+    from mailserver.filter.clamd import parse_address
+
+    if value:
+        try:
+            parse_address(value)
+        except ValueError as error:
+            return str(error), 'use "unix:/run/clamav/clamd.ctl" or "tcp:127.0.0.1:3310"'
+    return None
+
+
+def _networks(value: tuple[str, ...]) -> tuple[str, str] | None:
+    """Accept a list of IP networks (or single addresses)."""
+    for index, text in enumerate(value):
+        try:
+            ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            return f"[{index}] {text!r} is not an IP network", 'e.g. "192.0.2.0/24" or "::1/128"'
+    return None
+
+
+def _not_negative(value: Any) -> tuple[str, str] | None:
+    if value < 0:
+        return f"must not be negative, got {value!r}", "use 0 to turn it off, or a positive number"
+    return None
+
+
+@dataclass(frozen=True)
+class FilterConfig:
+    """[filter]: spam and virus checks of port-25 mail (rate limits, viruses: submission too)."""
+
+    enabled: bool = _key(True, "Run the filter pipeline (the checks below) on port 25.")
+    quarantine_score: float = _key(
+        5.0,
+        "Points (SpamAssassin-style, positive = spammy) from which a message is filed into "
+        "the recipient's Junk folder.",
+        _positive,
+    )
+    reject_score: float = _key(
+        0.0,
+        "Points from which a message is refused with 550 5.7.1 at the end of DATA; 0 = never "
+        "(spam is filed into Junk instead).",
+        _not_negative,
+    )
+    timeout: float = _key(30.0, "Seconds each check may take per SMTP phase.", _positive)
+    add_headers: bool = _key(
+        True, "Add X-Spam-Status and X-Spam-Report headers that explain every verdict."
+    )
+    lists: bool = _key(
+        True, "Honour the allow and block lists ('mailserver filter allow|block')."
+    )
+    spam: bool = _key(
+        True,
+        "Score messages with the trained classifiers ('mailserver spam train'); no model "
+        "trained = no score.",
+    )
+    spam_points: float = _key(
+        6.0,
+        "Points a message gets at classifier certainty (probability 1); a message at the "
+        "classifier's own threshold gets quarantine_score, clear ham 0.",
+        _positive,
+    )
+    learn_global: bool = _key(
+        False,
+        "Also train the global model (not only the user's own) when a user moves mail into "
+        "or out of Junk.",
+    )
+    dnsbl_zones: tuple[str, ...] = _key(
+        (),
+        'Block lists for the client address: "NAME[=PATTERN][*POINTS][ reject]", e.g. '
+        '"zen.spamhaus.org*3" (RFC 5782).',
+        _zones,
+    )
+    dnswl_zones: tuple[str, ...] = _key(
+        (),
+        'Allow lists for the client address: "NAME[=PATTERN][*POINTS][ trusted]", '
+        "points default -1.",
+        _zones,
+    )
+    rhsbl_zones: tuple[str, ...] = _key(
+        (), "Block lists for the MAIL FROM domain, same syntax as dnsbl_zones.", _zones
+    )
+    dnsbl_timeout: float = _key(
+        5.0, "Seconds to wait for each list before counting the client as not listed.", _positive
+    )
+    signals: bool = _key(
+        True,
+        "Score reverse DNS and HELO signals (no PTR, PTR not confirmed, HELO not a FQDN, "
+        "HELO forged as ours...).",
+    )
+    rate_window: float = _key(
+        60.0, "Seconds over which the per-address limits below count.", _positive
+    )
+    rate_connections: int = _key(
+        30, "Connections per client address (IPv6: per /64) per window; 0 = no limit.",
+        _not_negative,
+    )
+    rate_messages: int = _key(
+        60, "Messages (MAIL) per client address per window; 0 = no limit.", _not_negative
+    )
+    rate_recipients: int = _key(
+        300, "Recipients (RCPT) per client address per window; 0 = no limit.", _not_negative
+    )
+    rate_user_window: float = _key(
+        3600.0, "Seconds over which the per-user (submission) limits count.", _positive
+    )
+    rate_user_messages: int = _key(
+        500, "Messages per authenticated user per user window; 0 = no limit.", _not_negative
+    )
+    rate_user_recipients: int = _key(
+        2000, "Recipients per authenticated user per user window; 0 = no limit.", _not_negative
+    )
+    rate_exempt_networks: tuple[str, ...] = _key(
+        ("127.0.0.0/8", "::1/128"), "Client networks the per-address limits skip.", _networks
+    )
+    greylist: bool = _key(
+        False,
+        "Greylist unknown (client network, sender, recipient) triplets with 450 4.2.0 "
+        "(RFC 6647); authenticated and allow-listed senders are never greylisted.",
+    )
+    greylist_delay: float = _key(
+        60.0, "Seconds a new triplet must wait before a retry is accepted.", _positive
+    )
+    greylist_window: float = _key(
+        86400.0, "Seconds after the first try within which the retry must come.", _positive
+    )
+    greylist_max_age: float = _key(
+        35 * 86400.0, "Seconds a passed triplet is remembered without new mail.", _positive
+    )
+    greylist_auto_allow: int = _key(
+        5, "Passes after which a client network is no longer greylisted; 0 = never.",
+        _not_negative,
+    )
+    greylist_exempt_networks: tuple[str, ...] = _key(
+        (), "Client networks never greylisted.", _networks
+    )
+    greylist_known_domain_passes: int = _key(
+        1,
+        "Passes after which a sender domain whose SPF passes for the client is no longer "
+        "greylisted; 0 = off.",
+        _not_negative,
+    )
+    greylist_ipv4_prefix: int = _key(
+        24, "IPv4 prefix length grouping client addresses into one greylist network.",
+        _between(8, 32),
+    )
+    greylist_ipv6_prefix: int = _key(
+        64, "IPv6 prefix length grouping client addresses into one greylist network.",
+        _between(16, 128),
+    )
+    greylist_prune_interval: float = _key(
+        3600.0, "Seconds between deletions of expired greylist records.", _positive
+    )
+    clamd: str = _key(
+        "",
+        'clamd address for virus scanning: "unix:/run/clamav/clamd.ctl" or '
+        '"tcp:127.0.0.1:3310"; "" = no virus scanning.',
+        _clamd,
+    )
+    clamd_timeout: float = _key(
+        20.0, "Seconds for one scan (connect, upload, reply); keep it below timeout.", _positive
+    )
+    virus_fail: str = _key(
+        "open",
+        'When clamd cannot scan: "open" delivers marked unscanned, "closed" answers 451 '
+        "4.7.1 so the sender retries.",
+        _one_of("open", "closed"),
+    )
+    virus_max_size: int = _key(
+        25 * 1024 * 1024,
+        "Largest message sent to clamd, in bytes (0 = no limit); larger ones are delivered "
+        "unscanned with a header. Set clamd's StreamMaxLength at least this large.",
+        _not_negative,
+    )
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration; each field of a dataclass type is one TOML section."""
@@ -539,6 +728,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     msgauth: MsgAuthConfig = field(default_factory=MsgAuthConfig)
+    filter: FilterConfig = field(default_factory=FilterConfig)
     #: Where this configuration came from: a file path or "embedded defaults" (not a key).
     source: str = EMBEDDED
 

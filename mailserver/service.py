@@ -43,7 +43,9 @@ from mailserver.db import Database
 from mailserver.dns import Resolver
 from mailserver.errors import ConfigError
 from mailserver.filter.feedback import VerdictFeedback
+from mailserver.filtering import Filters
 from mailserver.imap.factory import IMAPFactory, IMAPPolicy, RecentClaims
+from mailserver.interfaces import IDeliveryTarget
 from mailserver.listener import ListenerFactory
 from mailserver.msgauth.arc import ARCVerifier
 from mailserver.msgauth.dkim import DKIMSigner, DKIMVerifier
@@ -124,6 +126,8 @@ class MailService(MultiService):
         self.credentials: CredentialStore | None = None
         self.throttle: Throttle | None = None
         self.audit: AuditLog | None = None
+        #: The filter pipeline's checks ([filter]); None when the filter is off.
+        self.filters: Filters | None = None
         self.state = "starting"
         #: After stopService: True when in-flight work finished and storage closed in time.
         self.stopped_cleanly = False
@@ -374,6 +378,9 @@ def build(config: Config, reactor: Any) -> MailService:
     site.noisy = False
     root.add_listeners("http.listen", config.http.listen, site)
     _security(config, root, reactor)
+    if config.filter.enabled:
+        root.filters = Filters(config, db, directory, store.account, reactor)
+        root.filters.setServiceParent(root)
     local = LocalDeliveryTarget(store, directory)
     spool = LmdbSpool(db, os.path.join(data_dir, "spool"), reactor, fsync=config.store.fsync)
     root.spool = spool
@@ -458,8 +465,9 @@ def _imap_factory(
         implicit_tls=implicit_tls,
         offer_starttls=not implicit_tls,
     )
+    feedback = service.filters.feedback() if service.filters else VerdictFeedback()
     return IMAPFactory(
-        portal, policy, service.tls, reactor=reactor, recent=recent, feedback=VerdictFeedback()
+        portal, policy, service.tls, reactor=reactor, recent=recent, feedback=feedback
     )
 
 
@@ -602,8 +610,13 @@ def _mx_factory(config: Config, service: MailService, reactor: Any) -> SMTPFacto
             service.directory.has_domain,
             reactor=reactor,
         )
-    realm = MailRealm(lambda: MXTarget(target, service.directory, postmaster))
-    portal = Portal(realm, [AllowAnonymousAccess()])
+    filters = service.filters
+
+    def avatar() -> IDeliveryTarget:
+        mx = MXTarget(target, service.directory, postmaster)
+        return filters.inbound(mx) if filters is not None else mx
+
+    portal = Portal(MailRealm(avatar), [AllowAnonymousAccess()])
     return SMTPFactory(portal, SMTPPolicy(**_policy_fields(config)), service.tls, reactor=reactor)
 
 
@@ -636,8 +649,11 @@ def _submission_factory(
     keys = KeyStore(os.path.join(config.server.data_path, "dkim"))
     signed = DKIMSigningTarget(router, DKIMSigner(keys), reactor)
 
-    def avatar(user: str) -> SubmissionTarget:
-        return SubmissionTarget(user, directory, signed, hostname, reactor)
+    filters = service.filters
+
+    def avatar(user: str) -> IDeliveryTarget:
+        own = SubmissionTarget(user, directory, signed, hostname, reactor)
+        return filters.submission(own) if filters is not None else own
 
     realm = MailRealm(lambda: MXTarget(router, directory, f"postmaster@{hostname}"), avatar)
     portal = _guarded_portal(service, realm, "smtp")

@@ -79,7 +79,7 @@ def register(subparsers: Any) -> None:
     for verb, handler, what in (
         ("allow", allow_entry, "trust mail from ENTRY (the checks that honour allow lists "
          "are skipped)"),
-        ("block", block_entry, "refuse mail from ENTRY with 554 5.7.1"),
+        ("block", block_entry, "refuse mail from ENTRY with 550 5.7.1"),
     ):
         command = verbs.add_parser(verb, help=what + "; the server's list unless --domain/--user")
         command.add_argument("entry", metavar="ENTRY", help=ENTRY_HELP)

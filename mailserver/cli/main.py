@@ -33,6 +33,8 @@ NOUNS = [
     "mailserver.cli.dkim",
     "mailserver.cli.dns",
     "mailserver.cli.dmarc",
+    "mailserver.cli.filter",
+    "mailserver.cli.spam",
 ]
 
 #: Exit statuses: a usage or config problem, and any other expected failure.

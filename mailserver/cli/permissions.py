@@ -43,6 +43,9 @@ _OWN = Rule((Action.MANAGE_OWN_CREDENTIALS, Action.MANAGE_USERS), "address")
 _ADMIN = Rule((Action.MANAGE_DOMAINS,))  # no scoped action: admins only
 _QUEUE = Rule((Action.MANAGE_QUEUE,))
 _AUDIT = Rule((Action.READ_AUDIT,))
+#: Allow/block lists: one's own (--user), a domain admin's domains (--domain), the server
+#: scope (no target) for admins only.
+_FILTER_LISTS = Rule((Action.MANAGE_FILTER_LISTS,), "address")
 
 #: handler -> Rule; ``None`` = anyone (reads no data: config check/example).
 RULES: dict[str, Rule | None] = {
@@ -91,6 +94,17 @@ RULES: dict[str, Rule | None] = {
     "mailserver.cli.dmarc.summary": Rule((Action.MANAGE_USERS,), "domain"),
     "mailserver.cli.dmarc.list_reports": Rule((Action.MANAGE_USERS,), "domain"),
     "mailserver.cli.dmarc.import_reports": _ADMIN,
+    "mailserver.cli.filter.allow_entry": _FILTER_LISTS,
+    "mailserver.cli.filter.block_entry": _FILTER_LISTS,
+    "mailserver.cli.filter.unlist_entry": _FILTER_LISTS,
+    "mailserver.cli.filter.list_entries": _FILTER_LISTS,
+    "mailserver.cli.filter.greylist_status": _ADMIN,
+    "mailserver.cli.filter.prune_greylist": _ADMIN,
+    # the models are the whole server's (a user's own model learns from their Junk moves)
+    "mailserver.cli.spam.train": _ADMIN,
+    "mailserver.cli.spam.eval_model": _ADMIN,
+    "mailserver.cli.spam.explain": _ADMIN,
+    "mailserver.cli.spam.stats": _ADMIN,
 }
 
 

@@ -25,13 +25,13 @@ Design rules:
    cannot both exist (adding one removes the other); if the index holds both anyway, block
    wins. So a user's allow overrides the server's block and a user can block
    ``example.com`` while allowing ``boss@example.com``.
-4. **Verdicts.** Block: REJECT ``554 5.7.1`` naming whose list (Postfix's access-map reject
-   code). Allow: ``trusted`` with rule ``ALLOW_LIST`` and -100 points (SpamAssassin's
-   USER_IN_WELCOMELIST), so the pipeline skips the checks that honour allow lists. A block
-   is only ever given at RCPT, because a more specific scope may still allow the message; an
-   allow is given as early as it is certain (connect for a server-allowed client, MAIL for a
-   server-allowed sender). Sender entries trust the envelope sender, which anyone can forge:
-   prefer networks for allowing at the server scope.
+4. **Verdicts.** Block: REJECT ``550 5.7.1`` naming whose list (the refusal RFC 5321 §4.3.2
+   lists for RCPT, where blocks are given). Allow: ``trusted`` with rule ``ALLOW_LIST`` and
+   -100 points (SpamAssassin's USER_IN_WELCOMELIST), so the pipeline skips the checks that
+   honour allow lists. A block is only ever given at RCPT, because a more specific scope may
+   still allow the message; an allow is given as early as it is certain (connect for a server-
+   allowed client, MAIL for a server-allowed sender). Sender entries trust the envelope sender,
+   which anyone can forge: prefer networks for allowing at the server scope.
 5. **Storage.** Key ``scope NUL kind NUL entry`` in the ``filter_lists`` sub-db, value JSON
    ``{added, by, note}``; beside them ``scope NUL = NUL prefixes`` records the network prefix
    lengths listed in the scope (``{"4": [24, 32], "6": [64]}``), rewritten in the same
@@ -499,7 +499,7 @@ def verdict_for(match: Match | None) -> Verdict:
         rule="BLOCK_LIST",
         score=BLOCK_SCORE,
         reason=reason,
-        code=554,
+        code=550,
         enhanced="5.7.1",
         text=f"{match.on.capitalize()} blocked by {_whose(match.scope)} block list",
     )

@@ -58,7 +58,7 @@ def verdict(store, client="192.0.2.7", sender="someone@sender.example", rcpt=ALI
 
 
 def blocked(v) -> bool:
-    return v.action is Action.REJECT and v.code == 554 and v.enhanced == "5.7.1"
+    return v.action is Action.REJECT and v.code == 550 and v.enhanced == "5.7.1"
 
 
 def allowed(v) -> bool:
