@@ -221,6 +221,9 @@ def _headers(message: Message, out: list[str]) -> None:
         text = str(message_id).strip()
         if not re.fullmatch(r"<[^<>@\s]+@[^<>@\s]+>", text):
             out.append("message-id:odd")
+        else:
+            domain = text[text.rindex("@") + 1 : -1].lower()
+            out.append(f"message-id:domain:{'.'.join(domain.split('.')[-2:])[:60]}")
     if message.get("date") is None:
         out.append("date:missing")
     priority = message.get("x-priority") or message.get("x-msmail-priority")
