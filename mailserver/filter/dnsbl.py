@@ -27,6 +27,19 @@ Design rules:
    overrides a reject zone's listing: a DNSWL exists to protect against block-list mistakes.
 7. Domain lists (RHSBL, e.g. ``dbl.spamhaus.org``) are asked about the MAIL FROM domain at
    ``sender()``.
+8. Every zone is self-tested with RFC 5782 §5's test entries, once at ``start()`` (or lazily at
+   the first connection) and then every ``selftest_interval`` seconds on the reactor's clock:
+   an address zone must list 127.0.0.2 and must not list 127.0.0.1 (nor ::ffff:127.0.0.1, the
+   IPv6 form), a domain zone must list ``test`` and must not list ``invalid``, whatever
+   ``skip_networks`` says. A zone that lists a must-not entry (with a code the zone's pattern
+   counts) answers "listed" for everything (shut down and wildcarded, an expired domain, a
+   list refusing our resolver with an ordinary code): it is *broken*, logged, not asked, and
+   its listings give no points and no refusal until a later self-test passes. A zone missing
+   its must-be entry is only logged (some lists leave it out) and still used. A self-test that
+   gets no answer (DNS down, timeout) leaves the zone's state as it was: zones are used until
+   proven broken. Verdicts wait for the first self-test while it runs (it is bounded by
+   ``timeout`` too), so the first connections never meet a broken zone's refusals.
+   ``zone_status()`` gives each zone's state for diagnostics.
 
 Several listings in one verdict add their points and join their rule names with commas
 (``DNSBL_ZEN_TEST,DNSWL_WL_TEST``), the way SpamAssassin lists its tests.
@@ -41,13 +54,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
+    DeferredList,
     TimeoutError,
     gatherResults,
     succeed,
 )
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -61,6 +77,7 @@ __all__ = [
     "IP",
     "PRIVATE_NETWORKS",
     "DNSBLCheck",
+    "DNSBLSelfTests",
     "DNSBLSession",
     "Zone",
     "client_ip",
@@ -94,6 +111,12 @@ PRIVATE_NETWORKS: tuple[str, ...] = (
 _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 _ERROR_CODES = ipaddress.ip_network("127.255.255.0/24")
 _MAX_TXT = 200
+
+#: zone_status() values (a state may carry ": detail" after its word).
+UNCHECKED = "unchecked"
+OK = "ok"
+BROKEN = "broken"
+NO_TEST_ENTRY = "no test entry"
 
 
 # -- addresses -------------------------------------------------------------------------------
@@ -231,6 +254,27 @@ class _Kind:
     zones: tuple[Zone, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Probe:
+    """One RFC 5782 §5 test entry: the name asked under the zone, whether a conforming list
+    lists it, and how the logs and zone_status() name it."""
+
+    key: str
+    listed: bool
+    label: str
+
+
+# RFC 5782 §5: IPv4 lists MUST list 127.0.0.2 and MUST NOT list 127.0.0.1; IPv6 lists the
+# same as ::FFFF:7F00:2 / ::FFFF:7F00:1 (only the must-not one is asked: an IPv4-only list
+# has neither); domain lists MUST list TEST and MUST NOT list INVALID.
+_ADDRESS_PROBES = (
+    _Probe("2.0.0.127", True, "127.0.0.2"),
+    _Probe("1.0.0.127", False, "127.0.0.1"),
+    _Probe(reversed_name(ipaddress.IPv6Address("::ffff:7f00:1")), False, "::ffff:127.0.0.1"),
+)
+_DOMAIN_PROBES = (_Probe("test", True, "test"), _Probe("invalid", False, "invalid"))
+
+
 def combine(check: str, verdicts: Sequence[Verdict]) -> Verdict:
     """One verdict for several signals of one check: points added, rules and reasons joined,
     the strongest action with its reply; a trusted signal drops a REJECT."""
@@ -265,6 +309,11 @@ class DNSBLCheck:
     block lists for the client's address, ``allow_zones`` allow lists for it, ``domain_zones``
     block lists for the MAIL FROM domain. ``txt`` also fetches a listing's TXT record for the
     reason and the reply. ``cache_size`` bounds the answer cache (entries of zone x name).
+
+    ``selftest_interval`` is the time between the zones' self-tests (rule 8; None or 0: never
+    self-test, every zone stays "unchecked" and is used). The self-tests start at ``start()``
+    or at the first connection, and ``stop()`` ends them (:class:`DNSBLSelfTests` does both
+    as a service).
     """
 
     name = "dnsbl"
@@ -282,6 +331,7 @@ class DNSBLCheck:
         skip_networks: Sequence[str] = PRIVATE_NETWORKS,
         txt: bool = True,
         cache_size: int = 10000,
+        selftest_interval: float | None = 3600.0,
     ) -> None:
         self.reactor = reactor
         self.resolver = resolver
@@ -296,6 +346,22 @@ class DNSBLCheck:
         }
         self._skip = networks_of(skip_networks)
         self._cache: OrderedDict[tuple[str, str], tuple[float, _Answer]] = OrderedDict()
+        # Self-tests (rule 8), per zone name: a zone used both ways gets both sets of entries.
+        self.selftest_interval = (
+            selftest_interval if selftest_interval and selftest_interval > 0 else None
+        )
+        self._probes: dict[str, tuple[Zone, tuple[_Probe, ...]]] = {}
+        for zone in (*zones, *allow_zones):
+            self._probes.setdefault(zone.name, (zone, _ADDRESS_PROBES))
+        for zone in domain_zones:
+            first, probes = self._probes.get(zone.name, (zone, ()))
+            self._probes[zone.name] = (first, probes + _DOMAIN_PROBES)
+        self._status = dict.fromkeys(self._probes, UNCHECKED)
+        self._loop: LoopingCall | None = None
+        self._stopped = False
+        self._tested = False  # a self-test has finished since start()
+        self._running: list[Deferred[dict[str, str]]] | None = None  # waiters of the run
+        self._in_flight: set[Deferred[Any]] = set()
 
     def session(self, peer: Peer) -> DNSBLSession:
         return DNSBLSession(self, peer)
@@ -337,9 +403,14 @@ class DNSBLCheck:
         return d.addCallback(lambda verdicts: combine(self.name, verdicts))
 
     def _verdict(self, prefix: str, zone: Zone, key: str, who: str) -> Deferred[Verdict]:
-        d = Deferred.fromCoroutine(self._ask(zone, key))
+        if self.broken(zone.name):
+            return succeed(ACCEPT)
+        d: Deferred[Any] = Deferred.fromCoroutine(self._ask(zone, key))
         d.addTimeout(self.timeout, self.reactor)
         d.addErrback(self._failed, zone, key)
+        if not self._tested and self._running is not None:
+            # The first self-test is running: its word on the zone comes before the answer's.
+            d = gatherResults([d, self.selftest()]).addCallback(lambda both: both[0])
         return d.addCallback(self._to_verdict, prefix, zone, who)
 
     def _failed(self, failure: Failure, zone: Zone, key: str) -> None:
@@ -354,7 +425,7 @@ class DNSBLCheck:
         return None
 
     def _to_verdict(self, answer: _Answer | None, prefix: str, zone: Zone, who: str) -> Verdict:
-        if answer is None or not answer.listed:
+        if answer is None or not answer.listed or self.broken(zone.name):
             return ACCEPT
         rule = rule_name(prefix, zone)
         reason = f"{who} listed on {zone.name} ({', '.join(answer.listed)})"
@@ -415,6 +486,131 @@ class DNSBLCheck:
             return True
         return all(int(o) in allowed for o, allowed in zip(value.split("."), pattern))
 
+    # -- self-tests (rule 8) ------------------------------------------------------------------
+
+    def zone_status(self) -> dict[str, str]:
+        """Each zone's self-test state: "unchecked", "ok", "no test entry: ... not listed"
+        (used) or "broken: ... listed" (ignored)."""
+        return dict(self._status)
+
+    def broken(self, zone: str) -> bool:
+        """Is ``zone``'s last self-test result "broken" (its listings ignored)?"""
+        return self._status.get(zone, "").startswith(BROKEN)
+
+    def start(self) -> Deferred[dict[str, str]]:
+        """Self-test every zone now and then every ``selftest_interval`` seconds; fires with
+        zone_status() when the first self-test is done (at once when there is nothing to do).
+        Calling it again while running only waits for the running self-test."""
+        self._stopped = False
+        if self.selftest_interval is None or not self._probes:
+            return succeed(self.zone_status())
+        if self._loop is not None and self._loop.running:
+            return self.selftest() if self._running is not None else succeed(self.zone_status())
+        self._tested = False
+        self._loop = LoopingCall(self.selftest)
+        self._loop.clock = self.reactor
+        first = self.selftest()
+        self._loop.start(self.selftest_interval, now=False).addErrback(
+            lambda f: log.failure("DNS list self-tests stopped", f)
+        )
+        return first
+
+    def stop(self) -> None:
+        """Stop the self-tests: nothing stays scheduled on the reactor and a running self-test
+        is cancelled (zone states stay as they were). A later connection does not restart
+        them; ``start()`` does."""
+        self._stopped = True
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        for d in list(self._in_flight):
+            d.cancel()
+
+    def selftest(self) -> Deferred[dict[str, str]]:
+        """Self-test every zone now (or wait for the self-test already running); fires with
+        zone_status() and never fails."""
+        waiter: Deferred[dict[str, str]] = Deferred()
+        if self._running is not None:
+            self._running.append(waiter)
+            return waiter
+        self._running = [waiter]
+        runs = [Deferred.fromCoroutine(self._selftest_zone(zone, probes))
+                for zone, probes in self._probes.values()]
+        gatherResults(runs).addBoth(self._selftested)
+        return waiter
+
+    def _autostart(self) -> None:
+        """The first connection starts the self-tests when nobody called start()."""
+        if self._loop is None and not self._stopped:
+            self.start()
+
+    def _selftested(self, result: Any) -> None:
+        if isinstance(result, Failure):  # a bug: DeferredList consumes the look-ups' errors
+            log.failure("DNS list self-test failed", result)
+        self._tested = True
+        waiters, self._running = self._running or [], None
+        for waiter in waiters:
+            waiter.callback(self.zone_status())
+
+    async def _selftest_zone(self, zone: Zone, probes: tuple[_Probe, ...]) -> None:
+        asked = []
+        for probe in probes:
+            d: Deferred[tuple[str, ...]] = Deferred.fromCoroutine(self._probe(zone, probe))
+            d.addTimeout(self.timeout, self.reactor)
+            self._in_flight.add(d)
+            d.addBoth(self._landed, d)
+            asked.append(d)
+        results = await DeferredList(asked, consumeErrors=True)
+        if self._stopped:
+            return
+        answers = [(probe, codes) for probe, (ok, codes) in zip(probes, results) if ok]
+        bad = [(p, codes) for p, codes in answers if codes and not p.listed]
+        missing = [p for p, codes in answers if p.listed and not codes]
+        if bad:
+            probe, codes = bad[0]
+            self._set_status(zone, f"{BROKEN}: {probe.label} listed", ", ".join(codes))
+        elif len(answers) < len(probes):
+            error = next(r for ok, r in results if not ok)
+            why = (f"no answer within {self.timeout}s"
+                   if error.check(TimeoutError, CancelledError) else str(error.value))
+            log.warn("DNS list {zone}: self-test failed ({why}); the zone stays {status}",
+                     zone=zone.name, why=why, status=self._status[zone.name])
+        elif missing:
+            self._set_status(zone, f"{NO_TEST_ENTRY}: {missing[0].label} not listed", "")
+        else:
+            self._set_status(zone, OK, "")
+
+    def _landed(self, result: Any, d: Deferred[Any]) -> Any:
+        self._in_flight.discard(d)
+        return result
+
+    async def _probe(self, zone: Zone, probe: _Probe) -> tuple[str, ...]:
+        """The codes ``zone`` lists a test entry with that this check would count."""
+        name = f"{probe.key}.{zone.name}"
+        records = await self.resolver.lookup(name, "A")
+        return tuple(v for v in records.values if self._listing(zone, name, v))
+
+    def _set_status(self, zone: Zone, status: str, codes: str) -> None:
+        old = self._status[zone.name]
+        self._status[zone.name] = status
+        if old.startswith(BROKEN) != status.startswith(BROKEN):
+            # Answers kept from before the change would outlive it: forget them.
+            for key in [k for k in self._cache if k[0] == zone.name]:
+                del self._cache[key]
+        if status.startswith(BROKEN):
+            log.warn("DNS list {zone} is broken: {status} ({codes}), which RFC 5782 §5 says "
+                     "no list may list (answering everything: shut down, wildcarded, or "
+                     "refusing our queries?); its listings are ignored until a self-test "
+                     "passes", zone=zone.name, status=status, codes=codes)
+        elif old.startswith(BROKEN):
+            log.info("DNS list {zone} passes its self-test again ({status}); its listings "
+                     "count again", zone=zone.name, status=status)
+        elif status.startswith(NO_TEST_ENTRY) and status != old:
+            log.warn("DNS list {zone}: {status} (RFC 5782 §5 test entry missing, or not a "
+                     "code the zone's pattern counts); still used", zone=zone.name,
+                     status=status)
+        elif status != old:
+            log.info("DNS list {zone} self-test: {status}", zone=zone.name, status=status)
+
 
 def _printable(text: str) -> str:
     """A TXT reason fit for a reply line: printable ASCII, bounded."""
@@ -463,6 +659,7 @@ class DNSBLSession:
         if self._started:
             return
         self._started = True
+        self._check._autostart()
         if self._address is None:
             self._verdict = ACCEPT
             return
@@ -480,3 +677,18 @@ class DNSBLSession:
         d: Deferred[Verdict] = Deferred()
         self._waiting.append(d)
         return d
+
+
+class DNSBLSelfTests(Service):
+    """A service that runs a :class:`DNSBLCheck`'s zone self-tests while it runs."""
+
+    def __init__(self, check: DNSBLCheck) -> None:
+        self.check = check
+
+    def startService(self) -> None:
+        super().startService()
+        self.check.start()
+
+    def stopService(self) -> Any:
+        self.check.stop()
+        return super().stopService()

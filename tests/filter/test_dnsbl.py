@@ -119,6 +119,7 @@ def resolver(dns_server, clock):
 
 def make(clock: task.Clock, resolver: Any, *zones: Zone, **kwargs: Any) -> DNSBLCheck:
     kwargs.setdefault("skip_networks", ())
+    kwargs.setdefault("selftest_interval", None)  # tests/filter/test_rfc5782.py tests them
     return DNSBLCheck(ClockReactor(clock), resolver, zones, **kwargs)
 
 
@@ -273,7 +274,8 @@ async def test_one_lookup_serves_every_message_of_a_connection(clock, resolver):
 async def test_private_and_authenticated_clients_are_not_looked_up(clock, resolver):
     """Loopback/private addresses (by default), authenticated peers and non-addresses are
     never looked up; an authenticated sender gets ACCEPT whatever the lists say."""
-    check = DNSBLCheck(ClockReactor(clock), resolver, [Zone("bl.test", reject=True)])
+    check = DNSBLCheck(ClockReactor(clock), resolver, [Zone("bl.test", reject=True)],
+                       selftest_interval=None)
     assert await verdict_for(check, "127.0.0.2") == ACCEPT
     assert await verdict_for(check, "192.168.1.2") == ACCEPT
     open_check = make(clock, resolver, Zone("bl.test", reject=True))
