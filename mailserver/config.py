@@ -620,6 +620,12 @@ class FilterConfig:
     dnsbl_timeout: float = _key(
         5.0, "Seconds to wait for each list before counting the client as not listed.", _positive
     )
+    dnsbl_selftest_interval: float = _key(
+        3600.0,
+        "Seconds between the RFC 5782 §5 self-tests of each DNS list (a list that lists "
+        "127.0.0.1 or INVALID is ignored until it passes again); 0 = no self-tests.",
+        _not_negative,
+    )
     signals: bool = _key(
         True,
         "Score reverse DNS and HELO signals (no PTR, PTR not confirmed, HELO not a FQDN, "

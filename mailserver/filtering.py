@@ -27,7 +27,7 @@ from mailserver.db import Database
 from mailserver.dns import Resolver
 from mailserver.filter.clamd import VirusCheck
 from mailserver.filter.classifications import ClassificationLog
-from mailserver.filter.dnsbl import DNSBLCheck, parse_zone
+from mailserver.filter.dnsbl import DNSBLCheck, DNSBLSelfTests, parse_zone
 from mailserver.filter.feedback import VerdictFeedback
 from mailserver.filter.greylist import GreylistCheck, settings_from
 from mailserver.filter.lists import ListCheck, ListStore
@@ -143,12 +143,12 @@ def _inbound_checks(
     allow = [parse_zone(z, default_score=-1.0) for z in section.dnswl_zones]
     domains = [parse_zone(z) for z in section.rhsbl_zones]
     if zones or allow or domains:
-        checks.append(
-            DNSBLCheck(
-                reactor, resolver, zones, allow_zones=allow, domain_zones=domains,
-                timeout=section.dnsbl_timeout,
-            )
+        dnsbl = DNSBLCheck(
+            reactor, resolver, zones, allow_zones=allow, domain_zones=domains,
+            timeout=section.dnsbl_timeout, selftest_interval=section.dnsbl_selftest_interval,
         )
+        checks.append(dnsbl)
+        DNSBLSelfTests(dnsbl).setServiceParent(service)
     if section.signals:
         checks.append(ReverseDNSCheck(reactor, resolver, timeout=section.dnsbl_timeout))
         checks.append(
