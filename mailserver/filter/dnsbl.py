@@ -27,22 +27,15 @@ Design rules:
    overrides a reject zone's listing: a DNSWL exists to protect against block-list mistakes.
 7. Domain lists (RHSBL, e.g. ``dbl.spamhaus.org``) are asked about the MAIL FROM domain at
    ``sender()``.
-8. Every zone is self-tested with RFC 5782 §5's test entries, once at ``start()`` (or lazily at
-   the first connection) and then every ``selftest_interval`` seconds on the reactor's clock:
-   an address zone must list 127.0.0.2 and must not list 127.0.0.1 (nor ::ffff:127.0.0.1, the
-   IPv6 form), a domain zone must list ``test`` and must not list ``invalid``, whatever
-   ``skip_networks`` says. A zone that lists a must-not entry (with a code the zone's pattern
-   counts) answers "listed" for everything (shut down and wildcarded, an expired domain, a
-   list refusing our resolver with an ordinary code): it is *broken*, logged, not asked, and
-   its listings give no points and no refusal until a later self-test passes. A zone missing
-   its must-be entry is only logged (some lists leave it out) and still used. A self-test that
-   gets no answer (DNS down, timeout) leaves the zone's state as it was: zones are used until
-   proven broken. Verdicts wait for the first self-test while it runs (it is bounded by
-   ``timeout`` too), so the first connections never meet a broken zone's refusals.
-   ``zone_status()`` gives each zone's state for diagnostics.
+8. Every zone is self-tested with RFC 5782 §5's test entries, at ``start()`` (or the first
+   connection) and every ``selftest_interval`` seconds; a zone that lists a must-not entry is
+   *broken*: not asked, and its listings give no points and no refusal until a self-test
+   passes. Verdicts wait for the first self-test while it runs. The rules are in
+   :mod:`mailserver.filter.dnsbl_selftest`, which holds the self-tests for this check.
 
 Several listings in one verdict add their points and join their rule names with commas
-(``DNSBL_ZEN_TEST,DNSWL_WL_TEST``), the way SpamAssassin lists its tests.
+(``DNSBL_ZEN_TEST,DNSWL_WL_TEST``), the way SpamAssassin lists its tests. Reading the
+client's address and the reversed query form are :mod:`mailserver.filter.addresses`'s.
 """
 
 from __future__ import annotations
@@ -50,118 +43,50 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.application.service import Service
 from twisted.internet.defer import (
     CancelledError,
     Deferred,
-    DeferredList,
     TimeoutError,
     gatherResults,
     succeed,
 )
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailserver.dns import DNSTemporaryError
+from mailserver.filter.addresses import (
+    IP,
+    PRIVATE_NETWORKS,
+    client_ip,
+    in_networks,
+    networks_of,
+    reversed_name,
+)
+from mailserver.filter.dnsbl_selftest import DNSBLSelfTests, ZoneSelfTests, zone_probes
 from mailserver.interfaces.filter import ICheck, ICheckSession
 from mailserver.message.address import domain_to_ascii
 from mailserver.types import ACCEPT, Action, Envelope, Peer, Verdict
 
 __all__ = [
-    "IP",
-    "PRIVATE_NETWORKS",
     "DNSBLCheck",
     "DNSBLSelfTests",
     "DNSBLSession",
     "Zone",
-    "client_ip",
     "combine",
-    "in_networks",
-    "networks_of",
     "parse_pattern",
     "parse_zone",
-    "reversed_name",
 ]
 
 log = Logger(namespace="mailserver.filter.dnsbl")
 
-IP = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-#: Addresses no public list knows: loopback, RFC 1918, CGNAT, link-local, ULA, unspecified.
-PRIVATE_NETWORKS: tuple[str, ...] = (
-    "0.0.0.0/8",
-    "10.0.0.0/8",
-    "100.64.0.0/10",
-    "127.0.0.0/8",
-    "169.254.0.0/16",
-    "172.16.0.0/12",
-    "192.168.0.0/16",
-    "::/128",
-    "::1/128",
-    "fc00::/7",
-    "fe80::/10",
-)
-
 _LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 _ERROR_CODES = ipaddress.ip_network("127.255.255.0/24")
 _MAX_TXT = 200
-
-#: zone_status() values (a state may carry ": detail" after its word).
-UNCHECKED = "unchecked"
-OK = "ok"
-BROKEN = "broken"
-NO_TEST_ENTRY = "no test entry"
-
-
-# -- addresses -------------------------------------------------------------------------------
-
-
-def client_ip(text: str) -> IP | None:
-    """The client's address from ``Peer.address``: plain, ``[bracketed]``, ``IPv6:``-tagged
-    or with a zone index; an IPv4-mapped IPv6 address is its IPv4 address. None if not an IP."""
-    text = text.strip()
-    if text.startswith("[") and text.endswith("]"):
-        text = text[1:-1]
-    if text[:5].lower() == "ipv6:":
-        text = text[5:]
-    text = text.partition("%")[0]
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
-
-
-def in_networks(address: IP, networks: Iterable[Any]) -> bool:
-    """True when ``address`` is in one of ``networks`` (ip_network objects of either family)."""
-    return any(address.version == n.version and address in n for n in networks)
-
-
-def networks_of(specs: Iterable[str]) -> tuple[Any, ...]:
-    """Parse network specs (``"10.0.0.0/8"``, ``"::1"``); ValueError names a bad one."""
-    result = []
-    for spec in specs:
-        try:
-            result.append(ipaddress.ip_network(spec.strip(), strict=False))
-        except ValueError:
-            raise ValueError(f"not an IP network: {spec!r}") from None
-    return tuple(result)
-
-
-def reversed_name(address: IP) -> str:
-    """The address as a list queries it (RFC 5782 §2.1, §2.4): IPv4 octets in reverse order,
-    IPv6 as 32 nibbles in reverse order, dot-separated, without a zone."""
-    if isinstance(address, ipaddress.IPv4Address):
-        return ".".join(reversed(str(address).split(".")))
-    return ".".join(reversed(address.exploded.replace(":", "")))
 
 
 # -- zones -----------------------------------------------------------------------------------
@@ -254,27 +179,6 @@ class _Kind:
     zones: tuple[Zone, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class _Probe:
-    """One RFC 5782 §5 test entry: the name asked under the zone, whether a conforming list
-    lists it, and how the logs and zone_status() name it."""
-
-    key: str
-    listed: bool
-    label: str
-
-
-# RFC 5782 §5: IPv4 lists MUST list 127.0.0.2 and MUST NOT list 127.0.0.1; IPv6 lists the
-# same as ::FFFF:7F00:2 / ::FFFF:7F00:1 (only the must-not one is asked: an IPv4-only list
-# has neither); domain lists MUST list TEST and MUST NOT list INVALID.
-_ADDRESS_PROBES = (
-    _Probe("2.0.0.127", True, "127.0.0.2"),
-    _Probe("1.0.0.127", False, "127.0.0.1"),
-    _Probe(reversed_name(ipaddress.IPv6Address("::ffff:7f00:1")), False, "::ffff:127.0.0.1"),
-)
-_DOMAIN_PROBES = (_Probe("test", True, "test"), _Probe("invalid", False, "invalid"))
-
-
 def combine(check: str, verdicts: Sequence[Verdict]) -> Verdict:
     """One verdict for several signals of one check: points added, rules and reasons joined,
     the strongest action with its reply; a trusted signal drops a REJECT."""
@@ -347,21 +251,16 @@ class DNSBLCheck:
         self._skip = networks_of(skip_networks)
         self._cache: OrderedDict[tuple[str, str], tuple[float, _Answer]] = OrderedDict()
         # Self-tests (rule 8), per zone name: a zone used both ways gets both sets of entries.
-        self.selftest_interval = (
-            selftest_interval if selftest_interval and selftest_interval > 0 else None
+        self._selftests = ZoneSelfTests(
+            reactor,
+            resolver,
+            zone_probes((z.name for z in (*zones, *allow_zones)), (z.name for z in domain_zones)),
+            listing=self._listing,
+            changed=self._forget,
+            timeout=timeout,
+            interval=selftest_interval,
         )
-        self._probes: dict[str, tuple[Zone, tuple[_Probe, ...]]] = {}
-        for zone in (*zones, *allow_zones):
-            self._probes.setdefault(zone.name, (zone, _ADDRESS_PROBES))
-        for zone in domain_zones:
-            first, probes = self._probes.get(zone.name, (zone, ()))
-            self._probes[zone.name] = (first, probes + _DOMAIN_PROBES)
-        self._status = dict.fromkeys(self._probes, UNCHECKED)
-        self._loop: LoopingCall | None = None
-        self._stopped = False
-        self._tested = False  # a self-test has finished since start()
-        self._running: list[Deferred[dict[str, str]]] | None = None  # waiters of the run
-        self._in_flight: set[Deferred[Any]] = set()
+        self.selftest_interval = self._selftests.interval
 
     def session(self, peer: Peer) -> DNSBLSession:
         return DNSBLSession(self, peer)
@@ -408,9 +307,10 @@ class DNSBLCheck:
         d: Deferred[Any] = Deferred.fromCoroutine(self._ask(zone, key))
         d.addTimeout(self.timeout, self.reactor)
         d.addErrback(self._failed, zone, key)
-        if not self._tested and self._running is not None:
+        first = self._selftests.first_run()
+        if first is not None:
             # The first self-test is running: its word on the zone comes before the answer's.
-            d = gatherResults([d, self.selftest()]).addCallback(lambda both: both[0])
+            d = gatherResults([d, first]).addCallback(lambda both: both[0])
         return d.addCallback(self._to_verdict, prefix, zone, who)
 
     def _failed(self, failure: Failure, zone: Zone, key: str) -> None:
@@ -453,7 +353,7 @@ class DNSBLCheck:
             del self._cache[cache_key]
         name = f"{key}.{zone.name}"
         records = await self.resolver.lookup(name, "A")
-        listed = tuple(v for v in records.values if self._listing(zone, name, v))
+        listed = tuple(v for v in records.values if self._listing(zone.name, name, v))
         txt = ""
         if listed and self.txt:
             try:
@@ -467,7 +367,7 @@ class DNSBLCheck:
             self._cache.popitem(last=False)
         return answer
 
-    def _listing(self, zone: Zone, name: str, value: str) -> bool:
+    def _listing(self, zone: str, name: str, value: str) -> bool:
         """Is this A record a listing (RFC 5782 §2.1), given the zone's pattern?"""
         try:
             code = ipaddress.IPv4Address(value)
@@ -475,141 +375,53 @@ class DNSBLCheck:
             return False
         if code in _ERROR_CODES:
             log.warn("DNS list {zone} answered error code {code} for {name} (query refused?); "
-                     "not listed", zone=zone.name, code=value, name=name)
+                     "not listed", zone=zone, code=value, name=name)
             return False
         if code not in _LOOPBACK:
             log.warn("DNS list {zone} answered {code} for {name}, outside 127.0.0.0/8 "
-                     "(RFC 5782 §2.1); not listed", zone=zone.name, code=value, name=name)
+                     "(RFC 5782 §2.1); not listed", zone=zone, code=value, name=name)
             return False
-        pattern = self._patterns.get(zone.name)
+        pattern = self._patterns.get(zone)
         if pattern is None:
             return True
         return all(int(o) in allowed for o, allowed in zip(value.split("."), pattern))
 
-    # -- self-tests (rule 8) ------------------------------------------------------------------
+    def _forget(self, zone: str) -> None:
+        """Drop the cached answers of ``zone`` (its self-test state changed)."""
+        for key in [k for k in self._cache if k[0] == zone]:
+            del self._cache[key]
+
+    # -- self-tests (rule 8, mailserver.filter.dnsbl_selftest) --------------------------------
 
     def zone_status(self) -> dict[str, str]:
         """Each zone's self-test state: "unchecked", "ok", "no test entry: ... not listed"
         (used) or "broken: ... listed" (ignored)."""
-        return dict(self._status)
+        return self._selftests.zone_status()
 
     def broken(self, zone: str) -> bool:
         """Is ``zone``'s last self-test result "broken" (its listings ignored)?"""
-        return self._status.get(zone, "").startswith(BROKEN)
+        return self._selftests.broken(zone)
 
     def start(self) -> Deferred[dict[str, str]]:
         """Self-test every zone now and then every ``selftest_interval`` seconds; fires with
         zone_status() when the first self-test is done (at once when there is nothing to do).
         Calling it again while running only waits for the running self-test."""
-        self._stopped = False
-        if self.selftest_interval is None or not self._probes:
-            return succeed(self.zone_status())
-        if self._loop is not None and self._loop.running:
-            return self.selftest() if self._running is not None else succeed(self.zone_status())
-        self._tested = False
-        self._loop = LoopingCall(self.selftest)
-        self._loop.clock = self.reactor
-        first = self.selftest()
-        self._loop.start(self.selftest_interval, now=False).addErrback(
-            lambda f: log.failure("DNS list self-tests stopped", f)
-        )
-        return first
+        return self._selftests.start()
 
     def stop(self) -> None:
         """Stop the self-tests: nothing stays scheduled on the reactor and a running self-test
         is cancelled (zone states stay as they were). A later connection does not restart
         them; ``start()`` does."""
-        self._stopped = True
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        for d in list(self._in_flight):
-            d.cancel()
+        self._selftests.stop()
 
     def selftest(self) -> Deferred[dict[str, str]]:
         """Self-test every zone now (or wait for the self-test already running); fires with
         zone_status() and never fails."""
-        waiter: Deferred[dict[str, str]] = Deferred()
-        if self._running is not None:
-            self._running.append(waiter)
-            return waiter
-        self._running = [waiter]
-        runs = [Deferred.fromCoroutine(self._selftest_zone(zone, probes))
-                for zone, probes in self._probes.values()]
-        gatherResults(runs).addBoth(self._selftested)
-        return waiter
+        return self._selftests.selftest()
 
     def _autostart(self) -> None:
         """The first connection starts the self-tests when nobody called start()."""
-        if self._loop is None and not self._stopped:
-            self.start()
-
-    def _selftested(self, result: Any) -> None:
-        if isinstance(result, Failure):  # a bug: DeferredList consumes the look-ups' errors
-            log.failure("DNS list self-test failed", result)
-        self._tested = True
-        waiters, self._running = self._running or [], None
-        for waiter in waiters:
-            waiter.callback(self.zone_status())
-
-    async def _selftest_zone(self, zone: Zone, probes: tuple[_Probe, ...]) -> None:
-        asked = []
-        for probe in probes:
-            d: Deferred[tuple[str, ...]] = Deferred.fromCoroutine(self._probe(zone, probe))
-            d.addTimeout(self.timeout, self.reactor)
-            self._in_flight.add(d)
-            d.addBoth(self._landed, d)
-            asked.append(d)
-        results = await DeferredList(asked, consumeErrors=True)
-        if self._stopped:
-            return
-        answers = [(probe, codes) for probe, (ok, codes) in zip(probes, results) if ok]
-        bad = [(p, codes) for p, codes in answers if codes and not p.listed]
-        missing = [p for p, codes in answers if p.listed and not codes]
-        if bad:
-            probe, codes = bad[0]
-            self._set_status(zone, f"{BROKEN}: {probe.label} listed", ", ".join(codes))
-        elif len(answers) < len(probes):
-            error = next(r for ok, r in results if not ok)
-            why = (f"no answer within {self.timeout}s"
-                   if error.check(TimeoutError, CancelledError) else str(error.value))
-            log.warn("DNS list {zone}: self-test failed ({why}); the zone stays {status}",
-                     zone=zone.name, why=why, status=self._status[zone.name])
-        elif missing:
-            self._set_status(zone, f"{NO_TEST_ENTRY}: {missing[0].label} not listed", "")
-        else:
-            self._set_status(zone, OK, "")
-
-    def _landed(self, result: Any, d: Deferred[Any]) -> Any:
-        self._in_flight.discard(d)
-        return result
-
-    async def _probe(self, zone: Zone, probe: _Probe) -> tuple[str, ...]:
-        """The codes ``zone`` lists a test entry with that this check would count."""
-        name = f"{probe.key}.{zone.name}"
-        records = await self.resolver.lookup(name, "A")
-        return tuple(v for v in records.values if self._listing(zone, name, v))
-
-    def _set_status(self, zone: Zone, status: str, codes: str) -> None:
-        old = self._status[zone.name]
-        self._status[zone.name] = status
-        if old.startswith(BROKEN) != status.startswith(BROKEN):
-            # Answers kept from before the change would outlive it: forget them.
-            for key in [k for k in self._cache if k[0] == zone.name]:
-                del self._cache[key]
-        if status.startswith(BROKEN):
-            log.warn("DNS list {zone} is broken: {status} ({codes}), which RFC 5782 §5 says "
-                     "no list may list (answering everything: shut down, wildcarded, or "
-                     "refusing our queries?); its listings are ignored until a self-test "
-                     "passes", zone=zone.name, status=status, codes=codes)
-        elif old.startswith(BROKEN):
-            log.info("DNS list {zone} passes its self-test again ({status}); its listings "
-                     "count again", zone=zone.name, status=status)
-        elif status.startswith(NO_TEST_ENTRY) and status != old:
-            log.warn("DNS list {zone}: {status} (RFC 5782 §5 test entry missing, or not a "
-                     "code the zone's pattern counts); still used", zone=zone.name,
-                     status=status)
-        elif status != old:
-            log.info("DNS list {zone} self-test: {status}", zone=zone.name, status=status)
+        self._selftests.autostart()
 
 
 def _printable(text: str) -> str:
@@ -678,17 +490,3 @@ class DNSBLSession:
         self._waiting.append(d)
         return d
 
-
-class DNSBLSelfTests(Service):
-    """A service that runs a :class:`DNSBLCheck`'s zone self-tests while it runs."""
-
-    def __init__(self, check: DNSBLCheck) -> None:
-        self.check = check
-
-    def startService(self) -> None:
-        super().startService()
-        self.check.start()
-
-    def stopService(self) -> Any:
-        self.check.stop()
-        return super().stopService()

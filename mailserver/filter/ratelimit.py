@@ -34,7 +34,7 @@ from typing import Any
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailserver.filter.dnsbl import IP, client_ip, in_networks, networks_of
+from mailserver.filter.addresses import IP, client_ip, in_networks, networks_of
 from mailserver.interfaces.filter import ICheck, ICheckSession
 from mailserver.types import ACCEPT, Action, Envelope, Peer, Verdict
 

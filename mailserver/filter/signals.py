@@ -44,7 +44,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailserver.dns import DNSTemporaryError, Records
-from mailserver.filter.dnsbl import IP, PRIVATE_NETWORKS, client_ip, in_networks, networks_of
+from mailserver.filter.addresses import IP, PRIVATE_NETWORKS, client_ip, in_networks, networks_of
 from mailserver.interfaces.filter import ICheck, ICheckSession
 from mailserver.message.address import domain_to_ascii
 from mailserver.types import ACCEPT, Envelope, Peer, Verdict

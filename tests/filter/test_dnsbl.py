@@ -16,14 +16,8 @@ from twisted.internet.defer import Deferred
 from zope.interface.verify import verifyObject
 
 from mailserver.dns import Resolver
-from mailserver.filter.dnsbl import (
-    DNSBLCheck,
-    Zone,
-    client_ip,
-    parse_pattern,
-    parse_zone,
-    reversed_name,
-)
+from mailserver.filter.addresses import client_ip, reversed_name
+from mailserver.filter.dnsbl import DNSBLCheck, Zone, parse_pattern, parse_zone
 from mailserver.interfaces.filter import ICheck, ICheckSession
 from mailserver.types import ACCEPT, Action, Address, Envelope, Peer
 from tests.dns_server import Zone as DNSZone

@@ -443,3 +443,11 @@ async def test_selftests_run_as_a_service(
     service.stopService()
     assert clock.getDelayedCalls() == []
     assert check.zone_status()["wild.test"] == "broken: 127.0.0.1 listed"
+
+
+def test_selftest_service_lives_in_its_own_module() -> None:
+    """DNSBLSelfTests is importable from mailserver.filter.dnsbl_selftest, where the self-tests
+    live, and the same class from mailserver.filter.dnsbl (the check's public API)."""
+    from mailserver.filter import dnsbl_selftest
+
+    assert dnsbl_selftest.DNSBLSelfTests is DNSBLSelfTests
