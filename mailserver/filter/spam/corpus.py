@@ -30,7 +30,6 @@ import re
 import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 __all__ = ["MAX_MESSAGE", "CorpusError", "Example", "examples", "fold_of", "label_of"]
 
@@ -149,7 +148,3 @@ def fold_of(message: bytes, folds: int = 5, salt: bytes = b"mailserver-spam") ->
     digest = hashlib.sha256(salt + b"\0" + _WHITE.sub(b" ", body)).hexdigest()
     return int(digest[:8], 16) % folds
 
-
-def corpus_dir(checkout: Path) -> Path:
-    """Where the shared corpus lies relative to a checkout (``../shared/corpus``)."""
-    return checkout.resolve().parent / "shared" / "corpus"

@@ -33,7 +33,6 @@ import email.parser
 import email.policy
 import html
 import re
-from collections.abc import Iterable
 from email.message import Message
 from urllib.parse import unquote
 
@@ -476,7 +475,3 @@ def _word(word: str, out: list[str], prefix: str) -> None:
         return
     out.append(prefix + lower)
 
-
-def token_set(tokens: Iterable[str]) -> set[str]:
-    """The distinct tokens (what the classifiers use for presence features)."""
-    return set(tokens)
