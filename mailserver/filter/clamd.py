@@ -65,8 +65,9 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailserver.interfaces import ICheck, ICheckSession
-from mailserver.types import ACCEPT, Action, Envelope, Peer, Verdict
+from mailserver.filter.session import Abstaining
+from mailserver.interfaces import ICheck
+from mailserver.types import Action, Envelope, Peer, Verdict
 
 __all__ = [
     "CHUNK_SIZE",
@@ -526,25 +527,12 @@ class VirusCheck:
         )
 
 
-@implementer(ICheckSession)
-class VirusSession:
+class VirusSession(Abstaining):
     """One connection's view: only the message is scanned; every other phase accepts."""
 
     def __init__(self, check: VirusCheck, peer: Peer) -> None:
         self.check = check
         self.peer = peer
-
-    def connect(self) -> Verdict:
-        return ACCEPT
-
-    def helo(self, name: str) -> Verdict:
-        return ACCEPT
-
-    def sender(self, envelope: Envelope) -> Verdict:
-        return ACCEPT
-
-    def recipient(self, envelope: Envelope, address: object) -> Verdict:
-        return ACCEPT
 
     def body(self, envelope: Envelope, recipients: object, message: bytes) -> Deferred[Verdict]:
         return self.check.scan(message, self.peer)

@@ -68,7 +68,8 @@ from mailserver.filter.addresses import (
     reversed_name,
 )
 from mailserver.filter.dnsbl_selftest import DNSBLSelfTests, ZoneSelfTests, zone_probes
-from mailserver.interfaces.filter import ICheck, ICheckSession
+from mailserver.filter.session import Abstaining
+from mailserver.interfaces.filter import ICheck
 from mailserver.message.address import domain_to_ascii
 from mailserver.types import ACCEPT, Action, Envelope, Peer, Verdict
 
@@ -430,8 +431,7 @@ def _printable(text: str) -> str:
     return cleaned[:_MAX_TXT]
 
 
-@implementer(ICheckSession)
-class DNSBLSession:
+class DNSBLSession(Abstaining):
     """One connection: the address look-ups start at connect(); sender() gives the verdict
     (with the domain lists' verdict about the MAIL FROM domain) for each message."""
 
@@ -448,9 +448,6 @@ class DNSBLSession:
             self._start()
         return ACCEPT
 
-    def helo(self, name: str) -> Verdict:
-        return ACCEPT
-
     def sender(self, envelope: Envelope) -> Deferred[Verdict] | Verdict:
         if envelope.authenticated_as or self._peer.authenticated_as:
             return ACCEPT
@@ -460,12 +457,6 @@ class DNSBLSession:
             looked.append(self._check.check_domain(envelope.sender.domain))
         d: Deferred[list[Verdict]] = gatherResults(looked)
         return d.addCallback(lambda verdicts: combine(self._check.name, verdicts))
-
-    def recipient(self, envelope: Envelope, address: Any) -> Verdict:
-        return ACCEPT
-
-    def body(self, envelope: Envelope, recipients: Any, message: bytes) -> Verdict:
-        return ACCEPT
 
     def _start(self) -> None:
         if self._started:

@@ -52,7 +52,8 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mailserver.interfaces import ICheck, ICheckSession
+from mailserver.filter.session import Abstaining
+from mailserver.interfaces import ICheck
 from mailserver.message.address import domain_to_ascii
 from mailserver.types import ACCEPT, Action, Address, Envelope, Peer, Verdict
 
@@ -322,8 +323,7 @@ def _expired(key: bytes, record: dict[str, Any], now: float, settings: GreylistS
         return True
 
 
-@implementer(ICheckSession)
-class GreylistSession:
+class GreylistSession(Abstaining):
     """One connection; its client network, and SPF results per sender, are worked out once."""
 
     def __init__(self, check: GreylistCheck, peer: Peer) -> None:
@@ -333,18 +333,6 @@ class GreylistSession:
         self.network = client_network(peer.address, settings)
         self.exempt = peer.authenticated_as is not None or _in(peer.address, settings.networks)
         self._spf: dict[str, bool] = {}
-
-    def connect(self) -> Verdict:
-        return ACCEPT
-
-    def helo(self, name: str) -> Verdict:
-        return ACCEPT
-
-    def sender(self, envelope: Envelope) -> Verdict:
-        return ACCEPT
-
-    def body(self, envelope: Envelope, recipients: tuple[Address, ...], message: bytes) -> Verdict:
-        return ACCEPT
 
     def recipient(self, envelope: Envelope, address: Address) -> Verdict | Deferred[Verdict]:
         if self.exempt or envelope.authenticated_as:

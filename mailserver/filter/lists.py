@@ -55,7 +55,8 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from mailserver.interfaces import ICheck, ICheckSession
+from mailserver.filter.session import Abstaining
+from mailserver.interfaces import ICheck
 from mailserver.message.address import domain_to_ascii, parse_address, split_subaddress
 from mailserver.types import ACCEPT, Action, Address, Envelope, Peer, Verdict
 
@@ -522,8 +523,7 @@ class ListCheck:
         return ListSession(self, peer)
 
 
-@implementer(ICheckSession)
-class ListSession:
+class ListSession(Abstaining):
     """One connection: the client's network texts are made once each."""
 
     def __init__(self, check: ListCheck, peer: Peer) -> None:
@@ -537,9 +537,6 @@ class ListSession:
 
     def connect(self) -> Verdict:
         return self._server_allow(())
-
-    def helo(self, name: str) -> Verdict:
-        return ACCEPT
 
     def sender(self, envelope: Envelope) -> Verdict:
         return self._server_allow(sender_candidates(envelope.sender, self.check.separator))
@@ -562,5 +559,3 @@ class ListSession:
         sender = sender_candidates(envelope.sender, self.check.separator)
         return verdict_for(self.check.store.decide(scopes, sender, self.client))
 
-    def body(self, envelope: Envelope, recipients: tuple[Address, ...], message: bytes) -> Verdict:
-        return ACCEPT

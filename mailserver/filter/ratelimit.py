@@ -35,7 +35,8 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailserver.filter.addresses import IP, client_ip, in_networks, networks_of
-from mailserver.interfaces.filter import ICheck, ICheckSession
+from mailserver.filter.session import Abstaining
+from mailserver.interfaces.filter import ICheck
 from mailserver.types import ACCEPT, Action, Envelope, Peer, Verdict
 
 __all__ = ["Limit", "RateLimitCheck", "RateLimitSession", "RateLimiter", "client_key"]
@@ -159,8 +160,7 @@ def _over(limiter: RateLimiter | None, key: str) -> float:
     return 0.0 if limiter is None else limiter.take(key)
 
 
-@implementer(ICheckSession)
-class RateLimitSession:
+class RateLimitSession(Abstaining):
     """One connection's events, counted against the check's shared limiters."""
 
     def __init__(self, check: RateLimitCheck, peer: Peer) -> None:
@@ -177,9 +177,6 @@ class RateLimitSession:
             return ACCEPT
         return self._refuse("RATE_CONNECTIONS", wait, 421, "4.7.0",
                             f"Too many connections from [{shown}], try again later")
-
-    def helo(self, name: str) -> Verdict:
-        return ACCEPT
 
     def sender(self, envelope: Envelope) -> Verdict:
         user = self._user(envelope)
@@ -213,9 +210,6 @@ class RateLimitSession:
         if wait:
             return self._refuse("RATE_RECIPIENTS", wait, 450, "4.7.1",
                                 f"Too many recipients from [{shown}], try again later")
-        return ACCEPT
-
-    def body(self, envelope: Envelope, recipients: Any, message: bytes) -> Verdict:
         return ACCEPT
 
     def _user(self, envelope: Envelope) -> str | None:

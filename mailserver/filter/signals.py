@@ -45,7 +45,8 @@ from zope.interface import implementer
 
 from mailserver.dns import DNSTemporaryError, Records
 from mailserver.filter.addresses import IP, PRIVATE_NETWORKS, client_ip, in_networks, networks_of
-from mailserver.interfaces.filter import ICheck, ICheckSession
+from mailserver.filter.session import Abstaining
+from mailserver.interfaces.filter import ICheck
 from mailserver.message.address import domain_to_ascii
 from mailserver.types import ACCEPT, Envelope, Peer, Verdict
 
@@ -235,8 +236,7 @@ class ReverseDNSCheck(_Signals):
                  f"PTR {', '.join(names)} of {address} does not resolve back to it")]
 
 
-@implementer(ICheckSession)
-class ReverseDNSSession:
+class ReverseDNSSession(Abstaining):
     """The PTR look-up starts at connect(); each MAIL gets the verdict."""
 
     def __init__(self, check: ReverseDNSCheck, peer: Peer) -> None:
@@ -250,20 +250,11 @@ class ReverseDNSSession:
             self._start()
         return ACCEPT
 
-    def helo(self, name: str) -> Verdict:
-        return ACCEPT
-
     def sender(self, envelope: Envelope) -> Deferred[Verdict] | Verdict:
         if envelope.authenticated_as or self._peer.authenticated_as:
             return ACCEPT
         pending = self._start()
         return ACCEPT if pending is None else pending.get()
-
-    def recipient(self, envelope: Envelope, address: Any) -> Verdict:
-        return ACCEPT
-
-    def body(self, envelope: Envelope, recipients: Any, message: bytes) -> Verdict:
-        return ACCEPT
 
     def _start(self) -> _Pending | None:
         if self._pending is None and self._address is not None:
@@ -373,8 +364,7 @@ class HeloCheck(_Signals):
         return signals
 
 
-@implementer(ICheckSession)
-class HeloSession:
+class HeloSession(Abstaining):
     """The HELO name's look-ups start at helo(); each MAIL gets the verdict for the last
     greeting (the envelope's ``helo`` when the session saw none)."""
 
@@ -384,9 +374,6 @@ class HeloSession:
         self._address = check.client(peer)
         self._name: str | None = None
         self._pending: _Pending | None = None
-
-    def connect(self) -> Verdict:
-        return ACCEPT
 
     def helo(self, name: str) -> Verdict:
         self._start(name)
@@ -398,12 +385,6 @@ class HeloSession:
         name = self._name if self._name is not None else (envelope.helo or self._peer.helo)
         pending = self._start(name)
         return ACCEPT if pending is None else pending.get()
-
-    def recipient(self, envelope: Envelope, address: Any) -> Verdict:
-        return ACCEPT
-
-    def body(self, envelope: Envelope, recipients: Any, message: bytes) -> Verdict:
-        return ACCEPT
 
     def _start(self, name: str) -> _Pending | None:
         if self._address is None or not name or self._peer.authenticated_as:

@@ -27,8 +27,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mailserver.filter.session import Abstaining
 from mailserver.filter.spam.model import Classification, ModelStore
-from mailserver.interfaces import ICheck, ICheckSession
+from mailserver.interfaces import ICheck
 from mailserver.types import ACCEPT, Address, Envelope, Peer, SpamVerdict, Verdict
 
 __all__ = ["CLASSIFIER", "SpamCheck", "points", "rule"]
@@ -142,23 +143,10 @@ class SpamCheck:
         )
 
 
-@implementer(ICheckSession)
-class SpamSession:
+class SpamSession(Abstaining):
     def __init__(self, check: SpamCheck, peer: Peer) -> None:
         self.check = check
         self.peer = peer
-
-    def connect(self) -> Verdict:
-        return ACCEPT
-
-    def helo(self, name: str) -> Verdict:
-        return ACCEPT
-
-    def sender(self, envelope: Envelope) -> Verdict:
-        return ACCEPT
-
-    def recipient(self, envelope: Envelope, address: Address) -> Verdict:
-        return ACCEPT
 
     def body(
         self, envelope: Envelope, recipients: Sequence[Address], message: bytes
