@@ -1,0 +1,603 @@
+"""Folders, messages and search: the mail endpoints of the REST API (issue #10).
+
+Every route acts on the signed-in user's own account, ``context.store.account(call.user)``
+(an :class:`~mailserver.interfaces.IAccount`); a store error (NoSuchFolder, NoSuchMessage,
+FolderExists, InvalidName, QuotaExceeded) is mapped to its problem by the app.
+
+Design rules:
+
+1. **Never load a whole mailbox for a page.** The default order, newest first (``-date``),
+   pages by UID (UIDs ascend with arrival, RFC 9051 §2.3.1.1): the UIDs below the cursor are
+   read from the index in windows going backwards, and only the page's messages are looked
+   up, in one :meth:`IMailbox.messages` batch. ``date`` (oldest first) pages forward the
+   same way. The other sorts (``size``, ``from``, ``subject``, each with ``-`` for
+   descending) make one pass over the folder's index metadata (sizes alone, or the cached
+   envelopes), at most :data:`MAX_SORTED` messages, in batches of :data:`BATCH` per store
+   call, and page by offset: O(folder) index reads, no message file opened.
+2. **Bytes are read and parsed in the thread pool** (message files, MIME, sanitising).
+3. **Reading sets \\Seen** (as IMAP ``BODY[]`` does) unless ``?peek=1``.
+4. **Junk moves are spam judgements** exactly as IMAP's (``junk_judgement``): moving into
+   Junk or out of it, or ``POST .../spam``, goes to ``context.feedback`` (IJunkFeedback);
+   its failure is logged, never shown.
+5. **Search has the power of IMAP SEARCH**: ``q`` is an IMAP search program parsed by the
+   IMAP parser and matched by the IMAP server's matcher (a UID-only view: no sequence-number
+   session state, ``RECENT`` never matches, ``$`` is empty).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from types import SimpleNamespace
+from typing import Any
+
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from mailserver.errors import NoSuchFolder, NoSuchMessage
+from mailserver.imap.commands.copy import junk_judgement
+from mailserver.imap.commands.fetch import read_headers, read_messages
+from mailserver.imap.commands.search import _Candidate, _keys, _Matcher
+from mailserver.imap.parse_search import Contains, DateKey, Header, ObjectId, SizeKey, Within
+from mailserver.imap.parse_search import parse_search as _parse_search
+from mailserver.imap.scanner import ParseError, Scanner
+from mailserver.types import DELETED, SEEN, FlagMode, FolderInfo, MessageInfo, SpecialUse
+from mailserver.web.api import compose, render
+from mailserver.web.api.compose import account_of, deferred_handler, folder_by_use
+from mailserver.web.api.routing import Call, Problem, Response, Route
+
+__all__ = [
+    "BATCH",
+    "MAX_SORTED",
+    "ROUTES",
+    "account_of",
+    "deferred_handler",
+    "folder_by_use",
+    "folder_json",
+    "summary_json",
+]
+
+log = Logger(namespace="mailserver.web.api")
+
+#: Messages per store call when a pass reads index metadata.
+BATCH = 256
+#: The most messages a non-UID sort or a search looks at in one folder.
+MAX_SORTED = 200_000
+#: Largest page.
+MAX_LIMIT = 500
+_SORTS = ("date", "-date", "size", "-size", "from", "-from", "subject", "-subject")
+
+
+def _in_thread(call: Call, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
+    reactor = call.context.reactor
+    return deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args, **kwargs)
+
+
+def _bool_arg(call: Call, name: str) -> bool:
+    return (call.arg(name) or "").lower() in ("1", "true", "yes")
+
+
+def _special_use(text: object, field: str = "special_use") -> SpecialUse | None:
+    if text is None or text == "":
+        return None
+    wanted = str(text).lstrip("\\").lower()
+    for use in SpecialUse:
+        if use.value.lstrip("\\").lower() == wanted:
+            return use
+    names = ", ".join(u.value.lstrip("\\") for u in SpecialUse)
+    raise Problem(400, "Bad request", f"{field} must be one of {names}", field=field)
+
+
+# -- JSON shapes ----------------------------------------------------------------------------
+
+
+def folder_json(info: FolderInfo) -> dict[str, object]:
+    return {
+        "name": info.name,
+        "special_use": info.special_use.value if info.special_use else None,
+        "exists": info.exists,
+        "unseen": info.unseen,
+        "size": info.size,
+        "uidvalidity": info.uidvalidity,
+        "uidnext": info.uidnext,
+        "subscribed": info.subscribed,
+        "mailbox_id": info.mailbox_id,
+    }
+
+
+def summary_json(info: MessageInfo) -> dict[str, object]:
+    """One message of a list: flags, sizes, dates and the cached envelope."""
+    env = info.envelope
+    spam = info.spam
+    return {
+        "uid": info.uid,
+        "flags": sorted(info.flags),
+        "size": info.size,
+        "internaldate": info.internaldate,
+        "from": render.addresses(env.get("from")),
+        "to": render.addresses(env.get("to")),
+        "subject": env.get("subject"),
+        "date": env.get("date"),
+        "message_id": env.get("message_id"),
+        "has_attachments": bool(info.attachments),
+        "spam": None
+        if spam is None
+        else {
+            "score": spam.score,
+            "is_spam": spam.is_spam,
+            "classifier": spam.classifier,
+            "reasons": list(spam.reasons),
+        },
+    }
+
+
+_FOLDER = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string"},
+        "special_use": {"type": ["string", "null"]},
+        "exists": {"type": "integer"},
+        "unseen": {"type": "integer"},
+        "size": {"type": "integer"},
+        "uidvalidity": {"type": "integer"},
+        "uidnext": {"type": "integer"},
+    },
+}
+_SUMMARY = {"type": "object", "properties": {"uid": {"type": "integer"},
+                                             "flags": {"type": "array"}}}  # fmt: skip
+_PAGE = {
+    "type": "object",
+    "properties": {
+        "messages": {"type": "array", "items": _SUMMARY},
+        "total": {"type": "integer"},
+        "next": {"type": ["object", "null"]},
+    },
+}
+
+
+# -- folders --------------------------------------------------------------------------------
+
+
+def list_folders(call: Call) -> dict[str, object]:
+    """Every folder with its counts."""
+    return {"folders": [folder_json(info) for info in account_of(call).list_folders()]}
+
+
+async def create_folder(call: Call) -> dict[str, object]:
+    body = call.json or {}
+    name = str(body.get("name") or "").strip()
+    if not name:
+        raise Problem(400, "Bad request", "name must not be empty", field="name")
+    info = await account_of(call).create_folder(name, _special_use(body.get("special_use")))
+    if not isinstance(info, FolderInfo):
+        info = account_of(call).folder(name).info()
+    return folder_json(info)
+
+
+async def rename_folder(call: Call) -> dict[str, object]:
+    body = call.json or {}
+    new = str(body.get("name") or "").strip()
+    if not new:
+        raise Problem(400, "Bad request", "name must not be empty", field="name")
+    account = account_of(call)
+    account.folder(call.params["folder"])  # NoSuchFolder -> 404 before anything changes
+    await account.rename_folder(call.params["folder"], new)
+    return folder_json(account.folder(new).info())
+
+
+async def delete_folder(call: Call) -> None:
+    account = account_of(call)
+    account.folder(call.params["folder"])
+    await account.delete_folder(call.params["folder"])
+
+
+# -- message lists --------------------------------------------------------------------------
+
+
+def _uids_before(mailbox: Any, before: int, limit: int) -> list[int]:
+    """The ``limit`` highest UIDs below ``before``, descending: index windows read backwards
+    (doubling), never the whole folder unless the page needs it."""
+    found: list[int] = []
+    high = before - 1
+    window = max(limit * 2, 64)
+    while high >= 1 and len(found) < limit:
+        low = max(1, high - window + 1)
+        chunk = list(mailbox.uids(low, high))
+        found.extend(reversed(chunk))
+        high = low - 1
+        window *= 2
+    return found[:limit]
+
+
+def _uids_after(mailbox: Any, after: int, limit: int) -> list[int]:
+    out: list[int] = []
+    for uid in mailbox.uids(after + 1, None):
+        out.append(uid)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _infos(mailbox: Any, uids: Iterable[int], meta: bool | str = True) -> list[MessageInfo]:
+    """The MessageInfo of ``uids`` (any order), in that order, a batch per store call."""
+    wanted = list(uids)
+    found: dict[int, MessageInfo] = {}
+    ordered = sorted(wanted)
+    for start in range(0, len(ordered), BATCH):
+        for message in mailbox.messages(ordered[start : start + BATCH], meta):
+            found[message.info.uid] = message.info
+    return [found[uid] for uid in wanted if uid in found]
+
+
+def _sort_key(sort: str) -> Callable[[MessageInfo], Any]:
+    field = sort.lstrip("-")
+    if field == "size":
+        return lambda info: (info.size, info.uid)
+    if field == "subject":
+        return lambda info: (str(info.envelope.get("subject") or "").casefold(), info.uid)
+
+    def sender(info: MessageInfo) -> tuple[str, int]:
+        first = render.addresses(info.envelope.get("from"))
+        text = (first[0]["name"] or first[0]["address"] or "") if first else ""
+        return (text.casefold(), info.uid)
+
+    return sender
+
+
+def list_messages(call: Call) -> dict[str, object]:
+    """One page of a folder (see rule 1 for the cost of each sort)."""
+    mailbox = account_of(call).folder(call.params["folder"])
+    limit = call.int_arg("limit", 50, 1, MAX_LIMIT)
+    sort = call.arg("sort", "-date") or "-date"
+    if sort not in _SORTS:
+        raise Problem(400, "Bad query parameter", f"sort must be one of {', '.join(_SORTS)}",
+                      field="sort")  # fmt: skip
+    info = mailbox.info()
+    next_page: dict[str, int] | None = None
+    if sort == "-date":
+        before = call.int_arg("before_uid", info.uidnext, 1)
+        uids = _uids_before(mailbox, before, limit + 1)
+        if len(uids) > limit:
+            uids = uids[:limit]
+            next_page = {"before_uid": uids[-1]}
+        infos = _infos(mailbox, uids)
+    elif sort == "date":
+        after = call.int_arg("after_uid", 0, 0)
+        uids = _uids_after(mailbox, after, limit + 1)
+        if len(uids) > limit:
+            uids = uids[:limit]
+            next_page = {"after_uid": uids[-1]}
+        infos = _infos(mailbox, uids)
+    else:
+        offset = call.int_arg("offset", 0, 0, MAX_SORTED)
+        meta: bool | str = False if sort.lstrip("-") == "size" else "envelope"
+        everything: list[MessageInfo] = []
+        uids_all = list(mailbox.uids())[:MAX_SORTED]
+        everything = _infos(mailbox, uids_all, meta)
+        everything.sort(key=_sort_key(sort), reverse=sort.startswith("-"))
+        page = everything[offset : offset + limit]
+        if offset + limit < len(everything):
+            next_page = {"offset": offset + limit}
+        infos = _infos(mailbox, [i.uid for i in page])
+    return {
+        "folder": mailbox.name,
+        "messages": [summary_json(i) for i in infos],
+        "total": info.exists,
+        "next": next_page,
+    }
+
+
+# -- one message ----------------------------------------------------------------------------
+
+
+def _read(message: Any) -> bytes:
+    with message.open() as source:
+        data: bytes = source.read()
+        return data
+
+
+async def _bytes(call: Call, message: Any) -> bytes:
+    try:
+        data: bytes = await _in_thread(call, _read, message)
+    except OSError:
+        raise NoSuchMessage(detail="the message file is gone") from None
+    return data
+
+
+async def get_message(call: Call) -> dict[str, object]:
+    """The parsed message; sets \\Seen unless ``?peek=1``."""
+    mailbox = account_of(call).folder(call.params["folder"])
+    uid = call.params["uid"]
+    message = mailbox.message(uid)
+    data = await _bytes(call, message)
+    rendered = await _in_thread(call, render.render, data, images=_bool_arg(call, "images"))
+    flags = set(message.info.flags)
+    if SEEN not in flags and not _bool_arg(call, "peek"):
+        changed = await mailbox.store_flags([uid], [SEEN], FlagMode.ADD)
+        flags = set(changed[0].flags) if changed else flags | {SEEN}
+    result = summary_json(message.info)
+    result["flags"] = sorted(flags)
+    result.update(rendered.json())
+    return result
+
+
+async def raw_message(call: Call) -> Response:
+    mailbox = account_of(call).folder(call.params["folder"])
+    message = mailbox.message(call.params["uid"])
+    data = await _bytes(call, message)
+    return Response(
+        body=data,
+        content_type="message/rfc822",
+        headers={
+            "Content-Disposition": render.content_disposition(f"message-{message.info.uid}.eml"),
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+        },
+    )
+
+
+async def attachment(call: Call) -> Response:
+    mailbox = account_of(call).folder(call.params["folder"])
+    message = mailbox.message(call.params["uid"])
+    data = await _bytes(call, message)
+    found = await _in_thread(call, render.part_bytes, data, call.params["part"])
+    if found is None:
+        raise Problem(404, "Not Found", "the message has no such part", field="part")
+    body, content_type, filename = found
+    default = f"part-{call.params['part']}"
+    return Response(
+        body=body,
+        content_type=render.safe_content_type(content_type),
+        headers={
+            "Content-Disposition": render.content_disposition(filename, default),
+            "Content-Security-Policy": "default-src 'none'; sandbox",
+        },
+    )
+
+
+def _flag(text: object, field: str) -> str:
+    if not isinstance(text, str) or not text:
+        raise Problem(400, "Bad request", f"{field} must hold flag names", field=field)
+    try:
+        s = Scanner(text.encode("utf-8"))
+        flag = s.flag()
+        if not s.at_end():
+            raise ParseError("trailing characters")
+    except (ParseError, UnicodeError):
+        raise Problem(400, "Bad request", f"{text!r} is not a flag", field=field) from None
+    if flag.lower() == "\\recent":
+        raise Problem(400, "Bad request", "\\Recent cannot be set", field=field)
+    return flag
+
+
+def _flags(body: dict[str, Any], field: str) -> list[str] | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, list):
+        raise Problem(400, "Bad request", f"{field} must be a list", field=field)
+    return [_flag(v, field) for v in value]
+
+
+async def patch_flags(call: Call) -> dict[str, object]:
+    body = call.json or {}
+    mailbox = account_of(call).folder(call.params["folder"])
+    uid = call.params["uid"]
+    message = mailbox.message(uid)
+    flags = set(message.info.flags)
+    replace = _flags(body, "flags")
+    add = _flags(body, "flags_add")
+    remove = _flags(body, "flags_remove")
+    if replace is None and add is None and remove is None:
+        raise Problem(400, "Bad request", "give flags, flags_add or flags_remove", field="flags")
+    for mode, given in ((FlagMode.REPLACE, replace), (FlagMode.ADD, add),
+                        (FlagMode.REMOVE, remove)):  # fmt: skip
+        if given is not None:
+            changed = await mailbox.store_flags([uid], given, mode)
+            if changed:
+                flags = set(changed[0].flags)
+    return {"uid": uid, "flags": sorted(flags)}
+
+
+def _report(call: Call, account: Any, folder: str, uids: list[int], is_spam: bool) -> None:
+    feedback = getattr(call.context, "feedback", None)
+    if feedback is None or not uids:
+        return
+    d = maybeDeferred(feedback.judged, account, folder, uids, is_spam)
+    d.addErrback(lambda failure: log.failure("junk feedback failed", failure))
+
+
+async def _transfer(call: Call, move: bool) -> dict[str, object]:
+    body = call.json or {}
+    to = body.get("to")
+    if not isinstance(to, str) or not to:
+        raise Problem(400, "Bad request", "to must name a folder", field="to")
+    account = account_of(call)
+    mailbox = account.folder(call.params["folder"])
+    uid = call.params["uid"]
+    mailbox.message(uid)  # 404 when absent
+    try:
+        target = account.folder(to)
+    except NoSuchFolder:
+        raise Problem(404, "Not Found", f"no folder {to!r}", field="to") from None
+    source_use = mailbox.info().special_use
+    pairs = await (mailbox.move if move else mailbox.copy)([uid], target.name)
+    if not pairs:
+        raise NoSuchMessage()
+    judgement = junk_judgement(source_use, target.info().special_use)
+    if judgement is not None:
+        _report(call, account, target.name, [new for _, new in pairs], judgement)
+    return {"folder": target.name, "uid": pairs[0][1]}
+
+
+async def move_message(call: Call) -> dict[str, object]:
+    return await _transfer(call, True)
+
+
+async def copy_message(call: Call) -> dict[str, object]:
+    return await _transfer(call, False)
+
+
+async def delete_message(call: Call) -> None:
+    """Into Trash; expunged when already there, with ``?expunge=1``, or with no Trash."""
+    account = account_of(call)
+    mailbox = account.folder(call.params["folder"])
+    uid = call.params["uid"]
+    mailbox.message(uid)
+    trash = folder_by_use(account, SpecialUse.TRASH)
+    if _bool_arg(call, "expunge") or trash is None or trash.name == mailbox.name:
+        await mailbox.store_flags([uid], [DELETED], FlagMode.ADD)
+        await mailbox.expunge([uid])
+        return
+    await mailbox.move([uid], trash.name)
+
+
+async def report_spam(call: Call) -> dict[str, object]:
+    """The user's judgement: into Junk (spam) or out of it into INBOX (not spam); the
+    classifiers learn it either way."""
+    body = call.json or {}
+    is_spam = body.get("is_spam")
+    if not isinstance(is_spam, bool):
+        raise Problem(400, "Bad request", "is_spam must be true or false", field="is_spam")
+    account = account_of(call)
+    mailbox = account.folder(call.params["folder"])
+    uid = call.params["uid"]
+    mailbox.message(uid)
+    here = mailbox.info().special_use
+    if is_spam:
+        junk = folder_by_use(account, SpecialUse.JUNK)
+        if junk is None:
+            raise Problem(409, "Conflict", "the account has no Junk folder")
+        destination = junk.name
+    else:
+        destination = "INBOX" if here is SpecialUse.JUNK else mailbox.name
+    folder, new_uid = mailbox.name, uid
+    if destination != mailbox.name:
+        pairs = await mailbox.move([uid], destination)
+        if not pairs:
+            raise NoSuchMessage()
+        folder, new_uid = account.folder(destination).name, pairs[0][1]
+    _report(call, account, folder, [new_uid], is_spam)
+    return {"folder": folder, "uid": new_uid, "is_spam": is_spam}
+
+
+# -- search ---------------------------------------------------------------------------------
+
+
+def parse_query(q: str) -> Any:
+    """An IMAP search program (RFC 9051 §6.4.4) as the IMAP parser's key tree; a 400
+    Problem naming the fault otherwise."""
+    try:
+        raw = q.encode("utf-8")
+        if not raw.strip() or len(raw) > 8192 or b"\r" in raw or b"\n" in raw:
+            raise ParseError("q must be a one-line search program")
+        return _parse_search(Scanner(b" " + raw, utf8=True), uid=True).key
+    except (ParseError, UnicodeError) as error:
+        raise Problem(400, "Bad search", str(error), field="q") from None
+
+
+async def search(call: Call) -> dict[str, object]:
+    """``q`` matched over one folder (the IMAP SEARCH rules, see rule 5); the newest
+    ``limit`` matches are returned with the UIDs of all of them."""
+    folder = call.arg("folder", "INBOX") or "INBOX"
+    mailbox = account_of(call).folder(folder)
+    limit = call.int_arg("limit", 50, 1, MAX_LIMIT)
+    key = parse_query(call.arg("q", "") or "")
+    keys = _keys(key)
+    needs_body = any(isinstance(k, Contains) and k.field in ("BODY", "TEXT") for k in keys)
+    needs_bytes = needs_body or any(isinstance(k, Header) for k in keys)
+    needs_info = needs_bytes or any(
+        isinstance(k, SizeKey | DateKey | Within | Contains | ObjectId) for k in keys
+    )
+    meta: bool | str = needs_body or (
+        "envelope"
+        if any(isinstance(k, Contains) or (isinstance(k, DateKey) and k.field == "sent")
+               for k in keys)
+        else False
+    )  # fmt: skip
+    current = list(mailbox.flags())[:MAX_SORTED]
+    view = SimpleNamespace(uids=[f.uid for f in current], recent=set(), saved=None)
+    matcher = _Matcher(view, time.time())  # type: ignore[arg-type]
+    candidates = [_Candidate(n, f.uid, f.flags, f.modseq) for n, f in enumerate(current, 1)]
+    matched: list[int] = []
+    step = 64 if needs_bytes else BATCH
+    for start in range(0, len(candidates), step):
+        batch = candidates[start : start + step]
+        if needs_info:
+            found = {m.info.uid: m for m in mailbox.messages([c.uid for c in batch], meta)}
+            batch = [c for c in batch if c.uid in found]
+            for candidate in batch:
+                candidate.info = found[candidate.uid].info
+            if needs_bytes:
+                reader = read_messages if needs_body else read_headers
+                datas = await _in_thread(call, reader, [found[c.uid] for c in batch])
+                for candidate, data in zip(batch, datas, strict=True):
+                    candidate.data = data
+                batch = [c for c in batch if c.data is not None]
+        matched += [c.uid for c in batch if matcher.match(key, c)]
+    newest = list(reversed(matched))[:limit]
+    return {
+        "folder": mailbox.name,
+        "uids": matched,
+        "total": len(matched),
+        "messages": [summary_json(i) for i in _infos(mailbox, newest)],
+    }
+
+
+# -- routes ---------------------------------------------------------------------------------
+
+_TO = {"type": "object", "properties": {"to": {"type": "string", "minLength": 1}},
+       "required": ["to"]}  # fmt: skip
+_MSG = "/folders/{folder}/messages/{uid:int}"
+_BOOL = {"type": "string", "enum": ["0", "1", "true", "false"]}
+
+ROUTES: list[Route] = [
+    Route("GET", "/folders", list_folders, "List folders with their counts", tag="mail",
+          response={"type": "object", "properties": {"folders": {"type": "array",
+                                                                 "items": _FOLDER}}}),
+    Route("POST", "/folders", deferred_handler(create_folder), "Create a folder", tag="mail",
+          status=201, response=_FOLDER,
+          body={"type": "object", "required": ["name"],
+                "properties": {"name": {"type": "string", "minLength": 1},
+                               "special_use": {"type": ["string", "null"]}}}),
+    Route("PATCH", "/folders/{folder}", deferred_handler(rename_folder), "Rename a folder",
+          tag="mail", response=_FOLDER,
+          body={"type": "object", "required": ["name"],
+                "properties": {"name": {"type": "string", "minLength": 1}}}),
+    Route("DELETE", "/folders/{folder}", deferred_handler(delete_folder),
+          "Delete a folder and its messages", tag="mail", status=204),
+    Route("GET", "/folders/{folder}/messages", list_messages, "List a page of messages",
+          tag="mail", response=_PAGE,
+          query={"limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+                 "sort": {"type": "string", "enum": list(_SORTS)},
+                 "before_uid": {"type": "integer", "minimum": 1},
+                 "after_uid": {"type": "integer", "minimum": 0},
+                 "offset": {"type": "integer", "minimum": 0}}),
+    Route("GET", _MSG, deferred_handler(get_message),
+          "A parsed message: headers, text, sanitised HTML, attachments (sets \\Seen)",
+          tag="mail", query={"peek": _BOOL, "images": _BOOL}),
+    Route("GET", _MSG + "/raw", deferred_handler(raw_message), "The message as delivered",
+          tag="mail"),
+    Route("GET", _MSG + "/attachments/{part}", deferred_handler(attachment),
+          "One part of the message, decoded", tag="mail"),
+    Route("PATCH", _MSG, deferred_handler(patch_flags), "Change the message's flags", tag="mail",
+          body={"type": "object",
+                "properties": {k: {"type": "array", "items": {"type": "string"}}
+                               for k in ("flags", "flags_add", "flags_remove")}}),
+    Route("POST", _MSG + "/move", deferred_handler(move_message), "Move to another folder",
+          tag="mail", body=_TO),
+    Route("POST", _MSG + "/copy", deferred_handler(copy_message), "Copy to another folder",
+          tag="mail", body=_TO),
+    Route("DELETE", _MSG, deferred_handler(delete_message),
+          "Move to Trash (expunge when in Trash or with ?expunge=1)", tag="mail",
+          status=204, query={"expunge": _BOOL}),
+    Route("POST", _MSG + "/spam", deferred_handler(report_spam),
+          "Report as spam (to Junk) or not spam (out of Junk)", tag="mail",
+          body={"type": "object", "required": ["is_spam"],
+                "properties": {"is_spam": {"type": "boolean"}}}),
+    Route("GET", "/search", deferred_handler(search), "Search a folder with an IMAP SEARCH program",
+          tag="mail",
+          query={"folder": {"type": "string"}, "q": {"type": "string"},
+                 "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}}),
+    *compose.ROUTES,  # send and drafts: served with these (the app collects this module)
+]  # fmt: skip
