@@ -68,7 +68,7 @@ from mailserver.filter.addresses import (
     reversed_name,
 )
 from mailserver.filter.dnsbl_selftest import DNSBLSelfTests, ZoneSelfTests, zone_probes
-from mailserver.filter.session import Abstaining
+from mailserver.filter.session import Abstaining, Pending
 from mailserver.interfaces.filter import ICheck
 from mailserver.message.address import domain_to_ascii
 from mailserver.types import ACCEPT, Action, Envelope, Peer, Verdict
@@ -439,9 +439,7 @@ class DNSBLSession(Abstaining):
         self._check = check
         self._peer = peer
         self._address = check.skips(peer.address)
-        self._started = False
-        self._verdict: Verdict | None = None
-        self._waiting: list[Deferred[Verdict]] = []
+        self._pending: Pending[Verdict] | None = None
 
     def connect(self) -> Verdict:
         if not self._peer.authenticated_as:
@@ -452,32 +450,19 @@ class DNSBLSession(Abstaining):
         if envelope.authenticated_as or self._peer.authenticated_as:
             return ACCEPT
         self._start()
-        looked = [self._address_verdict()]
+        assert self._pending is not None
+        looked = [self._pending.get()]
         if envelope.sender is not None:
             looked.append(self._check.check_domain(envelope.sender.domain))
         d: Deferred[list[Verdict]] = gatherResults(looked)
         return d.addCallback(lambda verdicts: combine(self._check.name, verdicts))
 
     def _start(self) -> None:
-        if self._started:
+        if self._pending is not None:
             return
-        self._started = True
         self._check._autostart()
         if self._address is None:
-            self._verdict = ACCEPT
+            self._pending = Pending(succeed(ACCEPT))
             return
-        self._check.check_address(self._address).addCallback(self._answered)
-
-    def _answered(self, verdict: Verdict) -> None:
-        self._verdict = verdict
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(verdict)
-
-    def _address_verdict(self) -> Deferred[Verdict]:
-        if self._verdict is not None:
-            return succeed(self._verdict)
-        d: Deferred[Verdict] = Deferred()
-        self._waiting.append(d)
-        return d
+        self._pending = Pending(self._check.check_address(self._address))
 

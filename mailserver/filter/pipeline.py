@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, BinaryIO
 
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -52,6 +52,7 @@ from mailserver.filter.outcome import (
     refusal,
     status_headers,
 )
+from mailserver.filter.session import Pending
 from mailserver.interfaces import (
     ICheck,
     ICheckSession,
@@ -208,26 +209,14 @@ class FilteredDelivery(WrappingDelivery):
         self.verdicts: list[Verdict] = []
         self.per_recipient: list[list[Verdict]] = []
         self.outcome: Outcome | None = None
-        self._early: list[Verdict] | None = None
-        self._waiting: list[Deferred[list[Verdict]]] = []
         sender = session.run("sender", envelope)
-        gatherResults(session.early() + sender).addCallback(self._keep)
+        # The connect, HELO and MAIL verdicts (they never fail: see ``_ask``).
+        everything: Deferred[list[Verdict]] = gatherResults(session.early() + sender)
+        self._early = Pending(everything.addCallback(self._keep))
 
-    def _keep(self, verdicts: list[Verdict]) -> None:
-        """The connect, HELO and MAIL verdicts are in (they never fail: see ``_ask``)."""
-        self._early = verdicts
+    def _keep(self, verdicts: list[Verdict]) -> list[Verdict]:
         self.verdicts.extend(verdicts)
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(verdicts)
-
-    def early(self) -> Deferred[list[Verdict]]:
-        """The connect, HELO and MAIL verdicts, once they are all in."""
-        if self._early is not None:
-            return succeed(self._early)
-        d: Deferred[list[Verdict]] = Deferred()
-        self._waiting.append(d)
-        return d
+        return verdicts
 
     @property
     def trusted(self) -> bool:
@@ -255,7 +244,7 @@ class FilteredDelivery(WrappingDelivery):
     async def _add_recipient(self, address: Address, params: Mapping[str, str] | None) -> None:
         session = self.session
         honours = session.owner.honours
-        early = await self.early()
+        early = await self._early.get()
         policy = FilterPolicy(quarantine_score=1e9)  # early points wait for the message
         outcome = decide(early, honours, policy)
         if outcome.refusal is not None:

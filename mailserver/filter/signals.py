@@ -38,14 +38,14 @@ import re
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any
 
-from twisted.internet.defer import CancelledError, Deferred, TimeoutError, gatherResults, succeed
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailserver.dns import DNSTemporaryError, Records
 from mailserver.filter.addresses import IP, PRIVATE_NETWORKS, client_ip, in_networks, networks_of
-from mailserver.filter.session import Abstaining
+from mailserver.filter.session import Abstaining, Pending
 from mailserver.interfaces.filter import ICheck
 from mailserver.message.address import domain_to_ascii
 from mailserver.types import ACCEPT, Envelope, Peer, Verdict
@@ -165,28 +165,6 @@ class _Signals:
         return d.addErrback(failed)
 
 
-class _Pending:
-    """A Deferred verdict that several messages of one connection wait on."""
-
-    def __init__(self, d: Deferred[Verdict]) -> None:
-        self.verdict: Verdict | None = None
-        self._waiting: list[Deferred[Verdict]] = []
-        d.addCallback(self._done)
-
-    def _done(self, verdict: Verdict) -> None:
-        self.verdict = verdict
-        waiting, self._waiting = self._waiting, []
-        for d in waiting:
-            d.callback(verdict)
-
-    def get(self) -> Deferred[Verdict]:
-        if self.verdict is not None:
-            return succeed(self.verdict)
-        d: Deferred[Verdict] = Deferred()
-        self._waiting.append(d)
-        return d
-
-
 # -- reverse DNS -----------------------------------------------------------------------------
 
 
@@ -243,7 +221,7 @@ class ReverseDNSSession(Abstaining):
         self._check = check
         self._peer = peer
         self._address = check.client(peer)
-        self._pending: _Pending | None = None
+        self._pending: Pending[Verdict] | None = None
 
     def connect(self) -> Verdict:
         if not self._peer.authenticated_as:
@@ -256,9 +234,9 @@ class ReverseDNSSession(Abstaining):
         pending = self._start()
         return ACCEPT if pending is None else pending.get()
 
-    def _start(self) -> _Pending | None:
+    def _start(self) -> Pending[Verdict] | None:
         if self._pending is None and self._address is not None:
-            self._pending = _Pending(self._check.check_address(self._address))
+            self._pending = Pending(self._check.check_address(self._address))
         return self._pending
 
 
@@ -373,7 +351,7 @@ class HeloSession(Abstaining):
         self._peer = peer
         self._address = check.client(peer)
         self._name: str | None = None
-        self._pending: _Pending | None = None
+        self._pending: Pending[Verdict] | None = None
 
     def helo(self, name: str) -> Verdict:
         self._start(name)
@@ -386,10 +364,10 @@ class HeloSession(Abstaining):
         pending = self._start(name)
         return ACCEPT if pending is None else pending.get()
 
-    def _start(self, name: str) -> _Pending | None:
+    def _start(self, name: str) -> Pending[Verdict] | None:
         if self._address is None or not name or self._peer.authenticated_as:
             return None
         if name != self._name or self._pending is None:
             self._name = name
-            self._pending = _Pending(self._check.check_helo(name, self._address))
+            self._pending = Pending(self._check.check_helo(name, self._address))
         return self._pending
