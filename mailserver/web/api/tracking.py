@@ -435,7 +435,7 @@ async def track(call: Call) -> Any:
     dsns: list[dict[str, Any]] = []
     if context.spool is not None:
         found = await in_thread(call, scan_spool, context.spool, message_id, smtp_id,
-                                 [spool_id] if spool_id else [])
+                                [spool_id] if spool_id else [], QUEUE_SCAN_LIMIT)
         entries = found.entries
         if direct is not None and all(e["queue_id"] != spool_id for e in entries):
             entries.insert(0, direct)
@@ -456,12 +456,12 @@ async def track(call: Call) -> Any:
     if not checks["entries"]:
         gaps.append(NOT_RECORDED["checks_without_spam"])
     storage: dict[str, Any] = {"recorded": context.store is not None, "locations": [],
-                               "scanned": 0, "complete": True, "limit": STORE_SCAN_LIMIT}
+                               "scanned": 0, "complete": True}
     parents = [e["queue_id"] for e in queue["entries"]]
     if context.store is not None and (message_id or parents):
         accounts = _accounts(call, checks["entries"], queue["entries"])
         locations, scanned, complete = await in_thread(
-            call, scan_store, context.store, accounts, message_id, parents
+            call, scan_store, context.store, accounts, message_id, parents, STORE_SCAN_LIMIT
         )
         dsns += [place for place in locations if place["dsn"]]
         storage.update(locations=[p for p in locations if not p["dsn"]], scanned=scanned,
