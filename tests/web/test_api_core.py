@@ -265,3 +265,18 @@ async def test_openapi_document_lists_every_route_and_is_valid(api):
 def test_openapi_of_test_routes_is_valid():
     validator = pytest.importorskip("openapi_spec_validator")
     validator.validate(build_document(_routes_for_tests()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_session_hook_vouches_for_a_cookie_without_a_token(api_server):
+    """Without an Authorization header, context.session may name the user (the web page)."""
+
+    def session(request):
+        return ALICE if request.getHeader(b"cookie") == b"s=good" else None
+
+    api = await api_server(routes=_routes_for_tests(), session=session)
+    await api.add_user(ALICE, PW)
+    good = await api.call("GET", "/private", headers={"Cookie": "s=good"})
+    assert good.status == 200 and good.json["user"] == ALICE
+    bad = await api.call("GET", "/private", headers={"Cookie": "s=bad"})
+    assert bad.status == 401

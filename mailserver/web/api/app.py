@@ -7,8 +7,9 @@ Every request goes through the same steps, each of which may end it with a probl
 2. route look-up -> 404, or 405 with ``Allow`` (CORS is off: a preflight ``OPTIONS`` gets
    405 like any other unrouted method, and no ``Access-Control-*`` header is ever sent);
 3. bearer token (``Authorization: Bearer``; RFC 6750) checked with the credential store's
-   ``api`` scope and the owner still in the directory -> 401 + ``WWW-Authenticate: Bearer``;
-   then the per-token rate limit -> 429;
+   ``api`` scope and the owner still in the directory -> 401 + ``WWW-Authenticate: Bearer``
+   (without the header, ``context.session`` may vouch for the web page's cookie); then the
+   per-token (or per-session user) rate limit -> 429;
 4. the body: size limit (``Content-Length`` first, then what was read) -> 413, media type
    -> 415, JSON -> 400, the route's JSON Schema (``jsonschema``, draft 2020-12, the dialect
    of OpenAPI 3.1) -> 422 with ``errors: [{pointer, message}]``;
@@ -215,7 +216,8 @@ class ApiResource(Resource):
         user, token = None, None
         if route.auth:
             user, token = await self._authenticate(request, client_ip)
-            wait = self.per_token.take("token:" + hashlib.sha256(token.encode()).hexdigest())
+            key = "user:" + user if token is None else hashlib.sha256(token.encode()).hexdigest()
+            wait = self.per_token.take(key)
             if wait:
                 raise _too_many(wait, "token")
         body = self._body(request, route)
@@ -245,9 +247,14 @@ class ApiResource(Resource):
 
     # -- steps -------------------------------------------------------------------------------
 
-    async def _authenticate(self, request: Any, client_ip: str) -> tuple[str, str]:
-        """(owner, token) of the request's bearer token, or a 401 Problem."""
+    async def _authenticate(self, request: Any, client_ip: str) -> tuple[str, str | None]:
+        """(owner, token) of the request's bearer token (token None: the page's session
+        cookie, through ``context.session``), or a 401 Problem."""
         header = request.getHeader(b"authorization")
+        if not header and self.context.session is not None:
+            owner = await maybeDeferred(self.context.session, request)
+            if owner:
+                return str(owner), None
         if not header:
             raise Problem(
                 401, "Unauthorized", "this resource needs a bearer token",

@@ -179,8 +179,8 @@ def make_routes(access_ttl: float = 900.0, refresh_ttl: float = 30 * 86400.0) ->
 
     async def logout(call: Call) -> None:
         credentials = call.context.credentials
-        assert call.token is not None
-        await credentials.revoke_token(call.token)
+        if call.token is not None:  # (a cookie session is ended by the page's own route)
+            await credentials.revoke_token(call.token)
         given = (call.json or {}).get("refresh_token")
         if given:
             owner = await credentials.check_token(given, REFRESH_SCOPE, call.client_ip)

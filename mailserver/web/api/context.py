@@ -45,6 +45,11 @@ class ApiContext:
     ``feedback`` IJunkFeedback; ``changes`` the store's change notices (Server-Sent Events);
     ``spool`` ISpool; ``classifications`` the spam classification log
     (``recent(limit, message_id=..., address=...)``); ``config`` the Config.
+
+    ``session(request) -> Deferred[str | None]`` (optional, for the web page): the account
+    of a request that carries no ``Authorization`` header but the page's session cookie, or
+    None. It must do its own CSRF check for unsafe methods (the cookie is sent by the
+    browser whatever page made the request).
     """
 
     reactor: Any
@@ -60,6 +65,7 @@ class ApiContext:
     changes: Any = None
     spool: Any = None
     classifications: Any = None
+    session: Callable[[Any], Any] | None = None
 
     def need(self, name: str) -> Any:
         """Attribute ``name``, or a 503 Problem when this server was built without it."""
