@@ -90,7 +90,7 @@ def _mailbox(text: object, field: str) -> tuple[str, Address]:
     """``"Name <a@b>"`` or ``"a@b"`` -> (display name, parsed address)."""
     if not isinstance(text, str) or not text.strip() or "\r" in text or "\n" in text:
         raise _bad(f"{field} must hold addresses", field)
-    name, addr = email.utils.parseaddr(text, strict=True) if "<" in text else ("", text.strip())
+    name, addr = email.utils.parseaddr(text) if "<" in text else ("", text.strip())
     try:
         return name, parse_address(addr)
     except ValueError as error:
