@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 
 from mailserver.auth import audit as audit_log
 from mailserver.auth.audit import AuditLog
@@ -22,7 +22,7 @@ from mailserver.spool.queue import LmdbSpool
 from mailserver.store.quota import QuotaRules
 from mailserver.types import Address, Envelope, Role
 from mailserver.web.api import admin, tracking
-from mailserver.web.api.app import problem_for
+from mailserver.web.api.app import collect_routes, problem_for
 from mailserver.web.api.context import ApiContext
 from mailserver.web.api.routing import Call, Problem, Response, Route
 
@@ -431,3 +431,102 @@ def test_audit_reader_survives_rotation_and_bad_lines(tmp_path):
         f.write(b'{"torn": \n')
     found = admin.read_audit(str(tmp_path / "a.jsonl"), 100, None, None, None)
     assert [r["details"]["n"] for r in found] == list(range(11, -1, -1))
+
+
+# -- through HTTP -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def http(api_server, tmp_path, storage):
+    """The whole API (with tracking's routes) on a real Site, with a spool."""
+    spool = LmdbSpool(storage.db, str(tmp_path / "http-spool"), reactor, fsync=False)
+    routes = collect_routes()
+    served = {(r.method, r.pattern) for r in routes}
+    routes += [r for r in tracking.ROUTES if (r.method, r.pattern) not in served]
+    return pytest_twisted.blockon(ensureDeferred(api_server(routes=routes, spool=spool)))
+
+
+async def _tokens(http: Any) -> dict[str, str]:
+    await http.add_user(ADMIN, "pw-root", [Role.ADMIN])
+    await http.add_user(DOMAIN_ADMIN, "pw-boss", [Role.DOMAIN_ADMIN], ["example.org"])
+    await http.add_user(USER, "pw-alice")
+    await http.storage.directory.add_domain("other.test")
+    for address in (ADMIN, DOMAIN_ADMIN, USER):
+        await http.storage.store.create_account(address)
+    return {who: await http.login(who, pw) for who, pw in
+            ((ADMIN, "pw-root"), (DOMAIN_ADMIN, "pw-boss"), (USER, "pw-alice"))}
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_admin_flow_with_problems_and_audit(http):
+    """Over HTTP: a domain admin creates a user (201, Location), is refused outside their
+    domain (403 problem+json), a missing field is the app's 422; the audit line carries the
+    caller and 127.0.0.1."""
+    tokens = await _tokens(http)
+    reply = await http.call("POST", "/admin/users", token=tokens[DOMAIN_ADMIN],
+                            json_body={"address": "bob@example.org", "password": "pw-bob"})
+    assert reply.status == 201 and reply.json["address"] == "bob@example.org"
+    assert reply.headers["location"].endswith("/admin/users/bob@example.org")
+    assert await http.login("bob@example.org", "pw-bob")
+    reply = await http.call("POST", "/admin/users", token=tokens[DOMAIN_ADMIN],
+                            json_body={"address": "eve@other.test", "password": "pw"})
+    assert reply.status == 403
+    assert reply.headers["content-type"].startswith("application/problem+json")
+    assert "manage-users on eve@other.test" in reply.json["detail"]
+    reply = await http.call("POST", "/admin/users", token=tokens[DOMAIN_ADMIN],
+                            json_body={"address": "x@example.org"})
+    assert reply.status == 422
+    added = [r for r in audit_log.read(http.audit.path) if r.event == "admin_action"]
+    assert [(r.who, r.where, r.outcome, r.details["target"]) for r in added] == [
+        (DOMAIN_ADMIN, "127.0.0.1", "ok", "bob@example.org"),
+        (DOMAIN_ADMIN, "127.0.0.1", "refused", "eve@other.test"),
+    ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_encoded_paths_and_user_refusals(http):
+    """A catch-all source travels as %40domain; a plain user gets 403 on every admin route."""
+    tokens = await _tokens(http)
+    reply = await http.call("POST", "/admin/aliases", token=tokens[ADMIN],
+                            json_body={"source": "@example.org", "targets": [USER]})
+    assert reply.status == 201
+    reply = await http.call("DELETE", "/admin/aliases/%40example.org", token=tokens[ADMIN])
+    assert reply.status == 204 and http.storage.directory.aliases() == []
+    reply = await http.call("GET", f"/admin/users/{USER}/quota", token=tokens[ADMIN])
+    assert reply.status == 200 and reply.json["address"] == USER
+    for method, path in (("GET", "/admin/domains"), ("GET", "/admin/users"),
+                         ("GET", "/admin/aliases"), ("GET", "/admin/queue"),
+                         ("GET", "/admin/audit"), ("GET", "/admin/track?message_id=%3Ca%40b%3E"),
+                         ("DELETE", f"/admin/users/{DOMAIN_ADMIN}")):
+        reply = await http.call(method, path, token=tokens[USER])
+        assert reply.status == 403, (method, path)
+    reply = await http.call("GET", "/admin/domains")
+    assert reply.status == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_queue_and_tracking(http):
+    """A queued message is listed, tracked by its queue id and deleted over HTTP."""
+    tokens = await _tokens(http)
+    queued = await enqueue(http.context.spool)
+    reply = await http.call("GET", "/admin/queue", token=tokens[ADMIN])
+    assert [e["queue_id"] for e in reply.json["entries"]] == [queued]
+    reply = await http.call("GET", f"/admin/track?queue_id={queued}", token=tokens[ADMIN])
+    assert reply.status == 200 and reply.json["message_id"] == "<q1@example.org>"
+    assert reply.json["queue"]["entries"][0]["queue_id"] == queued
+    reply = await http.call("POST", f"/admin/queue/{queued}/hold", token=tokens[ADMIN])
+    assert reply.status == 200 and reply.json["held"]
+    reply = await http.call("DELETE", f"/admin/queue/{queued}", token=tokens[ADMIN])
+    assert reply.status == 204 and http.context.spool.get(queued) is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_openapi_document_lists_the_admin_routes(http):
+    """The served OpenAPI document has every admin path under the admin tag."""
+    reply = await http.call("GET", "/openapi.json")
+    paths = reply.json["paths"]
+    for path in ("/admin/domains", "/admin/users/{address}", "/admin/users/{address}/quota",
+                 "/admin/aliases/{source}", "/admin/queue/{id}/retry", "/admin/audit",
+                 "/admin/track"):
+        assert path in paths, path
+    assert paths["/admin/track"]["get"]["tags"] == ["admin"]
