@@ -52,6 +52,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mailserver.filter.addresses import client_ip, in_networks
 from mailserver.filter.session import Abstaining
 from mailserver.interfaces import ICheck
 from mailserver.message.address import domain_to_ascii
@@ -157,12 +158,9 @@ class GreylistCounts:
 def client_network(address: str, settings: GreylistSettings) -> str:
     """The client's network as text (``192.0.2.0/24``); the address as given when it is not
     an IP address (e.g. a unix socket peer)."""
-    try:
-        ip = ipaddress.ip_address(address.strip().strip("[]").partition("%")[0])
-    except ValueError:
+    ip = client_ip(address)
+    if ip is None:
         return address.strip().lower()
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
     prefix = settings.ipv4_prefix if ip.version == 4 else settings.ipv6_prefix
     return str(ipaddress.ip_network((ip, prefix), strict=False))
 
@@ -495,14 +493,6 @@ async def _maybe(result: Verdict | Deferred[Verdict]) -> Verdict:
 
 
 def _in(address: str, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
-    networks = tuple(networks)
-    if not networks:
-        return False
-    try:
-        ip = ipaddress.ip_address(address.strip().strip("[]").partition("%")[0])
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return any(ip.version == n.version and ip in n for n in networks)
+    ip = client_ip(address)
+    return ip is not None and in_networks(ip, networks)
 

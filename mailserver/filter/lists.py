@@ -55,6 +55,7 @@ from typing import Any
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
+from mailserver.filter.addresses import client_ip
 from mailserver.filter.session import Abstaining
 from mailserver.interfaces import ICheck
 from mailserver.message.address import domain_to_ascii, parse_address, split_subaddress
@@ -72,7 +73,6 @@ __all__ = [
     "Client",
     "Match",
     "address_key",
-    "client_ip",
     "domain_scope",
     "parse_entry",
     "sender_candidates",
@@ -238,20 +238,6 @@ def user_scope(text: str) -> str:
 
 
 # -- look-up candidates, most specific first ------------------------------------------------
-
-
-def client_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The client's address (an IPv4-mapped IPv6 address as IPv4); None when not an IP."""
-    try:
-        ip = ipaddress.ip_address(text.strip().strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.scope_id:
-            ip = ipaddress.IPv6Address(str(ip).partition("%")[0])
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-    return ip
 
 
 class Client:
