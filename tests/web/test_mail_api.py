@@ -346,7 +346,7 @@ async def test_handlers_called_directly(storage: Any) -> None:
     call.context.store = type("S", (), {"account": lambda self, a: account})()
     original = account.folder
     account.folder = lambda name: Spy() if name == "INBOX" else original(name)  # type: ignore[method-assign]
-    page = mail.list_messages(call)
+    page = await mail.list_messages(call)
     assert [m["subject"] for m in page["messages"]] == ["direct 4", "direct 3"]
     assert looked_up == [[4, 5]]
     with pytest.raises(Problem) as caught:

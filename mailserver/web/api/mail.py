@@ -26,12 +26,14 @@ Design rules:
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Iterable
 from types import SimpleNamespace
 from typing import Any
 
 from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -245,7 +247,23 @@ def _sort_key(sort: str) -> Callable[[MessageInfo], Any]:
     return sender
 
 
-def list_messages(call: Call) -> dict[str, object]:
+async def _ranked(call: Call, mailbox: Any, sort: str) -> list[int]:
+    """The folder's UIDs (at most :data:`MAX_SORTED`) in ``sort`` order: one pass over the
+    index metadata a batch at a time, keeping only each message's sort key, and letting
+    the reactor run between batches."""
+    meta: bool | str = False if sort.lstrip("-") == "size" else "envelope"
+    key = _sort_key(sort)
+    uids = list(itertools.islice(mailbox.uids(), MAX_SORTED))
+    keyed: list[tuple[Any, int]] = []
+    for start in range(0, len(uids), BATCH):
+        for message in mailbox.messages(uids[start : start + BATCH], meta):
+            keyed.append((key(message.info), message.info.uid))
+        await deferLater(call.context.reactor, 0, lambda: None)
+    keyed.sort(reverse=sort.startswith("-"))
+    return [uid for _, uid in keyed]
+
+
+async def list_messages(call: Call) -> dict[str, object]:
     """One page of a folder (see rule 1 for the cost of each sort)."""
     mailbox = account_of(call).folder(call.params["folder"])
     limit = call.int_arg("limit", 50, 1, MAX_LIMIT)
@@ -271,15 +289,11 @@ def list_messages(call: Call) -> dict[str, object]:
         infos = _infos(mailbox, uids)
     else:
         offset = call.int_arg("offset", 0, 0, MAX_SORTED)
-        meta: bool | str = False if sort.lstrip("-") == "size" else "envelope"
-        everything: list[MessageInfo] = []
-        uids_all = list(mailbox.uids())[:MAX_SORTED]
-        everything = _infos(mailbox, uids_all, meta)
-        everything.sort(key=_sort_key(sort), reverse=sort.startswith("-"))
-        page = everything[offset : offset + limit]
-        if offset + limit < len(everything):
+        ranked = await _ranked(call, mailbox, sort)
+        page = ranked[offset : offset + limit]
+        if offset + limit < len(ranked):
             next_page = {"offset": offset + limit}
-        infos = _infos(mailbox, [i.uid for i in page])
+        infos = _infos(mailbox, page)
     return {
         "folder": mailbox.name,
         "messages": [summary_json(i) for i in infos],
@@ -535,6 +549,11 @@ async def search(call: Call) -> dict[str, object]:
                     candidate.data = data
                 batch = [c for c in batch if c.data is not None]
         matched += [c.uid for c in batch if matcher.match(key, c)]
+        for candidate in batch:  # keep one batch of bytes and metadata in memory, not all
+            candidate.data = None
+            candidate.info = None
+        if needs_info and not needs_bytes:
+            await deferLater(call.context.reactor, 0, lambda: None)  # let the reactor run
     newest = list(reversed(matched))[:limit]
     return {
         "folder": mailbox.name,
@@ -566,7 +585,8 @@ ROUTES: list[Route] = [
                 "properties": {"name": {"type": "string", "minLength": 1}}}),
     Route("DELETE", "/folders/{folder}", deferred_handler(delete_folder),
           "Delete a folder and its messages", tag="mail", status=204),
-    Route("GET", "/folders/{folder}/messages", list_messages, "List a page of messages",
+    Route("GET", "/folders/{folder}/messages", deferred_handler(list_messages),
+          "List a page of messages",
           tag="mail", response=_PAGE,
           query={"limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
                  "sort": {"type": "string", "enum": list(_SORTS)},
