@@ -262,6 +262,9 @@ async def test_admin_sets_roles(env):
     assert body["admin_domains"] == ["example.org"]
     record = env.records()[-1]
     assert record.details["roles"] == ["domain-admin"] and record.who == ADMIN
+    status, body = await env.call("PATCH", "/admin/users/{address}", ADMIN,
+                                  params={"address": ADMIN}, json={"roles": ["user"]})
+    assert status == 409 and env.directory.get_user(ADMIN).roles == frozenset({Role.ADMIN})
     for bad in ({"roles": ["domain-admin"]}, {"roles": ["king"]},
                 {"roles": ["user"], "admin_domains": ["example.org"]}, {"nothing": 1}, {}):
         status, _ = await env.call("PATCH", "/admin/users/{address}", ADMIN,

@@ -1,5 +1,6 @@
-"""The admin endpoints of the REST API: domains, users, aliases, quotas, the outbound queue
-and the audit log (tag ``admin``). Message tracking is :mod:`mailserver.web.api.tracking`.
+"""The admin endpoints of the REST API: domains, users, aliases, quotas and the audit log
+(tag ``admin``). The outbound queue and message tracking are in
+:mod:`mailserver.web.api.tracking`, under the same rules.
 
 Design rules:
 
@@ -9,7 +10,9 @@ Design rules:
    the source for aliases, ``manage-queue``, ``read-audit``), so a domain admin manages the
    users and aliases of their domains and nothing else. Beyond the role check, as in
    ``mailserver --as``: a non-admin may not act on an account with as much power as their
-   own (:data:`RANK`), and roles are changed by admins only (no escalation).
+   own (:data:`RANK`), and roles are changed by admins only (no escalation). The last
+   admin cannot take away their own admin role through the API (409): the command line,
+   run by the operator, still can.
 2. **Everything is checked before anything is changed**, so a PATCH with a password and a
    role it may not set changes neither.
 3. **Every change is audited** (``context.audit``, when there is one) with ``who`` (the
@@ -47,9 +50,9 @@ from mailserver.web.api.routing import Call, Problem, Response, Route
 __all__ = [
     "RANK",
     "ROUTES",
+    "audit",
     "canonical_address",
     "canonical_domain",
-    "audit",
     "in_thread",
     "queue_id",
     "require",
@@ -397,6 +400,10 @@ async def patch_user(call: Call) -> Any:
     if roles is not None:
         for domain in roles[1]:
             _require_domain(call, domain)
+        admins = [u.address for u in directory.users() if Role.ADMIN in u.roles]
+        if admins == [address] and Role.ADMIN not in roles[0]:
+            raise Problem(409, "Last admin", f"{address} is the only admin; make another "
+                          "admin first")
     changed = []
     if password is not None:
         await directory.set_password(address, password)
