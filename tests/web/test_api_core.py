@@ -53,6 +53,11 @@ def _routes_for_tests() -> list[Route]:
         Route("GET", "/missing", mail_error, "MailError", auth=False),
         Route("GET", "/raw", raw, "raw bytes", auth=False),
         Route("GET", "/private", echo, "needs a token"),
+        Route("GET", "/search", lambda call: call.query, "typed query", auth=False, query={
+            "limit": {"type": "integer", "minimum": 1, "maximum": 50},
+            "sort": {"type": "string", "enum": ["date", "size"]},
+            "peek": {"type": "boolean"},
+        }),
     ]
 
 
@@ -280,3 +285,27 @@ async def test_session_hook_vouches_for_a_cookie_without_a_token(api_server):
     assert good.status == 200 and good.json["user"] == ALICE
     bad = await api.call("GET", "/private", headers={"Cookie": "s=bad"})
     assert bad.status == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_declared_query_arguments_are_checked(api_server):
+    """A declared argument outside its schema is 400 naming the field; others pass as text."""
+    api = await api_server(routes=_routes_for_tests())
+    ok = await api.call("GET", "/search?limit=5&sort=size&peek=1&other=x")
+    assert ok.status == 200
+    assert ok.json == {"limit": ["5"], "sort": ["size"], "peek": ["1"], "other": ["x"]}
+    for query, field in [("limit=0", "limit"), ("limit=abc", "limit"), ("sort=color", "sort"),
+                         ("peek=maybe", "peek"), ("limit=99999999999999999999", "limit")]:
+        bad = await api.call("GET", "/search?" + query)
+        assert bad.status == 400 and bad.json["field"] == field, query
+    bad_utf8 = await api.call("GET", "/search?sort=%FF")
+    assert bad_utf8.status == 400
+
+
+@pytest_twisted.ensureDeferred
+async def test_head_is_answered_like_get_without_a_body(api_server):
+    api = await api_server(routes=_routes_for_tests())
+    head = await api.call("HEAD", "/raw")
+    assert head.status == 201 and head.body == b""
+    wrong = await api.call("PUT", "/raw")
+    assert wrong.status == 405 and wrong.headers["allow"] == "GET, HEAD"

@@ -12,7 +12,8 @@ Every request goes through the same steps, each of which may end it with a probl
    per-token (or per-session user) rate limit -> 429;
 4. the body: size limit (``Content-Length`` first, then what was read) -> 413, media type
    -> 415, JSON -> 400, the route's JSON Schema (``jsonschema``, draft 2020-12, the dialect
-   of OpenAPI 3.1) -> 422 with ``errors: [{pointer, message}]``;
+   of OpenAPI 3.1) -> 422 with ``errors: [{pointer, message}]``; declared query arguments
+   against their schemas -> 400 with ``field``;
 5. the handler; its result is sent with the route's status, a :class:`Problem` as itself,
    a ``MailError`` mapped by :func:`problem_for` and anything else logged and sent as 500.
 
@@ -187,10 +188,16 @@ class ApiResource(Resource):
         self.per_token = RateLimiter(context.reactor, rate, burst, max_clients)
         self.per_ip = RateLimiter(context.reactor, ip_rate, ip_burst, max_clients)
         self._validators: dict[int, Draft202012Validator] = {}
+        self._query_validators: dict[int, dict[str, Draft202012Validator]] = {}
         for route, _ in self.router.routes:
             if route.body is not None:
                 Draft202012Validator.check_schema(route.body)
                 self._validators[id(route)] = Draft202012Validator(route.body)
+            checks = {}
+            for name, schema in route.query.items():
+                Draft202012Validator.check_schema(schema)
+                checks[name] = Draft202012Validator(schema)
+            self._query_validators[id(route)] = checks
 
     # -- twisted.web entry point ------------------------------------------------------------
 
@@ -227,7 +234,7 @@ class ApiResource(Resource):
             user=user,
             scopes=frozenset({"api"}) if user else frozenset(),
             params=params,
-            query=_query(request),
+            query=self._query(request, route),
             json=body,
             client_ip=client_ip,
             token=token,
@@ -315,6 +322,28 @@ class ApiResource(Resource):
             )
         return document
 
+    def _query(self, request: Any, route: Route) -> dict[str, list[str]]:
+        """The decoded query; arguments the route declares are checked against their
+        schemas (after reading ``integer``/``number``/``boolean`` values as such): 400 with
+        ``field`` naming the argument. Undeclared arguments are passed on unchecked."""
+        query = _query(request)
+        for name, validator in self._query_validators[id(route)].items():
+            values = query.get(name)
+            if not values:
+                continue
+            schema = validator.schema
+            if schema.get("type") == "array":
+                item_type = (schema.get("items") or {}).get("type")
+                candidates = [[_typed(v, item_type, name) for v in values]]
+            else:
+                candidates = [_typed(v, schema.get("type"), name) for v in values]
+            for candidate in candidates:
+                error = next(iter(validator.iter_errors(candidate)), None)
+                if error is not None:
+                    raise Problem(400, "Bad Request", f"query parameter {name}: {error.message}",
+                                  field=name)
+        return query
+
     async def _respond(self, request: Any, response: Response, state: dict[str, bool]) -> None:
         headers = dict(response.headers)
         if response.stream is not None:
@@ -397,6 +426,33 @@ def _query(request: Any) -> dict[str, list[str]]:
         }
     except UnicodeDecodeError:
         raise Problem(400, "Bad Request", "the query string is not UTF-8") from None
+
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def _typed(value: str, kind: Any, name: str) -> Any:
+    """A query argument as the JSON type its schema names (strings stay strings)."""
+    try:
+        if kind == "integer":
+            if len(value) > 19 or not re.fullmatch(r"-?[0-9]+", value):
+                raise ValueError
+            return int(value)
+        if kind == "number":
+            number = float(value)
+            if not math.isfinite(number):
+                raise ValueError
+            return number
+        if kind == "boolean":
+            lowered = value.lower()
+            if lowered not in _TRUE | _FALSE:
+                raise ValueError
+            return lowered in _TRUE
+    except ValueError:
+        raise Problem(400, "Bad Request", f"query parameter {name} must be a {kind}",
+                      field=name) from None
+    return value
 
 
 def _json(value: Any) -> bytes:
