@@ -10,6 +10,8 @@ from urllib.parse import quote
 
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import succeed
 
@@ -352,3 +354,13 @@ async def test_handlers_called_directly(storage: Any) -> None:
     with pytest.raises(Problem) as caught:
         mail.parse_query("FROM")
     assert caught.value.status == 400
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=80))
+def test_parse_query_gives_keys_or_a_problem(q: str) -> None:
+    """Any ``q`` parses to a search key or gives a 400 naming ``q``; never another error."""
+    try:
+        mail.parse_query(q)
+    except Problem as problem:
+        assert problem.status == 400 and problem.extra["field"] == "q"

@@ -205,3 +205,16 @@ def test_render_never_raises_on_mime_like_input(pieces: list[bytes]) -> None:
     if rendered.html is not None:
         assert "<script" not in rendered.html
         assert not re.search(r"\son\w+=", rendered.html)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.none(), st.text(max_size=300)))
+def test_safe_filename_is_always_safe(name: str | None) -> None:
+    """No path separator, quote, control character or leading dot; never empty; the
+    Content-Disposition built from it is one ASCII line."""
+    safe = render.safe_filename(name)
+    assert safe and len(safe) <= 200 and not safe.startswith(".")
+    assert not any(c in safe for c in '/\\"\r\n\0')
+    assert all(ord(c) >= 0x20 for c in safe)
+    value = render.content_disposition(name)
+    assert value.isascii() and "\r" not in value and "\n" not in value

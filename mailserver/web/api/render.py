@@ -392,9 +392,9 @@ def safe_filename(name: str | None, default: str = "attachment") -> str:
         return default
     name = unicodedata.normalize("NFC", name)
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    name = _UNSAFE_FILENAME.sub("_", name).strip(" ._")
+    name = _UNSAFE_FILENAME.sub("_", name)
     name = "".join(c for c in name if unicodedata.category(c)[0] != "C")
-    return name[:200] or default
+    return name[:200].strip(" ._") or default
 
 
 def content_disposition(name: str | None, default: str = "attachment") -> str:
