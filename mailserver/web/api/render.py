@@ -10,11 +10,14 @@ Design rules:
 1. Never raise on any input: broken MIME, unknown charsets and transfer encodings, binary
    junk all give a best-effort rendering (hypothesis-tested on arbitrary bytes).
 2. HTML is sanitised with ammonia (the ``nh3`` binding) by an allow-list: no scripts, event
-   handlers, forms, frames, ``<style>``/``<link>``/``<meta>``/``<base>`` elements (their CSS
-   could exfiltrate through ``url()``, ``@import`` or attribute selectors), no
+   handlers, forms, frames, ``<link>``/``<meta>``/``<base>`` elements, no
    ``javascript:``/``data:`` links, no relative URLs (they would point at this server). The
    ``style`` attribute keeps only a list of layout and typography properties, and is dropped
-   whole when it mentions ``url(``, ``@import``, ``expression(`` or a CSS escape.
+   whole when it mentions ``url(``, ``@import``, ``expression(`` or a CSS escape. A
+   ``<style>`` element is kept (moved to the front) only when, its comments removed, it
+   cannot load anything: no ``url``, ``image``, ``src``, at-rule other than ``@media``,
+   escape, ``<``, ``expression``, ``behavior`` or ``binding`` (CSS exfiltration needs a URL:
+   ``input[value^=a] { background: url(...) }``); any other is dropped whole.
 3. Remote images (``http:``, ``https:``) are replaced by a placeholder image and counted,
    unless the caller asked for them (``images=True``): loading one tells the sender that the
    mail was read. ``cid:`` images (parts of this message) are kept; the attachments list
@@ -25,6 +28,7 @@ Design rules:
 
 from __future__ import annotations
 
+import html as html_module
 import re
 import unicodedata
 import urllib.parse
@@ -45,6 +49,7 @@ from mailserver.message.headers import (
 
 __all__ = [
     "BLOCKED_IMAGE",
+    "MAX_CSS",
     "MAX_HTML",
     "MAX_TEXT",
     "Part",
@@ -102,6 +107,16 @@ _STYLE_PROPERTIES = {
 }  # fmt: skip
 _DANGEROUS_CSS = re.compile(r"url\s*\(|@import|expression\s*\(|\\|image-set|behavior|binding",
                             re.IGNORECASE)  # fmt: skip
+#: A ``<style>`` element with any of these (comments removed) is dropped (rule 2).
+_UNSAFE_STYLESHEET = re.compile(
+    r"url|image|cross-fade|element\s*\(|src|expression|behavior|binding|javascript"
+    r"|@(?!media\b)|\\|<",
+    re.IGNORECASE,
+)
+_STYLE_OPEN = re.compile(r"<style\b", re.IGNORECASE)
+_STYLE_CLOSE = re.compile(r"</style", re.IGNORECASE)
+#: Characters of ``<style>`` CSS kept at most.
+MAX_CSS = 100_000
 _REMOTE = re.compile(r"\s*(?:https?:)?//", re.IGNORECASE)
 _UNSAFE_FILENAME = re.compile(r'[\x00-\x1f\x7f"\\/:*?<>|;]+')
 #: Attachment types a browser may show as they are; anything else is served as
@@ -337,6 +352,7 @@ def sanitize_html(html: str, *, images: bool = False) -> tuple[str, int]:
             return BLOCKED_IMAGE
         return value
 
+    sheets = _safe_stylesheets(html)
     clean = nh3.clean(
         html,
         tags=_TAGS,
@@ -350,16 +366,55 @@ def sanitize_html(html: str, *, images: bool = False) -> tuple[str, int]:
         url_relative="deny",
         set_tag_attribute_values={"a": {"target": "_blank"}},
     )
+    if sheets:
+        clean = "".join(f"<style>{css}</style>" for css in sheets) + clean
     return clean, blocked
+
+
+def _without_comments(css: str) -> str:
+    """``css`` without ``/* ... */`` comments (an unclosed one runs to the end)."""
+    out: list[str] = []
+    position = 0
+    while True:
+        start = css.find("/*", position)
+        if start < 0:
+            out.append(css[position:])
+            return " ".join(out)
+        out.append(css[position:start])
+        end = css.find("*/", start + 2)
+        if end < 0:
+            return " ".join(out)
+        position = end + 2
+
+
+def _safe_stylesheets(html: str) -> list[str]:
+    """The CSS of each ``<style>`` element that cannot load anything (rule 2), at most
+    :data:`MAX_CSS` characters in all; one linear pass."""
+    kept: list[str] = []
+    total = 0
+    position = 0
+    while True:
+        opening = _STYLE_OPEN.search(html, position)
+        if opening is None:
+            return kept
+        tag_end = html.find(">", opening.end())
+        if tag_end < 0:
+            return kept
+        closing = _STYLE_CLOSE.search(html, tag_end + 1)
+        end = len(html) if closing is None else closing.start()
+        css = _without_comments(html[tag_end + 1 : end]).strip()
+        if css and not _UNSAFE_STYLESHEET.search(css) and total + len(css) <= MAX_CSS:
+            kept.append(css)
+            total += len(css)
+        if closing is None:
+            return kept
+        position = closing.end()
 
 
 def html_to_text(html: str) -> str:
     """The readable text of ``html`` (a fallback when a message has no text/plain part)."""
     html = re.sub(r"(?i)<br\s*/?>|</p\s*>|</div\s*>|</tr\s*>|</h[1-6]\s*>", "\n", html)
-    text = nh3.clean(html, tags=set(), clean_content_tags=_DROPPED)
-    import html as html_module
-
-    text = html_module.unescape(text)
+    text = html_module.unescape(nh3.clean(html, tags=set(), clean_content_tags=_DROPPED))
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
