@@ -20,8 +20,9 @@ to get in the way. Use it as::
 ``api.credentials``, ``api.throttle``, ``api.audit`` the security parts.
 
 ``api_server`` is the factory behind it: ``await api_server(routes=..., rate=...,
-ip_rate=..., ip_burst=..., max_body=..., access_ttl=..., **context_attributes)`` starts
-another server over the same storage (e.g. with a small rate limit, or a spool).
+ip_rate=..., ip_burst=..., max_body=..., access_ttl=..., throttle_policy=ThrottlePolicy(...),
+**context_attributes)`` starts another server over the same storage (e.g. with a small rate
+limit, or a spool).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from mailserver.auth.checkers import MailLogin, PasswordChecker
 from mailserver.auth.credentials import CredentialStore
 from mailserver.auth.guard import GuardedChecker
 from mailserver.auth.roles import Action, Actor, Forbidden, require
-from mailserver.auth.throttle import Throttle
+from mailserver.auth.throttle import Throttle, ThrottlePolicy
 from mailserver.errors import AlreadyExists
 from mailserver.types import Role
 from mailserver.web.api import ApiContext, api_resource
@@ -70,10 +71,12 @@ class Reply:
         return json.loads(self.body) if self.body else None
 
 
-def make_context(storage: Any, tmp_path: Path, **attributes: Any) -> ApiContext:
+def make_context(
+    storage: Any, tmp_path: Path, throttle_policy: ThrottlePolicy | None = None, **attributes: Any
+) -> ApiContext:
     """An ApiContext over ``storage`` wired as service.py wires it."""
     credentials = CredentialStore(storage.db, reactor, secrets.token_bytes(32), issuer="mx.test")
-    throttle = Throttle(reactor)
+    throttle = Throttle(reactor, throttle_policy)
     audit = AuditLog(str(tmp_path / "audit.log"), clock=reactor)
     directory = storage.directory
     checker = GuardedChecker(PasswordChecker(directory, credentials), throttle, audit)
@@ -201,6 +204,7 @@ def api_server(storage, tmp_path, monkeypatch):
         "routes", "rate", "burst", "ip_rate", "ip_burst", "max_body", "access_ttl",
         "refresh_ttl", "max_clients",
     }
+    # make_context's own keyword (throttle_policy) passes through with the attributes.
 
     async def start(**kwargs: Any) -> ApiServer:
         options = {"rate": None, "ip_rate": None}

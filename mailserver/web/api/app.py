@@ -305,6 +305,10 @@ class ApiResource(Resource):
             document = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
         except (UnicodeDecodeError, ValueError, RecursionError) as error:
             raise Problem(400, "Bad Request", f"the body is not valid JSON: {error}") from None
+        try:  # RFC 8259 §8.2: an unpaired surrogate escape is no Unicode text
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise Problem(400, "Bad Request", "the body has an unpaired surrogate escape") from None
         errors = sorted(
             self._validators[id(route)].iter_errors(document),
             key=lambda e: list(map(str, e.absolute_path)),

@@ -189,10 +189,10 @@ def make_routes(access_ttl: float = 900.0, refresh_ttl: float = 30 * 86400.0) ->
 
     return [
         Route("POST", "/auth/login", login, "Log in: a bearer token and a refresh token",
-              auth=False, body=_LOGIN, response=_TOKEN_PAIR, tag="auth"),
+              auth=False, body=_LOGIN, response=_TOKEN_PAIR, tag="auth", errors=(401,)),
         Route("POST", "/auth/refresh", refresh,
               "A new token pair for a refresh token (which is used up)",
-              auth=False, body=_REFRESH, response=_TOKEN_PAIR, tag="auth"),
+              auth=False, body=_REFRESH, response=_TOKEN_PAIR, tag="auth", errors=(401,)),
         Route("POST", "/auth/logout", logout, "Revoke this token (and a refresh token)",
               body=_LOGOUT, body_required=False, status=204, tag="auth"),
         *_ME_ROUTES,
@@ -246,7 +246,10 @@ async def _add_app_password(call: Call) -> Any:
 
 
 async def _revoke_app_password(call: Call) -> None:
-    ident = call.params["id"]
+    ident = call.params["id"].strip().lower()
+    # ids are 8 hex digits; anything else is no app password (and not ASCII-safe to store)
+    if len(ident) != 8 or not all(c in "0123456789abcdef" for c in ident):
+        raise Problem(404, "Not Found", "no such app password")
     if not await call.context.credentials.revoke(call.user, ident):
         raise Problem(404, "Not Found", f"no app password {ident}")
     call.context.record("app_password_revoked", call.user, call.client_ip, "ok", id=ident)
@@ -290,19 +293,19 @@ _ME_ROUTES = [
           response={"type": "array", "items": _APP_PASSWORD}, tag="auth"),
     Route("POST", "/me/app-passwords", _add_app_password,
           "A new app password (the password is shown only in this reply)",
-          body=_NEW_APP_PASSWORD, status=201, tag="auth",
+          body=_NEW_APP_PASSWORD, status=201, tag="auth", errors=(409,),
           response={"type": "object", "properties": {
               "id": {"type": "string"}, "name": {"type": "string"},
               "password": {"type": "string"}}, "required": ["id", "password"]}),
     Route("DELETE", "/me/app-passwords/{id}", _revoke_app_password, "Revoke an app password",
           status=204, tag="auth"),
     Route("POST", "/me/totp", _enrol_totp, "Start TOTP enrolment: a seed and otpauth URI",
-          tag="auth", response={"type": "object", "properties": {
+          tag="auth", errors=(409,), response={"type": "object", "properties": {
               "secret": {"type": "string"}, "uri": {"type": "string"}},
               "required": ["secret", "uri"]}),
     Route("POST", "/me/totp/confirm", _confirm_totp,
           "Switch TOTP on with a first code: the recovery codes (shown once)",
-          body=_CODE, tag="auth", response={"type": "object", "properties": {
+          body=_CODE, tag="auth", errors=(409,), response={"type": "object", "properties": {
               "recovery_codes": {"type": "array", "items": {"type": "string"}}},
               "required": ["recovery_codes"]}),
     Route("DELETE", "/me/totp", _disable_totp, "Switch TOTP off (needs a current code)",

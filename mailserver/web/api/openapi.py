@@ -5,7 +5,8 @@ Nothing is written twice: each :class:`~mailserver.web.api.routing.Route` gives 
 parameters, request and response schemas (JSON Schema 2020-12, the dialect OpenAPI 3.1
 uses) and whether it needs the bearer token. Every operation also lists the problem replies
 the app may give (RFC 9457 ``application/problem+json``, one shared ``Problem`` schema):
-400/413/415/422 where there is a body, 401 where there is auth, 404, 429 and 500.
+400/415/422 where there is a body (400 also for declared query arguments), 401/403 where
+there is auth, 404, 413, 429, 500 and 503 everywhere, plus the route's own ``errors``.
 
 The document is built once, when the resource is made, and served as ``GET /openapi.json``
 without authentication.
@@ -41,6 +42,7 @@ _REASONS = {
     202: "Accepted",
     204: "No Content",
     400: "Bad request (malformed JSON or parameters)",
+    507: "Over the mailbox quota",
     401: "Missing, unknown, expired or revoked bearer token",
     403: "The user's roles do not allow this",
     404: "No such resource",
@@ -96,11 +98,13 @@ def _operation(route: Route, pattern: PathPattern) -> dict[str, Any]:
         schema = dict(route.response) if route.response is not None else {}
         success["content"] = {"application/json": {"schema": schema}}
     responses: dict[str, Any] = {str(route.status): success}
-    problems = [404, 429, 500]
+    problems = [404, 413, 429, 500, 503, *route.errors]
     if route.auth:
         problems += [401, 403]
     if route.body is not None:
-        problems += [400, 413, 415, 422]
+        problems += [400, 415, 422]
+    if route.query:
+        problems.append(400)
     for status in sorted(set(problems)):
         responses[str(status)] = _problem_response(status)
     operation["responses"] = responses

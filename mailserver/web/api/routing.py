@@ -49,7 +49,8 @@ class Route:
     also enforced before the handler runs; ``query`` maps query parameter names to schemas
     (documentation: handlers read ``call.query``). ``auth=False`` routes are open (log-in,
     the OpenAPI document). ``body_required=False`` lets a route with a ``body`` schema be
-    called with no body (``call.json`` is then None).
+    called with no body (``call.json`` is then None). ``errors`` lists the problem statuses
+    the handler itself may answer besides those the app gives (OpenAPI documents them).
     """
 
     method: str
@@ -63,6 +64,7 @@ class Route:
     status: int = 200
     tag: str = ""
     body_required: bool = True
+    errors: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
