@@ -5,9 +5,9 @@ thread, so the reactor keeps serving. Each operation gets a bounded number of ge
 cases (valid and invalid: wrong types, missing members, odd strings); every reply must be a
 documented status with a documented content type and body schema, and never a 5xx.
 
-``AUTH_TAGS`` operations (the API core's) get every check; all operations, mail and admin
-included, run in :func:`test_every_operation_answers_without_server_errors`, which only
-forbids server errors (503 for a part this test server lacks, and 507, are answers).
+``AUTH_TAGS`` operations (the API core's) get more examples; all operations, mail and admin
+included, run with fewer. (``strict=False`` checks only for server errors: a tool for
+looking at an operation that does not conform yet.)
 """
 
 from __future__ import annotations
@@ -102,11 +102,11 @@ async def test_auth_operations_conform_to_the_document(api_server):
 
 
 @pytest_twisted.ensureDeferred
-async def test_every_operation_answers_without_server_errors(api_server):
-    """No generated request makes any operation fail with a 5xx (503 aside: a part this
-    test server was built without)."""
+async def test_every_operation_conforms_to_the_document(api_server):
+    """Every operation (mail and admin too, called by a plain user) answers generated
+    requests with documented statuses, content types and bodies, and no server error."""
     api = await api_server(throttle_policy=NO_DELAY)
     document, token = await _prepare(api)
     await deferToThreadPool(
-        reactor, reactor.getThreadPool(), _fuzz, document, api.url(""), token, None, False, 8
+        reactor, reactor.getThreadPool(), _fuzz, document, api.url(""), token, None, True, 8
     )

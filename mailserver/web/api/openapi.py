@@ -5,7 +5,7 @@ Nothing is written twice: each :class:`~mailserver.web.api.routing.Route` gives 
 parameters, request and response schemas (JSON Schema 2020-12, the dialect OpenAPI 3.1
 uses) and whether it needs the bearer token. Every operation also lists the problem replies
 the app may give (RFC 9457 ``application/problem+json``, one shared ``Problem`` schema):
-400/415/422 where there is a body (400 also for declared query arguments), 401/403 where
+400/415/422 where there is a body (400 also for query and path parameters), 401/403 where
 there is auth, 404, 413, 429, 500 and 503 everywhere, plus the route's own ``errors``.
 
 The document is built once, when the resource is made, and served as ``GET /openapi.json``
@@ -103,7 +103,7 @@ def _operation(route: Route, pattern: PathPattern) -> dict[str, Any]:
         problems += [401, 403]
     if route.body is not None:
         problems += [400, 415, 422]
-    if route.query:
+    if route.query or pattern.parameters:  # a malformed name or number in them
         problems.append(400)
     for status in sorted(set(problems)):
         responses[str(status)] = _problem_response(status)
