@@ -309,3 +309,29 @@ async def test_head_is_answered_like_get_without_a_body(api_server):
     assert head.status == 201 and head.body == b""
     wrong = await api.call("PUT", "/raw")
     assert wrong.status == 405 and wrong.headers["allow"] == "GET, HEAD"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_goes_away_cancels_its_handler(api_server):
+    """The handler's Deferred is cancelled when the connection closes mid-request."""
+    from twisted.internet import reactor
+    from twisted.internet.defer import Deferred
+    from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+    from twisted.internet.protocol import Protocol
+
+    started: Deferred[None] = Deferred()
+    cancelled: Deferred[None] = Deferred()
+
+    def slow(call):
+        waiting: Deferred[None] = Deferred(lambda d: cancelled.callback(None))
+        started.callback(None)
+        return waiting
+
+    api = await api_server(routes=[Route("GET", "/slow", slow, "never answers", auth=False)])
+    port = api.port.getHost().port
+    client = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Protocol())
+    client.transport.write(b"GET /api/v1/slow HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    await started
+    client.transport.loseConnection()
+    await cancelled.addTimeout(10, reactor)
+    assert cancelled.called

@@ -203,13 +203,17 @@ class ApiResource(Resource):
 
     def render(self, request: Any) -> Any:
         state = {"gone": False}
-        working: Deferred[Any] = maybeDeferred(self._handle, request, state)
+        running: list[Deferred[Any]] = []
 
         def gone(_: object) -> None:
             state["gone"] = True
-            working.cancel()
+            for working in running:
+                working.cancel()
 
+        # Registered first: a handler that finishes at once must not be watched too late.
         request.notifyFinish().addErrback(gone)
+        working: Deferred[Any] = maybeDeferred(self._handle, request, state)
+        running.append(working)
         working.addErrback(self._failed, request, state)
         return NOT_DONE_YET
 
