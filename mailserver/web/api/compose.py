@@ -38,7 +38,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
-from mailserver.errors import MailError
+from mailserver.errors import MailError, NoSuchMessage
 from mailserver.message.address import parse_address
 from mailserver.types import ANSWERED, DELETED, DRAFT, SEEN, Address, Envelope, FlagMode, SpecialUse
 from mailserver.web.api.routing import Call, Problem, Route
@@ -51,6 +51,8 @@ __all__ = [
     "build_message",
     "deferred_handler",
     "folder_by_use",
+    "uid_param",
+    "valid_uid",
 ]
 
 MAX_RECIPIENTS = 100
@@ -80,6 +82,25 @@ def folder_by_use(account: Any, use: SpecialUse) -> Any:
         if info.special_use is use:
             return info
     return None
+
+
+#: RFC 9051 §9 nz-number: UIDs are 1..2**32-1.
+MAX_UID = 4_294_967_295
+
+
+def valid_uid(value: object) -> int | None:
+    """``value`` when it is a UID a folder can hold (an int in 1..MAX_UID), else None."""
+    if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_UID:
+        return value
+    return None
+
+
+def uid_param(call: Call) -> int:
+    """The path's ``{uid:int}``; NoSuchMessage (404) when no folder can hold it."""
+    uid = valid_uid(call.params.get("uid"))
+    if uid is None:
+        raise NoSuchMessage(detail="UIDs are 1 to 4294967295")
+    return uid
 
 
 def _bad(detail: str, field: str) -> Problem:
@@ -261,14 +282,14 @@ async def send(call: Call) -> dict[str, object]:
 async def _after_send(call: Call, body: dict[str, Any]) -> None:
     account = account_of(call)
     reply = body.get("reply_to_message")
-    if isinstance(reply, dict) and isinstance(reply.get("uid"), int):
+    if isinstance(reply, dict) and valid_uid(reply.get("uid")) is not None:
         try:
             folder = account.folder(str(reply.get("folder") or "INBOX"))
             await folder.store_flags([reply["uid"]], [ANSWERED], FlagMode.ADD)
         except MailError:
             pass  # the original is gone: nothing to mark
-    draft = body.get("draft_uid")
-    if isinstance(draft, int):
+    draft = valid_uid(body.get("draft_uid"))
+    if draft is not None:
         drafts = folder_by_use(account, SpecialUse.DRAFTS)
         if drafts is not None:
             mailbox = account.folder(drafts.name)
@@ -292,7 +313,7 @@ async def replace_draft(call: Call) -> dict[str, object]:
     if drafts is None:
         raise Problem(409, "Conflict", "the account has no Drafts folder")
     mailbox = account.folder(drafts.name)
-    old = call.params["uid"]
+    old = uid_param(call)
     mailbox.message(old)  # NoSuchMessage -> 404 before anything is saved
     data, _, message_id = build_message(
         call.user, call.json or {}, now=call.context.reactor.seconds(), draft=True
@@ -303,6 +324,7 @@ async def replace_draft(call: Call) -> dict[str, object]:
     return {"folder": folder, "uid": uid, "message_id": message_id, "replaced": old}
 
 
+_UID = {"type": "integer", "minimum": 1, "maximum": MAX_UID}
 _ADDRESSES = {"type": "array", "items": {"type": "string"}, "maxItems": MAX_RECIPIENTS}
 _COMPOSE = {
     "type": "object",
@@ -317,8 +339,8 @@ _COMPOSE = {
         "in_reply_to": {"type": "string"},
         "references": {"type": "string"},
         "reply_to_message": {"type": "object", "properties": {"folder": {"type": "string"},
-                                                              "uid": {"type": "integer"}}},
-        "draft_uid": {"type": "integer"},
+                                                              "uid": _UID}},
+        "draft_uid": _UID,
         "attachments": {
             "type": "array",
             "maxItems": MAX_ATTACHMENTS,

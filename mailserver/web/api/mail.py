@@ -46,7 +46,7 @@ from mailserver.imap.parse_search import parse_search as _parse_search
 from mailserver.imap.scanner import ParseError, Scanner
 from mailserver.types import DELETED, SEEN, FlagMode, FolderInfo, MessageInfo, SpecialUse
 from mailserver.web.api import compose, render
-from mailserver.web.api.compose import account_of, deferred_handler, folder_by_use
+from mailserver.web.api.compose import account_of, deferred_handler, folder_by_use, uid_param
 from mailserver.web.api.routing import Call, Problem, Response, Route
 
 __all__ = [
@@ -274,14 +274,14 @@ async def list_messages(call: Call) -> dict[str, object]:
     info = mailbox.info()
     next_page: dict[str, int] | None = None
     if sort == "-date":
-        before = call.int_arg("before_uid", info.uidnext, 1)
+        before = call.int_arg("before_uid", info.uidnext, 1, compose.MAX_UID + 1)
         uids = _uids_before(mailbox, before, limit + 1)
         if len(uids) > limit:
             uids = uids[:limit]
             next_page = {"before_uid": uids[-1]}
         infos = _infos(mailbox, uids)
     elif sort == "date":
-        after = call.int_arg("after_uid", 0, 0)
+        after = call.int_arg("after_uid", 0, 0, compose.MAX_UID)
         uids = _uids_after(mailbox, after, limit + 1)
         if len(uids) > limit:
             uids = uids[:limit]
@@ -322,7 +322,7 @@ async def _bytes(call: Call, message: Any) -> bytes:
 async def get_message(call: Call) -> dict[str, object]:
     """The parsed message; sets \\Seen unless ``?peek=1``."""
     mailbox = account_of(call).folder(call.params["folder"])
-    uid = call.params["uid"]
+    uid = uid_param(call)
     message = mailbox.message(uid)
     data = await _bytes(call, message)
     rendered = await _in_thread(call, render.render, data, images=_bool_arg(call, "images"))
@@ -338,7 +338,7 @@ async def get_message(call: Call) -> dict[str, object]:
 
 async def raw_message(call: Call) -> Response:
     mailbox = account_of(call).folder(call.params["folder"])
-    message = mailbox.message(call.params["uid"])
+    message = mailbox.message(uid_param(call))
     data = await _bytes(call, message)
     return Response(
         body=data,
@@ -352,7 +352,7 @@ async def raw_message(call: Call) -> Response:
 
 async def attachment(call: Call) -> Response:
     mailbox = account_of(call).folder(call.params["folder"])
-    message = mailbox.message(call.params["uid"])
+    message = mailbox.message(uid_param(call))
     data = await _bytes(call, message)
     found = await _in_thread(call, render.part_bytes, data, call.params["part"])
     if found is None:
@@ -396,7 +396,7 @@ def _flags(body: dict[str, Any], field: str) -> list[str] | None:
 async def patch_flags(call: Call) -> dict[str, object]:
     body = call.json or {}
     mailbox = account_of(call).folder(call.params["folder"])
-    uid = call.params["uid"]
+    uid = uid_param(call)
     message = mailbox.message(uid)
     flags = set(message.info.flags)
     replace = _flags(body, "flags")
@@ -428,7 +428,7 @@ async def _transfer(call: Call, move: bool) -> dict[str, object]:
         raise Problem(400, "Bad request", "to must name a folder", field="to")
     account = account_of(call)
     mailbox = account.folder(call.params["folder"])
-    uid = call.params["uid"]
+    uid = uid_param(call)
     mailbox.message(uid)  # 404 when absent
     try:
         target = account.folder(to)
@@ -456,7 +456,7 @@ async def delete_message(call: Call) -> None:
     """Into Trash; expunged when already there, with ``?expunge=1``, or with no Trash."""
     account = account_of(call)
     mailbox = account.folder(call.params["folder"])
-    uid = call.params["uid"]
+    uid = uid_param(call)
     mailbox.message(uid)
     trash = folder_by_use(account, SpecialUse.TRASH)
     if _bool_arg(call, "expunge") or trash is None or trash.name == mailbox.name:
@@ -475,7 +475,7 @@ async def report_spam(call: Call) -> dict[str, object]:
         raise Problem(400, "Bad request", "is_spam must be true or false", field="is_spam")
     account = account_of(call)
     mailbox = account.folder(call.params["folder"])
-    uid = call.params["uid"]
+    uid = uid_param(call)
     mailbox.message(uid)
     here = mailbox.info().special_use
     if is_spam:
@@ -590,8 +590,8 @@ ROUTES: list[Route] = [
           tag="mail", response=_PAGE,
           query={"limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
                  "sort": {"type": "string", "enum": list(_SORTS)},
-                 "before_uid": {"type": "integer", "minimum": 1},
-                 "after_uid": {"type": "integer", "minimum": 0},
+                 "before_uid": {"type": "integer", "minimum": 1, "maximum": compose.MAX_UID + 1},
+                 "after_uid": {"type": "integer", "minimum": 0, "maximum": compose.MAX_UID},
                  "offset": {"type": "integer", "minimum": 0}}),
     Route("GET", _MSG, deferred_handler(get_message),
           "A parsed message: headers, text, sanitised HTML, attachments (sets \\Seen)",
