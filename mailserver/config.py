@@ -52,6 +52,13 @@ def _positive(value: Any) -> tuple[str, str] | None:
     return None
 
 
+def _not_negative(value: Any) -> tuple[str, str] | None:
+    """Accept zero and positive numbers."""
+    if value < 0:
+        return f"must not be negative, got {value!r}", "use 0 to turn it off, or a positive number"
+    return None
+
+
 def _not_empty(value: str) -> tuple[str, str] | None:
     """Accept non-blank strings."""
     if not value.strip():
@@ -390,12 +397,25 @@ class DeliveryConfig:
 
 @dataclass(frozen=True)
 class HTTPConfig:
-    """[http]: the HTTP listener (health check now, the REST API later)."""
+    """[http]: the HTTP listener: /healthz and the REST API under /api/v1."""
 
     listen: tuple[str, ...] = _key(
         ("tcp:8080:interface=127.0.0.1",),
-        "Endpoint strings to serve HTTP on (GET /healthz); [] disables HTTP.",
+        "Endpoint strings to serve HTTP on (GET /healthz, /api/v1); [] disables HTTP.",
         _endpoints,
+    )
+    api_rate: float = _key(
+        10.0, "API requests per second per token (0 = no limit).", _not_negative
+    )
+    api_burst: int = _key(60, "API requests a token may make at once.", _positive)
+    api_ip_rate: float = _key(
+        20.0, "API requests per second per client IP (0 = no limit).", _not_negative
+    )
+    api_ip_burst: int = _key(120, "API requests a client IP may make at once.", _positive)
+    api_max_body: int = _key(1048576, "Largest API request body in bytes.", _positive)
+    api_access_ttl: float = _key(900.0, "Seconds an API access token lasts.", _positive)
+    api_refresh_ttl: float = _key(
+        2592000.0, "Seconds an API refresh token lasts (30 days).", _positive
     )
 
 
@@ -553,12 +573,6 @@ def _networks(value: tuple[str, ...]) -> tuple[str, str] | None:
             ipaddress.ip_network(text, strict=False)
         except ValueError:
             return f"[{index}] {text!r} is not an IP network", 'e.g. "192.0.2.0/24" or "::1/128"'
-    return None
-
-
-def _not_negative(value: Any) -> tuple[str, str] | None:
-    if value < 0:
-        return f"must not be negative, got {value!r}", "use 0 to turn it off, or a positive number"
     return None
 
 

@@ -30,6 +30,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from mailserver import __version__
+from mailserver.api_service import api_root
 from mailserver.auth.audit import AuditLog
 from mailserver.auth.checkers import mail_checkers
 from mailserver.auth.credentials import CredentialStore, load_or_create_secret, secret_path
@@ -323,7 +324,7 @@ def _data_dir_error(config: Config, error: OSError) -> ConfigError:
 
 
 def _web_root(status: Any) -> Resource:
-    """The HTTP resource tree: ``/healthz`` now (the REST API mounts here later)."""
+    """The HTTP resource tree: ``/healthz`` (``build`` mounts the REST API at ``/api``)."""
     root = Resource()
     root.putChild(b"healthz", HealthResource(status))
     return root
@@ -387,6 +388,8 @@ def build(config: Config, reactor: Any) -> MailService:
     scheduler = _scheduler(config, spool, reactor)
     router = Router(local, spool, directory, queued=scheduler.poke)
     scheduler.bounces = router
+    submit = submission_targets(config, root, router, reactor)
+    site.resource.putChild(b"api", api_root(config, root, submit, reactor))
     scheduler.setServiceParent(root)
     if config.smtp.listen:
         root.add_listeners("smtp.listen", config.smtp.listen, _mx_factory(config, root, reactor))
@@ -639,23 +642,32 @@ def _inbound_authentication(config: Config, target: Any, reactor: Any) -> Authen
     )
 
 
+def submission_targets(
+    config: Config, service: MailService, router: Router, reactor: Any
+) -> Callable[[str], IDeliveryTarget]:
+    """What an authenticated user sends through (submission and the web API): their own
+    senders only, DKIM-signed with the keys of 'mailserver dkim keygen', then the filter's
+    submission checks, then the router (local or the spool)."""
+    hostname = config.server.hostname
+    directory = service.directory
+    keys = KeyStore(os.path.join(config.server.data_path, "dkim"))
+    signed = DKIMSigningTarget(router, DKIMSigner(keys), reactor)
+    filters = service.filters
+
+    def target(user: str) -> IDeliveryTarget:
+        own = SubmissionTarget(user, directory, signed, hostname, reactor)
+        return filters.submission(own) if filters is not None else own
+
+    return target
+
+
 def _submission_factory(
     config: Config, service: MailService, router: Router, reactor: Any, *, implicit_tls: bool
 ) -> SMTPFactory:
     """Submission (RFC 6409): AUTH over TLS required; local and remote recipients."""
     hostname = config.server.hostname
-    directory = service.directory
-    # Authenticated mail only is DKIM-signed, with the keys of 'mailserver dkim keygen'.
-    keys = KeyStore(os.path.join(config.server.data_path, "dkim"))
-    signed = DKIMSigningTarget(router, DKIMSigner(keys), reactor)
-
-    filters = service.filters
-
-    def avatar(user: str) -> IDeliveryTarget:
-        own = SubmissionTarget(user, directory, signed, hostname, reactor)
-        return filters.submission(own) if filters is not None else own
-
-    realm = MailRealm(lambda: MXTarget(router, directory, f"postmaster@{hostname}"), avatar)
+    avatar = submission_targets(config, service, router, reactor)
+    realm = MailRealm(lambda: MXTarget(router, service.directory, f"postmaster@{hostname}"), avatar)
     portal = _guarded_portal(service, realm, "smtp")
     fields = _policy_fields(config)
     fields.update(

@@ -72,7 +72,7 @@ __all__ = [
 ]
 
 #: Everything an app password or token may be good for: the mail protocols and the API.
-SCOPES = frozenset({"smtp", "imap", "pop3", "api"})
+SCOPES = frozenset({"smtp", "imap", "pop3", "api", "api-refresh"})
 #: The default scopes of an app password.
 MAIL_SCOPES = frozenset({"smtp", "imap", "pop3"})
 

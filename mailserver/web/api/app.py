@@ -65,7 +65,11 @@ __all__ = ["ApiResource", "RateLimiter", "api_resource", "collect_routes", "prob
 log = Logger(namespace="mailserver.web.api")
 
 #: Endpoint modules (besides auth_routes) whose ROUTES the API serves.
-ENDPOINT_MODULES = ("mailserver.web.api.mail", "mailserver.web.api.admin")
+ENDPOINT_MODULES = (
+    "mailserver.web.api.mail",
+    "mailserver.web.api.admin",
+    "mailserver.web.api.tracking",
+)
 #: Headers on every reply.
 SECURITY_HEADERS = {
     "Cache-Control": "no-store",

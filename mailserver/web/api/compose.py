@@ -128,10 +128,17 @@ def _addresses(body: dict[str, Any], field: str) -> list[tuple[str, Address]]:
 
 
 def _header_address(name: str, address: Address) -> HeaderAddress:
+    name = " ".join(name.splitlines())  # every line break Python knows, CR and LF among them
     try:
         return HeaderAddress(display_name=name, username=address.local, domain=address.domain)
     except (ValueError, TypeError):
         return HeaderAddress(username=address.local, domain=address.domain)
+
+
+def _multiline(value: str) -> bool:
+    """True when ``value`` breaks a header line: CR, LF, or any other line boundary Python's
+    email package refuses in a header (vertical tab, form feed, U+2028, ...)."""
+    return "\r" in value or "\n" in value or len(value.splitlines()) > 1
 
 
 def _text(body: dict[str, Any], field: str, limit: int | None = None) -> str:
@@ -157,7 +164,7 @@ def build_message(user: str, body: dict[str, Any], *, now: float | None = None,
     if not draft and not (to or cc or bcc):
         raise _bad("at least one recipient is needed", "to")
     subject = _text(body, "subject", _MAX_SUBJECT)
-    if "\r" in subject or "\n" in subject:
+    if _multiline(subject):
         raise _bad("subject must be one line", "subject")
     text = _text(body, "text")
     html = _text(body, "html")
@@ -166,7 +173,7 @@ def build_message(user: str, body: dict[str, Any], *, now: float | None = None,
     except ValueError:
         raise _bad("the signed-in user has no valid address", "from") from None
     message = EmailMessage(policy=SMTP)
-    message["From"] = _header_address(_text(body, "from_name", 200).replace("\n", " "), sender)
+    message["From"] = _header_address(_text(body, "from_name", 200), sender)
     if to:
         message["To"] = [_header_address(n, a) for n, a in to]
     if cc:
@@ -179,11 +186,11 @@ def build_message(user: str, body: dict[str, Any], *, now: float | None = None,
     message["Message-ID"] = message_id
     reply = _text(body, "in_reply_to", 998).strip()
     if reply:
-        if "\r" in reply or "\n" in reply or not (reply.startswith("<") and reply.endswith(">")):
+        if _multiline(reply) or not (reply.startswith("<") and reply.endswith(">")):
             raise _bad("in_reply_to must be a <message-id>", "in_reply_to")
         message["In-Reply-To"] = reply
         references = _text(body, "references", 8000).strip()
-        if "\r" in references or "\n" in references:
+        if _multiline(references):
             raise _bad("references must be one line", "references")
         message["References"] = f"{references} {reply}".strip() if references else reply
     message["MIME-Version"] = "1.0"
