@@ -94,7 +94,6 @@ class _Folder:
     special_use: SpecialUse | None
     uidnext: int = 1
     highestmodseq: int = 1
-    subscribed: bool = True
     entries: dict[int, _Entry] = field(default_factory=dict)
     order: list[int] = field(default_factory=list)
     #: RFC 8474 MAILBOXID, kept across RENAME.
@@ -126,6 +125,7 @@ class MemoryStore:
         account = MemoryAccount(self, key)
         for name, special in DEFAULT_FOLDERS:
             account._folders[name] = _Folder(name, self.next_uidvalidity(), special)
+            account._subscriptions.add(name)
         self._accounts[key] = account
         return succeed(None)
 
@@ -148,7 +148,7 @@ class MemoryStore:
         return succeed(None)
 
 
-def _info(folder: _Folder, store: MemoryStore) -> FolderInfo:
+def _info(folder: _Folder, store: MemoryStore, subscribed: bool) -> FolderInfo:
     entries = folder.entries.values()
     return FolderInfo(
         name=folder.name,
@@ -159,7 +159,7 @@ def _info(folder: _Folder, store: MemoryStore) -> FolderInfo:
         unseen=sum(1 for e in entries if SEEN not in e.flags),
         size=sum(len(store.objects[e.object_id].data) for e in entries),
         special_use=folder.special_use,
-        subscribed=folder.subscribed,
+        subscribed=subscribed,
         mailbox_id=folder.mailbox_id,
     )
 
@@ -170,9 +170,19 @@ class MemoryAccount:
         self.store = store
         self.address = address
         self._folders: dict[str, _Folder] = {}
+        #: Subscribed names, with or without a folder (RFC 9051 §6.3.7): DELETE and RENAME
+        #: leave them alone; creating a folder subscribes its name.
+        self._subscriptions: set[str] = set()
+
+    def _new_folder(self, name: str, special_use: SpecialUse | None) -> _Folder:
+        folder = _Folder(name, self.store.next_uidvalidity(), special_use)
+        self._folders[name] = folder
+        self._subscriptions.add(name)
+        return folder
 
     def list_folders(self) -> list[FolderInfo]:
-        infos = [_info(f, self.store) for f in self._folders.values()]
+        subscribed = self._subscriptions
+        infos = [_info(f, self.store, f.name in subscribed) for f in self._folders.values()]
         return sorted(infos, key=lambda i: (i.name != "INBOX", i.name))
 
     def folder(self, name: str) -> MemoryMailbox:
@@ -191,10 +201,9 @@ class MemoryAccount:
                 raise FolderExists(detail=wanted)
             for parent in parents(wanted):
                 if parent not in self._folders:
-                    self._folders[parent] = _Folder(parent, self.store.next_uidvalidity(), None)
-            folder = _Folder(wanted, self.store.next_uidvalidity(), special_use)
-            self._folders[wanted] = folder
-            return _info(folder, self.store)
+                    self._new_folder(parent, None)
+            folder = self._new_folder(wanted, special_use)
+            return _info(folder, self.store, True)
 
         return maybeDeferred(create)
 
@@ -225,7 +234,7 @@ class MemoryAccount:
                 raise FolderExists(detail=target)
             for parent in parents(target):
                 if parent not in self._folders:
-                    self._folders[parent] = _Folder(parent, self.store.next_uidvalidity(), None)
+                    self._new_folder(parent, None)
             for old_name, new_name in renamed.items():
                 folder = self._folders.pop(old_name)
                 folder.name = new_name
@@ -235,11 +244,16 @@ class MemoryAccount:
 
         return maybeDeferred(rename)
 
-    def subscribe(self, name: str, subscribed: bool) -> Deferred[None]:
-        def set_it() -> None:
-            self.folder(name)._folder.subscribed = subscribed
+    def subscribe(self, name: str, subscribed: bool = True) -> Deferred[None]:
+        if not subscribed:
+            return self.unsubscribe(name)
+        return maybeDeferred(lambda: self._subscriptions.add(normalize_folder_name(name)))
 
-        return maybeDeferred(set_it)
+    def unsubscribe(self, name: str) -> Deferred[None]:
+        return maybeDeferred(lambda: self._subscriptions.discard(normalize_folder_name(name)))
+
+    def subscriptions(self) -> list[str]:
+        return sorted(self._subscriptions, key=lambda n: (n != "INBOX", n))
 
     def quota(self) -> QuotaUsage:
         limit_bytes, limit_messages = self.store.quota_rules.limits(self.address)
@@ -280,7 +294,8 @@ class MemoryMailbox:
         self.name = folder.name
 
     def info(self) -> FolderInfo:
-        return _info(self._folder, self.account.store)
+        subscribed = self._folder.name in self.account._subscriptions
+        return _info(self._folder, self.account.store, subscribed)
 
     def flags(self, first: int = 1, last: int | None = None) -> Iterator[FlagInfo]:
         order = self._folder.order

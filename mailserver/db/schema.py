@@ -14,6 +14,10 @@ accounts      address (utf-8)                         JSON {dirname, created, us
 folders       address NUL name (utf-8)                folder id (u32)
 finfo         folder id (u32)                         JSON folder record (counters, UIDVALIDITY,
                                                       mailbox_id of RFC 8474)
+subscriptions address NUL name (utf-8)                empty: the account's subscribed names,
+                                                      with or without a folder (RFC 9051
+                                                      §6.3.7); a ``subscribed`` key left in an
+                                                      older ``finfo`` record means nothing
 flags         folder id (u32) + uid (u32)             modseq (u64) + system flag bits (u8) +
                                                       keywords (utf-8, space separated)
 messages      folder id (u32) + uid (u32)             JSON {base, size, internaldate, savedate,
@@ -70,7 +74,7 @@ from collections.abc import Callable
 from typing import Any
 
 #: Bump with a migration below whenever a key or value layout changes.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 SUBDBS = (
     b"meta",
@@ -97,6 +101,7 @@ SUBDBS = (
     b"greylist",
     b"spam_models",
     b"spam_classifications",
+    b"subscriptions",
 )
 
 _U32 = struct.Struct(">I")
@@ -243,6 +248,21 @@ def _add_filter_v6(txn: Any, dbs: dict[bytes, Any]) -> None:
     ``spam_models`` and ``spam_classifications``, created empty on open."""
 
 
+def _add_subscriptions_v7(txn: Any, dbs: dict[bytes, Any]) -> None:
+    """Version 7 keeps subscriptions in their own sub-db (``subscriptions``), apart from the
+    folders, so that a name stays subscribed after its folder is deleted (RFC 9051 §6.3.7).
+    Every folder whose record says ``subscribed`` (the default when the key is absent) gets
+    its name in the table."""
+    names = txn.cursor(db=dbs[b"folders"])
+    subscribed = []
+    for key, value in names:
+        raw = txn.get(bytes(value), db=dbs[b"finfo"])
+        if raw is not None and load(bytes(raw)).get("subscribed", True):
+            subscribed.append(bytes(key))
+    for key in subscribed:
+        txn.put(key, b"", db=dbs[b"subscriptions"])
+
+
 MIGRATIONS: dict[int, Migration] = {
     0: _create_v1,
     1: _add_spool_v2,
@@ -250,4 +270,5 @@ MIGRATIONS: dict[int, Migration] = {
     3: _add_vanished_v4,
     4: _add_dmarc_reports_v5,
     5: _add_filter_v6,
+    6: _add_subscriptions_v7,
 }

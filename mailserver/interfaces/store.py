@@ -50,14 +50,29 @@ class IAccount(Interface):
         FolderExists or InvalidName. A new folder gets a fresh UIDVALIDITY."""
 
     def delete_folder(name: str) -> object:
-        """Delete a folder and its messages. INBOX cannot be deleted (InvalidName). Deferred."""
+        """Delete a folder and its messages. INBOX cannot be deleted (InvalidName). Deferred.
+        The subscriptions are left alone: a subscribed name stays subscribed (RFC 9051
+        §6.3.7)."""
 
     def rename_folder(old: str, new: str) -> object:
         """Rename a folder and its children, keeping UIDVALIDITY and UIDs. Renaming INBOX moves
-        its messages into the new folder and leaves INBOX empty (RFC 9051 §6.3.6). Deferred."""
+        its messages into the new folder and leaves INBOX empty (RFC 9051 §6.3.6). Deferred.
+        Subscriptions are names and do not follow the folder: the old names stay subscribed
+        and the new ones are not, unless already (as in Dovecot)."""
 
-    def subscribe(name: str, subscribed: bool) -> object:
-        """Set the folder's subscription. Deferred."""
+    def subscribe(name: str, subscribed: bool = True) -> object:
+        """Add ``name`` to the account's subscriptions, whether a folder of that name exists
+        or not (RFC 9051 §6.3.7); ``subscribed=False`` is :meth:`unsubscribe`. Deferred;
+        fails with InvalidName for a name no folder could have. Creating a folder subscribes
+        its name; only UNSUBSCRIBE (and deleting the account) removes a name."""
+
+    def unsubscribe(name: str) -> object:
+        """Remove ``name`` from the subscriptions; succeeds when it was not subscribed (RFC
+        9051 §6.3.8). Deferred."""
+
+    def subscriptions() -> list:  # type: ignore[type-arg]
+        """Every subscribed name (normalised as folder names are), INBOX first, then by
+        name; names without a folder included. FolderInfo.subscribed agrees with it."""
 
     def labels(object_id: str) -> list:  # type: ignore[type-arg]
         """Every (folder name, uid) holding the message ``object_id``: its labels."""

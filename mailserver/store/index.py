@@ -12,6 +12,12 @@ able to detect). Tombstones cost 16 bytes of key each; a folder keeps at most
 ``vanished_floor`` to the newest modseq dropped: :func:`expunged_since` is exact for any
 modseq at or above the floor and answers None below it, and the IMAP server then falls
 back to a full resync (every UID the client knows that is not present, §3.2.5.2).
+
+Subscriptions (RFC 9051 §6.3.7-8) are a set of names per account in ``subscriptions``,
+apart from the folders: a name may be subscribed with no folder (SUBSCRIBE before CREATE, or
+after DELETE, which leaves the name subscribed), and RENAME leaves them alone (the old name
+stays subscribed, the new one is not, as in Dovecot). Creating a folder subscribes its name;
+deleting the account drops its subscriptions.
 """
 
 from __future__ import annotations
@@ -101,8 +107,30 @@ def delete_account(txn: Txn, address: str) -> list[Record]:
     for _name, fid, record in list(folders(txn, address)):
         delete_folder(txn, fid)
         removed.append(record)
+    for name in subscriptions(txn, address):
+        unsubscribe(txn, address, name)
     txn.delete(b"accounts", address.encode())
     return removed
+
+
+def subscribe(txn: Txn, address: str, name: str) -> None:
+    """Add ``name`` (normalised by the caller) to the account's subscriptions."""
+    txn.put(b"subscriptions", folder_key(address, name), b"")
+
+
+def unsubscribe(txn: Txn, address: str, name: str) -> None:
+    """Remove ``name`` from the account's subscriptions; nothing happens if it is absent."""
+    txn.delete(b"subscriptions", folder_key(address, name))
+
+
+def is_subscribed(txn: Txn, address: str, name: str) -> bool:
+    return txn.get(b"subscriptions", folder_key(address, name)) is not None
+
+
+def subscriptions(txn: Txn, address: str) -> list[str]:
+    """The account's subscribed names, in key (utf-8 byte) order."""
+    prefix = address.encode() + b"\0"
+    return [bytes(key[len(prefix) :]).decode() for key, _ in txn.prefix(b"subscriptions", prefix)]
 
 
 def folder_id(txn: Txn, address: str, name: str) -> int | None:
@@ -144,13 +172,13 @@ def create_folder(
         "unseen": 0,
         "size": 0,
         "special_use": special_use,
-        "subscribed": True,
         "mailbox_id": "F" + secrets.token_hex(12),  # RFC 8474 §4: unguessable, never reused
     }
     if dirname is not None:
         record["dirname"] = dirname
     txn.put(b"folders", folder_key(address, name), u32(fid))
     txn.put_json(b"finfo", u32(fid), record)
+    subscribe(txn, address, name)
     return record
 
 

@@ -121,7 +121,9 @@ def _link_all(
     return bases
 
 
-def folder_info(record: index.Record) -> FolderInfo:
+def folder_info(record: index.Record, subscribed: bool) -> FolderInfo:
+    """The FolderInfo of a folder record; ``subscribed`` comes from the account's
+    subscriptions (:func:`mailserver.store.index.is_subscribed`), not from the record."""
     special = record.get("special_use")
     return FolderInfo(
         name=record["name"],
@@ -132,7 +134,7 @@ def folder_info(record: index.Record) -> FolderInfo:
         unseen=record["unseen"],
         size=record["size"],
         special_use=SpecialUse(special) if special else None,
-        subscribed=record.get("subscribed", True),
+        subscribed=subscribed,
         folder_id=record["id"],
         # Folders made before MAILBOXID was stored: derived from what never changes.
         mailbox_id=record.get("mailbox_id") or f"F{record['uidvalidity']:08x}{record['id']:08x}",
@@ -174,7 +176,8 @@ class MaildirMailbox:
 
     def info(self) -> FolderInfo:
         with self.store.db.read() as txn:
-            return folder_info(self._record(txn))
+            record = self._record(txn)
+            return folder_info(record, index.is_subscribed(txn, record["account"], record["name"]))
 
     def flags(self, first: int = 1, last: int | None = None) -> Iterator[FlagInfo]:
         while True:

@@ -159,7 +159,11 @@ class MaildirAccount:
 
     def list_folders(self) -> list[FolderInfo]:
         with self.store.db.read() as txn:
-            infos = [folder_info(record) for _n, _f, record in index.folders(txn, self.address)]
+            subscribed = set(index.subscriptions(txn, self.address))
+            infos = [
+                folder_info(record, name in subscribed)
+                for name, _f, record in index.folders(txn, self.address)
+            ]
         return sorted(infos, key=lambda i: (i.name != "INBOX", i.name))
 
     def _record(self, name: str) -> index.Record:
@@ -194,7 +198,8 @@ class MaildirAccount:
             created = yield self.store.write(
                 lambda txn, lv=level, u=use: index.create_folder(txn, self.address, lv, u)
             )
-        return folder_info(created)
+        # create_folder subscribed the name, in the same transaction
+        return folder_info(created, True)
 
     @inlineCallbacks
     def delete_folder(self, name: str) -> Any:
@@ -252,15 +257,26 @@ class MaildirAccount:
             self.store.changes.notify(self.address, name)
 
     @inlineCallbacks
-    def subscribe(self, name: str, subscribed: bool) -> Any:
-        record = self._record(name)
+    def subscribe(self, name: str, subscribed: bool = True) -> Any:
+        """Add ``name`` to the subscriptions, whether or not a folder has it (RFC 9051
+        §6.3.7). ``subscribed=False`` is :meth:`unsubscribe` (the older, flag form)."""
+        if not subscribed:
+            yield self.unsubscribe(name)
+            return
+        name = normalize_folder_name(name)
+        yield self.store.write(lambda txn: index.subscribe(txn, self.address, name))
 
-        def update(txn: Txn) -> None:
-            current = index.folder(txn, record["id"])
-            current["subscribed"] = subscribed
-            index.update_folder(txn, current)
+    @inlineCallbacks
+    def unsubscribe(self, name: str) -> Any:
+        """Remove ``name`` from the subscriptions; done when it was not there (RFC 9051
+        §6.3.8)."""
+        name = normalize_folder_name(name)
+        yield self.store.write(lambda txn: index.unsubscribe(txn, self.address, name))
 
-        yield self.store.write(update)
+    def subscriptions(self) -> list[str]:
+        with self.store.db.read() as txn:
+            names = index.subscriptions(txn, self.address)
+        return sorted(names, key=lambda n: (n != "INBOX", n))
 
     def quota_limits(self) -> tuple[int | None, int | None]:
         """(byte limit, message limit) of this account now; None = unlimited."""

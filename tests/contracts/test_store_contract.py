@@ -295,10 +295,99 @@ class StoreContract:
 
     @pytest_twisted.ensureDeferred
     async def test_subscribe(self, account):
-        """Subscription state is kept per folder."""
+        """The older flag form still works: subscribe(name, False) unsubscribes, and
+        FolderInfo.subscribed follows."""
         await account.subscribe("Junk", False)
         junk = [f for f in account.list_folders() if f.name == "Junk"][0]
         assert junk.subscribed is False
+        assert account.folder("Junk").info().subscribed is False
+        await account.subscribe("Junk", True)
+        assert account.folder("Junk").info().subscribed is True
+
+    @pytest_twisted.ensureDeferred
+    async def test_default_and_created_folders_are_subscribed(self, account):
+        """A new account's folders and a created folder (with the parents made for it) are
+        subscribed; subscriptions() lists INBOX first, then by name."""
+        defaults = [f.name for f in account.list_folders()]
+        assert account.subscriptions() == defaults
+        info = await account.create_folder("Lists/IETF")
+        assert info.subscribed is True
+        assert {"Lists", "Lists/IETF"} <= set(account.subscriptions())
+        assert account.subscriptions()[0] == "INBOX"
+
+    @pytest_twisted.ensureDeferred
+    async def test_unsubscribe_and_subscribe(self, account):
+        """unsubscribe() removes a name, and succeeds when it was not subscribed (RFC 9051
+        §6.3.8); subscribe() of a subscribed name changes nothing."""
+        await account.unsubscribe("Archive")
+        await account.unsubscribe("Archive")
+        assert "Archive" not in account.subscriptions()
+        assert account.folder("Archive").info().subscribed is False
+        await account.subscribe("Archive")
+        await account.subscribe("Archive")
+        assert account.subscriptions().count("Archive") == 1
+        assert account.folder("Archive").info().subscribed is True
+
+    @pytest_twisted.ensureDeferred
+    async def test_subscribe_a_name_without_folder(self, account):
+        """A name with no folder can be subscribed (RFC 9051 §6.3.7) and unsubscribed; it
+        creates no folder. Names are normalised as folder names are (inbox = INBOX)."""
+        await account.subscribe("Ghost/Child")
+        assert "Ghost/Child" in account.subscriptions()
+        assert "Ghost/Child" not in [f.name for f in account.list_folders()]
+        with pytest.raises(NoSuchFolder):
+            account.folder("Ghost/Child")
+        await account.unsubscribe("INBOX")
+        await account.subscribe("inbox")
+        assert account.subscriptions()[0] == "INBOX"
+        await account.unsubscribe("Ghost/Child")
+        assert "Ghost/Child" not in account.subscriptions()
+
+    @pytest_twisted.ensureDeferred
+    async def test_subscribe_invalid_name(self, account):
+        """A name no folder could have is refused with InvalidName."""
+        for name in ("", "a//b", "Work/*", "/lead"):
+            with pytest.raises(InvalidName):
+                await account.subscribe(name)
+            with pytest.raises(InvalidName):
+                await account.unsubscribe(name)
+
+    @pytest_twisted.ensureDeferred
+    async def test_delete_folder_keeps_subscription(self, account):
+        """Deleting a folder leaves its name subscribed (RFC 9051 §6.3.7: the server does
+        not remove a name from the subscriptions); a folder created again under that name
+        is subscribed."""
+        await account.create_folder("Projects")
+        await account.delete_folder("Projects")
+        assert "Projects" in account.subscriptions()
+        await account.create_folder("Projects")
+        assert account.folder("Projects").info().subscribed is True
+        await account.unsubscribe("Projects")
+        await account.delete_folder("Projects")
+        assert "Projects" not in account.subscriptions()
+
+    @pytest_twisted.ensureDeferred
+    async def test_rename_leaves_subscriptions(self, account):
+        """RENAME does not move subscriptions (RFC 9051 §6.3.6 says nothing of them, and
+        §6.3.7 forbids removing a name; Dovecot does the same): the old names, children
+        included, stay subscribed, and the new names are not subscribed."""
+        await account.create_folder("Old/Sub")
+        await account.rename_folder("Old", "New")
+        names = account.subscriptions()
+        assert "Old" in names and "Old/Sub" in names
+        assert "New" not in names and "New/Sub" not in names
+        assert account.folder("New/Sub").info().subscribed is False
+
+    @pytest_twisted.ensureDeferred
+    async def test_delete_account_drops_subscriptions(self, store, account):
+        """Deleting an account drops its subscriptions: an account made again under the
+        address has only its default folders' ones."""
+        await account.subscribe("Ghost")
+        await store.delete_account(ALICE)
+        await store.create_account(ALICE)
+        again = store.account(ALICE)
+        assert "Ghost" not in again.subscriptions()
+        assert again.subscriptions() == [f.name for f in again.list_folders()]
 
     @pytest_twisted.ensureDeferred
     async def test_spam_verdict(self, inbox):
