@@ -7,7 +7,13 @@ RFC 3348 (\\HasChildren / \\HasNoChildren, always returned), RFC 6154 §2 (speci
 attributes, always returned), RFC 3501 §6.3.9 (LSUB).
 
 Every parent of a folder exists in the store (creating a folder creates its parents, and
-DELETE refuses a folder with children), so no \\Noselect placeholder names arise.
+DELETE refuses a folder with children), so no \\Noselect placeholder folders arise. Names
+without a mailbox come only from the subscriptions, which are names, not folders (RFC 9051
+§6.3.7: a subscribed name stays subscribed after DELETE, and may be subscribed before
+CREATE): ``LIST (SUBSCRIBED)`` shows such a name with ``\\NonExistent`` (RFC 5258 §3;
+RFC 9051 §7.3.1: it implies \\Noselect), with RECURSIVEMATCH also a missing parent of a
+subscribed name (``\\NonExistent`` plus CHILDINFO), and LSUB shows it ``\\Noselect``
+(RFC 3501 §6.3.9). ``RETURN (SUBSCRIBED)`` alone lists only existing mailboxes.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from mailserver.imap.commands.base import Result
 from mailserver.imap.commands.mailbox import status_line
 from mailserver.imap.grammar import Command
 from mailserver.imap.session import Session
-from mailserver.types import DELIMITER, FolderInfo
+from mailserver.types import DELIMITER
 
 __all__ = ["list_", "lsub", "pattern_regex"]
 
@@ -46,50 +52,78 @@ def _matches(regexes: list[re.Pattern[str]], name: str) -> bool:
     return any(regex.match(name) for regex in regexes)
 
 
+def _order(name: str) -> tuple[bool, str]:
+    """Listing order: INBOX first, then by name (as IAccount.list_folders)."""
+    return name != "INBOX", name
+
+
+def _ancestors(names: set[str]) -> set[str]:
+    found = set()
+    for name in names:
+        levels = name.split(DELIMITER)
+        found.update(DELIMITER.join(levels[:i]) for i in range(1, len(levels)))
+    return found
+
+
 def list_(session: Session, command: Command) -> Result:
     args = command.args
     assert isinstance(args, parse_mailbox.List)
-    assert session.account is not None
+    account = session.account
+    assert account is not None
     if args.patterns == ("",) and not args.selection:
         # RFC 9051 §6.3.9: the hierarchy delimiter and the root name.
         line = response.untagged(b"LIST", b"(\\Noselect)", b'"/"', b'""')
         return Result(text="LIST completed", untagged=[line])
-    folders = session.account.list_folders()
-    parents = {info.name.rsplit(DELIMITER, 1)[0] for info in folders if DELIMITER in info.name}
+    folders = {info.name: info for info in account.list_folders()}
+    parents = {name.rsplit(DELIMITER, 1)[0] for name in folders if DELIMITER in name}
     regexes = [pattern_regex(args.reference, p) for p in args.patterns if p]
     selection = set(args.selection)
     subscribed_only = "SUBSCRIBED" in selection
     special_only = "SPECIAL-USE" in selection
     show_subscribed = subscribed_only or "SUBSCRIBED" in args.returns
     recursive = "RECURSIVEMATCH" in selection
+    subscribed = set(account.subscriptions()) if show_subscribed else set()
+    names = set(folders)
+    if subscribed_only:
+        # RFC 5258 §3.1: every subscribed name, whether its mailbox exists or not; with
+        # RECURSIVEMATCH (§3.5) also the missing parents of a subscribed name.
+        names |= subscribed
+        if recursive:
+            names |= _ancestors(subscribed)
 
-    def selected(info: FolderInfo) -> bool:
-        if subscribed_only and not info.subscribed:
+    def selected(name: str) -> bool:
+        if subscribed_only and name not in subscribed:
             return False
-        return not (special_only and info.special_use is None)
+        info = folders.get(name)
+        return not (special_only and (info is None or info.special_use is None))
 
-    chosen = [info for info in folders if selected(info)]
+    chosen = [name for name in names if selected(name)]
     untagged: list[bytes] = []
-    for info in folders:
-        if not _matches(regexes, info.name):
+    for name in sorted(names, key=_order):
+        if not _matches(regexes, name):
             continue
         childinfo = False
-        if not selected(info):
+        if not selected(name):
             # RFC 5258 §3.5: RECURSIVEMATCH lists a name whose descendants match.
-            prefix = info.name + DELIMITER
-            if not (recursive and any(c.name.startswith(prefix) for c in chosen)):
+            prefix = name + DELIMITER
+            if not (recursive and any(c.startswith(prefix) for c in chosen)):
                 continue
             childinfo = True
-        attributes = ["\\HasChildren" if info.name in parents else "\\HasNoChildren"]
-        if info.special_use is not None:
-            attributes.append(info.special_use.value)
-        if show_subscribed and info.subscribed:
+        info = folders.get(name)
+        if info is None:
+            # RFC 5258 §3: a subscribed name (or its parent) with no mailbox.
+            attributes = ["\\NonExistent"]
+        else:
+            attributes = ["\\HasChildren" if name in parents else "\\HasNoChildren"]
+            if info.special_use is not None:
+                attributes.append(info.special_use.value)
+        if show_subscribed and name in subscribed:
             attributes.append("\\Subscribed")
         parts = [
             b"LIST",
             response.plist(attributes),
             b'"/"',
-            session.mailbox_name(info.name),
+            session.mailbox_name(name),
         ]
         if childinfo:
             reasons = [o for o in ("SUBSCRIBED", "SPECIAL-USE") if o in selection]
@@ -97,9 +131,9 @@ def list_(session: Session, command: Command) -> Result:
                 b'("CHILDINFO" ' + response.plist(response.quoted(o) for o in reasons) + b")"
             )
         untagged.append(response.untagged(*parts))
-        if args.status_items is not None and not childinfo:
+        if args.status_items is not None and not childinfo and info is not None:
             # RFC 5819 §2: STATUS for each listed selectable mailbox, after its LIST.
-            mailbox = session.account.folder(info.name)
+            mailbox = account.folder(name)
             untagged.append(status_line(session, mailbox, args.status_items))
     return Result(text="LIST completed", untagged=untagged)
 
@@ -108,26 +142,30 @@ def lsub(session: Session, command: Command) -> Result:
     """LSUB (IMAP4rev1): the subscribed names matching the pattern."""
     args = command.args
     assert isinstance(args, parse_mailbox.Lsub)
-    assert session.account is not None
+    account = session.account
+    assert account is not None
     untagged: list[bytes] = []
     if args.pattern:
         regex = pattern_regex(args.reference, args.pattern)
-        folders = session.account.list_folders()
-        subscribed = [info.name for info in folders if info.subscribed]
-        for info in folders:
-            if not regex.match(info.name):
+        existing = {info.name for info in account.list_folders()}
+        subscribed = set(account.subscriptions())
+        for name in sorted(subscribed | _ancestors(subscribed), key=_order):
+            if not regex.match(name):
                 continue
-            if info.subscribed:
-                attributes = b"()"
+            if name in subscribed:
+                # RFC 3501 §6.3.9: a subscribed name stays listed after its mailbox is gone;
+                # it cannot be selected, so it is flagged \Noselect (RFC 5258 §3: the
+                # \NonExistent of LIST implies \Noselect).
+                attributes = b"()" if name in existing else b"(\\Noselect)"
             elif any(
-                name.startswith(info.name + DELIMITER) and not regex.match(name)
-                for name in subscribed
+                sub.startswith(name + DELIMITER) and not regex.match(sub) for sub in subscribed
             ):
                 # RFC 3501 §6.3.9: "%" reaches an unsubscribed parent of a subscribed name:
                 # LSUB returns the parent, flagged \Noselect.
                 attributes = b"(\\Noselect)"
             else:
                 continue
-            name = session.mailbox_name(info.name)
-            untagged.append(response.untagged(b"LSUB", attributes, b'"/"', name))
+            untagged.append(
+                response.untagged(b"LSUB", attributes, b'"/"', session.mailbox_name(name))
+            )
     return Result(text="LSUB completed", untagged=untagged)

@@ -189,10 +189,17 @@ async def unsubscribe(session: Session, command: Command) -> Result:
 
 
 async def _subscription(session: Session, command: Command, subscribed: bool) -> Result:
+    """SUBSCRIBE / UNSUBSCRIBE change the account's list of names, not a folder: a name
+    with no mailbox may be subscribed (RFC 9051 §6.3.7 lets a server check that it exists;
+    we do not, so a client may subscribe before CREATE), and UNSUBSCRIBE of a name that is
+    not subscribed succeeds (§6.3.8). A name no mailbox could have gets NO."""
     args = command.args
     assert isinstance(args, parse_mailbox.MailboxArg)
     assert session.account is not None
-    await session.account.subscribe(args.mailbox, subscribed)
+    if subscribed:
+        await session.account.subscribe(args.mailbox)
+    else:
+        await session.account.unsubscribe(args.mailbox)
     return Result(text=f"{command.name} completed")
 
 
