@@ -61,6 +61,7 @@ from mailserver.errors import AlreadyExists, InvalidName, MailError, StoreUnavai
 
 __all__ = [
     "MAIL_SCOPES",
+    "REFRESH_SCOPE",
     "SCOPES",
     "AppPassword",
     "CredentialStore",
@@ -72,7 +73,9 @@ __all__ = [
 ]
 
 #: Everything an app password or token may be good for: the mail protocols and the API.
-SCOPES = frozenset({"smtp", "imap", "pop3", "api", "api-refresh"})
+SCOPES = frozenset({"smtp", "imap", "pop3", "api"})
+#: A token scope only: the web API's refresh tokens (never an app password's).
+REFRESH_SCOPE = "api-refresh"
 #: The default scopes of an app password.
 MAIL_SCOPES = frozenset({"smtp", "imap", "pop3"})
 
@@ -212,9 +215,9 @@ def _token_from_json(raw: dict[str, Any]) -> TokenInfo:
     )
 
 
-def _scopes(scopes: Iterable[str]) -> frozenset[str]:
+def _scopes(scopes: Iterable[str], allowed: frozenset[str] = SCOPES) -> frozenset[str]:
     wanted = frozenset(s.strip().lower() for s in scopes)
-    unknown = wanted - SCOPES
+    unknown = wanted - allowed
     if unknown or not wanted:
         raise InvalidName(
             f"scopes must be some of {', '.join(sorted(SCOPES))}"
@@ -570,7 +573,7 @@ class CredentialStore:
         """A new bearer token (43 url-safe characters, 256 bits) for ``user``, valid ``ttl``
         seconds (None: until revoked); Deferred[str], shown once."""
         key = canonical_address(user)
-        wanted = _scopes(scopes)
+        wanted = _scopes(scopes, SCOPES | {REFRESH_SCOPE})
         if ttl is not None and ttl <= 0:
             raise InvalidName("a token's lifetime must be positive")
         name = _name(name) if name else ""

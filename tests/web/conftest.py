@@ -43,7 +43,6 @@ from twisted.web.client import HTTPConnectionPool
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-import mailserver.auth.credentials as credentials_module
 from mailserver.auth.audit import AuditLog
 from mailserver.auth.checkers import MailLogin, PasswordChecker
 from mailserver.auth.credentials import CredentialStore
@@ -53,9 +52,6 @@ from mailserver.auth.throttle import Throttle, ThrottlePolicy
 from mailserver.errors import AlreadyExists
 from mailserver.types import Role
 from mailserver.web.api import ApiContext, api_resource
-
-#: Until credentials.SCOPES has the refresh-token scope (the lead adds it), the tests add it.
-REFRESH_SCOPE = "api-refresh"
 
 
 @dataclass
@@ -193,12 +189,8 @@ class ApiServer:
 
 
 @pytest.fixture
-def api_server(storage, tmp_path, monkeypatch):
+def api_server(storage, tmp_path):
     """A factory: ``await api_server(**options_and_context_attributes)`` -> ApiServer."""
-    if REFRESH_SCOPE not in credentials_module.SCOPES:
-        monkeypatch.setattr(
-            credentials_module, "SCOPES", credentials_module.SCOPES | {REFRESH_SCOPE}
-        )
     servers: list[ApiServer] = []
     option_names = {
         "routes", "rate", "burst", "ip_rate", "ip_burst", "max_body", "access_ttl",

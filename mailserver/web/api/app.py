@@ -69,6 +69,7 @@ ENDPOINT_MODULES = (
     "mailserver.web.api.mail",
     "mailserver.web.api.admin",
     "mailserver.web.api.tracking",
+    "mailserver.web.api.session_routes",
 )
 #: Headers on every reply.
 SECURITY_HEADERS = {
