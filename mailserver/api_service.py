@@ -25,6 +25,7 @@ from mailserver.filter.classifications import ClassificationLog
 from mailserver.filter.feedback import VerdictFeedback
 from mailserver.interfaces import IDeliveryTarget
 from mailserver.web.api import ApiContext, api_resource
+from mailserver.web.api.session_routes import session_hook
 
 if TYPE_CHECKING:
     from mailserver.service import MailService
@@ -58,7 +59,7 @@ def api_context(
         require(Actor.of(record), Action(action), target)
 
     filters = service.filters
-    return ApiContext(
+    context = ApiContext(
         reactor=reactor,
         credentials=service.credentials,
         directory=directory,
@@ -77,6 +78,8 @@ def api_context(
             else ClassificationLog(service.db, reactor)
         ),
     )
+    context.session = session_hook(context)  # the web page's cookie (with its CSRF check)
+    return context
 
 
 def api_root(

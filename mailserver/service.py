@@ -69,6 +69,7 @@ from mailserver.store.maildir_store import MaildirStore
 from mailserver.store.quota import QuotaRules
 from mailserver.tls import ServerTLS, ensure_self_signed
 from mailserver.web.health import HealthResource
+from mailserver.web.webmail import WebmailResource
 
 log = Logger(namespace="mailserver.service")
 
@@ -390,6 +391,7 @@ def build(config: Config, reactor: Any) -> MailService:
     scheduler.bounces = router
     submit = submission_targets(config, root, router, reactor)
     site.resource.putChild(b"api", api_root(config, root, submit, reactor))
+    site.resource.putChild(b"mail", WebmailResource())  # the web mail page, /mail/
     scheduler.setServiceParent(root)
     if config.smtp.listen:
         root.add_listeners("smtp.listen", config.smtp.listen, _mx_factory(config, root, reactor))
