@@ -70,6 +70,7 @@ ENDPOINT_MODULES = (
     "mailserver.web.api.admin",
     "mailserver.web.api.tracking",
     "mailserver.web.api.session_routes",
+    "mailserver.web.api.events",
 )
 #: Headers on every reply.
 SECURITY_HEADERS = {
