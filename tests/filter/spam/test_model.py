@@ -72,7 +72,7 @@ def test_user_model_shifts_the_score_only_after_enough_messages(model):
 def test_dumps_loads_round_trip(model):
     """The stored form gives the same scores; it is versioned and not a pickle."""
     data = model.dumps()
-    assert data.startswith(b"MSSPAM\x01")
+    assert data.startswith(b"MSSPAM\x02")
     again = SpamModel.loads(data)
     for n in range(5):
         for is_spam in (True, False):
@@ -81,6 +81,13 @@ def test_dumps_loads_round_trip(model):
                 model.classify(m).probability, abs=1e-5)
     assert again.messages == model.messages and again.threshold == model.threshold
     assert SpamModel.loads(SpamModel().dumps()).messages == 0
+
+
+def test_loads_refuses_an_old_version_with_a_clear_error(model):
+    """Version-1 bytes (no TF-IDF view) are refused with a message saying to retrain."""
+    data = model.dumps()
+    with pytest.raises(ModelError, match="version 1 .*retrain"):
+        SpamModel.loads(data[:6] + b"\x01" + data[7:])
 
 
 @pytest.mark.parametrize("damage", [b"", b"pickle", b"MSSPAM\x09" + b"\0" * 8, "flip"])
