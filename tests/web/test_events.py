@@ -12,13 +12,15 @@ from typing import Any
 
 import pytest_twisted
 import treq
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet import reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.task import Clock, deferLater
 
 from mailserver.store.local import LocalDeliveryTarget
 from mailserver.types import SEEN, Address, Envelope, FlagMode
-from mailserver.web.api.events import EventHub
+from mailserver.web.api.events import EventHub, EventStream, _last_event_id
 
 ALICE, PASSWORD = "alice@example.test", "pw-alice-1"
 #: Seconds before a wait is given up as a failure (no test depends on how fast it is).
@@ -126,6 +128,9 @@ class CountingStore:
 
     def account(self, address: str) -> Any:
         return CountingAccount(self, self.store.account(address))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
 
 
 class CountingAccount:
@@ -379,3 +384,106 @@ async def test_refusals(api: Any) -> None:
     assert head.status == 200 and head.headers["content-type"] == "text/event-stream"
     document = (await api.call("GET", "/openapi.json")).json
     assert "429" in document["paths"]["/events"]["get"]["responses"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_revoked_token_ends_the_stream(api: Any) -> None:
+    """At the next credential check after the token is revoked, the stream ends (a
+    reconnect then gets its 401); a valid token keeps it open."""
+    token = await _signed_in(api)
+    clock = Clock()
+    hub = EventHub(clock, recheck=0.0)
+    api.context.events = hub
+    _, reader, done = await open_stream(api, token)
+    await reader.event("folders")
+    clock.advance(25)  # checked: still valid
+    await reader.next(lambda r: r.get("comment") == "keep-alive")
+    await eventually(lambda: not any(s._checking for s in hub._open.get(ALICE, ())))
+    assert hub.open_streams(ALICE) == 1
+    assert await api.credentials.revoke_token(token)
+    await eventually(lambda: not any(s._checking for s in hub._open.get(ALICE, ())))
+    clock.advance(25)
+    await done.addTimeout(PATIENCE, reactor)
+    assert hub.open_streams(ALICE) == 0
+    assert (await api.call("GET", "/events", token=token)).status == 401
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_deleted_account_ends_the_stream(api: Any) -> None:
+    """When the mailbox account is deleted the stream ends at the next check."""
+    token = await _signed_in(api)
+    clock = Clock()
+    hub = EventHub(clock, recheck=0.0)
+    api.context.events = hub
+    _, reader, done = await open_stream(api, token)
+    await reader.event("folders")
+    await api.storage.store.delete_account(ALICE)
+    clock.advance(25)
+    await done.addTimeout(PATIENCE, reactor)
+    assert hub.open_streams(ALICE) == 0
+
+
+class FakeRequest:
+    """Just enough of a twisted.web Request for an EventStream."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.producer: Any = None
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        assert streaming and self.producer is None
+        self.producer = producer
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def events(self) -> list[str]:
+        text = b"".join(self.written).decode("utf-8")
+        return [line[len("event: "):] for line in text.split("\n") if line.startswith("event: ")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_client_that_does_not_read_gets_a_snapshot_instead_of_a_backlog(
+    storage: Any,
+) -> None:
+    """While twisted.web has paused the stream nothing is written; on resume the client
+    gets one ``folders`` snapshot with the current counters."""
+    await storage.store.create_account(ALICE)
+    account = storage.store.account(ALICE)
+    clock = Clock()
+    request = FakeRequest()
+    stream = EventStream(EventHub(clock, coalesce=0.0), account, ALICE, request)
+    done = stream.start()
+    assert request.producer is stream and request.events() == ["folders"]
+    stream.pauseProducing()
+    for n in range(3):
+        await account.folder("INBOX").append(io.BytesIO(_message(f"unread {n}")))
+    await deferLater(reactor, 0, lambda: None)
+    clock.advance(0)
+    clock.advance(25)  # no keep-alive either while paused
+    assert request.events() == ["folders"] and len(request.written) == 2
+    stream.resumeProducing()
+    assert request.events() == ["folders", "folders"]
+    last = json.loads(b"".join(request.written).decode().rstrip("\n").rsplit("data: ", 1)[1])
+    assert last["folders"][0]["exists"] == 3
+    done.cancel()
+    assert request.producer is None and clock.getDelayedCalls() == []
+    await done.addErrback(lambda f: f.trap(CancelledError))
+
+
+@given(st.binary(max_size=30))
+def test_last_event_id_is_a_number_or_ignored(raw: bytes) -> None:
+    """Any Last-Event-ID header gives None or a non-negative int of at most 18 digits."""
+
+    class Request:
+        @staticmethod
+        def getHeader(name: bytes) -> bytes:
+            return raw
+
+    value = _last_event_id(Request())
+    assert value is None or 0 <= value < 10**18
+    if value is not None:
+        assert raw.strip().isdigit() and int(raw.strip()) == value

@@ -36,9 +36,12 @@ Design rules:
    polls (so such changes arrive within ``keep_alive`` seconds).
 4. **Nothing leaks**: the stream's Deferred is cancelled when the client goes away (the app
    does it); cancelling removes every watcher, the keep-alive loop and the pending flush, and
-   frees the user's stream slot. A stream also ends (cleanly, the client reconnects with its
-   current credentials) after ``max_age`` seconds, so a revoked token is not served forever.
-5. **Bounded**: at most ``max_streams`` open streams per user (429 beyond); a client that
+   frees the user's stream slot.
+5. **Credentials are checked again**: every ``recheck`` seconds (at a keep-alive) the stream
+   asks again whether its bearer token (or the page's session) is still valid for the user
+   and the account still exists; when not, the stream ends cleanly (a browser reconnects and
+   gets its 401). ``max_age`` (off by default) ends every stream after that many seconds.
+6. **Bounded**: at most ``max_streams`` open streams per user (429 beyond); a client that
    does not read pauses the stream (twisted.web's producer) and, once it reads again, gets a
    ``folders`` snapshot instead of the updates it missed, so nothing queues without bound.
 
@@ -53,13 +56,14 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from mailserver.errors import MailError, NoSuchFolder
+from mailserver.errors import NoSuchFolder
 from mailserver.types import FolderInfo
 from mailserver.web.api.compose import account_of
 from mailserver.web.api.mail import folder_json
@@ -82,7 +86,8 @@ class EventHub:
     ``clock`` is an IReactorTime; ``max_streams`` streams per user at once;
     ``keep_alive`` seconds between comment lines (and polls); ``coalesce`` seconds between
     flushes of change notices; ``retry`` milliseconds the client waits before reconnecting;
-    ``max_age`` seconds a stream lasts (None: no limit).
+    ``recheck`` seconds between checks of the stream's credentials; ``max_age`` seconds a
+    stream lasts (None: no limit).
     """
 
     def __init__(
@@ -93,16 +98,18 @@ class EventHub:
         keep_alive: float = 25.0,
         coalesce: float = 0.2,
         retry: int = 5000,
-        max_age: float | None = 3600.0,
+        recheck: float = 60.0,
+        max_age: float | None = None,
     ) -> None:
-        if max_streams < 1 or keep_alive <= 0 or coalesce < 0 or retry < 0:
+        if max_streams < 1 or keep_alive <= 0 or coalesce < 0 or retry < 0 or recheck < 0:
             raise ValueError("event streams need max_streams >= 1, keep_alive > 0, "
-                             "coalesce >= 0 and retry >= 0")
+                             "coalesce >= 0, retry >= 0 and recheck >= 0")
         self.clock = clock
         self.max_streams = max_streams
         self.keep_alive = keep_alive
         self.coalesce = coalesce
         self.retry = retry
+        self.recheck = recheck
         self.max_age = max_age
         self._open: dict[str, set[EventStream]] = {}
 
@@ -131,7 +138,7 @@ def hub_of(context: Any) -> EventHub:
         http = getattr(getattr(context, "config", None), "http", None)
         options = {
             name: getattr(http, "events_" + name)
-            for name in ("max_streams", "keep_alive", "coalesce", "retry", "max_age")
+            for name in ("max_streams", "keep_alive", "coalesce", "retry", "recheck", "max_age")
             if hasattr(http, "events_" + name)
         }
         hub = EventHub(context.reactor, **options)
@@ -164,11 +171,13 @@ def _last_event_id(request: Any) -> int | None:
 class EventStream:
     """One client's stream: watches every folder of ``account`` and writes events to
     ``request``. :meth:`start` returns the Deferred the app awaits; cancelling it stops
-    everything (:meth:`stop`)."""
+    everything (:meth:`stop`). ``allowed()`` (-> bool or Deferred[bool]) says whether the
+    stream's credentials still hold (rule 5)."""
 
     def __init__(self, hub: EventHub, account: Any, user: str, request: Any,
-                 last_id: int = 0) -> None:
+                 last_id: int = 0, allowed: Callable[[], Any] | None = None) -> None:
         self.hub = hub
+        self.allowed = allowed
         self.account = account
         self.user = user
         self.request = request
@@ -180,6 +189,8 @@ class EventStream:
         self._flush_call: Any = None
         self._end_call: Any = None
         self._last_flush = float("-inf")
+        self._last_check = float(hub.clock.seconds())
+        self._checking = False
         self._paused = False
         self._stale = False  # updates were dropped while paused: send a snapshot on resume
         self._loop = LoopingCall(self._tick)
@@ -195,7 +206,7 @@ class EventStream:
             self.request.registerProducer(self, True)
             self._write(f"retry: {self.hub.retry}\n\n")
             self._snapshot()
-        except MailError as error:  # the account vanished under us
+        except Exception as error:  # the account vanished under us, or the store failed
             log.info("event stream of {user} could not start: {error!r}", user=self.user,
                      error=error)
             self._end()
@@ -308,10 +319,30 @@ class EventStream:
             self._event("folder", counters)
 
     def _tick(self) -> None:
-        """Keep-alive, and the poll for what notices do not tell (rule 3)."""
+        """Keep-alive, the poll for what notices do not tell (rule 3), and now and then
+        the check of the credentials (rule 5)."""
         if not self._paused:
             self._write(": keep-alive\n\n")
         self._guard(self._poll)
+        now = float(self.hub.clock.seconds())
+        if (self._running and self.allowed is not None and not self._checking
+                and now - self._last_check >= self.hub.recheck):
+            self._last_check = now
+            self._checking = True
+            checked = maybeDeferred(self.allowed)
+            checked.addCallbacks(self._checked, self._check_failed)
+
+    def _checked(self, still: object) -> None:
+        self._checking = False
+        if not still and self._running:
+            log.info("event stream of {user} ended: its credentials are gone", user=self.user)
+            self._end()
+
+    def _check_failed(self, failure: Failure) -> None:
+        self._checking = False
+        log.failure("event stream of {user}: credential check failed", failure, user=self.user)
+        if self._running:
+            self._end()
 
     def _poll(self) -> None:
         infos = self.account.list_folders()
@@ -351,9 +382,25 @@ def events(call: Call) -> Response:
             headers={"Retry-After": str(max(1, hub.retry // 1000))},
         )
     last_id = _last_event_id(call.request) or 0
+    context, token, ip = call.context, call.token, call.client_ip
+
+    async def allowed() -> bool:
+        store, directory = context.store, context.directory
+        if not store.has_account(user):
+            return False
+        if directory is not None and directory.get_user(user) is None:
+            return False
+        if token is not None:
+            owner = await context.credentials.check_token(token, "api", ip)
+        elif context.session is not None:
+            owner = await maybeDeferred(context.session, call.request)
+        else:
+            owner = None
+        return owner is not None and str(owner) == user
 
     def stream(request: Any) -> Deferred[None]:
-        return EventStream(hub, account, user, request, last_id).start()
+        check = lambda: Deferred.fromCoroutine(allowed())  # noqa: E731
+        return EventStream(hub, account, user, request, last_id, check).start()
 
     return Response(200, content_type=CONTENT_TYPE, headers=STREAM_HEADERS, stream=stream)
 
