@@ -8,10 +8,12 @@ Design rules:
 
 1. **A strict Content-Security-Policy** (:data:`PAGE_CSP`) on every reply: scripts and
    styles only from this server (no inline script or style, no ``eval``), images from this
-   server or ``data:``, requests only to this server, frames only from this server (the
-   message frame is a ``srcdoc`` document, which inherits this policy), the page never
-   framed by another, no ``<base>``, forms only to this server. A sanitised message shown
-   in the frame is therefore held by two locks: the API's sanitiser and this policy.
+   server or ``data:``, requests only to this server, frames only from this server, the
+   page never framed by another, no ``<base>``, forms only to this server. A message's
+   HTML is held by three locks: the API's sanitiser, the frame's ``sandbox`` attribute
+   (no ``allow-scripts``, no ``allow-same-origin``) and the frame document's own policy
+   (``GET /api/v1/folders/{f}/messages/{uid}/frame``, see
+   :mod:`mailserver.web.api.session_routes` rule 5).
 2. The files are read once at construction (they are small) and served from memory with
    ``Cache-Control: no-cache`` and a strong ETag, ``X-Content-Type-Options: nosniff``,
    ``Referrer-Policy: no-referrer`` and ``X-Frame-Options: DENY``.

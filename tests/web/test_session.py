@@ -3,6 +3,7 @@ through the real API server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import io
 from typing import Any
 
 import pyotp
@@ -19,6 +20,7 @@ from mailserver.web.api.session_routes import (
     COOKIE,
     LOCAL_COOKIE,
     csrf_token,
+    frame_policy,
     plain_loopback,
     session_hook,
 )
@@ -196,3 +198,30 @@ async def test_the_page_is_served_with_a_strict_content_security_policy() -> Non
         assert missing.code == 404
     finally:
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_message_frame_has_its_own_strict_policy(api):
+    """GET .../frame is the sanitised HTML as a document whose policy allows no script
+    and no remote image, and remote images (only) with ?images=1; it leaves \\Seen alone."""
+    _, value, _ = await _signed_in(api)
+    await api.storage.store.create_account(ALICE)
+    html = ('<p onclick="x()">Hi</p><script>alert(1)</script>'
+            '<img src="https://tracker.example/a.gif">')
+    raw = ("From: bob@example.test\r\nTo: alice@example.test\r\nSubject: s\r\n"
+           "Content-Type: text/html; charset=utf-8\r\n\r\n" + html + "\r\n").encode()
+    inbox = api.storage.store.account(ALICE).folder("INBOX")
+    uid = await inbox.append(io.BytesIO(raw))
+    path = f"/folders/INBOX/messages/{uid}/frame"
+    blocked = await api.call("GET", path, headers=_cookie(value))
+    assert blocked.status == 200, blocked.body
+    assert blocked.headers["content-type"] == "text/html; charset=utf-8"
+    assert blocked.headers["content-security-policy"] == frame_policy(False)
+    assert "script-src" not in frame_policy(False) and "sandbox" in frame_policy(False)
+    assert b"<script" not in blocked.body and b"onclick" not in blocked.body
+    assert b"tracker.example" not in blocked.body and b">Hi</p>" in blocked.body
+    shown = await api.call("GET", path + "?images=1", headers=_cookie(value))
+    assert shown.headers["content-security-policy"] == frame_policy(True)
+    assert "img-src data: http: https:" in frame_policy(True)
+    assert b"https://tracker.example/a.gif" in shown.body
+    assert [f.flags for f in inbox.flags()] == [frozenset()]

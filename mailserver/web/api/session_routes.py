@@ -29,21 +29,35 @@ Design rules:
    preflight the API refuses.
 4. The session hook (:func:`session_hook`, installed as ``ApiContext.session`` by the
    wiring) answers with the cookie's account, or None (the app then says 401).
+5. **The message frame** (``GET /folders/{folder}/messages/{uid}/frame``): the page shows a
+   message's sanitised HTML in an ``<iframe sandbox>`` loaded from this route, not from
+   ``srcdoc``, because a ``srcdoc`` (or blob) document inherits the page's policy, which
+   allows neither the message's inline styles nor, after "show images", its remote images.
+   The frame document carries its own policy (:func:`frame_policy`): no script, no
+   connection, no form, no font or frame, inline styles only, images ``data:`` only, plus
+   ``http:``/``https:`` with ``?images=1``, ``sandbox`` (an opaque origin even when opened
+   on its own) and ``frame-ancestors 'self'``. It never sets ``\\Seen`` (the page's JSON
+   read does).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import html as html_module
 import ipaddress
 from typing import Any
 
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.threads import deferToThreadPool
 
+from mailserver.errors import NoSuchMessage
+from mailserver.web.api import render
 from mailserver.web.api.auth_routes import ACCESS_SCOPE, THROTTLED_RETRY_AFTER
+from mailserver.web.api.compose import account_of, uid_param
 from mailserver.web.api.context import ApiContext
-from mailserver.web.api.routing import Call, Problem, Route
+from mailserver.web.api.routing import Call, Problem, Response, Route
 
 __all__ = [
     "COOKIE",
@@ -52,6 +66,7 @@ __all__ = [
     "ROUTES",
     "SESSION_TTL",
     "csrf_token",
+    "frame_policy",
     "make_routes",
     "session_hook",
 ]
@@ -195,6 +210,49 @@ def session_hook(context: ApiContext) -> Any:
     return hook
 
 
+def frame_policy(images: bool) -> str:
+    """The Content-Security-Policy of a message frame (rule 5)."""
+    remote = " http: https:" if images else ""
+    return (
+        f"default-src 'none'; style-src 'unsafe-inline'; img-src data:{remote}; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'self'; sandbox"
+    )
+
+
+def _read(message: Any) -> bytes:
+    with message.open() as source:
+        data: bytes = source.read()
+        return data
+
+
+async def _frame(call: Call) -> Response:
+    """The message's sanitised HTML as a document for the page's sandboxed frame."""
+    images = (call.arg("images", "0") or "0").lower() in ("1", "true")
+    message = account_of(call).folder(call.params["folder"]).message(uid_param(call))
+    reactor = call.context.reactor
+    pool = reactor.getThreadPool()
+    try:
+        data = await deferToThreadPool(reactor, pool, _read, message)
+    except OSError:
+        raise NoSuchMessage(detail="the message file is gone") from None
+    rendered = await deferToThreadPool(reactor, pool, render.render, data, images=images)
+    body = rendered.html
+    if body is None:  # a text message: shown as text, escaped
+        body = "<pre>" + html_module.escape(rendered.text or "") + "</pre>"
+    document = (
+        '<!doctype html><html><head><meta charset="utf-8">'
+        '<meta name="referrer" content="no-referrer"></head><body>' + body + "</body></html>"
+    )
+    return Response(
+        body=document,
+        content_type="text/html; charset=utf-8",
+        headers={"Content-Security-Policy": frame_policy(images)},
+    )
+
+
+_BOOL = {"type": "string", "enum": ["0", "1", "true", "false"]}
+
+
 def make_routes(ttl: float = SESSION_TTL) -> list[Route]:
     """The session routes with sessions lasting ``ttl`` seconds."""
 
@@ -254,6 +312,9 @@ def make_routes(ttl: float = SESSION_TTL) -> list[Route]:
         Route("DELETE", "/auth/session", sign_out,
               "Sign the web page out (needs the X-CSRF-Token header)", auth=False,
               status=204, tag="auth", errors=(403,)),
+        Route("GET", "/folders/{folder}/messages/{uid:int}/frame", _frame,
+              "The message's sanitised HTML as a document for the web page's sandboxed frame",
+              tag="mail", query={"images": _BOOL}),
     ]
 
 

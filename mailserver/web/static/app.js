@@ -3,8 +3,8 @@
 // Rules: the session is an HttpOnly cookie this script never sees; every request sends the
 // session's CSRF token in X-CSRF-Token. Text from messages only ever goes into the page as
 // textContent (never innerHTML); a message's HTML (sanitised by the server) is shown only
-// in the sandboxed frame (no scripts, no same-origin), which also inherits the page's
-// Content-Security-Policy. Remote images stay blocked until "Show images" is pressed.
+// in the sandboxed frame (no scripts, no same-origin), loaded from the API's /frame route
+// with its own Content-Security-Policy. Remote images stay blocked until "Show images".
 "use strict";
 
 const API = "/api/v1";
@@ -215,7 +215,7 @@ function clearReader() {
   state.message = null;
   $("reader-message").hidden = true;
   $("reader-empty").hidden = false;
-  $("reader-frame").srcdoc = "";
+  $("reader-frame").src = "about:blank";
 }
 
 async function openMessage(uid, images) {
@@ -244,13 +244,15 @@ function showMessage(message) {
   $("reader-date").textContent = message.date || "";
   const frame = $("reader-frame");
   if (message.html) {
-    // The server's sanitised HTML in a frame sandboxed without allow-scripts.
-    frame.srcdoc = '<!doctype html><meta charset="utf-8">' + message.html;
+    // The server's sanitised HTML, as a document with its own strict policy (no script,
+    // remote images only after "Show images"), in a frame sandboxed without allow-scripts.
+    frame.src = API + messagePath(message.folder, message.uid) + "/frame" +
+      (state.images ? "?images=1" : "");
     frame.hidden = false;
     $("reader-text").textContent = "";
     $("reader-text").hidden = true;
   } else {
-    frame.srcdoc = "";
+    frame.src = "about:blank";
     frame.hidden = true;
     $("reader-text").hidden = false;
     $("reader-text").textContent = message.text || "";
