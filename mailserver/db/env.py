@@ -282,19 +282,26 @@ class Snapshot:
         try:
             env = lmdb.open(path, map_size=map_size, max_dbs=len(schema.SUBDBS) + 4,
                             readonly=True)
-            dbs = {name: env.open_db(name, create=False) for name in schema.SUBDBS}
+            meta = env.open_db(b"meta", create=False)
         except (OSError, lmdb.Error) as e:
             raise StoreUnavailable(detail=f"cannot read the index at {path}: {e}") from e
-        snapshot = cls(env, dbs)
-        with snapshot.read() as txn:
-            version = int(txn.get_json(b"meta", b"schema_version") or 0)
-        if version != schema.SCHEMA_VERSION:
-            env.close()
-            raise StoreUnavailable(
-                detail=f"index schema {version}, this program uses {schema.SCHEMA_VERSION}: "
-                "run any storage command (e.g. 'mailserver domain list') once to upgrade it"
-            )
-        return snapshot
+        # The version first: an older index lacks the newer sub-dbs, and the answer to
+        # that is the upgrade, not "cannot read".
+        with env.begin(write=False) as raw:
+            stored = raw.get(b"schema_version", db=meta)
+        version = int(schema.load(bytes(stored))) if stored is not None else 0
+        if version == schema.SCHEMA_VERSION:
+            try:
+                dbs = {name: env.open_db(name, create=False) for name in schema.SUBDBS}
+            except lmdb.Error as e:
+                env.close()
+                raise StoreUnavailable(detail=f"cannot read the index at {path}: {e}") from e
+            return cls(env, dbs)
+        env.close()
+        raise StoreUnavailable(
+            detail=f"index schema {version}, this program uses {schema.SCHEMA_VERSION}: "
+            "run any storage command (e.g. 'mailserver domain list') once to upgrade it"
+        )
 
     @contextmanager
     def read(self) -> Iterator[Txn]:

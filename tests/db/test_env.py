@@ -103,3 +103,22 @@ def test_migrations_run_in_order(tmp_path, monkeypatch):
     db = Database.open(str(tmp_path / "i"), map_size=16 << 20, reactor=reactor)
     assert calls == [1, 2]
     assert db.schema_version == 3
+
+
+
+def test_snapshot_of_an_older_index_says_to_upgrade(tmp_path) -> None:
+    """A read-only snapshot of an index from an older program (here: only the meta sub-db,
+    at the previous version) answers with the upgrade to run, not 'cannot read the index'."""
+    import lmdb
+
+    from mailserver.db import Snapshot
+
+    path = str(tmp_path / "index")
+    env = lmdb.open(path, map_size=1 << 24, max_dbs=4)
+    with env.begin(write=True) as txn:
+        meta = env.open_db(b"meta", txn=txn)
+        txn.put(b"schema_version", schema.dump(schema.SCHEMA_VERSION - 1), db=meta)
+    env.close()
+    with pytest.raises(StoreUnavailable) as error:
+        Snapshot.open(path, map_size=1 << 24)
+    assert "run any storage command" in error.value.detail
