@@ -50,6 +50,9 @@ class ApiContext:
     of a request that carries no ``Authorization`` header but the page's session cookie, or
     None. It must do its own CSRF check for unsafe methods (the cookie is sent by the
     browser whatever page made the request).
+
+    ``events``: the live update streams' EventHub (:mod:`mailserver.web.api.events`); made
+    with its defaults on first use when None.
     """
 
     reactor: Any
@@ -66,6 +69,7 @@ class ApiContext:
     spool: Any = None
     classifications: Any = None
     session: Callable[[Any], Any] | None = None
+    events: Any = None
 
     def need(self, name: str) -> Any:
         """Attribute ``name``, or a 503 Problem when this server was built without it."""

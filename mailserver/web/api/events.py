@@ -46,8 +46,8 @@ Design rules:
    ``folders`` snapshot instead of the updates it missed, so nothing queues without bound.
 
 The per-server state (stream counts, parameters) is an :class:`EventHub`, taken from
-``context.events``; when the wiring set none, one with the defaults (or the
-``[http] events_*`` config keys, when present) is made on first use and kept there.
+``context.events``; when the wiring set none, one with the defaults is made on first use
+and kept there.
 """
 
 from __future__ import annotations
@@ -133,16 +133,9 @@ class EventHub:
 
 def hub_of(context: Any) -> EventHub:
     """``context.events``, made from the config (or defaults) and kept there on first use."""
-    hub = getattr(context, "events", None)
+    hub: EventHub | None = context.events
     if hub is None:
-        http = getattr(getattr(context, "config", None), "http", None)
-        options = {
-            name: getattr(http, "events_" + name)
-            for name in ("max_streams", "keep_alive", "coalesce", "retry", "recheck", "max_age")
-            if hasattr(http, "events_" + name)
-        }
-        hub = EventHub(context.reactor, **options)
-        setattr(context, "events", hub)  # noqa: B010  # ApiContext declares no such field yet
+        hub = context.events = EventHub(context.reactor)
     return hub
 
 
