@@ -7,7 +7,6 @@ import json
 import smtplib
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,9 +40,10 @@ def call(server: ServerProcess, method: str, path: str, body: Any = None,
 
 
 @pytest_twisted.ensureDeferred
-async def test_sign_in_and_read_mail_delivered_by_smtp(tmp_path: Path) -> None:
-    server = ServerProcess(tmp_path, {"server": {"hostname": "mx.test"}},
-                           listen_keys=("http.listen", "smtp.listen"))
+async def test_sign_in_and_read_mail_delivered_by_smtp(server_process: Any) -> None:
+    server: ServerProcess = server_process(
+        {"server": {"hostname": "mx.test"}}, listen_keys=("http.listen", "smtp.listen")
+    )
     await provision(server.data_dir, "example.org")
     await deferToThread(server.start)
 

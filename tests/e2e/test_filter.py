@@ -27,12 +27,13 @@ SPAM_WORDS = "cheap pills winner prize casino unsubscribe offer cash bonus disco
 HAM_WORDS = "meeting patch review lunch kernel thanks build release notes agenda".split()
 
 
-def make_server(tmp_path: Path, **filter_keys: Any) -> ServerProcess:
-    return ServerProcess(
-        tmp_path,
+def make_server(server_process: Any, **filter_keys: Any) -> ServerProcess:
+    """The real server with the filter on (the harness kills it at the end of the test)."""
+    server: ServerProcess = server_process(
         {"server": {"hostname": "mx.test"}, "filter": {"enabled": True, **filter_keys}},
         listen_keys=("http.listen", "smtp.listen"),
     )
+    return server
 
 
 def cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
@@ -62,8 +63,10 @@ def text_message(words: list[str], n: int) -> bytes:
 
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks is not installed (apt swaks)")
 @pytest_twisted.ensureDeferred
-async def test_a_virus_is_refused_before_the_250(tmp_path: Path, clamd_peer: ClamdInstance):  # noqa: F811
-    server = make_server(tmp_path, clamd=clamd_peer.unix_address, virus_fail="closed")
+async def test_a_virus_is_refused_before_the_250(
+    tmp_path: Path, server_process: Any, clamd_peer: ClamdInstance  # noqa: F811
+):
+    server = make_server(server_process, clamd=clamd_peer.unix_address, virus_fail="closed")
     await provision(server.data_dir, "example.org")
     await deferToThread(server.start)
     port = str(server.ports["smtp.listen"])
@@ -88,8 +91,8 @@ async def test_a_virus_is_refused_before_the_250(tmp_path: Path, clamd_peer: Cla
 
 
 @pytest_twisted.ensureDeferred
-async def test_spam_goes_to_junk_with_its_explanation(tmp_path: Path):
-    server = make_server(tmp_path)
+async def test_spam_goes_to_junk_with_its_explanation(tmp_path: Path, server_process: Any):
+    server = make_server(server_process)
     await provision(server.data_dir, "example.org")
     chance = random.Random(3)
     for label, words in (("spam", SPAM_WORDS), ("ham", HAM_WORDS)):
@@ -115,8 +118,8 @@ async def test_spam_goes_to_junk_with_its_explanation(tmp_path: Path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_users_block_list_refuses_at_rcpt(tmp_path: Path):
-    server = make_server(tmp_path)
+async def test_a_users_block_list_refuses_at_rcpt(server_process: Any):
+    server = make_server(server_process)
     await provision(server.data_dir, "example.org", users=("alice", "carol"))
     blocked = await deferToThread(
         cli, server, "filter", "block", "bob@example.net", "--user", "alice@example.org"
@@ -131,8 +134,8 @@ async def test_a_users_block_list_refuses_at_rcpt(tmp_path: Path):
 
 
 @pytest_twisted.ensureDeferred
-async def test_greylisting_defers_an_unknown_triplet(tmp_path: Path):
-    server = make_server(tmp_path, greylist=True, greylist_delay=300.0)
+async def test_greylisting_defers_an_unknown_triplet(server_process: Any):
+    server = make_server(server_process, greylist=True, greylist_delay=300.0)
     await provision(server.data_dir, "example.org")
     await deferToThread(server.start)
     port = server.ports["smtp.listen"]
