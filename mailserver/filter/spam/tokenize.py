@@ -19,7 +19,10 @@ Design rules:
   mailbox and its collector's relays, not the mail (cross-validation on the corpus put the
   collector's relay names and the count of ``Received`` lines among the top tokens, so
   they are gone). Tokens containing the corpus's host-name stand-in :data:`ARTEFACT` are
-  dropped too. Mailing-list headers (``List-*``, ``Precedence``) stay as header-name
+  dropped too, and so are the host and path of a mailing list's own links (Mailman's
+  ``listinfo`` pages: the corpus's spam sent through ``spamassassin-sightings`` carried its
+  footer, whose words were among the top spam tokens): such a link is one
+  ``url:list-footer`` token. Mailing-list headers (``List-*``, ``Precedence``) stay as header-name
   tokens (``hdr:list-unsubscribe``): real mail has them too.
 - **Words like SpamBayes**: split on white space, strip edge punctuation, lower-case; words
   of 3-20 characters are kept as they are, longer ones become a ``skip:<first
@@ -85,6 +88,9 @@ _URL = re.compile(r"(?i)\b(?:(?:https?|ftp)://|www\.)[^\s\"'<>()]{1,400}")
 _EMAIL = re.compile(r"@([\w-]{1,63}(?:\.[\w-]{1,63}){1,6})")
 _MONEY = re.compile(r"^[$€£]\d|^\d[\d,.]*[$€£]$")
 _NUMBER = re.compile(r"^[\d,.]+$")
+#: A mailing list's own link (Mailman's listinfo page, an archive's list=...): it names the
+#: list the collector subscribed to, not the sender's message (see the module doc).
+_LIST_FOOTER = re.compile(r"/listinfo\b|/mailman/|[?&]list=")
 _IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 _TAG = re.compile(r"<\s*(/?)\s*([a-zA-Z][a-zA-Z0-9]{0,15})([^<>]{0,500})>", re.S)
 _COLOR = re.compile(r"(?i)\bcolor\s*[=:]\s*[\"']?\s*(#?[\w]{1,20})")
@@ -400,6 +406,9 @@ def _urls(text: str, out: list[str]) -> None:
 
 def _url(url: str, out: list[str]) -> None:
     lower = url.lower()
+    if _LIST_FOOTER.search(lower):
+        out.append("url:list-footer")
+        return
     rest = lower.split("://", 1)[1] if "://" in lower else lower
     host, _, path = rest.partition("/")
     if "@" in host:

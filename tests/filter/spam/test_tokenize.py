@@ -115,3 +115,15 @@ def test_comments_scripts_and_unclosed_markup():
     for opener in (b"x<!--", b"<script>", b"<a ", b"<style"):
         tokens = tokenize(b"Content-Type: text/html\n\nbefore " + opener * 100_000)
         assert "before" in tokens and len(tokens) < 100
+
+
+def test_mailing_list_links_are_one_footer_token():
+    """A list's own links (listinfo, archive redirects) name the list, not the message."""
+    tokens = tokenize(
+        b"Subject: hi\n\nbuy now http://example.com/offer/cheap\n"
+        b"https://lists.example.net/lists/listinfo/spamassassin-sightings\n"
+        b"http://archive.example.com/redir.php3?list=webmake-talk\n"
+    )
+    assert tokens.count("url:list-footer") == 2
+    assert "url:path:offer" in tokens and "url:host:example.com" in tokens
+    assert not any("sightings" in t or "webmake" in t or "lists.example" in t for t in tokens)
