@@ -114,3 +114,13 @@ async def test_moving_mail_to_junk_trains_the_users_model(storage, models) -> No
     entries = log.recent(50)
     assert len(entries) == 12 and {e["source"] for e in entries} == {"user"}
     assert entries[0]["message_id"].startswith("<1")
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unreadable_stored_model_scores_nothing_and_says_so(storage) -> None:
+    """A model stored by another program version (or damaged) gives no verdict, not a failed
+    check; the log says to retrain."""
+    storage.db.write_sync(lambda txn: txn.put(ModelStore.TABLE, b"global", b"MSSPAM\x01junk"))
+    check = SpamCheck(reactor, ModelStore(storage.db))
+    mail = message(SPAM_WORDS, 1, "x")
+    assert await check.session(Peer("192.0.2.1")).body(envelope(), (), mail) == ACCEPT

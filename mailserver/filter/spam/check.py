@@ -28,7 +28,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailserver.filter.session import Abstaining
-from mailserver.filter.spam.model import Classification, ModelStore
+from mailserver.filter.spam.model import Classification, ModelError, ModelStore
 from mailserver.interfaces import ICheck
 from mailserver.types import ACCEPT, Address, Envelope, Peer, SpamVerdict, Verdict
 
@@ -105,15 +105,25 @@ class SpamCheck:
         return SpamSession(self, peer)
 
     def classify(self, message: bytes, recipients: Sequence[Address]) -> Classification | None:
-        """Blocking: the classification of ``message`` (None without a global model)."""
-        model = self.models.load()
+        """Blocking: the classification of ``message`` (None without a usable global model)."""
+        try:
+            model = self.models.load()
+        except ModelError as error:  # e.g. a model stored by an older program
+            if not self._untrained_logged:
+                self._untrained_logged = True
+                log.error("the stored spam model cannot be used ({error}); mail is not scored "
+                          "until 'mailserver spam train' runs again", error=error)
+            return None
         if model is None:
             return None
         user = None
         if len(recipients) == 1:
             accounts = self.resolve(str(recipients[0])) if self.resolve else [recipients[0].key]
             if len(accounts) == 1:
-                user = self.models.load(accounts[0])
+                try:
+                    user = self.models.load(accounts[0])
+                except ModelError:
+                    user = None  # the global model alone; the next judgement rebuilds it
         return model.classify(message[: self.max_size], user)
 
     def verdict(self, result: Classification | None) -> Verdict:

@@ -24,7 +24,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from mailserver.filter.feedback import user_verdict
-from mailserver.filter.spam.model import ModelStore, SpamModel
+from mailserver.filter.spam.model import ModelError, ModelStore, SpamModel
 from mailserver.interfaces import IAccount
 
 __all__ = ["OnlineTrainer"]
@@ -118,7 +118,10 @@ class OnlineTrainer:
         pool = self.reactor.getThreadPool()
 
         def learn() -> SpamModel:
-            model = self.models.load(name, private=True) or self._new_model()
+            try:
+                model = self.models.load(name, private=True) or self._new_model()
+            except ModelError:  # stored by another version: start this model afresh
+                model = self._new_model()
             for _message_id, data in messages:
                 model.learn(data, is_spam)
             return model
@@ -128,5 +131,8 @@ class OnlineTrainer:
 
     def _new_model(self) -> SpamModel:
         """A fresh user model with the global model's threshold."""
-        base = self.models.load()
+        try:
+            base = self.models.load()
+        except ModelError:
+            base = None
         return SpamModel(threshold=base.threshold) if base is not None else SpamModel()
