@@ -120,6 +120,39 @@ def _second_factor(error: BaseException) -> bool:
     return bool(getattr(error, "tell_user", False)) and not getattr(error, "temporary", False)
 
 
+async def signed_in(call: Call) -> str:
+    """The account of a sign-in body {username, password, totp?} (the token login and the
+    page's session share it), or the problem to answer: 429 when throttled, 401 with
+    ``totp_required`` when the two-factor code is missing or wrong, else 401."""
+    body = call.json
+    otp = body.get("totp")
+    context = call.context
+    try:
+        user: str = await context.authenticate(
+            body["username"], body["password"], ip=call.client_ip, otp=otp
+        )
+    except UnauthorizedLogin as error:
+        if getattr(error, "temporary", False):
+            raise Problem(
+                429, "Too Many Requests", str(error) or "too many failed log-ins",
+                headers={"Retry-After": str(THROTTLED_RETRY_AFTER)},
+            ) from None
+        if _second_factor(error):
+            raise Problem(
+                401, "Second factor required",
+                "this account uses two-factor authentication: give the code of the "
+                "authenticator app (as 'totp')"
+                if not otp else "the two-factor code is wrong or was used already",
+                totp_required=True,
+            ) from None
+        raise Problem(401, "Unauthorized", "wrong user name or password") from None
+    # A safety belt: the guarded check must be TOTP-aware (see ApiContext.authenticate).
+    if not otp and context.credentials.totp_enabled(user):
+        raise Problem(401, "Second factor required",
+                      "give the code of the authenticator app (as 'totp')", totp_required=True)
+    return user
+
+
 async def _issue_pair(call: Call, user: str, access_ttl: float, refresh_ttl: float) -> Any:
     credentials = call.context.credentials
     access = await credentials.issue_token(user, {ACCESS_SCOPE}, access_ttl, name="api access")
@@ -139,31 +172,7 @@ def make_routes(access_ttl: float = 900.0, refresh_ttl: float = 30 * 86400.0) ->
     """The auth routes with these token lifetimes (seconds)."""
 
     async def login(call: Call) -> Any:
-        body = call.json
-        otp = body.get("totp")
-        context = call.context
-        try:
-            user = await context.authenticate(
-                body["username"], body["password"], ip=call.client_ip, otp=otp
-            )
-        except UnauthorizedLogin as error:
-            if getattr(error, "temporary", False):
-                raise Problem(
-                    429, "Too Many Requests", str(error) or "too many failed log-ins",
-                    headers={"Retry-After": str(THROTTLED_RETRY_AFTER)},
-                ) from None
-            if _second_factor(error):
-                raise Problem(
-                    401, "Second factor required",
-                    "this account uses two-factor authentication: send the code as 'totp'"
-                    if not otp else "the two-factor code is wrong or was used already",
-                    totp_required=True,
-                ) from None
-            raise Problem(401, "Unauthorized", "wrong user name or password") from None
-        # A safety belt: the guarded check must be TOTP-aware (see ApiContext.authenticate).
-        if not otp and context.credentials.totp_enabled(user):
-            raise Problem(401, "Second factor required", "send the code as 'totp'",
-                          totp_required=True)
+        user = await signed_in(call)
         return await _issue_pair(call, user, access_ttl, refresh_ttl)
 
     async def refresh(call: Call) -> Any:

@@ -48,13 +48,12 @@ import html as html_module
 import ipaddress
 from typing import Any
 
-from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.threads import deferToThreadPool
 
 from mailserver.errors import NoSuchMessage
 from mailserver.web.api import render
-from mailserver.web.api.auth_routes import ACCESS_SCOPE, THROTTLED_RETRY_AFTER
+from mailserver.web.api.auth_routes import ACCESS_SCOPE, signed_in
 from mailserver.web.api.compose import account_of, uid_param
 from mailserver.web.api.context import ApiContext
 from mailserver.web.api.routing import Call, Problem, Response, Route
@@ -257,30 +256,8 @@ def make_routes(ttl: float = SESSION_TTL) -> list[Route]:
     """The session routes with sessions lasting ``ttl`` seconds."""
 
     async def sign_in(call: Call) -> Any:
-        body = call.json
-        otp = body.get("totp")
         context = call.context
-        try:
-            user = await context.authenticate(
-                body["username"], body["password"], ip=call.client_ip, otp=otp
-            )
-        except UnauthorizedLogin as error:
-            if getattr(error, "temporary", False):
-                raise Problem(
-                    429, "Too Many Requests", str(error) or "too many failed sign-ins",
-                    headers={"Retry-After": str(THROTTLED_RETRY_AFTER)},
-                ) from None
-            if bool(getattr(error, "tell_user", False)):
-                raise Problem(
-                    401, "Second factor required",
-                    "enter the code of your authenticator app" if not otp
-                    else "the two-factor code is wrong or was used already",
-                    totp_required=True,
-                ) from None
-            raise Problem(401, "Unauthorized", "wrong user name or password") from None
-        if not otp and context.credentials.totp_enabled(user):
-            raise Problem(401, "Second factor required",
-                          "enter the code of your authenticator app", totp_required=True)
+        user = await signed_in(call)
         token = await context.credentials.issue_token(
             user, {ACCESS_SCOPE}, ttl, name="web mail session"
         )
