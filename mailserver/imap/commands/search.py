@@ -58,7 +58,7 @@ from mailserver.message.headers import (
 )
 from mailserver.types import MessageInfo
 
-__all__ = ["search"]
+__all__ = ["Candidate", "Matcher", "all_keys", "search"]
 
 #: Messages read per trip to the thread pool (keys that read bytes), else per store call.
 BATCH = 64
@@ -67,7 +67,10 @@ _ADDRESS_FIELDS = {"FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc"}
 
 
 @dataclass
-class _Candidate:
+class Candidate:
+    """One message as SEARCH sees it: its sequence number, UID, flags, and (read only when a
+    key needs them) its stored facts and bytes. The web API's search reuses it."""
+
     number: int
     uid: int
     flags: frozenset[str]
@@ -76,13 +79,14 @@ class _Candidate:
     data: bytes | None = None
 
 
-def _keys(key: SearchKey) -> list[SearchKey]:
+def all_keys(key: SearchKey) -> list[SearchKey]:
+    """``key`` and every key nested in it (to see what a search needs to read)."""
     if isinstance(key, And):
-        return [key, *(k for sub in key.keys for k in _keys(sub))]
+        return [key, *(k for sub in key.keys for k in all_keys(sub))]
     if isinstance(key, Or):
-        return [key, *_keys(key.left), *_keys(key.right)]
+        return [key, *all_keys(key.left), *all_keys(key.right)]
     if isinstance(key, Not):
-        return [key, *_keys(key.key)]
+        return [key, *all_keys(key.key)]
     return [key]
 
 
@@ -91,7 +95,7 @@ async def search(session: Session, command: Command) -> Result:
     assert isinstance(args, Search)
     view = session.selected
     assert view is not None
-    keys = _keys(args.key)
+    keys = all_keys(args.key)
     saving = args.returns is not None and "SAVE" in args.returns
     if saving:
         view.saved = []  # RFC 5182 §2.1: a failed search saves the empty set
@@ -110,12 +114,12 @@ async def search(session: Session, command: Command) -> Result:
         session.use_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
     current = {info.uid: info for info in view.mailbox.flags()}
     candidates = [
-        _Candidate(number, uid, current[uid].flags, current[uid].modseq)
+        Candidate(number, uid, current[uid].flags, current[uid].modseq)
         for number, uid in enumerate(view.uids, 1)
         if uid in current
     ]
-    matcher = _Matcher(view, time.time())
-    matched: list[_Candidate] = []
+    matcher = Matcher(view, time.time())
+    matched: list[Candidate] = []
     step = BATCH if needs_bytes else GROUP
     for start in range(0, len(candidates), step):
         batch = candidates[start : start + step]
@@ -220,14 +224,17 @@ def _addresses(entries: object) -> str:
     return ", ".join(out)
 
 
-class _Matcher:
+class Matcher:
+    """Evaluates a parsed search key against candidates of one mailbox view (RFC 9051
+    §6.4.4); shared by IMAP SEARCH and the web API's search."""
+
     def __init__(self, view: SelectedMailbox, now: float) -> None:
         self.view = view
         self.now = now
         self.last_uid = view.uids[-1] if view.uids else 0
         self.count = len(view.uids)
 
-    def match(self, key: SearchKey, c: _Candidate) -> bool:
+    def match(self, key: SearchKey, c: Candidate) -> bool:
         if isinstance(key, All):
             return True
         if isinstance(key, And):
@@ -279,14 +286,14 @@ class _Matcher:
         assert isinstance(key, Contains)
         return self._contains(key, c, info)
 
-    def _header(self, key: Header, c: _Candidate) -> bool:
+    def _header(self, key: Header, c: Candidate) -> bool:
         assert c.data is not None
         headers = parse_headers(split_message(c.data)[0])
         values = get_headers(headers, key.name)
         wanted = key.value.casefold()
         return any(wanted in decode_header_value(v).casefold() for v in values)
 
-    def _contains(self, key: Contains, c: _Candidate, info: MessageInfo) -> bool:
+    def _contains(self, key: Contains, c: Candidate, info: MessageInfo) -> bool:
         wanted = key.value.casefold()
         if key.field == "SUBJECT":
             return wanted in str(info.envelope.get("subject") or "").casefold()

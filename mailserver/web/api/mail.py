@@ -40,7 +40,7 @@ from twisted.logger import Logger
 from mailserver.errors import NoSuchFolder, NoSuchMessage
 from mailserver.imap.commands.copy import junk_judgement
 from mailserver.imap.commands.fetch import read_headers, read_messages
-from mailserver.imap.commands.search import _Candidate, _keys, _Matcher
+from mailserver.imap.commands.search import Candidate, Matcher, all_keys
 from mailserver.imap.parse_search import Contains, DateKey, Header, ObjectId, SizeKey, Within
 from mailserver.imap.parse_search import parse_search as _parse_search
 from mailserver.imap.scanner import ParseError, Scanner
@@ -517,7 +517,7 @@ async def search(call: Call) -> dict[str, object]:
     mailbox = account_of(call).folder(folder)
     limit = call.int_arg("limit", 50, 1, MAX_LIMIT)
     key = parse_query(call.arg("q", "") or "")
-    keys = _keys(key)
+    keys = all_keys(key)
     needs_body = any(isinstance(k, Contains) and k.field in ("BODY", "TEXT") for k in keys)
     needs_bytes = needs_body or any(isinstance(k, Header) for k in keys)
     needs_info = needs_bytes or any(
@@ -531,8 +531,8 @@ async def search(call: Call) -> dict[str, object]:
     )  # fmt: skip
     current = list(mailbox.flags())[:MAX_SORTED]
     view = SimpleNamespace(uids=[f.uid for f in current], recent=set(), saved=None)
-    matcher = _Matcher(view, time.time())  # type: ignore[arg-type]
-    candidates = [_Candidate(n, f.uid, f.flags, f.modseq) for n, f in enumerate(current, 1)]
+    matcher = Matcher(view, time.time())  # type: ignore[arg-type]
+    candidates = [Candidate(n, f.uid, f.flags, f.modseq) for n, f in enumerate(current, 1)]
     matched: list[int] = []
     step = 64 if needs_bytes else BATCH
     for start in range(0, len(candidates), step):
