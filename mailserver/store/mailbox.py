@@ -204,6 +204,8 @@ class MaildirMailbox:
             return index.expunged_since(txn, self._record(txn), modseq)
 
     def message(self, uid: int) -> MaildirMessage:
+        if not 0 < uid < 1 << 32:  # RFC 9051 §2.3.1.1: a UID is a 32-bit number above 0
+            raise NoSuchMessage(detail=f"{self.name} uid {uid}")
         with self.store.db.read() as txn:
             found = index.message(txn, self.folder_id, uid)
             if found is None:

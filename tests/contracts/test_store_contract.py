@@ -158,6 +158,12 @@ class StoreContract:
         with pytest.raises(NoSuchMessage):
             inbox.message(second)
 
+    @pytest.mark.parametrize("uid", [0, -1, 1 << 32, 1 << 49])
+    def test_a_uid_outside_32_bits_is_no_such_message(self, inbox, uid):
+        """UIDs are 32-bit numbers above 0 (RFC 9051 §2.3.1.1); anything else is absent."""
+        with pytest.raises(NoSuchMessage):
+            inbox.message(uid)
+
     @pytest_twisted.ensureDeferred
     async def test_recreated_folder_new_uidvalidity(self, account):
         """A folder deleted and created again gets a different UIDVALIDITY (RFC 3501 §2.3.1.1)."""
