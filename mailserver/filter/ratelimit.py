@@ -179,38 +179,32 @@ class RateLimitSession(Abstaining):
                             f"Too many connections from [{shown}], try again later")
 
     def sender(self, envelope: Envelope) -> Verdict:
-        user = self._user(envelope)
-        if user is not None:
-            wait = _over(self._check.user_messages, user)
-            if wait:
-                return self._refuse("RATE_USER_MESSAGES", wait, 450, "4.7.1",
-                                    f"Too many messages from {user}, try again later")
-            return ACCEPT
-        if self._client is None:
-            return ACCEPT
-        key, shown = self._client
-        wait = _over(self._check.messages, key)
-        if wait:
-            return self._refuse("RATE_MESSAGES", wait, 450, "4.7.1",
-                                f"Too many messages from [{shown}], try again later")
-        return ACCEPT
+        check = self._check
+        return self._count(envelope, check.user_messages, check.messages, "MESSAGES")
 
     def recipient(self, envelope: Envelope, address: Any) -> Verdict:
+        check = self._check
+        return self._count(envelope, check.user_recipients, check.recipients, "RECIPIENTS")
+
+    def _count(
+        self, envelope: Envelope, per_user: RateLimiter | None,
+        per_client: RateLimiter | None, what: str,
+    ) -> Verdict:
+        """One MAIL or RCPT counted against the user's limit when authenticated, else the
+        client address's: 450 4.7.1 (rule ``RATE_[USER_]<what>``) when over."""
         user = self._user(envelope)
         if user is not None:
-            wait = _over(self._check.user_recipients, user)
-            if wait:
-                return self._refuse("RATE_USER_RECIPIENTS", wait, 450, "4.7.1",
-                                    f"Too many recipients from {user}, try again later")
+            limiter, key, shown, rule = per_user, user, user, f"RATE_USER_{what}"
+        elif self._client is not None:
+            (key, address), limiter, rule = self._client, per_client, f"RATE_{what}"
+            shown = f"[{address}]"
+        else:
             return ACCEPT
-        if self._client is None:
+        wait = _over(limiter, key)
+        if not wait:
             return ACCEPT
-        key, shown = self._client
-        wait = _over(self._check.recipients, key)
-        if wait:
-            return self._refuse("RATE_RECIPIENTS", wait, 450, "4.7.1",
-                                f"Too many recipients from [{shown}], try again later")
-        return ACCEPT
+        return self._refuse(rule, wait, 450, "4.7.1",
+                            f"Too many {what.lower()} from {shown}, try again later")
 
     def _user(self, envelope: Envelope) -> str | None:
         user = envelope.authenticated_as or self._peer.authenticated_as

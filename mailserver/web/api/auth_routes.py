@@ -50,7 +50,8 @@ _TOKEN_PAIR = {
     },
     "required": ["access_token", "token_type", "expires_in", "refresh_token"],
 }
-_LOGIN = {
+#: The body :func:`signed_in` reads (the token login and the page's session).
+SIGN_IN_BODY = {
     "type": "object",
     "properties": {"username": _STRING, "password": _STRING, "totp": _STRING},
     "required": ["username", "password"],
@@ -198,7 +199,7 @@ def make_routes(access_ttl: float = 900.0, refresh_ttl: float = 30 * 86400.0) ->
 
     return [
         Route("POST", "/auth/login", login, "Log in: a bearer token and a refresh token",
-              auth=False, body=_LOGIN, response=_TOKEN_PAIR, tag="auth", errors=(401,)),
+              auth=False, body=SIGN_IN_BODY, response=_TOKEN_PAIR, tag="auth", errors=(401,)),
         Route("POST", "/auth/refresh", refresh,
               "A new token pair for a refresh token (which is used up)",
               auth=False, body=_REFRESH, response=_TOKEN_PAIR, tag="auth", errors=(401,)),

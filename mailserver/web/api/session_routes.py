@@ -53,7 +53,7 @@ from twisted.internet.threads import deferToThreadPool
 
 from mailserver.errors import NoSuchMessage
 from mailserver.web.api import render
-from mailserver.web.api.auth_routes import ACCESS_SCOPE, signed_in
+from mailserver.web.api.auth_routes import ACCESS_SCOPE, SIGN_IN_BODY, signed_in
 from mailserver.web.api.compose import account_of, uid_param
 from mailserver.web.api.context import ApiContext
 from mailserver.web.api.routing import Call, Problem, Response, Route
@@ -81,13 +81,6 @@ _SAFE = frozenset({"GET", "HEAD", "OPTIONS"})
 _CSRF_LABEL = b"mailserver web page csrf\0"
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 
-_STRING = {"type": "string", "minLength": 1, "maxLength": 1024}
-_SIGN_IN = {
-    "type": "object",
-    "properties": {"username": _STRING, "password": _STRING, "totp": _STRING},
-    "required": ["username", "password"],
-    "additionalProperties": False,
-}
 _SESSION = {
     "type": "object",
     "properties": {
@@ -282,7 +275,7 @@ def make_routes(ttl: float = SESSION_TTL) -> list[Route]:
     return [
         Route("POST", "/auth/session", sign_in,
               "Sign the web page in: a session cookie and its CSRF token",
-              auth=False, body=_SIGN_IN, response=_SESSION, tag="auth", errors=(401,)),
+              auth=False, body=SIGN_IN_BODY, response=_SESSION, tag="auth", errors=(401,)),
         Route("GET", "/auth/session", current,
               "The web page's session: its user and CSRF token", auth=False,
               response=_SESSION, tag="auth", errors=(401,)),
