@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from zope.interface import Interface
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from mailserver.types import Role
 
 
 class IUserDirectory(Interface):
@@ -26,14 +33,14 @@ class IUserDirectory(Interface):
     def has_domain(name: str) -> bool:
         """True when mail for ``name`` is accepted here."""
 
-    def add_user(address: str, password: str, roles: object = None) -> object:
+    def add_user(address: str, password: str, roles: Iterable[Role] | None = None) -> object:
         """Create a user in a served domain with a bcrypt hash of ``password``. Deferred[User];
         NoSuchDomain, AlreadyExists or InvalidName on failure."""
 
     def set_password(address: str, password: str) -> object:
         """Replace the user's password hash. Deferred; NoSuchUser."""
 
-    def set_roles(address: str, roles: object, admin_domains: object = ()) -> object:
+    def set_roles(address: str, roles: Iterable[Role], admin_domains: Iterable[str] = ()) -> object:
         """Replace the user's roles (and, for a domain admin, the served domains they
         administer). Deferred[User]; NoSuchUser, NoSuchDomain or InvalidName."""
 
@@ -41,7 +48,7 @@ class IUserDirectory(Interface):
         """Set the user's own quota in bytes (RFC 9208 STORAGE): a positive limit, 0 for the
         configured default, a negative number for none. Deferred[User]; NoSuchUser."""
 
-    def set_pop3_leave_on_server(address: str, leave: object) -> object:
+    def set_pop3_leave_on_server(address: str, leave: bool | None) -> object:
         """Set the user's POP3 "leave mail on the server" choice: True keeps what a POP3
         client deletes, False deletes it, None follows the [pop3] default. Deferred[User];
         NoSuchUser."""
@@ -59,7 +66,7 @@ class IUserDirectory(Interface):
         """Deferred[bool]: whether ``password`` matches. Takes about as long for an unknown
         user as for a wrong password, so replies do not reveal who exists."""
 
-    def add_alias(source: str, targets: object) -> object:
+    def add_alias(source: str, targets: Iterable[str]) -> object:
         """Forward ``source`` (``local@domain`` or catch-all ``@domain``) to ``targets``.
         Deferred[Alias]; the source domain must be served."""
 

@@ -6,15 +6,20 @@ and pipelines nest: a target may wrap another target.
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from mailserver.types import Address, Envelope, SpamVerdict, SpecialUse
 
 
 class IDeliveryTarget(Interface):
     """Something that accepts messages: the final store, the spool, or a filter in front."""
 
-    def start(envelope: object) -> IDelivery:  # type: ignore[misc]
+    def start(envelope: Envelope) -> IDelivery:  # type: ignore[misc]
         """Begin one transaction for ``envelope`` (a :class:`mailserver.types.Envelope`).
 
         Must not block and must not commit anything: nothing is visible until
@@ -33,7 +38,7 @@ class IDelivery(Interface):
 
     envelope = Attribute("The Envelope given to start().")
 
-    def add_recipient(address: object, params: object = None) -> object:
+    def add_recipient(address: Address, params: Mapping[str, str] | None = None) -> object:
         """Accept or refuse one recipient (a :class:`mailserver.types.Address`).
 
         ``params`` maps validated RCPT parameters (RFC 3461 ``NOTIFY``, ``ORCPT``) to their
@@ -68,7 +73,7 @@ class IFolderChoice(Interface):
     """A delivery that can file the message somewhere other than each recipient's INBOX
     (a filter quarantining a message uses it; the final store provides it)."""
 
-    def file_into(special_use: object) -> None:
+    def file_into(special_use: SpecialUse) -> None:
         """Deliver to each recipient's folder with this special use (a
         :class:`mailserver.types.SpecialUse`, e.g. ``SpecialUse.JUNK``) instead of INBOX;
         a recipient without such a folder gets it in INBOX. Call before ``body``."""
@@ -78,6 +83,6 @@ class IClassified(Interface):
     """A delivery that keeps the filter's spam verdict with the stored message (the final
     store provides it; IMAP and the API show it, and the trainers read it)."""
 
-    def classified(verdict: object) -> None:
+    def classified(verdict: SpamVerdict) -> None:
         """Store ``verdict`` (a :class:`mailserver.types.SpamVerdict`) with the message for
         every recipient. Call before ``body``."""

@@ -15,7 +15,12 @@ from it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from mailserver.types import Address, Envelope, Peer
 
 __all__ = ["ICheck", "ICheckSession", "IFilterSession", "IJunkFeedback", "ISessionFilter"]
 
@@ -28,7 +33,7 @@ class ICheck(Interface):
         "True when an allow-listed (trusted) sender skips this check; a virus scan says False."
     )
 
-    def session(peer: object) -> ICheckSession:  # type: ignore[misc]
+    def session(peer: Peer) -> ICheckSession:  # type: ignore[misc]
         """A new session for one SMTP connection from ``peer`` (a
         :class:`mailserver.types.Peer`). Must not block."""
 
@@ -45,10 +50,10 @@ class ICheckSession(Interface):
     def helo(name: str) -> object:
         """The client said HELO/EHLO ``name``. REJECT/TEMPFAIL are given to every RCPT."""
 
-    def sender(envelope: object) -> object:
+    def sender(envelope: Envelope) -> object:
         """MAIL FROM (a :class:`mailserver.types.Envelope`). Verdicts are given at RCPT."""
 
-    def recipient(envelope: object, address: object) -> object:
+    def recipient(envelope: Envelope, address: Address) -> object:
         """RCPT TO ``address`` (a :class:`mailserver.types.Address`). REJECT or TEMPFAIL
         refuses this recipient only."""
 
@@ -68,7 +73,7 @@ class IFilterSession(Interface):
     def helo(name: str) -> None:
         """The client greeted as ``name``; checks run in the background."""
 
-    def start(envelope: object) -> object:
+    def start(envelope: Envelope) -> object:
         """As :meth:`IDeliveryTarget.start`: an IDelivery whose recipients and body go
         through the checks first."""
 
@@ -76,7 +81,7 @@ class IFilterSession(Interface):
 class ISessionFilter(Interface):
     """A delivery target (an SMTP avatar) that filters: it opens a session per connection."""
 
-    def open(peer: object) -> IFilterSession:  # type: ignore[misc]
+    def open(peer: Peer) -> IFilterSession:  # type: ignore[misc]
         """A filter session for one SMTP connection from ``peer`` (a Peer)."""
 
 

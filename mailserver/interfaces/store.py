@@ -9,9 +9,14 @@ and must be cheap (index look-ups, never a scan of every message file).
 
 from __future__ import annotations
 
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+    from mailserver.types import FlagMode, SpamVerdict, SpecialUse
 
 
 class IMailStore(Interface):
@@ -45,7 +50,7 @@ class IAccount(Interface):
     def folder(name: str) -> IMailbox:  # type: ignore[misc]
         """The folder called ``name`` (``INBOX`` is case-insensitive); NoSuchFolder if none."""
 
-    def create_folder(name: str, special_use: object = None) -> object:
+    def create_folder(name: str, special_use: SpecialUse | None = None) -> object:
         """Create a folder (parents are created as needed). Deferred[FolderInfo]; fails with
         FolderExists or InvalidName. A new folder gets a fresh UIDVALIDITY."""
 
@@ -83,7 +88,7 @@ class IAccount(Interface):
         limit (append, copy, delivery) fail with QuotaExceeded (MailboxFull when the message
         could fit once space is freed), and change nothing; a move never does."""
 
-    def watch(name: str, callback: object) -> object:
+    def watch(name: str, callback: Callable[[], None]) -> Callable[[], None]:
         """Call ``callback()`` (on a later reactor turn) after folder ``name`` changed
         through this process (deliveries, APPEND, COPY/MOVE into it, flag changes,
         expunges, its DELETE or RENAME); returns the function that stops watching. A hint
@@ -121,7 +126,7 @@ class IMailbox(Interface):
     def message(uid: int) -> IMessage:  # type: ignore[misc]
         """The message with ``uid``; NoSuchMessage if it is not (or no longer) here."""
 
-    def messages(uids: object, meta: bool | str = True) -> object:
+    def messages(uids: Iterable[int], meta: bool | str = True) -> object:
         """Batch look-up for FETCH and SEARCH: an iterator of the IMessage of each UID of
         ``uids`` (an ascending iterable) that is present, in that order; absent ones are
         skipped. Reads a chunk of messages per index read transaction, never one per message.
@@ -133,31 +138,33 @@ class IMailbox(Interface):
         read (SEARCH SUBJECT/FROM, FETCH ENVELOPE). Ask for ``meta`` only when ENVELOPE,
         BODYSTRUCTURE or the like is wanted: decoding it is most of a look-up's cost."""
 
-    def append(source: BinaryIO, flags: object = (), internaldate: float | None = None) -> object:
+    def append(
+        source: BinaryIO, flags: Iterable[str] = (), internaldate: float | None = None
+    ) -> object:
         """Store a message read from ``source``. Deferred[int]: the new UID, fired only after
         the message is durable."""
 
-    def store_flags(uids: object, flags: object, mode: object) -> object:
+    def store_flags(uids: Iterable[int], flags: Iterable[str], mode: FlagMode) -> object:
         """Change flags of the messages ``uids`` (an iterable of UIDs; absent ones are ignored)
         with a FlagMode. Deferred[list[FlagInfo]] with the new state of each changed message."""
 
     def conditional_store(
-        uids: object, flags: object, mode: object, unchangedsince: int
+        uids: Iterable[int], flags: Iterable[str], mode: FlagMode, unchangedsince: int
     ) -> object:
         """:meth:`store_flags`, but a message whose modseq is greater than
         ``unchangedsince`` is left alone, decided atomically with the change (RFC 7162
         §3.1.3 UNCHANGEDSINCE). Deferred[(list of FlagInfo of the changed messages, list of
         the UIDs left alone, ascending)]."""
 
-    def expunge(uids: object = None) -> object:
+    def expunge(uids: Iterable[int] | None = None) -> object:
         """Remove the given messages (default: every message flagged \\Deleted). Deferred[list
         of expunged UIDs, ascending]."""
 
-    def copy(uids: object, destination: str) -> object:
+    def copy(uids: Iterable[int], destination: str) -> object:
         """Add the messages to folder ``destination`` without copying their bytes (the copies
         share an object_id: labels). Deferred[list of (source uid, new uid)]."""
 
-    def move(uids: object, destination: str) -> object:
+    def move(uids: Iterable[int], destination: str) -> object:
         """Copy then expunge, atomically. Deferred[list of (source uid, new uid)]."""
 
 
@@ -169,5 +176,5 @@ class IMessage(Interface):
     def open() -> BinaryIO:  # type: ignore[misc]
         """A binary file with the message's bytes, exactly as delivered. The caller closes it."""
 
-    def set_spam_verdict(verdict: object) -> object:
+    def set_spam_verdict(verdict: SpamVerdict) -> object:
         """Record a SpamVerdict for this message (shared by every label). Deferred."""
