@@ -9,7 +9,7 @@ from zope.interface import Interface
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from mailserver.types import Role
+    from mailserver.types import Alias, Domain, Role, User
 
 
 class IUserDirectory(Interface):
@@ -27,7 +27,7 @@ class IUserDirectory(Interface):
         """Stop serving ``name``. Deferred; refused (MailError) while users or aliases
         remain in it; NoSuchDomain if unknown."""
 
-    def domains() -> list:  # type: ignore[type-arg]
+    def domains() -> list[Domain]:
         """Every Domain, sorted by name."""
 
     def has_domain(name: str) -> bool:
@@ -56,10 +56,10 @@ class IUserDirectory(Interface):
     def remove_user(address: str) -> object:
         """Delete the user. Deferred; NoSuchUser."""
 
-    def get_user(address: str) -> object:
+    def get_user(address: str) -> User | None:
         """The User, or None."""
 
-    def users(domain: str | None = None) -> list:  # type: ignore[type-arg]
+    def users(domain: str | None = None) -> list[User]:
         """Every User (of ``domain`` when given), sorted by address."""
 
     def check_password(address: str, password: str) -> object:
@@ -73,10 +73,10 @@ class IUserDirectory(Interface):
     def remove_alias(source: str) -> object:
         """Delete an alias. Deferred; MailError if unknown."""
 
-    def aliases(domain: str | None = None) -> list:  # type: ignore[type-arg]
+    def aliases(domain: str | None = None) -> list[Alias]:
         """Every Alias (of ``domain`` when given), sorted by source."""
 
-    def resolve(address: str) -> list:  # type: ignore[type-arg]
+    def resolve(address: str) -> list[str]:
         """The local accounts that mail to ``address`` reaches: a user itself, ``user+tag``
         subaddresses, aliases (expanded recursively, loops cut, remote targets kept as given),
         then a catch-all. An empty list means nobody here."""

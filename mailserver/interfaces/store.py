@@ -14,9 +14,16 @@ from typing import TYPE_CHECKING, BinaryIO
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable, Iterable, Iterator
 
-    from mailserver.types import FlagMode, SpamVerdict, SpecialUse
+    from mailserver.types import (
+        FlagInfo,
+        FlagMode,
+        FolderInfo,
+        QuotaUsage,
+        SpamVerdict,
+        SpecialUse,
+    )
 
 
 class IMailStore(Interface):
@@ -44,7 +51,7 @@ class IAccount(Interface):
 
     address = Attribute("The account's address (str).")
 
-    def list_folders() -> list:  # type: ignore[type-arg]
+    def list_folders() -> list[FolderInfo]:
         """Every folder as a FolderInfo, sorted by name, INBOX first."""
 
     def folder(name: str) -> IMailbox:  # type: ignore[misc]
@@ -75,14 +82,14 @@ class IAccount(Interface):
         """Remove ``name`` from the subscriptions; succeeds when it was not subscribed (RFC
         9051 §6.3.8). Deferred."""
 
-    def subscriptions() -> list:  # type: ignore[type-arg]
+    def subscriptions() -> list[str]:
         """Every subscribed name (normalised as folder names are), INBOX first, then by
         name; names without a folder included. FolderInfo.subscribed agrees with it."""
 
-    def labels(object_id: str) -> list:  # type: ignore[type-arg]
+    def labels(object_id: str) -> list[tuple[str, int]]:
         """Every (folder name, uid) holding the message ``object_id``: its labels."""
 
-    def quota() -> object:
+    def quota() -> QuotaUsage:
         """The account's QuotaUsage (RFC 9208 STORAGE in bytes and MESSAGE), read from
         counters, never by scanning messages. Writes that would take the account over a
         limit (append, copy, delivery) fail with QuotaExceeded (MailboxFull when the message
@@ -100,21 +107,21 @@ class IMailbox(Interface):
 
     name = Attribute("The folder's name (str).")
 
-    def info() -> object:
+    def info() -> FolderInfo:
         """The folder's current FolderInfo (counts, UIDVALIDITY, UIDNEXT, HIGHESTMODSEQ)."""
 
-    def uids(first: int = 1, last: int | None = None) -> object:
+    def uids(first: int = 1, last: int | None = None) -> Iterator[int]:
         """Iterator of the UIDs present in ``first..last`` (inclusive; ``None`` = no upper
         bound), ascending."""
 
-    def flags(first: int = 1, last: int | None = None) -> object:
+    def flags(first: int = 1, last: int | None = None) -> Iterator[FlagInfo]:
         """Iterator of FlagInfo for the messages in ``first..last``, ascending by UID."""
 
-    def changed_since(modseq: int) -> object:
+    def changed_since(modseq: int) -> Iterator[FlagInfo]:
         """Iterator of FlagInfo for messages whose modseq is greater than ``modseq``,
         ascending by modseq (CONDSTORE/QRESYNC)."""
 
-    def expunged_since(modseq: int) -> object:
+    def expunged_since(modseq: int) -> list[int] | None:
         """The UIDs, ascending, of messages removed (expunged, moved away) at a modseq
         greater than ``modseq``: a list, or None when the provider no longer knows (it keeps
         a bounded number of expunge records; below the oldest one it kept, the answer is
@@ -126,7 +133,7 @@ class IMailbox(Interface):
     def message(uid: int) -> IMessage:  # type: ignore[misc]
         """The message with ``uid``; NoSuchMessage if it is not (or no longer) here."""
 
-    def messages(uids: Iterable[int], meta: bool | str = True) -> object:
+    def messages(uids: Iterable[int], meta: bool | str = True) -> Iterator[IMessage]:
         """Batch look-up for FETCH and SEARCH: an iterator of the IMessage of each UID of
         ``uids`` (an ascending iterable) that is present, in that order; absent ones are
         skipped. Reads a chunk of messages per index read transaction, never one per message.
