@@ -425,8 +425,12 @@ def _defined_names(body: Iterable[ast.stmt]) -> set[str]:
     return names
 
 
-def render_markdown(matrix: Matrix) -> str:
-    """Return the matrix as Markdown: counts per RFC and status, then every row per RFC."""
+def render_markdown(matrix: Matrix, link_base: str = "") -> str:
+    """Return the matrix as Markdown: counts per RFC and status, then every row per RFC.
+
+    Each cited test or dialog links to its file: `link_base` + the checkout-relative path
+    (the default "" suits a report at the top of the checkout).
+    """
     rfcs = sorted({row.rfc for row in matrix.rows}, key=_rfc_key)
     lines = ["# RFC conformance matrix", ""]
     lines.append("| RFC | " + " | ".join(STATUSES) + " | total |")
@@ -445,13 +449,18 @@ def render_markdown(matrix: Matrix) -> str:
         lines.append("|---|---|---|---|---|---|")
         for row in (row for row in matrix.rows if row.rfc == rfc):
             status = f"deviation: {row.reason}" if row.status == "deviation" else row.status
-            tests = "<br>".join(f"`{ref}`" for ref in row.tests)
+            tests = "<br>".join(f"[`{ref}`]({link_base}{_ref_file(ref)})" for ref in row.tests)
             cells = [row.id, row.section, row.level, status, row.summary, tests]
             lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
     if matrix.problems:
         lines += ["", "## Problems", ""]
         lines += [f"- {_cell(str(problem))}" for problem in matrix.problems]
     return "\n".join(lines) + "\n"
+
+
+def _ref_file(ref: str) -> str:
+    """The checkout-relative file of a test reference (a node id's file, or the dialog)."""
+    return ref.split("::", 1)[0] if "::" in ref else f"rfc-conformance/{ref}"
 
 
 def _rfc_key(rfc: str) -> tuple[int, str]:
