@@ -1,4 +1,5 @@
-"""Public in-memory providers of the project's interfaces, for embedders' tests and ours.
+"""In-memory providers of the project's interfaces, for embedders' tests and ours (import
+them from :mod:`mailserver.testing`; this module's path is private).
 
 They work for real and pass the same contract tests (``tests/contracts/``) as the embedded
 maildir + LMDB providers: :class:`MemoryStore` (IMailStore), :class:`MemoryDirectory`

@@ -1,0 +1,1 @@
+"""Tests of mailserver.testing: the public test support."""
