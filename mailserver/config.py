@@ -218,6 +218,13 @@ class StoreConfig:
         "0 = unlimited.",
         _between(0, 1 << 40),
     )
+    min_free_mb: int = _key(
+        100,
+        "Free space in MiB kept on the data directory's disk: below it new mail is refused "
+        "with 452 4.3.1 (IMAP APPEND: NO [UNAVAILABLE]) until space returns; 0 = no reserve. "
+        "SIGHUP reloads it.",
+        _between(0, 1 << 30),
+    )
 
 
 @dataclass(frozen=True)
@@ -258,12 +265,22 @@ class SMTPConfig:
     max_connections: int = _key(200, "Concurrent SMTP sessions in all.", _positive)
     max_connections_per_ip: int = _key(20, "Concurrent SMTP sessions per client IP.", _positive)
     command_timeout: float = _key(
-        300.0, "Seconds to wait for a command (RFC 5321 §4.5.3.2.7: at least 300).", _positive
+        300.0,
+        "Seconds a client has to send each whole command line (RFC 5321 §4.5.3.2.7: at least "
+        "300); bytes of an unfinished line do not extend it.",
+        _positive,
     )
     data_timeout: float = _key(
         180.0,
         "Seconds to wait for the next block of message data (RFC 5321 §4.5.3.2.5).",
         _positive,
+    )
+    min_data_rate: int = _key(
+        500,
+        "Slow-sender defence: a message (DATA or all BDAT chunks) must arrive within "
+        "data_timeout plus one second per this many bytes, or 421 4.4.2 (as Postfix "
+        "smtpd_min_data_rate); 0 = only data_timeout between blocks.",
+        _not_negative,
     )
     helo_check: str = _key(
         "syntax",

@@ -1,7 +1,9 @@
 """Durable file writes: the one place that owns temp file, fsync, rename, fsync directory.
 
 Maildir delivery and (later) the spool both use it (DESIGN decision 5). Every function here
-blocks: call it from a worker thread, never from the reactor thread.
+blocks: call it from a worker thread, never from the reactor thread. A write that fails for
+lack of space (ENOSPC, EDQUOT) leaves nothing behind and raises
+:class:`mailserver.diskspace.InsufficientStorage` (452 4.3.1: the peer tries again later).
 """
 
 from __future__ import annotations
@@ -9,6 +11,8 @@ from __future__ import annotations
 import os
 import shutil
 from typing import BinaryIO
+
+from mailserver.diskspace import InsufficientStorage, out_of_space
 
 #: Copy in chunks of this size, so a large message never sits whole in memory.
 CHUNK = 1 << 16
@@ -33,8 +37,9 @@ def write_new(
 ) -> int:
     """Create ``path`` (which must not exist) with ``prefix`` followed by ``source``'s bytes,
     fsync it, and return the number of bytes written. On any failure the partial file is
-    removed and the error re-raised. The directory entry is NOT yet durable: rename it into
-    place and call :func:`fsync_directory` (or use :func:`publish`)."""
+    removed and the error re-raised (ENOSPC/EDQUOT as InsufficientStorage). The directory
+    entry is NOT yet durable: rename it into place and call :func:`fsync_directory` (or use
+    :func:`publish`)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb", closefd=True) as out:
@@ -47,11 +52,13 @@ def write_new(
             size = out.tell()
             if fsync:
                 os.fsync(out.fileno())
-    except BaseException:
+    except BaseException as error:
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
+        if out_of_space(error):
+            raise InsufficientStorage(detail=f"writing {path}: {error}") from error
         raise
     return size
 

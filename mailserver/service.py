@@ -41,6 +41,7 @@ from mailserver.auth.submission import SubmissionTarget
 from mailserver.auth.throttle import Throttle, policy_from_config
 from mailserver.config import Config
 from mailserver.db import Database
+from mailserver.diskspace import FreeSpace, ReserveTarget
 from mailserver.dns import Resolver
 from mailserver.errors import ConfigError
 from mailserver.filter.feedback import VerdictFeedback
@@ -58,6 +59,7 @@ from mailserver.msgauth.report_target import ReportRecordingTarget
 from mailserver.msgauth.signing import DKIMSigningTarget
 from mailserver.msgauth.spf import SPFChecker
 from mailserver.pop3.factory import MaildropLocks, POP3Factory, POP3Policy
+from mailserver.reload import reload_config
 from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
 from mailserver.spool.mtasts import MTASTS
 from mailserver.spool.queue import LmdbSpool
@@ -191,15 +193,22 @@ class MailService(MultiService):
         self.state = "failed"
         log.failure("store recovery failed; /healthz reports 'failed'", failure)
 
-    # --- SIGHUP: reload TLS certificates --------------------------------------------------
+    # --- SIGHUP: reload TLS certificates and the config ----------------------------------
 
     def _install_sighup(self) -> None:
-        """SIGHUP reloads the certificates (main thread only; restored on stop)."""
+        """SIGHUP reloads the certificates and the config (main thread only; restored on
+        stop)."""
         if threading.current_thread() is not threading.main_thread():
             return
         self._previous_sighup = signal.signal(
-            signal.SIGHUP, lambda _signum, _frame: self.reactor.callFromThread(self.reload_tls)
+            signal.SIGHUP, lambda _signum, _frame: self.reactor.callFromThread(self.reload)
         )
+
+    def reload(self) -> None:
+        """SIGHUP: the certificates, then the reloadable part of the config file
+        (:mod:`mailserver.reload`); open sessions are kept."""
+        self.reload_tls()
+        reload_config(self)
 
     def reload_tls(self) -> bool:
         """Read every certificate again; on failure keep the old ones. True when reloaded."""
@@ -356,6 +365,7 @@ def open_storage(config: Config, reactor: Any) -> tuple[Database, LmdbDirectory,
         reactor=reactor,
         fsync=config.store.fsync,
         quota_rules=quota_rules,
+        free_space=FreeSpace(data_dir, config.store.min_free_mb * 1024 * 1024),
     )
     return db, directory, store
 
@@ -389,7 +399,7 @@ def build(config: Config, reactor: Any) -> MailService:
     scheduler = _scheduler(config, spool, reactor)
     router = Router(local, spool, directory, queued=scheduler.poke)
     scheduler.bounces = router
-    submit = submission_targets(config, root, router, reactor)
+    submit = submission_targets(config, root, _reserved(root, router), reactor)
     site.resource.putChild(b"api", api_root(config, root, submit, reactor))
     site.resource.putChild(b"mail", WebmailResource())  # the web mail page, /mail/
     scheduler.setServiceParent(root)
@@ -402,7 +412,7 @@ def build(config: Config, reactor: Any) -> MailService:
         submission.listen,
         submission.tls_listen,
         lambda implicit_tls: _submission_factory(
-            config, root, router, reactor, implicit_tls=implicit_tls
+            config, root, _reserved(root, router), reactor, implicit_tls=implicit_tls
         ),
     )
     _imap_listeners(config, root, reactor)
@@ -592,6 +602,7 @@ def _policy_fields(config: Config) -> dict[str, Any]:
         "max_line_length": smtp.max_line_length,
         "command_timeout": smtp.command_timeout,
         "data_timeout": smtp.data_timeout,
+        "min_data_rate": smtp.min_data_rate,
         "max_connections": smtp.max_connections,
         "max_connections_per_ip": smtp.max_connections_per_ip,
         "helo_check": smtp.helo_check,
@@ -604,7 +615,7 @@ def _policy_fields(config: Config) -> dict[str, Any]:
 def _mx_factory(config: Config, service: MailService, reactor: Any) -> SMTPFactory:
     """The port-25 SMTP factory: anonymous sessions that may deliver only to local users."""
     postmaster = f"postmaster@{config.server.hostname}"
-    target: Any = LocalDeliveryTarget(service.store, service.directory)
+    target: Any = _reserved(service, LocalDeliveryTarget(service.store, service.directory))
     if config.msgauth.enabled:
         target = _inbound_authentication(config, target, reactor)
     if config.msgauth.report_address:  # DMARC aggregate reports (RFC 7489 §7.2) to the index
@@ -623,6 +634,14 @@ def _mx_factory(config: Config, service: MailService, reactor: Any) -> SMTPFacto
 
     portal = Portal(MailRealm(avatar), [AllowAnonymousAccess()])
     return SMTPFactory(portal, SMTPPolicy(**_policy_fields(config)), service.tls, reactor=reactor)
+
+
+def _reserved(service: MailService, target: Any) -> ReserveTarget:
+    """``target`` behind the store's free-space reserve ([store] min_free_mb): a message
+    body is refused with 452 4.3.1 while the disk is too full (mailserver.diskspace)."""
+    space = service.store.free_space
+    assert space is not None
+    return ReserveTarget(target, space, service.reactor)
 
 
 def _inbound_authentication(config: Config, target: Any, reactor: Any) -> AuthenticatingTarget:

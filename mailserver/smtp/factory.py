@@ -31,6 +31,10 @@ class SMTPPolicy:
     command_timeout: float = 300.0
     #: RFC 5321 §4.5.3.2.5: 3 minutes between data blocks.
     data_timeout: float = 180.0
+    #: Slow-sender defence: a message's content (DATA, or every BDAT chunk of it) must
+    #: arrive within ``data_timeout`` plus one second per ``min_data_rate`` bytes; 0 = no
+    #: overall limit (only ``data_timeout`` between blocks).
+    min_data_rate: int = 0
     max_connections: int = 200
     max_connections_per_ip: int = 20
     #: RFC 5321 §6.3: refuse a message with more Received fields than this (at least 100).

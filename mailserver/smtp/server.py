@@ -43,6 +43,7 @@ from mailserver.smtp.grammar import (
     parse_mail,
     parse_rcpt,
 )
+from mailserver.smtp.limits import SessionLimits
 from mailserver.smtp.sasl import (
     ALL_MECHANISMS,
     Cancelled,
@@ -75,7 +76,7 @@ log = Logger(namespace="mailserver.smtp")
 PAUSE_AT = 1 << 18
 
 
-class ESMTPServer(MessageContent, Protocol):
+class ESMTPServer(SessionLimits, MessageContent, Protocol):
     """One SMTP session. Created by :class:`mailserver.smtp.factory.SMTPFactory`."""
 
     def __init__(self, factory: SMTPFactory) -> None:
@@ -104,6 +105,8 @@ class ESMTPServer(MessageContent, Protocol):
         self._reader_done: Callable[[Any], Reply | Deferred[Reply]] | None = None
         self._timeout: Any = None
         self._counted = False
+        #: The slow-sender budget (limits.py): (transaction, first content byte, bytes).
+        self._budget: tuple[Transaction | None, float, int] | None = None
 
     # -- connection life cycle ---------------------------------------------------------
 
@@ -173,12 +176,7 @@ class ESMTPServer(MessageContent, Protocol):
             self.factory.release(self.peer)
         self._abort_transaction()
 
-    # -- timeouts (RFC 5321 §4.5.3.2) ---------------------------------------------------
-
-    def _reset_timeout(self) -> None:
-        self._cancel_timeout()
-        seconds = self.policy.data_timeout if self._reader else self.policy.command_timeout
-        self._timeout = self.factory.reactor.callLater(seconds, self._timed_out)
+    # -- timeouts (RFC 5321 §4.5.3.2; _reset_timeout and the slow-sender budget: limits.py)
 
     def _cancel_timeout(self) -> None:
         if self._timeout is not None and self._timeout.active():
@@ -194,7 +192,8 @@ class ESMTPServer(MessageContent, Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
-        self._reset_timeout()
+        if self._reader is not None:  # message content: each block restarts the timer
+            self._reset_timeout()
         self._buffer += data
         self._process()
         if self._busy and len(self._buffer) > PAUSE_AT and not self._paused:
@@ -231,6 +230,7 @@ class ESMTPServer(MessageContent, Protocol):
                 self._buffer = b""
             return None
         raw, self._buffer = self._buffer[:end], self._buffer[end + 1 :]
+        self._reset_timeout()  # a whole line: the client gets a new command_timeout
         if not raw.endswith(b"\r"):
             if self.policy.bare_newline == "reject":
                 self._reply(

@@ -289,8 +289,11 @@ class MaildirMailbox:
         return uid
 
     def _write(self, source: BinaryIO) -> tuple[str, int, index.Record]:
-        """In a worker thread: read, parse and durably write one message into ``new/``."""
+        """In a worker thread: read, parse and durably write one message into ``new/``
+        (refused with InsufficientStorage below the store's free-space reserve)."""
         data = source.read()
+        if self.store.free_space is not None:
+            self.store.free_space.check(len(data))
         meta = message_meta(data)
         return deliver_file(self.path, data, self.store.fsync), len(data), meta
 

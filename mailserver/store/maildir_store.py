@@ -27,6 +27,7 @@ from zope.interface import implementer
 
 from mailserver import durable
 from mailserver.db import Database, Txn
+from mailserver.diskspace import FreeSpace
 from mailserver.errors import AlreadyExists, FolderExists, InvalidName, NoSuchFolder, NoSuchUser
 from mailserver.interfaces import IAccount, IMailStore
 from mailserver.store import index, maildir, quota
@@ -50,10 +51,13 @@ class MaildirStore:
         reactor: Any,
         fsync: bool = True,
         quota_rules: quota.QuotaRules | None = None,
+        free_space: FreeSpace | None = None,
     ) -> None:
         self.db = db
         self.root = root
         self.fsync = fsync
+        #: The free-space reserve APPEND checks (:mod:`mailserver.diskspace`); None = none.
+        self.free_space = free_space
         #: Each account's limits (RFC 9208); the default is no limit.
         self.quota_rules = quota_rules or quota.QuotaRules()
         self._reactor = reactor
