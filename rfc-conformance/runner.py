@@ -289,13 +289,22 @@ class _Closed(Exception):
 class _Connection:
     """A blocking socket with a line buffer; every read has its own deadline."""
 
-    def __init__(self, sock: socket.socket, transcript: list[bytes] | None = None) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        transcript: list[bytes] | None = None,
+        trace: list[tuple[str, int, bytes]] | None = None,
+    ) -> None:
         self.sock = sock
         self.buffer = b""
         self.transcript = transcript
+        self.trace = trace
+        self.step_line = 0
 
     def send(self, data: bytes) -> None:
         """Send all of `data`."""
+        if self.trace is not None:
+            self.trace.append(("c", self.step_line, data))
         self.sock.sendall(data)
 
     def read_line(self, timeout: float) -> bytes:
@@ -303,6 +312,8 @@ class _Connection:
         line = self._read_line(timeout)
         if self.transcript is not None:
             self.transcript.append(line)
+        if self.trace is not None:
+            self.trace.append(("s", self.step_line, line))
         return line
 
     def _read_line(self, timeout: float) -> bytes:
@@ -383,6 +394,7 @@ def play(
     timeout: float = DEFAULT_TIMEOUT,
     server_name: str | None = None,
     transcript: list[bytes] | None = None,
+    trace: list[tuple[str, int, bytes]] | None = None,
 ) -> Result:
     """Play `dialog` against host:port and return the Result; never raise for server faults.
 
@@ -390,7 +402,9 @@ def play(
     `server_name` is sent as TLS SNI (default: `host` unless it is an IP address).
     Every server line must end with CRLF; a bare LF is a failure. If `transcript` is given,
     every server line the dialog reads (skipped ones too) is appended to it as received,
-    terminator included, for a differential test to compare.
+    terminator included, for a differential test to compare. If `trace` is given, it gets
+    `("c", line, bytes)` for everything sent and `("s", line, bytes)` for every server line
+    read, `line` being the dialog line of the step that sent or read it.
     """
     timeout = dialog.timeout or timeout
     tls_name = server_name if server_name is not None else _server_name(host)
@@ -398,7 +412,7 @@ def play(
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as error:
         return Result(dialog, False, None, f"cannot connect to {host}:{port}: {error}")
-    connection = _Connection(sock, transcript)
+    connection = _Connection(sock, transcript, trace)
     try:
         if dialog.tls == "implicit":
             try:
@@ -406,6 +420,7 @@ def play(
             except (OSError, ssl.SSLError) as error:
                 return Result(dialog, False, dialog.steps[0], f"TLS handshake failed: {error}")
         for step in dialog.steps:
+            connection.step_line = step.line
             failure = _run_step(connection, dialog, step, timeout, tls_name)
             if failure is not None:
                 return failure

@@ -363,6 +363,28 @@ def test_transcript_records_every_line_read_including_skipped_ones(tmp_path, ser
     ]
 
 
+def test_trace_records_both_directions_by_dialog_line(tmp_path, server):
+    """With `trace`, what was sent and each line read is kept with the line of its step."""
+    trace: list[tuple[str, int, bytes]] = []
+    text = GREETING + "c: EHLO x\ns* 250 HELP\nc! NOOP\\r\\n\ns~ 250 .*\n"
+    result = run(tmp_path, server, text, trace=trace)
+    assert result.passed, result.summary()
+    lines = {
+        number: step.line for number, step in enumerate(parse_dialog(tmp_path / "t.dialog").steps)
+    }
+    greeting, ehlo, skip, noop, reply = (lines[n] for n in range(5))
+    assert trace == [
+        ("s", greeting, b"220 test.example ready\r\n"),
+        ("c", ehlo, b"EHLO x\r\n"),
+        ("s", skip, b"250-test.example\r\n"),
+        ("s", skip, b"250-PIPELINING\r\n"),
+        ("s", skip, b"250-SIZE 1000\r\n"),
+        ("s", skip, b"250 HELP\r\n"),
+        ("c", noop, b"NOOP\r\n"),
+        ("s", reply, b"250 2.0.0 ok\r\n"),
+    ]
+
+
 def test_cli_prints_one_line_per_dialog_and_fails_on_any_failure(tmp_path, server, capsys):
     """The CLI prints PASS/FAIL per dialog and exits non-zero if one failed or did not parse."""
     good = write(tmp_path, GREETING, "good.dialog")
