@@ -2,8 +2,9 @@
 
 The public surface is the packages an embedder imports (``mailserver.interfaces``,
 ``mailserver.types``, ``mailserver.errors``, ``mailserver.smtp``, ``mailserver.imap``,
-``mailserver.pop3``, ``mailserver.testing``) and every module a name they export is defined
-in, so a factory re-exported by a package ``__init__`` is checked where it lives. mypy reads
+``mailserver.pop3``, ``mailserver.testing``, ``mailserver.testing_pytest``) and every module a
+name they export is defined in, so a factory re-exported by a package ``__init__`` is checked
+where it lives. mypy reads
 its settings from setup.cfg's ``[mypy]`` section (the zope plugin, ``disallow_untyped_defs``,
 and ``follow_imports = silent``: private modules they import are analysed for their types,
 but their own errors are not this test's business).
@@ -30,6 +31,7 @@ PUBLIC_MODULES = (
     "mailserver.imap",
     "mailserver.pop3",
     "mailserver.testing",
+    "mailserver.testing_pytest",
 )
 
 #: The protocol factories, checked even while a package ``__init__`` does not re-export them.
