@@ -125,6 +125,11 @@ VALUES: dict[str, set[str]] = {
     },
 }
 
+#: Public by reference: MessageInfo's envelope, bodystructure and attachments are documented
+#: as this parser's results, so a store of one's own (examples/imap_dict_store) fills them in
+#: with it. (The module has other, private, names.)
+REFERENCED: dict[str, tuple[str, ...]] = {"mailserver.message.mime": ("ParsedMessage", "parse")}
+
 
 def own_public_names(module: types.ModuleType) -> set[str]:
     """The names a module defines itself and does not mark private: not imported modules,
@@ -194,3 +199,16 @@ def test_protocol_packages_say_what_is_public(module_name: str) -> None:
     """Each protocol package's docstring names its public API and says the rest is private."""
     doc = importlib.import_module(module_name).__doc__ or ""
     assert "**Public API**" in doc and "private" in doc
+
+
+@pytest.mark.parametrize(
+    ("module_name", "name"), [(m, n) for m, names in REFERENCED.items() for n in names]
+)
+def test_referenced_names_exist(module_name: str, name: str) -> None:
+    """The names the public documentation refers to resolve; parse() gives the three
+    parse results MessageInfo carries."""
+    value = getattr(importlib.import_module(module_name), name)
+    if name == "parse":
+        parsed = value(b"Subject: hi\r\n\r\nbody\r\n")
+        assert parsed.envelope["subject"] == "hi"
+        assert parsed.bodystructure and parsed.attachments == []

@@ -1,0 +1,1 @@
+"""Tests for examples/: every embedding example runs."""
