@@ -56,6 +56,11 @@ spam_classifications
               time ms (u64) + 8 random bytes          JSON {message_id, recipients, source,
                                                       score, is_spam, classifier, reasons}:
                                                       every verdict and user report
+trace         time ms (u64) + sequence (u32) + 4      JSON message trace record {kind, time,
+              random bytes                            keys, ...} (mailserver/trace/)
+trace_keys    kind (1 byte) + 16 bytes of SHA-256     empty: which records name a Message-ID
+              of the value + record key               (``m``), queue id (``q``) or SMTP
+                                                      session (``s``)
 ============= ======================================= =========================================
 
 ``app_passwords``, ``totp`` and ``tokens`` belong to :mod:`mailserver.auth.credentials`, which
@@ -74,7 +79,7 @@ from collections.abc import Callable
 from typing import Any
 
 #: Bump with a migration below whenever a key or value layout changes.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 SUBDBS = (
     b"meta",
@@ -102,6 +107,8 @@ SUBDBS = (
     b"spam_models",
     b"spam_classifications",
     b"subscriptions",
+    b"trace",
+    b"trace_keys",
 )
 
 _U32 = struct.Struct(">I")
@@ -263,6 +270,11 @@ def _add_subscriptions_v7(txn: Any, dbs: dict[bytes, Any]) -> None:
         txn.put(key, b"", db=dbs[b"subscriptions"])
 
 
+def _add_trace_v8(txn: Any, dbs: dict[bytes, Any]) -> None:
+    """Version 8 adds the message trace log (issue 10): ``trace`` and ``trace_keys``,
+    created empty on open (nothing before the upgrade was traced)."""
+
+
 MIGRATIONS: dict[int, Migration] = {
     0: _create_v1,
     1: _add_spool_v2,
@@ -271,4 +283,5 @@ MIGRATIONS: dict[int, Migration] = {
     4: _add_dmarc_reports_v5,
     5: _add_filter_v6,
     6: _add_subscriptions_v7,
+    7: _add_trace_v8,
 }

@@ -16,6 +16,7 @@ from mailserver.interfaces.filter import (
 )
 from mailserver.interfaces.spool import ISpool
 from mailserver.interfaces.store import IAccount, IMailbox, IMailStore, IMessage
+from mailserver.interfaces.trace import ITraceLog
 
 __all__ = [
     "IAccount",
@@ -32,5 +33,6 @@ __all__ = [
     "IMessage",
     "ISessionFilter",
     "ISpool",
+    "ITraceLog",
     "IUserDirectory",
 ]

@@ -35,7 +35,7 @@ async def test_migration_from_v6_copies_subscribed_folders(tmp_path):
     await db.close()
     db = Database.open(path, map_size=16 << 20, reactor=reactor)
     try:
-        assert db.schema_version == schema.SCHEMA_VERSION == 7
+        assert db.schema_version == schema.SCHEMA_VERSION >= 7
         with db.read() as txn:
             rows = [(bytes(k), bytes(v)) for k, v in txn.prefix(b"subscriptions", b"")]
         assert rows == [(schema.folder_key(ALICE, "Lists/IETF"), b"")]
