@@ -13,7 +13,9 @@ message    ``smtp``    ``queue_id`` (the id of the 250 reply; not ``NOQUEUE``), 
                        ``message_id`` when given; phase, result, code, enhanced, reply, listener,
                        client, sender, recipients, size, and helo, tls, authenticated_as when
                        given (``smtp/server.py`` through ``SessionEvents``: the reply to the end of
-                       the message, or a refused MAIL/RCPT)
+                       the message, or a refused MAIL/RCPT). ``tls`` and ``authenticated_as``
+                       are otherwise taken from the session's earlier ``reply`` (2xx to
+                       STARTTLS, or a ``tls_listen`` listener) and ``auth`` events.
 verdict    ``verdict`` ``queue_id`` (the SMTP id), ``message_id`` when given; action, score, rules
                        (``filter/pipeline.py``, the filter's decision at the end of DATA)
 maillog    ``delivery`` only ``direction="out"``: ``queue_id`` (the spool's); rcpt, result, status,
@@ -36,6 +38,7 @@ trace shows where its DSNs went.
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from typing import Any
 
 from twisted.application.service import Service
@@ -97,19 +100,44 @@ class TraceObserver:
     """Keeps the ``mail_event`` log events (module doc) in ``trace``; ignores the rest.
     Never raises (a log observer must not)."""
 
-    def __init__(self, trace: TraceLog) -> None:
+    def __init__(self, trace: TraceLog, max_sessions: int = 10_000) -> None:
         self.trace = trace
+        self.max_sessions = max_sessions
+        #: session id -> what the session's ``reply`` and ``auth`` events told (TLS, user),
+        #: the most recent ``max_sessions`` sessions.
+        self.sessions: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def __call__(self, event: dict[str, Any]) -> None:
-        known = EVENTS.get(event.get("mail_event"))  # type: ignore[arg-type]
-        if known is None:
-            return
-        if event["mail_event"] == "maillog" and event.get("direction") != "out":
-            return
+        kind = event.get("mail_event")
         try:
+            if kind in ("reply", "auth"):
+                self._session_state(event)
+                return
+            known = EVENTS.get(kind)  # type: ignore[arg-type]
+            if known is None or (kind == "maillog" and event.get("direction") != "out"):
+                return
             self._record(known, event)
         except Exception:  # a malformed event: the trace is a record, never a failure
             self.trace.dropped += 1
+
+    def _session_state(self, event: dict[str, Any]) -> None:
+        """SMTP only: a 2xx to STARTTLS means TLS from then on; a successful AUTH names the
+        user (``user``, the field its log line has). The message events carry neither."""
+        if event.get("protocol") != "smtp" or not event.get("session"):
+            return
+        if event["mail_event"] == "reply":
+            if event.get("verb") != "STARTTLS" or not str(event.get("code", "")).startswith("2"):
+                return
+            change: dict[str, Any] = {"tls": True}
+        elif event.get("result") == "success" and event.get("user"):
+            change = {"authenticated_as": str(event["user"])}
+        else:
+            return
+        session = str(event["session"])
+        self.sessions.setdefault(session, {}).update(change)
+        self.sessions.move_to_end(session)
+        while len(self.sessions) > self.max_sessions:
+            self.sessions.popitem(last=False)
 
     def _record(self, known: tuple[str, tuple[str, ...], tuple[tuple[str, str], ...]],
                 event: dict[str, Any]) -> None:
@@ -122,6 +150,12 @@ class TraceObserver:
                 keys.append(key_of(letter, value))
                 fields[name] = _clean(value)
         fields.update((name, _clean(event[name])) for name in kept if name in event)
+        if kind == "smtp":
+            state = self.sessions.get(str(event.get("session", "")), {})
+            implicit = str(event.get("listener", "")).endswith("tls_listen")
+            fields.setdefault("tls", bool(state.get("tls") or implicit))
+            if state.get("authenticated_as"):
+                fields.setdefault("authenticated_as", state["authenticated_as"])
         if kind in ("stored", "queued") and not event.get("sender"):
             found = _DSN_ID.match(str(event.get("message_id") or "").strip())
             if found:

@@ -104,3 +104,38 @@ async def test_the_service_observes_its_publisher_only_while_running(storage):
     assert trace.stats()["records"] == 1 and trace.stats()["pending"] == 0
     [record] = trace.find(message_id="x@y")["records"]
     assert record["queue_id"] == "Q1" and record["recipients"] == ["c@d"]
+
+
+def test_tls_and_the_user_come_from_the_session_s_earlier_events(storage):
+    """A 2xx to STARTTLS and a successful AUTH (the reply and auth events of the same
+    session) mark the session's message records; a tls_listen listener is TLS anyway;
+    other protocols and failed logins change nothing; the sessions kept are bounded."""
+    trace = TraceLog(storage.db, Clock())
+    observer = TraceObserver(trace, max_sessions=2)
+    for event in (
+        {"mail_event": "reply", "protocol": "smtp", "session": "s1", "verb": "STARTTLS",
+         "code": "220"},
+        {"mail_event": "auth", "protocol": "smtp", "session": "s1", "result": "failure",
+         "user": "mallory@example.org"},
+        {"mail_event": "auth", "protocol": "smtp", "session": "s1", "result": "success",
+         "user": "alice@example.org"},
+        {"mail_event": "reply", "protocol": "imap", "session": "s2", "verb": "STARTTLS",
+         "code": "220"},
+        {"mail_event": "message", "session": "s1", "queue_id": "AA01", "result": "accepted",
+         "listener": "submission.listen"},
+        {"mail_event": "message", "session": "s2", "queue_id": "AA02", "result": "accepted",
+         "listener": "smtp.listen"},
+        {"mail_event": "message", "session": "s3", "queue_id": "AA03", "result": "accepted",
+         "listener": "submission.tls_listen"},
+    ):
+        observer(event)
+    [one] = trace.find(queue_id="AA01")["records"]
+    assert one["tls"] is True and one["authenticated_as"] == "alice@example.org"
+    [two] = trace.find(queue_id="AA02")["records"]
+    assert two["tls"] is False and "authenticated_as" not in two
+    [three] = trace.find(queue_id="AA03")["records"]
+    assert three["tls"] is True
+    for n in range(5):
+        observer({"mail_event": "reply", "protocol": "smtp", "session": f"x{n}",
+                  "verb": "STARTTLS", "code": "220"})
+    assert list(observer.sessions) == ["x3", "x4"]
