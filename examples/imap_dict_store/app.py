@@ -26,6 +26,7 @@ from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import serverFromString
 from zope.interface import implementer
 
 from mailserver.errors import MailError, NoSuchFolder, NoSuchMessage, NoSuchUser
@@ -264,7 +265,7 @@ class DictPasswords:
     def __init__(self, users: dict[str, dict[str, Any]]) -> None:
         self.users = users
 
-    def requestAvatarId(self, credentials: Any) -> Deferred[str]:
+    def requestAvatarId(self, credentials: Any) -> Deferred[Any]:  # the address, a str
         user = credentials.username.decode("utf-8", "replace")
         record = self.users.get(user)
         password = record["password"].encode() if record else b"\0"
@@ -316,15 +317,18 @@ SAMPLE: dict[str, dict[str, Any]] = {
 }
 
 
+ENDPOINT = "a Twisted endpoint string (default: %(default)s)"
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--imap-port", type=int, default=1143)
+    parser = argparse.ArgumentParser(description="Serve a dict of accounts over IMAP.")
+    parser.add_argument("--imap", default="tcp:1143:interface=127.0.0.1", help=ENDPOINT)
     args = parser.parse_args(argv)
     from twisted.internet import reactor
 
-    reactor.listenTCP(args.imap_port, build(SAMPLE, reactor), interface="127.0.0.1")  # type: ignore[attr-defined]
-    print(f"IMAP on 127.0.0.1:{args.imap_port}: alice@example.org / secret")
-    reactor.run()  # type: ignore[attr-defined]
+    serverFromString(reactor, args.imap).listen(build(SAMPLE, reactor))
+    print(f"IMAP on {args.imap}: alice@example.org / secret")
+    reactor.run()
 
 
 if __name__ == "__main__":

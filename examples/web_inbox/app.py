@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 from twisted.cred.checkers import AllowAnonymousAccess
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import serverFromString
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 from zope.interface import implementer
@@ -155,19 +156,22 @@ def build(address: str, hostname: str = "localhost") -> tuple[Inbox, SMTPFactory
     return inbox, smtp, Site(InboxPage(inbox))
 
 
+ENDPOINT = "a Twisted endpoint string (default: %(default)s)"
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Show the mail for one address on a web page.")
     parser.add_argument("address", help="the one address that receives mail")
-    parser.add_argument("--smtp-port", type=int, default=2526)
-    parser.add_argument("--http-port", type=int, default=8026)
+    parser.add_argument("--smtp", default="tcp:2526:interface=127.0.0.1", help=ENDPOINT)
+    parser.add_argument("--http", default="tcp:8026:interface=127.0.0.1", help=ENDPOINT)
     args = parser.parse_args(argv)
     from twisted.internet import reactor
 
     _, smtp, site = build(args.address)
-    reactor.listenTCP(args.smtp_port, smtp, interface="127.0.0.1")  # type: ignore[attr-defined]
-    reactor.listenTCP(args.http_port, site, interface="127.0.0.1")  # type: ignore[attr-defined]
-    print(f"SMTP on 127.0.0.1:{args.smtp_port}, page on http://127.0.0.1:{args.http_port}/")
-    reactor.run()  # type: ignore[attr-defined]
+    serverFromString(reactor, args.smtp).listen(smtp)
+    serverFromString(reactor, args.http).listen(site)
+    print(f"SMTP on {args.smtp}, the page on {args.http}")
+    reactor.run()
 
 
 if __name__ == "__main__":

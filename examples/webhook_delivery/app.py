@@ -20,6 +20,7 @@ import treq
 from twisted.cred.checkers import AllowAnonymousAccess
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.endpoints import serverFromString
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -134,18 +135,20 @@ def build(url: str, domain: str, reactor: Any = None, hostname: str = "localhost
     return SMTPFactory(portal, SMTPPolicy(hostname=hostname), None, reactor=reactor)
 
 
+ENDPOINT = "a Twisted endpoint string (default: %(default)s)"
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Deliver the mail of one domain to a webhook.")
     parser.add_argument("domain", help="the domain whose mail goes to the webhook")
     parser.add_argument("url", help="the webhook's URL")
-    parser.add_argument("--smtp-port", type=int, default=2527)
+    parser.add_argument("--smtp", default="tcp:2527:interface=127.0.0.1", help=ENDPOINT)
     args = parser.parse_args(argv)
     from twisted.internet import reactor
 
-    factory = build(args.url, args.domain, reactor)
-    reactor.listenTCP(args.smtp_port, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
-    print(f"SMTP on 127.0.0.1:{args.smtp_port}: mail for {args.domain} goes to {args.url}")
-    reactor.run()  # type: ignore[attr-defined]
+    serverFromString(reactor, args.smtp).listen(build(args.url, args.domain, reactor))
+    print(f"SMTP on {args.smtp}: mail for {args.domain} goes to {args.url}")
+    reactor.run()
 
 
 if __name__ == "__main__":
