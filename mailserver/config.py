@@ -35,6 +35,7 @@ Check = Callable[[Any], "tuple[str, str] | None"]
 EMBEDDED = "embedded defaults"
 LOG_LEVELS = ("debug", "info", "warn", "error")
 LOG_FORMATS = ("text", "json")
+TRACE_LISTENERS = ("smtp", "submission", "imap", "pop3")
 
 
 def _key(default: Any, doc: str, check: Check | None = None) -> Any:
@@ -85,6 +86,16 @@ def _one_of(*choices: str) -> Check:
             allowed = ", ".join(repr(c) for c in choices)
             return f"unknown value {value!r}", f"use one of {allowed}"
         return None
+
+    return check
+
+
+def _each_of(*choices: str) -> Check:
+    """A check accepting a list whose every item is one of ``choices``."""
+    one = _one_of(*choices)
+
+    def check(value: tuple[str, ...]) -> tuple[str, str] | None:
+        return next((problem for item in value if (problem := one(item))), None)
 
     return check
 
@@ -434,6 +445,10 @@ class HTTPConfig:
     api_refresh_ttl: float = _key(
         2592000.0, "Seconds an API refresh token lasts (30 days).", _positive
     )
+    metrics: bool = _key(True, "Serve Prometheus metrics at GET /metrics.")
+    metrics_loopback_only: bool = _key(
+        True, "Answer /metrics only to clients on 127.0.0.0/8 or ::1 (others get 403)."
+    )
 
 
 @dataclass(frozen=True)
@@ -447,6 +462,12 @@ class LogConfig:
         "text",
         'Log line format: "text" or "json" (one JSON object per event).',
         _one_of(*LOG_FORMATS),
+    )
+    trace: tuple[str, ...] = _key(
+        (),
+        'Listeners whose sessions log every command and reply at info level ("smtp", '
+        '"submission", "imap", "pop3"); AUTH data and passwords are shown as ***.',
+        _each_of(*TRACE_LISTENERS),
     )
 
 

@@ -18,8 +18,13 @@ from typing import Any
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+
+from mailserver.observe.events import CONNECTION
 
 __all__ = ["ListenerFactory", "accepted"]
+
+log = Logger(namespace="mailserver.listener")
 
 
 def accepted(transport: Any) -> str:
@@ -53,6 +58,10 @@ class ListenerFactory(Factory):
         self.per_ip: Counter[str] = Counter()
         self.shutting_down = False
         self.noisy = False
+        #: The config key of the listener (e.g. ``smtp.listen``) that labels its events, and
+        #: whether its sessions log each command and reply (``[log] trace``); set by wiring.
+        self.listener = ""
+        self.trace = False
 
     def admit(self, peer: str) -> bool:
         """Count a new connection from ``peer``, or False (and count nothing) when the
@@ -61,9 +70,11 @@ class ListenerFactory(Factory):
             self.connections >= self.policy.max_connections
             or self.per_ip[peer] >= self.policy.max_connections_per_ip
         ):
+            self._event(peer, "refused")
             return False
         self.connections += 1
         self.per_ip[peer] += 1
+        self._event(peer, "open")
         return True
 
     def release(self, peer: str) -> None:
@@ -72,3 +83,11 @@ class ListenerFactory(Factory):
         self.per_ip[peer] -= 1
         if self.per_ip[peer] <= 0:
             del self.per_ip[peer]
+        self._event(peer, "closed")
+
+    def _event(self, peer: str, state: str) -> None:
+        """A ``connection`` event (see :mod:`mailserver.observe.events`), at debug level."""
+        log.debug(
+            "{listener} connection from {peer} {state}",
+            mail_event=CONNECTION, listener=self.listener, peer=peer, state=state,
+        )

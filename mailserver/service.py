@@ -58,6 +58,7 @@ from mailserver.msgauth.report_store import ReportStore
 from mailserver.msgauth.report_target import ReportRecordingTarget
 from mailserver.msgauth.signing import DKIMSigningTarget
 from mailserver.msgauth.spf import SPFChecker
+from mailserver.observe.wiring import install as observe
 from mailserver.pop3.factory import MaildropLocks, POP3Factory, POP3Policy
 from mailserver.reload import reload_config
 from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
@@ -417,6 +418,7 @@ def build(config: Config, reactor: Any) -> MailService:
     )
     _imap_listeners(config, root, reactor)
     _pop3_listeners(config, root, reactor)
+    observe(config, root, site.resource, reactor, spool=spool)  # /metrics, mail log, trace
     return root
 
 

@@ -75,6 +75,9 @@ class Envelope:
 
     ``sender`` is ``None`` for the null reverse-path ``<>`` (bounces). ``params`` holds the
     validated ESMTP MAIL parameters (e.g. ``RET``, ``ENVID``, ``SMTPUTF8``, ``BODY``).
+    ``queue_id`` is the id the SMTP server gives the transaction (its 250 reply and Received
+    header name it; "" when the message did not come by SMTP), so the log events of every
+    part that handles the message can be joined.
     """
 
     sender: Address | None
@@ -83,6 +86,7 @@ class Envelope:
     authenticated_as: str | None = None
     params: Mapping[str, str] = field(default_factory=dict)
     received_at: float = 0.0
+    queue_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

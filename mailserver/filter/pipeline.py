@@ -63,6 +63,7 @@ from mailserver.interfaces import (
     IFolderChoice,
     ISessionFilter,
 )
+from mailserver.observe.events import VERDICT
 from mailserver.types import ACCEPT, Action, Address, Envelope, Peer, SpecialUse, Verdict
 from mailserver.wrapping import WrappingDelivery
 
@@ -310,6 +311,8 @@ class FilteredDelivery(WrappingDelivery):
             action=outcome.action.name.lower(),
             score=outcome.score,
             rules=rules or "none",
+            mail_event=VERDICT,  # joined to the SMTP mail log line (mailserver.observe.maillog)
+            queue_id=self.envelope.queue_id,
         )
 
     def _record(self, outcome: Outcome, message: bytes) -> None:

@@ -74,6 +74,7 @@ from mailserver.imap.grammar import (
 )
 from mailserver.imap.session import Session, State
 from mailserver.listener import accepted
+from mailserver.observe.events import imap_line
 from mailserver.smtp.sasl import (
     ALL_MECHANISMS,
     Cancelled,
@@ -152,6 +153,7 @@ class IMAPServer(Protocol):
         self.factory = factory
         self.policy = factory.policy
         self.session = Session(factory)
+        self.events = self.session.events
         self.reader = CommandReader(
             self.policy.max_line, self.policy.max_literal, self.policy.literal_plus
         )
@@ -171,7 +173,7 @@ class IMAPServer(Protocol):
     # -- connection life cycle ---------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.peer = self.session.peer = accepted(self.transport)
+        self.peer = self.session.peer = self.events.peer = accepted(self.transport)
         policy = self.policy
         if not self.factory.admit(self.peer):
             self.write(response.bye(f"{policy.hostname} Too many connections"))
@@ -277,6 +279,8 @@ class IMAPServer(Protocol):
             self._dispatch(event)
 
     def _dispatch(self, command: Command) -> None:
+        name = command.name if command.name in COMMANDS else "UNKNOWN"
+        self.events.command(name, lambda: imap_line(command.tag, command.name, command.args))
         if self.factory.shutting_down:
             self.write(response.bye("Server shutting down"))
             self._close()
@@ -335,6 +339,8 @@ class IMAPServer(Protocol):
 
     def _send(self, tag: str, result: Result) -> None:
         """A response to input that is not a command (bad syntax, literal too big)."""
+        self.events.command("UNKNOWN", lambda: f"{tag} (not a valid command)")
+        self.events.reply(result.status, lambda: f"{tag} {result.status} {result.text}")
         if tag == "*":
             self.write(response.untagged_status(result.status, result.text))
         else:
@@ -366,6 +372,7 @@ class IMAPServer(Protocol):
         code = result.code
         chunks.append(response.tagged(command.tag, result.status, result.text, response_code=code))
         self.write(b"".join(chunks))
+        self.events.reply(result.status, lambda: f"{command.tag} {result.status} {result.text}")
         self.reader.utf8 = self.session.utf8
         self._reset_timeout()  # the state, and so the timer's length, may have changed
         if result.close:
@@ -455,6 +462,7 @@ class IMAPServer(Protocol):
     def _sasl_line(self, line: bytes) -> None:
         command = self._sasl_command
         assert command is not None
+        self.events.sasl_line(line)
         try:
             answer = decode(line)
         except SASLError as error:

@@ -23,6 +23,7 @@ from mailserver.imap import response
 from mailserver.imap.commands.base import Result
 from mailserver.imap.selected import SelectedMailbox
 from mailserver.interfaces import IAccount
+from mailserver.observe.events import SessionEvents
 from mailserver.smtp.sasl import with_context
 
 if TYPE_CHECKING:
@@ -62,6 +63,7 @@ class Session:
         self.factory = factory
         self.policy = factory.policy
         self.peer = peer
+        self.events = SessionEvents(log, "imap", factory)  # metrics, mail log and trace
         self.state = State.NOT_AUTHENTICATED
         self.secure = False
         self.account: IAccount | None = None
@@ -116,7 +118,10 @@ class Session:
         self.user = str(getattr(account, "address", ""))
         self._logout = logout
         self.state = State.AUTHENTICATED
-        log.info("{peer}: IMAP login as {user}", peer=self.peer, user=self.user)
+        log.info(
+            "{peer}: IMAP login as {user}", peer=self.peer, user=self.user,
+            **self.events.auth(True),
+        )
         return Result(text="Logged in", code=self.capability_code())
 
     def login_failed(self, failure: Failure) -> Result:
@@ -124,7 +129,9 @@ class Session:
         failure whose exception has ``tell_user`` shows its text (e.g. "use an app
         password"), any other says nothing about why."""
         if failure.check(UnauthorizedLogin, UnhandledCredentials):
-            log.info("{peer}: IMAP authentication failed", peer=self.peer)
+            log.info(
+                "{peer}: IMAP authentication failed", peer=self.peer, **self.events.auth(False)
+            )
             error = failure.value
             if getattr(error, "tell_user", False):
                 if getattr(error, "temporary", False):

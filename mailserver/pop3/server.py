@@ -42,6 +42,7 @@ from twisted.python.failure import Failure
 from mailserver.errors import MailError
 from mailserver.interfaces import IAccount
 from mailserver.listener import accepted
+from mailserver.observe.events import SessionEvents
 from mailserver.pop3 import maildrop as maildrop_module
 from mailserver.pop3 import transaction
 from mailserver.pop3.grammar import (
@@ -116,6 +117,7 @@ class POP3Server(Protocol):
         self._logout: Callable[[], None] | None = None
         self._locked = False
         self._events: deque[Any] = deque()
+        self.events = SessionEvents(log, "pop3", factory)  # metrics, mail log and trace
         self._busy = True  # until the greeting is sent
         self._closing = False
         self._paused = False
@@ -128,7 +130,7 @@ class POP3Server(Protocol):
     # -- connection life cycle ---------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.peer = accepted(self.transport)
+        self.peer = self.events.peer = accepted(self.transport)
         policy = self.policy
         if not self.factory.admit(self.peer):
             self.write(err("Too many connections, try again later", "SYS/TEMP"))
@@ -213,6 +215,7 @@ class POP3Server(Protocol):
             self.transport.resumeProducing()
 
     def _dispatch(self, line: bytes) -> None:
+        self.events.line_command(line, COMMANDS)
         if self.factory.shutting_down:
             self.write(err("Server shutting down, try again later", "SYS/TEMP"))
             self.close()
@@ -249,6 +252,7 @@ class POP3Server(Protocol):
         if result is None:
             return
         self.write(result)
+        self.events.line_reply(result)
         if isinstance(result, Closing):
             self.close()
         elif error:
@@ -413,6 +417,7 @@ class POP3Server(Protocol):
         return self._sasl_step(initial)
 
     def _sasl_line(self, line: bytes) -> Any:
+        self.events.sasl_line(line)
         try:
             answer = decode(line)
         except SASLError as error:
@@ -455,7 +460,9 @@ class POP3Server(Protocol):
             self._sasl = exchange
             return b"+ " + base64.b64encode(exchange.error_challenge()) + b"\r\n"
         if failure.check(UnauthorizedLogin, UnhandledCredentials):
-            log.info("{peer}: POP3 authentication failed", peer=self.peer)
+            log.info(
+                "{peer}: POP3 authentication failed", peer=self.peer, **self.events.auth(False)
+            )
             error = failure.value
             if getattr(error, "tell_user", False):
                 code = "SYS/TEMP" if getattr(error, "temporary", False) else "AUTH"
@@ -492,7 +499,10 @@ class POP3Server(Protocol):
         self.maildrop = maildrop
         self.state = State.TRANSACTION
         count, size = maildrop.stat()
-        log.info("{peer}: POP3 login as {user}", peer=self.peer, user=self.user)
+        log.info(
+            "{peer}: POP3 login as {user}", peer=self.peer, user=self.user,
+            **self.events.auth(True),
+        )
         return ok(f"Logged in, {count} messages ({size} octets)")
 
     def _not_opened(self, failure: Failure) -> bytes:

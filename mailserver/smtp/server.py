@@ -33,6 +33,7 @@ from twisted.python.failure import Failure
 from mailserver.errors import MailError
 from mailserver.interfaces import IDeliveryTarget, IFilterSession, ISessionFilter
 from mailserver.listener import accepted
+from mailserver.observe.events import SessionEvents
 from mailserver.smtp import codes
 from mailserver.smtp.codes import Reply
 from mailserver.smtp.data import ChunkReader, DataReader
@@ -96,6 +97,7 @@ class ESMTPServer(SessionLimits, MessageContent, Protocol):
         self.errors = 0
         self.peer = ""
         self.transaction: Transaction | None = None
+        self.events = SessionEvents(log, "smtp", factory)  # metrics, mail log and trace
         self._buffer = b""
         self._busy = True  # until the greeting is sent
         self._paused = False
@@ -111,7 +113,7 @@ class ESMTPServer(SessionLimits, MessageContent, Protocol):
     # -- connection life cycle ---------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.peer = accepted(self.transport)
+        self.peer = self.events.peer = accepted(self.transport)
         factory = self.factory
         if not factory.admit(self.peer):
             self.send(
@@ -256,6 +258,7 @@ class ESMTPServer(SessionLimits, MessageContent, Protocol):
         return line
 
     def _dispatch(self, line: bytes) -> None:
+        self.events.line_command(line, VERBS)
         if self.factory.shutting_down:
             self._reply(
                 codes.SHUTTING_DOWN.with_text(
@@ -329,6 +332,7 @@ class ESMTPServer(SessionLimits, MessageContent, Protocol):
         if self._closing:
             return
         self.transport.write(reply.encode())
+        self.events.reply(str(reply.code), lambda: " | ".join(reply.lines()), reply.enhanced)
         if reply.close:
             self._closing = True
             self._abort_transaction()
@@ -399,6 +403,7 @@ class ESMTPServer(SessionLimits, MessageContent, Protocol):
             max_size=self.policy.max_message_size,
         )
         assert self.avatar is not None
+        queue_id = new_queue_id()
         envelope = Envelope(
             sender=sender,
             helo=self.helo,
@@ -406,10 +411,11 @@ class ESMTPServer(SessionLimits, MessageContent, Protocol):
             authenticated_as=self.authenticated_as,
             params=mail_params(params),
             received_at=time.time(),
+            queue_id=queue_id,
         )
         target = self.screen if self.screen is not None else self.avatar
         delivery = target.start(envelope)
-        self.transaction = Transaction(delivery, sender, params, new_queue_id())
+        self.transaction = Transaction(delivery, sender, params, queue_id)
         self.state = State.MAIL
         return codes.SENDER_OK
 
@@ -513,6 +519,7 @@ class ESMTPServer(SessionLimits, MessageContent, Protocol):
         return self._sasl_step(response)
 
     def _sasl_response(self, line: bytes) -> None:
+        self.events.sasl_line(line)
         try:
             response = decode(line)
         except SASLError as error:
@@ -552,12 +559,15 @@ class ESMTPServer(SessionLimits, MessageContent, Protocol):
         self.screen = avatar.open(self._as_peer()) if ISessionFilter.providedBy(avatar) else None
         if self.screen is not None and self.helo:
             self.screen.helo(self.helo)
-        log.info("{peer}: authenticated as {user}", peer=self.peer, user=self.authenticated_as)
+        log.info(
+            "{peer}: authenticated as {user}", peer=self.peer, user=self.authenticated_as,
+            **self.events.auth(True),
+        )
         return codes.AUTH_OK
 
     def _not_authenticated(self, failure: Failure, exchange: Any = None) -> Reply:
         if failure.check(UnauthorizedLogin, UnhandledCredentials):
-            log.info("{peer}: authentication failed", peer=self.peer)
+            log.info("{peer}: authentication failed", peer=self.peer, **self.events.auth(False))
             self.errors += 1
             error = failure.value
             if isinstance(exchange, OAuthBearerExchange):

@@ -95,6 +95,7 @@ class MessageContent:
     peer: str
     transport: Any
     authenticated_as: str | None
+    events: Any  # mailserver.observe.events.SessionEvents
     _buffer: bytes
     _reader: DataReader | ChunkReader | None
     _reader_done: Callable[[Any], Reply | Deferred[Reply] | None] | None
@@ -168,13 +169,7 @@ class MessageContent:
             return succeed(codes.TOO_MANY_HOPS.with_text(f"Too many hops ({hops}): mail loop?"))
 
         def committed(_: object) -> Reply:
-            log.info(
-                "{queue_id}: from=<{sender}> to={count} size={size} accepted",
-                queue_id=transaction.queue_id,
-                sender=transaction.sender or "",
-                count=len(transaction.recipients),
-                size=transaction.size,
-            )
+            # the mail log line comes from the 250's message event (mailserver.observe)
             return codes.QUEUED.with_text(f"OK: queued as {transaction.queue_id}")
 
         def failed(failure: Failure) -> Failure:
@@ -222,6 +217,8 @@ class MessageContent:
         transaction = self.transaction
         assert transaction is not None
         transaction.size = reader.size
+        self.events.content(transaction.queue_id, transaction.sender, transaction.recipients,
+                            reader.size)
         return self._finish(transaction, reader.outcome)
 
     def _finish(self, transaction: Transaction, outcome: Outcome) -> Reply | Deferred[Reply]:
@@ -286,6 +283,8 @@ class MessageContent:
             if transaction.failed is not None:
                 return transaction.failed
             return codes.OK.with_text(f"{size} octets received")
+        self.events.content(transaction.queue_id, transaction.sender, transaction.recipients,
+                            reader.size)
         if transaction.failed is not None:
             failed = transaction.failed
             self._abort_transaction()

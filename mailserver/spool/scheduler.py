@@ -27,6 +27,7 @@ from twisted.logger import Logger
 
 from mailserver.interfaces import IDeliveryTarget
 from mailserver.message.address import parse_address
+from mailserver.observe.events import MAILLOG
 from mailserver.spool.dsn import Notice, build_dsn, wants_dsn
 from mailserver.spool.queue import LmdbSpool
 from mailserver.spool.remote import Outcome
@@ -159,6 +160,7 @@ class Scheduler(Service):
         by_domain: dict[str, list[QueuedRecipient]] = {}
         for recipient in entry.pending:
             by_domain.setdefault(_domain(recipient.address), []).append(recipient)
+        started = self.clock.seconds()
         attempts = [
             self._per_domain(domain).run(self._deliver, entry, domain, recipients)
             for domain, recipients in by_domain.items()
@@ -174,7 +176,7 @@ class Scheduler(Service):
                     outcomes[r.address] = Outcome(
                         RecipientState.DEFERRED, "local error in delivery", "4.3.0"
                     )
-        yield self._record(entry, outcomes)
+        yield self._record(entry, outcomes, self.clock.seconds() - started)
         return outcomes
 
     def _per_domain(self, domain: str) -> DeferredSemaphore:
@@ -188,7 +190,7 @@ class Scheduler(Service):
         )
 
     @inlineCallbacks
-    def _record(self, entry: QueueEntry, outcomes: dict[str, Outcome]) -> Any:
+    def _record(self, entry: QueueEntry, outcomes: dict[str, Outcome], elapsed: float = 0.0) -> Any:
         now = self.clock.seconds()
         age = now - entry.created
         give_up = age >= self.policy.give_up
@@ -214,6 +216,14 @@ class Scheduler(Service):
                 updated=now,
             )
             changed[recipient.address] = new
+            log.info(  # the outbound mail log line (mailserver.observe.events: maillog)
+                "{queue_id}: to=<{rcpt}>, from=<{sender}>, relay={relay}, delay={delay:.1f}, "
+                "size={size}, dsn={status}, status={state} ({reply})",
+                queue_id=entry.queue_id, rcpt=recipient.address, state=state.value, reply=reply,
+                mail_event=MAILLOG, direction="out", sender=entry.sender, size=entry.size,
+                relay=outcome.remote_mta or "none", delay=age, status=status, elapsed=elapsed,
+                attempts=new.attempts, result=state.value,
+            )
             action = {
                 RecipientState.FAILED: "failed",
                 RecipientState.DEFERRED: "delayed",
@@ -224,10 +234,6 @@ class Scheduler(Service):
                 continue
             if action is not None and wants_dsn(entry, new, action):
                 notices.append(Notice(new, action, status, outcome.remote_mta, reply))
-            log.info(
-                "{queue_id}: to=<{rcpt}> {state} ({reply})",
-                queue_id=entry.queue_id, rcpt=recipient.address, state=state.value, reply=reply,
-            )
         if notices:
             yield self._bounce(entry, notices, now)
         next_attempt = now + backoff(entry.attempts + 1, self.policy, self.rng)

@@ -189,17 +189,16 @@ class TraceLog:
             return
         self._busy = True
         self._writing = batch
-        rows = [(key, dump(record), record["keys"]) for key, record in batch]
 
-        def op(txn: Txn) -> None:
-            for key, value, keys in rows:
-                txn.put(TABLE, key, value)
-                for name in keys:
+        def op(txn: Txn) -> None:  # on the index's writer thread: the JSON work too
+            for key, record in batch:
+                txn.put(TABLE, key, dump(record))
+                for name in record["keys"]:
                     txn.put(INDEX, _index_prefix(name) + key, b"")
 
         def done(result: object) -> None:
             if isinstance(result, Failure):
-                log.failure("writing {n} trace record(s) failed", result, n=len(rows))
+                log.failure("writing {n} trace record(s) failed", result, n=len(batch))
             self._busy = False
             self._writing = []
             for waiter in waiters:
