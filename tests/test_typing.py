@@ -32,6 +32,8 @@ PUBLIC_MODULES = (
     "mailserver.pop3",
     "mailserver.testing",
     "mailserver.testing_pytest",
+    # public by reference: the parser whose results MessageInfo documents (tests/test_public_api)
+    "mailserver.message.mime",
 )
 
 #: The protocol factories, checked even while a package ``__init__`` does not re-export them.
