@@ -21,7 +21,8 @@ What normalising takes out (the RFCs leave it to the server):
 
 - SMTP (RFC 5321 §4.2: the text after the code is not significant; §4.1.1.1: the EHLO keywords
   are the server's choice): a reply is its code and enhanced status code only; a multi-line
-  reply counts as one reply, so the EHLO keyword list is not compared.
+  reply counts as one reply (filed under the step that read its first line), so the EHLO
+  keyword list is not compared.
 - POP3 (RFC 1939 §3: text after +OK/-ERR is free; RFC 2449 §8: a bracketed response code is
   kept): a status line is `+OK`/`-ERR [CODE]`, except that STAT, LIST n and UIDL n keep their
   data; UIDL unique-ids are the server's (RFC 1939 §7) and blanked; the CAPA list is the
@@ -55,6 +56,7 @@ REFERENCE = {"smtp": "postfix", "pop3": "dovecot", "imap": "dovecot"}
 
 Trace = list[tuple[str, int, bytes]]
 
+INCOMPLETE = "<incomplete reply>"
 _SMTP_REPLY = re.compile(r"(\d{3})([ -])(?:([245]\.\d{1,3}\.\d{1,3})(?: |$))?.*", re.DOTALL)
 _POP3_CODE = re.compile(r"-ERR \[([^\]]+)\].*")
 _POP3_MULTI = {"CAPA", "RETR", "TOP"}
@@ -107,17 +109,24 @@ def _text(line: bytes) -> str:
 
 
 def normalise_smtp(trace: Trace) -> list[tuple[int, str]]:
-    """The server's replies as `(step line, "CODE[ X.Y.Z]")`, one per reply (a multi-line
-    reply is one, filed under the step that read its last line)."""
+    """The server's replies as `(step line, "CODE[ X.Y.Z]")`, one per reply. A multi-line
+    reply is one, filed under the step that read its first line: where its last line is read
+    depends on the order of the lines (EHLO keywords), which is the server's choice."""
     replies: list[tuple[int, str]] = []
+    first: int | None = None
     for _, step, raw in (entry for entry in trace if entry[0] == "s"):
         match = _SMTP_REPLY.fullmatch(_text(raw))
         if match is None:
             replies.append((step, f"<not a reply: {_text(raw)[:40]}>"))
+            first = None
             continue
         code, separator, enhanced = match.groups()
+        first = step if first is None else first
         if separator == " ":
-            replies.append((step, f"{code} {enhanced}" if enhanced else code))
+            replies.append((first, f"{code} {enhanced}" if enhanced else code))
+            first = None
+    if first is not None:
+        replies.append((first, INCOMPLETE))  # the play ended inside a multi-line reply
     return replies
 
 
@@ -212,7 +221,7 @@ def _by_step(responses: Iterable[tuple[int, str]]) -> dict[int, list[str]]:
 
 def _failure(result: Result) -> str:
     """What a server did instead of what the dialog expected, in a stable form."""
-    if result.got == "<timeout>":
+    if result.got == "<timeout>" or result.reason.startswith("no line within"):
         return "<timeout>"
     if result.got == "<connection closed>":
         return "<closed>"
@@ -222,6 +231,8 @@ def _failure(result: Result) -> str:
         return "<data before the TLS handshake>"
     if result.reason.startswith("connection still open"):
         return "<still open>"
+    if result.reason.startswith("line d"):  # "line differs", "line does not match"
+        return "<not as expected>"
     return f"<{result.reason.split(':')[0]}>"
 
 
@@ -242,10 +253,12 @@ def differences(
         if step.kind not in (EXPECT, EXPECT_MATCH, SKIP_UNTIL, STARTTLS):
             continue
         quiet = "<TLS handshake done>" if step.kind == STARTTLS else "<nothing>"
-        if not result.passed and result.step is not None and step.line == result.step.line:
-            shown = " / ".join(other.get(step.line, [])) or _failure(result)
-            if result.got == "<connection closed>" and other.get(step.line):
-                shown += " / <closed>"
+        failing = not result.passed and result.step is not None
+        if failing and (step.line == result.step.line or other.get(step.line) == [INCOMPLETE]):
+            # the reference failed here (or inside the reply that starts here): what it sent
+            # at this step, then how the dialog failed; later steps are not compared
+            theirs_here = [text for text in other.get(step.line, []) if text != INCOMPLETE]
+            shown = " / ".join([*theirs_here, _failure(result)])
             found.append(Difference(name, step.line, _show(mine.get(step.line), quiet), shown))
             return found
         if mine.get(step.line) != other.get(step.line):

@@ -158,12 +158,16 @@ def test_reference_failing_the_dialog_is_one_difference_at_that_step():
     theirs = [("s", 2, b"220 b\r\n"), ("s", 4, b"554 5.7.1 Relay access denied\r\n")]
     failed = Result(dialog, False, dialog.steps[2], "line does not match", "550", "554 ...")
     found = differences(dialog, "d", (Result(dialog, True), ours), (failed, theirs))
-    assert found == [Difference("d", 4, "550 5.7.1", "554 5.7.1")]
+    assert found == [Difference("d", 4, "550 5.7.1", "554 5.7.1 / <not as expected>")]
     closed = Result(
         dialog, False, dialog.steps[2], "server closed the connection", "550", "<connection closed>"
     )
     found = differences(dialog, "d", (Result(dialog, True), ours), (closed, theirs[:1]))
     assert found == [Difference("d", 4, "550 5.7.1", "<closed>")]
+    cut = Result(dialog, False, dialog.steps[2], "no line within 5s", "550", "<timeout>")
+    inside = [theirs[0], ("s", 4, b"550-5.7.1 first line of a reply that never ends\r\n")]
+    found = differences(dialog, "d", (Result(dialog, True), ours), (cut, inside))
+    assert found == [Difference("d", 4, "550 5.7.1", "<timeout>")]
 
 
 def test_judge_separates_unexplained_differences_and_stale_variations(tmp_path):
