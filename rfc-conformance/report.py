@@ -29,7 +29,7 @@ from matrix import CONFORMANCE_DIR, STATUSES, Matrix, Row, _ref_file, load, rend
 DEFAULT_OUT = CONFORMANCE_DIR.parent / "build" / "conformance"
 """Where the report goes by default: build/conformance/ in the checkout (gitignored)."""
 
-_TITLE = re.compile(r"#\s*RFC\s*(\d+)\s*:\s*(.+?)\.?\s*$")
+_TITLE = re.compile(r"#\s*RFC\s*(\d+)(?:\s*\([^)]*\))?\s*:\s*(.+?)[.;:]?\s*$")
 _TABLE = re.compile(r"rfc(\d+)")
 
 STYLE = """
@@ -38,6 +38,8 @@ table { border-collapse: collapse; margin: 1em 0; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
 th { background: #f0f0f0; }
 td.n { text-align: right; }
+td:first-child, td:nth-child(2), td:nth-child(3) { white-space: nowrap; }
+td code { word-break: break-all; }
 .pass { background: #e3f6e3; } .deviation { background: #fff4d6; }
 .todo { background: #fde2e2; } .na { background: #eee; color: #666; }
 code { font-size: 0.9em; } ul.problems { color: #a00; }
@@ -58,7 +60,8 @@ def rfc_titles(matrix: Matrix, checkout_dir: Path) -> dict[str, str]:
         for line in lines:
             match = _TITLE.match(line)
             if match:
-                titles[row.rfc] = match.group(2).split(". ", 1)[0]  # the title, not notes
+                title = match.group(2).split(". ", 1)[0]  # the title, not the notes after it
+                titles[row.rfc] = title[0].upper() + title[1:]
                 break
     return titles
 
