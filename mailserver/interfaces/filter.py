@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from mailserver.interfaces.store import IAccount
     from mailserver.types import Address, Envelope, Peer
 
 __all__ = ["ICheck", "ICheckSession", "IFilterSession", "IJunkFeedback", "ISessionFilter"]
@@ -57,7 +60,7 @@ class ICheckSession(Interface):
         """RCPT TO ``address`` (a :class:`mailserver.types.Address`). REJECT or TEMPFAIL
         refuses this recipient only."""
 
-    def body(envelope: object, recipients: object, message: bytes) -> object:
+    def body(envelope: Envelope, recipients: tuple[Address, ...], message: bytes) -> object:
         """The whole message (header and body, as received) for the accepted
         ``recipients`` (a tuple of Address). A check that does CPU
         work here runs it on the thread pool itself (this is called on the reactor)."""
@@ -88,7 +91,7 @@ class ISessionFilter(Interface):
 class IJunkFeedback(Interface):
     """Receives the user's spam judgements."""
 
-    def judged(account: object, folder: str, uids: object, is_spam: bool) -> object:
+    def judged(account: IAccount, folder: str, uids: Iterable[int], is_spam: bool) -> object:
         """The user put the messages ``uids`` (UIDs in ``folder`` of ``account``, an
         IAccount, where they are now) into Junk (``is_spam``) or took them out of it.
         Deferred; the caller logs a failure and never shows it to the client."""

@@ -7,7 +7,14 @@ the scheduler, the couriers and the ``mailserver queue`` command use afterwards.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from zope.interface import Interface
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from mailserver.types import QueuedRecipient
 
 
 class ISpool(Interface):
@@ -29,7 +36,9 @@ class ISpool(Interface):
     def open_message(queue_id: str) -> object:
         """A binary file with the message bytes (the caller closes it)."""
 
-    def update(queue_id: str, recipients: object, next_attempt: float) -> object:
+    def update(
+        queue_id: str, recipients: Mapping[str, QueuedRecipient], next_attempt: float
+    ) -> object:
         """Record delivery results: ``recipients`` maps addresses to QueuedRecipient values
         that replace the stored ones; ``next_attempt`` is the new schedule. When no
         recipient is left pending the entry and its message are removed. Deferred, durable
