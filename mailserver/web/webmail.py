@@ -1,8 +1,11 @@
 """``/mail/``: the web mail page, a single document with its script and style sheet.
 
-The page is plain files (``static/index.html``, ``app.js``, ``app.css``: no build step, no
-external resource) that talk to the REST API at ``/api/v1`` with the session cookie of
-:mod:`mailserver.web.api.session_routes`. This resource only serves them.
+The page is plain files (``static/index.html``, ``app.css`` and the JavaScript modules
+``app.js``, ``core.js``, ``folders.js``, ``reader.js``, ``compose.js``, ``settings.js``,
+``live.js``: no build step, no external resource) that talk to the REST API at ``/api/v1``
+with the session cookie of :mod:`mailserver.web.api.session_routes`, and follow the
+account's changes on its live update stream (``GET /api/v1/events``). This resource only
+serves them.
 
 Design rules:
 
@@ -42,6 +45,12 @@ FILES: Mapping[str, tuple[str, str]] = {
     "": ("index.html", "text/html; charset=utf-8"),
     "index.html": ("index.html", "text/html; charset=utf-8"),
     "app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "core.js": ("core.js", "text/javascript; charset=utf-8"),
+    "folders.js": ("folders.js", "text/javascript; charset=utf-8"),
+    "reader.js": ("reader.js", "text/javascript; charset=utf-8"),
+    "compose.js": ("compose.js", "text/javascript; charset=utf-8"),
+    "settings.js": ("settings.js", "text/javascript; charset=utf-8"),
+    "live.js": ("live.js", "text/javascript; charset=utf-8"),
     "app.css": ("app.css", "text/css; charset=utf-8"),
 }
 STATIC = Path(__file__).resolve().parent / "static"
