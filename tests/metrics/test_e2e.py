@@ -62,8 +62,8 @@ def json_events(text: str) -> list[dict[str, Any]]:
 
 def traffic(server: ServerProcess) -> None:
     """Two messages to alice and one unknown recipient on port 25; on submission a wrong
-    password (AUTH PLAIN, then AUTH LOGIN), then AUTH LOGIN and a message to a remote domain; IMAP over
-    STARTTLS: LOGIN, SELECT, FETCH."""
+    password (AUTH PLAIN, then AUTH LOGIN), then AUTH LOGIN and a message to a remote
+    domain; IMAP over STARTTLS: LOGIN, SELECT, FETCH."""
     with smtplib.SMTP("127.0.0.1", server.ports["smtp.listen"], timeout=10) as client:
         for n in (1, 2):
             client.sendmail("carol@example.net", [ALICE], MESSAGE.format(n=n).encode())
