@@ -14,7 +14,7 @@ import { $, api, state, ApiError, failed, onSignedOut } from "./core.js";
 import { loadFolders, loadPage, openFolder, search } from "./folders.js";
 import { openMessage, report } from "./reader.js";
 import { openCompose, openDraft, saveDraft, send } from "./compose.js";
-import { confirmTotp, createAppPassword, enrolTotp, openSettings } from "./settings.js";
+import { confirmTotp, createAppPassword, disableTotp, enrolTotp, openSettings } from "./settings.js";
 import { startLive, stopLive } from "./live.js";
 
 function showSignIn() {
@@ -84,6 +84,7 @@ function wire() {
   on("app-password-form", "submit", createAppPassword);
   on("totp-enrol", "click", enrolTotp);
   on("totp-confirm-form", "submit", confirmTotp);
+  on("totp-disable-form", "submit", disableTotp);
   onSignedOut(showSignIn);
 }
 

@@ -1,4 +1,6 @@
-// Settings: app passwords (for mail programs) and two-factor sign-in (TOTP enrolment).
+// Settings: app passwords (for mail programs) and two-factor sign-in (TOTP: switch it on
+// with a first code, which shows the recovery codes once; switch it off with a current
+// code or a recovery code).
 import { $, el, api, failed } from "./core.js";
 
 export async function openSettings() {
@@ -17,6 +19,7 @@ async function loadSettings() {
       ? "On: signing in asks for a code from your authenticator app."
       : "Off.";
     $("totp-enrol").hidden = me.totp_enabled;
+    $("totp-disable-form").hidden = !me.totp_enabled;
     $("app-passwords").replaceChildren(...passwords.map((p) => el("li", { dataset: { id: p.id } },
       `${p.name} (${p.scopes.join(", ")}) `,
       el("button", { type: "button", onclick: () => revokeAppPassword(p.id) }, "Revoke"))));
@@ -63,6 +66,17 @@ export async function confirmTotp(event) {
     $("recovery-codes").replaceChildren(
       el("li", {}, "Recovery codes (each works once; keep them safe):"),
       ...done.recovery_codes.map((c) => el("li", {}, c)));
+    await loadSettings();
+  } catch (error) { failed(error, "settings-error"); }
+}
+
+export async function disableTotp(event) {
+  event.preventDefault();
+  $("settings-error").textContent = "";
+  try {
+    await api("DELETE", "/me/totp", { code: $("totp-disable-code").value.trim() });
+    $("totp-disable-code").value = "";
+    $("recovery-codes").replaceChildren();
     await loadSettings();
   } catch (error) { failed(error, "settings-error"); }
 }
