@@ -28,11 +28,10 @@ __all__ = ["Observability", "install"]
 class Observability(Service):
     """Adds ``observers`` to ``publisher`` on start and removes them on stop."""
 
-    name = "observability"
-
     def __init__(
         self, metrics: Metrics, observers: list[ILogObserver], publisher: LogPublisher
     ) -> None:
+        self.setName("observability")
         self.metrics = metrics
         self.observers = observers
         self.publisher = publisher

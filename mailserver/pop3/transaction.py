@@ -132,6 +132,7 @@ def _send(
             return None
         sender = MessageSender(server.transport, server.write, server.in_thread, source, limiter)
         server.sender = sender
+        server.events.line_reply(status)  # the sender writes it, with the first bytes
         return sender.start(status, first).addCallbacks(sent, broken)
 
     def sent(_: object) -> None:

@@ -1,15 +1,16 @@
 """Metrics and logs on the real server (`twistd mailserver` from the server_process fixture):
-after SMTP, submission and IMAP traffic /metrics shows the counters moved by exactly that
-traffic; the JSON log has one summary line per accepted message (with the filter's verdict
-on port 25) and one per outbound delivery attempt; the submission and IMAP traces show each
-command and reply with AUTH data and passwords redacted, and the untraced port-25 listener
-logs no command."""
+after SMTP, submission, IMAP and POP3 traffic /metrics shows the counters moved by exactly
+that traffic; the JSON log has one summary line per accepted message (with the filter's
+verdict on port 25) and one per outbound delivery attempt; the submission, IMAP and POP3
+traces show each command and reply with AUTH data and passwords redacted, and the untraced
+port-25 listener logs no command."""
 
 from __future__ import annotations
 
 import base64
 import imaplib
 import json
+import poplib
 import smtplib
 import time
 from pathlib import Path
@@ -63,7 +64,8 @@ def json_events(text: str) -> list[dict[str, Any]]:
 def traffic(server: ServerProcess) -> None:
     """Two messages to alice and one unknown recipient on port 25; on submission a wrong
     password (AUTH PLAIN, then AUTH LOGIN), then AUTH LOGIN and a message to a remote
-    domain; IMAP over STARTTLS: LOGIN, SELECT, FETCH."""
+    domain; IMAP over STARTTLS: LOGIN, SELECT, FETCH; POP3 over STLS: USER, PASS, STAT,
+    RETR."""
     with smtplib.SMTP("127.0.0.1", server.ports["smtp.listen"], timeout=10) as client:
         for n in (1, 2):
             client.sendmail("carol@example.net", [ALICE], MESSAGE.format(n=n).encode())
@@ -91,6 +93,14 @@ def traffic(server: ServerProcess) -> None:
     assert typ == "OK"
     imap.logout()
 
+    pop = poplib.POP3("127.0.0.1", server.ports["pop3.listen"], timeout=10)
+    pop.stls(context=insecure_context())
+    pop.user(ALICE)
+    pop.pass_(PASSWORD)
+    assert pop.stat()[0] == 2
+    assert b"Subject: 1" in b"\r\n".join(pop.retr(1)[1])
+    pop.quit()
+
 
 def wait_for(condition, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
@@ -114,12 +124,13 @@ def dns():
 async def test_metrics_mail_log_and_trace_after_traffic(server_process, dns):  # noqa: F811
     server: ServerProcess = server_process(
         {
-            "log": {"format": "json", "trace": ["submission", "imap"]},
+            "log": {"format": "json", "trace": ["submission", "imap", "pop3"]},
             "filter": {"enabled": True},
             "delivery": {"nameservers": [dns.address], "port": free_port(),
                          "first_retry": 3600.0},
         },
-        listen_keys=("http.listen", "smtp.listen", "submission.listen", "imap.listen"),
+        listen_keys=("http.listen", "smtp.listen", "submission.listen", "imap.listen",
+                     "pop3.listen"),
     )
     await provision(Path(server.data_dir), "example.org", ["alice"])
     await deferToThread(server.start)
@@ -161,6 +172,11 @@ async def test_metrics_mail_log_and_trace_after_traffic(server_process, dns):  #
     assert sample(after, "mailserver_replies_total", protocol="imap",
                   listener="imap.listen", code="OK") >= 5
     assert sample(after, "mailserver_imap_command_seconds_count", verb="FETCH") == 1
+    pop3 = {"protocol": "pop3", "listener": "pop3.listen"}
+    assert sample(after, "mailserver_commands_total", verb="RETR", **pop3) == 1
+    assert sample(after, "mailserver_commands_total", verb="PASS", **pop3) == 1
+    assert sample(after, "mailserver_replies_total", code="+OK", **pop3) == 6  # STLS..QUIT
+    assert sample(after, "mailserver_auth_total", result="success", **pop3) == 1
     assert sample(after, "mailserver_delivery_attempts_total", result="deferred") == 1
     assert sample(after, "mailserver_delivery_attempt_seconds_count", result="deferred") == 1
     assert sample(after, "mailserver_queue_messages") == 1
@@ -190,11 +206,13 @@ async def test_metrics_mail_log_and_trace_after_traffic(server_process, dns):  #
     assert outbound[0]["sender"] == ALICE and outbound[0]["size"] > 0
 
     traced = [e for e in events if e.get("mail_event") == "command"]
-    assert traced and {e["listener"] for e in traced} == {"submission.listen", "imap.listen"}
+    assert {e["listener"] for e in traced} == {"submission.listen", "imap.listen",
+                                               "pop3.listen"}
     lines = [e["line"] for e in traced]
     assert "AUTH PLAIN ***" in lines and "AUTH LOGIN" in lines
     assert lines.count("***") >= 2  # the user name and password of AUTH LOGIN
     assert any(line.endswith(f"LOGIN {ALICE} ***") for line in lines)
+    assert "PASS ***" in lines
     replies = [e["text"] for e in events if e.get("mail_event") == "reply"]
     assert any(text.startswith("235") for text in replies)
     assert any(text.startswith("535") for text in replies)
