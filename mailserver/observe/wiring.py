@@ -3,7 +3,7 @@
 
 :func:`install` names each listener's factory after its config key (the ``listener`` label
 of every event), turns on the trace of the listeners ``[log] trace`` names, mounts
-``/metrics`` on the HTTP root when ``[http] metrics`` is on, and adds an
+``/metrics`` on the HTTP root and counts when ``[http] metrics`` is on, and adds an
 :class:`Observability` service that keeps the observers on the log publisher while the
 server runs.
 """
@@ -29,7 +29,7 @@ class Observability(Service):
     """Adds ``observers`` to ``publisher`` on start and removes them on stop."""
 
     def __init__(
-        self, metrics: Metrics, observers: list[ILogObserver], publisher: LogPublisher
+        self, metrics: Metrics | None, observers: list[ILogObserver], publisher: LogPublisher
     ) -> None:
         self.setName("observability")
         self.metrics = metrics
@@ -76,14 +76,17 @@ def install(
     for key, factory in listener_factories(service):
         factory.listener = key
         factory.trace = key.split(".", 1)[0] in traced
-    metrics = Metrics()
-    if spool is not None:
-        metrics.watch_queue(spool, reactor)
-    if config.http.metrics:
+    observers: list[ILogObserver] = [MailLog(publisher)]
+    metrics = None
+    if config.http.metrics:  # off: nothing is counted at all
+        metrics = Metrics()
+        if spool is not None:
+            metrics.watch_queue(spool, reactor)
         web_root.putChild(
             b"metrics",
             MetricsResource(metrics.registry, loopback_only=config.http.metrics_loopback_only),
         )
-    observability = Observability(metrics, [metrics, MailLog(publisher)], publisher)
+        observers.append(metrics)
+    observability = Observability(metrics, observers, publisher)
     observability.setServiceParent(service)
     return observability
