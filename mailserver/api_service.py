@@ -72,6 +72,7 @@ def api_context(
         feedback=filters.feedback() if filters is not None else VerdictFeedback(),
         changes=service.store.changes,
         spool=service.spool,
+        trace=service.trace,
         classifications=(
             filters.classifications
             if filters is not None

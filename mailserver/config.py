@@ -770,6 +770,32 @@ class FilterConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """[tracking]: the message trace log behind the admin API's "where is my mail"."""
+
+    enabled: bool = _key(
+        True,
+        "Record each message's path (SMTP session, filter verdict, storage, queue, delivery "
+        "attempts, DSNs) in the index for GET /api/v1/admin/track.",
+    )
+    max_age_days: float = _key(
+        30.0, "Days a trace record is kept; older ones are pruned.", _positive
+    )
+    max_records: int = _key(
+        1_000_000, "Trace records kept at most; the oldest are pruned first.", _positive
+    )
+    flush_interval: float = _key(
+        1.0,
+        "Seconds trace records wait in memory to be written together (one index commit for "
+        "all of them); a crash loses at most this many seconds of records, never mail.",
+        _positive,
+    )
+    prune_interval: float = _key(
+        3600.0, "Seconds between prunings of old trace records.", _positive
+    )
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; each field of a dataclass type is one TOML section."""
 
@@ -787,6 +813,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     msgauth: MsgAuthConfig = field(default_factory=MsgAuthConfig)
     filter: FilterConfig = field(default_factory=FilterConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     #: Where this configuration came from: a file path or "embedded defaults" (not a key).
     source: str = EMBEDDED
 

@@ -71,6 +71,7 @@ from mailserver.store.local import LocalDeliveryTarget
 from mailserver.store.maildir_store import MaildirStore
 from mailserver.store.quota import QuotaRules
 from mailserver.tls import ServerTLS, ensure_self_signed
+from mailserver.trace import TraceLog, TraceService
 from mailserver.web.health import HealthResource
 from mailserver.web.webmail import WebmailResource
 
@@ -133,6 +134,8 @@ class MailService(MultiService):
         self.audit: AuditLog | None = None
         #: The filter pipeline's checks ([filter]); None when the filter is off.
         self.filters: Filters | None = None
+        #: The message trace log ([tracking]); None when tracking is off.
+        self.trace: TraceLog | None = None
         self.state = "starting"
         #: After stopService: True when in-flight work finished and storage closed in time.
         self.stopped_cleanly = False
@@ -401,6 +404,7 @@ def build(config: Config, reactor: Any) -> MailService:
     router = Router(local, spool, directory, queued=scheduler.poke)
     scheduler.bounces = router
     submit = submission_targets(config, root, _reserved(root, router), reactor)
+    _tracking(config, root, reactor)  # before the API, which reads root.trace
     site.resource.putChild(b"api", api_root(config, root, submit, reactor))
     site.resource.putChild(b"mail", WebmailResource())  # the web mail page, /mail/
     scheduler.setServiceParent(root)
@@ -420,6 +424,23 @@ def build(config: Config, reactor: Any) -> MailService:
     _pop3_listeners(config, root, reactor)
     observe(config, root, site.resource, reactor, spool=spool)  # /metrics, mail log, trace
     return root
+
+
+def _tracking(config: Config, service: MailService, reactor: Any) -> None:
+    """[tracking]: the trace log in the index, fed by the log events while the server runs
+    (mailserver.trace); the API reads it (api_service.py)."""
+    tracking = config.tracking
+    if not tracking.enabled:
+        return
+    service.trace = TraceLog(
+        service.db,
+        reactor,
+        max_age=tracking.max_age_days * 86400.0,
+        max_records=tracking.max_records,
+        flush_interval=tracking.flush_interval,
+        prune_interval=tracking.prune_interval,
+    )
+    TraceService(service.trace).setServiceParent(service)
 
 
 def _listener_pair(

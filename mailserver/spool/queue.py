@@ -37,6 +37,7 @@ from mailserver import durable
 from mailserver.db import Database, Txn, schema
 from mailserver.errors import MailError
 from mailserver.interfaces import IDelivery, IDeliveryTarget, ISpool
+from mailserver.message.headers import get_header, parse_headers, split_message
 from mailserver.types import (
     Address,
     Envelope,
@@ -49,6 +50,8 @@ __all__ = ["LmdbSpool", "SpoolDelivery", "new_queue_id"]
 
 log = Logger(namespace="mailserver.spool")
 _U64 = struct.Struct(">Q")
+#: How much of a spooled message is read for its Message-ID (the trace's ``queued`` event).
+HEAD = 64 * 1024
 
 
 def new_queue_id(milliseconds: int) -> str:
@@ -277,6 +280,7 @@ class SpoolDelivery:
         self.queue_id = spool.next_id()
         self._recipients: dict[str, QueuedRecipient] = {}
         self._size: int | None = None
+        self._message_id = ""
         self._done = False
 
     def add_recipient(
@@ -294,12 +298,12 @@ class SpoolDelivery:
         temporary = os.path.join(spool.root, "tmp", self.queue_id)
         final = spool.message_path(self.queue_id)
 
-        def write() -> int:
+        def write() -> tuple[int, str]:
             size = durable.write_new(temporary, source, fsync=spool.fsync)
             durable.publish(temporary, final, fsync=spool.fsync)
-            return size
+            return size, _message_id(final)
 
-        self._size = yield spool.in_thread(write)
+        self._size, self._message_id = yield spool.in_thread(write)
 
     @inlineCallbacks
     def commit(self) -> Any:
@@ -325,6 +329,20 @@ class SpoolDelivery:
         except BaseException:
             yield self.spool.in_thread(_unlink, self.spool.message_path(self.queue_id))
             raise
+        envelope = self.envelope
+        log.info(  # the trace's spool record (mailserver.trace.observer: queued)
+            "{queue_id}: queued from=<{sender}> for {recipients}",
+            mail_event="queued",
+            queue_id=self.queue_id,
+            smtp_id=envelope.queue_id,
+            message_id=self._message_id,
+            sender=entry.sender,
+            recipients=[r.address for r in entry.recipients],
+            size=entry.size,
+            client=envelope.client_address,
+            helo=envelope.helo,
+            authenticated_as=envelope.authenticated_as,
+        )
         return self.queue_id
 
     def abort(self) -> Deferred[None]:
@@ -334,6 +352,18 @@ class SpoolDelivery:
         if self._size is None:
             return succeed(None)
         return self.spool.in_thread(_unlink, self.spool.message_path(self.queue_id))
+
+
+def _message_id(path: str) -> str:
+    """Blocking: the Message-ID field of the message file at ``path`` ('' when none); only
+    its first :data:`HEAD` bytes are read (just written: from the page cache)."""
+    try:
+        with open(path, "rb") as source:
+            head = source.read(HEAD)
+    except OSError:
+        return ""
+    found = get_header(parse_headers(split_message(head)[0]), "Message-ID")
+    return "" if found is None else found.decode("utf-8", "replace")[:998]
 
 
 def _unlink(path: str) -> None:

@@ -18,6 +18,7 @@ from functools import partial
 from typing import Any, BinaryIO
 
 from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from mailserver import durable
@@ -34,6 +35,8 @@ from mailserver.store import index, maildir, quota
 from mailserver.store.mailbox import MaildirMailbox, message_meta, spam_record
 from mailserver.store.maildir_store import MaildirStore
 from mailserver.types import Address, Envelope, SpamVerdict, SpecialUse
+
+log = Logger(namespace="mailserver.store")
 
 
 def return_path(envelope: Envelope) -> bytes:
@@ -183,6 +186,19 @@ class LocalDelivery:
             raise
         for mailbox in inboxes:
             store.changes.notify(mailbox.account.address, mailbox.name)
+        envelope = self.envelope
+        log.info(  # the trace's storage record (mailserver.trace.observer: stored)
+            "{smtp_id}: stored as {object_id} in {places}",
+            mail_event="stored",
+            smtp_id=envelope.queue_id,
+            message_id=str(meta["envelope"].get("message_id") or ""),
+            object_id=object_id,
+            places=[[m.account.address, m.name, uid] for m, uid in zip(inboxes, uids)],
+            sender="" if envelope.sender is None else str(envelope.sender),
+            client=envelope.client_address,
+            helo=envelope.helo,
+            authenticated_as=envelope.authenticated_as,
+        )
         return uids
 
     def abort(self) -> Deferred[None]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 
+from mailserver.interfaces import ITraceLog
 from mailserver.web.api.routing import Problem
 
 __all__ = ["ApiContext"]
@@ -44,7 +45,9 @@ class ApiContext:
     or None; ``submit(user) -> IDeliveryTarget`` the submission path of a signed-in user;
     ``feedback`` IJunkFeedback; ``changes`` the store's change notices (Server-Sent Events);
     ``spool`` ISpool; ``classifications`` the spam classification log
-    (``recent(limit, message_id=..., address=...)``); ``config`` the Config.
+    (``recent(limit, message_id=..., address=...)``); ``trace`` the message trace log
+    (:class:`~mailserver.interfaces.ITraceLog`, None when ``[tracking]`` is off);
+    ``config`` the Config.
 
     ``session(request) -> Deferred[str | None]`` (optional, for the web page): the account
     of a request that carries no ``Authorization`` header but the page's session cookie, or
@@ -68,6 +71,7 @@ class ApiContext:
     changes: Any = None
     spool: Any = None
     classifications: Any = None
+    trace: ITraceLog | None = None
     session: Callable[[Any], Any] | None = None
     events: Any = None
 

@@ -8,42 +8,65 @@ audited as ``queue_action`` (see :mod:`mailserver.web.api.admin` for the rules).
 
 Tracking needs ``manage-queue`` too: it shows where any account's mail went.
 
-One query returns the message's path as one document, assembled from what the server keeps
-persistently today. Each part says whether it is recorded at all (``recorded``) and whether
-its search was complete (``complete``), and ``gaps`` lists what could not be known, so an
-empty list means "not found", never "not looked for".
+One query returns the message's path as one document. Each part says whether it is
+recorded at all (``recorded``) and whether its search was complete (``complete``), and
+``gaps`` lists what could not be known, so an empty list means "not found", never "not
+looked for". ``trace`` says whether the trace log answered.
 
-What each part reads, and what it costs:
+**From the trace log first** (``context.trace``, an ITraceLog; ``[tracking]``, on by
+default; :mod:`mailserver.trace`). It records, by Message-ID, queue id and SMTP session,
+what the SMTP session, the filter, the store and the spool logged about each message, so
+the answer is a few index reads and never a scan (:mod:`.trace_view`):
 
 ``smtp``
-    Nothing persistent records SMTP sessions: the 250 reply's id, the ``accepted`` line and
-    the filter's one-line summary go to the process log (``[log]``, text or JSON on the
-    twistd log stream), which the server does not index or read back. The part is always
-    ``recorded: false``; what is known of the session comes from the spam classification
+    ``recorded: true``; ``sessions``: the reply to the end of the message (or a refused
+    MAIL/RCPT when querying by session id) with the session id, the 250's id, client,
+    listener, envelope, size, and the HELO name and authenticated user from the store's
+    and spool's records of the same transaction.
+``checks``
+    ``verdicts``: the filter pipeline's decision (action, score, rules) for any message
+    that reached the end of DATA through it; ``entries``: the spam classification log's
+    entries of the Message-ID (``recent(limit, message_id=...)``, a bounded backward walk in
+    the thread pool).
+``storage``
+    Each place a local delivery stored the message (account, folder, UID, object id),
+    checked with one ``IMailbox.message(uid)`` each: ``present: false`` when the copy has
+    since been moved or expunged (the trace does not follow IMAP moves).
+``queue``
+    ``queue_ids`` the spool gave the message, the live ``entries`` (``spool.get``), and
+    ``attempts``: every delivery attempt per recipient (time, MX host, reply, status,
+    result), which outlive the queue entry.
+``dsns``
+    DSNs generated for the queue entries (queued or stored locally), with ``dsn_for``.
+
+The trace log is bounded (``[tracking] max_age_days``, ``max_records``) and written in
+batches (``flush_interval``): a crash loses at most the last batch, and records of work
+still in flight when the server stops may be missing.
+
+**Without a trace record** (tracking off, a message older than the trace or from before it
+was on), the parts are assembled from what the server otherwise keeps, and cost bounded
+scans:
+
+``smtp``
+    ``recorded: false``: what is known of the session comes from the spam classification
     entries (client IP, envelope sender and recipients) and from our ``Received`` field in
     a queued copy (``... (mailserver) with ESMTP id <session id>``).
 ``checks``
-    The ``spam_classifications`` log (``context.classifications.recent(limit,
-    message_id=...)``), newest first: score, action, rules, classifier, and user reports.
-    Only messages that reached the body phase with a spam verdict are recorded; a refusal
-    at connect/HELO/MAIL/RCPT, a message with no spam check (submission) or a check error
-    leave no entry. ``recent`` walks the log backwards (up to its ``max_entries``, 100,000
-    by default) when fewer than ``limit`` entries match: it runs in the thread pool.
+    The ``spam_classifications`` log only: messages that reached the body phase with a
+    spam verdict; a refusal at connect/HELO/MAIL/RCPT, a message with no spam check
+    (submission) or a check error leave no entry.
 ``storage``
-    There is no index by Message-ID: the Message-ID is in each object's cached ENVELOPE.
-    So this is a bounded scan (:data:`STORE_SCAN_LIMIT` messages) through the store
-    interfaces, reading the envelope only (``IMailbox.messages(meta="envelope")``), in the
+    A bounded scan (:data:`STORE_SCAN_LIMIT` messages) through the store interfaces,
+    reading the cached envelope only (``IMailbox.messages(meta="envelope")``), in the
     thread pool. Accounts named as recipients by the classification entries (and
     ``?account=``) are scanned first, then every directory user. ``complete`` is false
     when the bound stopped the scan.
 ``queue`` and ``dsns``
-    The spool (``context.spool``): a queue id from ``spool.get``; by Message-ID (or by the
-    SMTP session id of the 250 reply) a bounded scan (:data:`QUEUE_SCAN_LIMIT` entries)
-    reading the first 64 KiB of each queued message. An entry holds each recipient's
-    state, attempts, last reply and time; a DSN is queued as a new entry from ``<>`` whose
-    Message-ID starts with ``<QUEUEID.``, which is how the DSNs of an entry are found
-    (queued, or stored in a local sender's mailbox). Once every recipient is delivered or
-    failed the entry is removed, and with it its delivery history.
+    The spool: a queue id from ``spool.get``; by Message-ID (or by the SMTP id of the 250
+    reply) a bounded scan (:data:`QUEUE_SCAN_LIMIT` entries) reading the first 64 KiB of
+    each queued message. A DSN is queued as a new entry from ``<>`` whose Message-ID starts
+    with ``<QUEUEID.``, which is how the DSNs of an entry are found. Once every recipient
+    is delivered or failed the entry is removed, and with it its delivery history.
 """
 
 from __future__ import annotations
@@ -52,6 +75,7 @@ import itertools
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -68,6 +92,7 @@ from mailserver.web.api.admin import (
     run,
 )
 from mailserver.web.api.routing import Call, Problem, Response, Route
+from mailserver.web.api.trace_view import QUEUE_ID_DOC, RESPONSE, assemble
 
 __all__ = [
     "QUEUE_SCAN_LIMIT",
@@ -92,10 +117,11 @@ _HEAD = 64 * 1024
 _PAGE = 500
 _RECEIVED_ID = re.compile(rb"\(mailserver\)\s+with\s+\S+\s+id\s+([0-9A-Fa-f]+)")
 
-#: The parts of the path nothing persistent records today (``gaps`` repeats the relevant).
+#: The parts of the path nothing but the trace log records (``gaps`` repeats the relevant
+#: when the answer does not come from the trace).
 NOT_RECORDED = {
-    "smtp": "SMTP sessions (connection, HELO, MAIL/RCPT replies, the 250 and its id) are only "
-    "written to the process log, which is not indexed or read by the server",
+    "smtp": "[tracking] is off: SMTP sessions (connection, HELO, MAIL/RCPT replies, the 250 "
+    "and its id) are only written to the process log, which the server does not read back",
     "delivery_history": "a queue entry and its per-recipient history are removed once every "
     "recipient is delivered or failed; finished deliveries leave only process-log lines",
     "local_delivery": "local deliveries (port 25 to a mailbox) are not queued: no attempt "
@@ -103,6 +129,13 @@ NOT_RECORDED = {
     "checks_without_spam": "filter decisions without a spam verdict (refusals before DATA, "
     "submission, DNSBL/greylist/rate-limit replies) are not recorded per message",
 }
+
+
+#: The gap when the trace log is on but knows nothing of the query.
+NOT_TRACED = (
+    "the trace log has no record of it (unknown, pruned after [tracking] max_age_days, or "
+    "from before tracking was on): the parts below come from the bounded scans"
+)
 
 
 def normalise(message_id: str) -> str:
@@ -418,7 +451,16 @@ async def track(call: Call) -> Any:
     if len(message_id) > 998:
         raise Problem(400, "Bad query", "message_id is longer than a header line may be")
     context = call.context
-    gaps: list[str] = [NOT_RECORDED["smtp"]]
+    trace = context.trace
+    if trace is not None:
+        asked = queue_id(raw_queue_id) if raw_queue_id else ""
+        found = await in_thread(call, partial(trace.find, message_id=message_id,
+                                              queue_id=asked))
+        if found["records"]:
+            return await _from_trace(call, found)
+        gaps: list[str] = [NOT_TRACED]
+    else:
+        gaps = [NOT_RECORDED["smtp"]]
     spool_id = smtp_id = ""
     direct: dict[str, Any] | None = None
     if raw_queue_id:
@@ -472,6 +514,8 @@ async def track(call: Call) -> Any:
     if not queue["entries"]:
         gaps.append(NOT_RECORDED["delivery_history"])
         gaps.append(NOT_RECORDED["local_delivery"])
+    checks["verdicts"] = []
+    queue["attempts"] = []
     return {
         "query": {"message_id": call.arg("message_id"), "queue_id": call.arg("queue_id")},
         "message_id": message_id or None,
@@ -481,6 +525,30 @@ async def track(call: Call) -> Any:
         "queue": queue,
         "dsns": dsns,
         "gaps": gaps,
+        "trace": {"recorded": trace is not None, "records": 0, "complete": True},
+    }
+
+
+async def _from_trace(call: Call, found: dict[str, Any]) -> dict[str, Any]:
+    """The answer from the trace log's records (:mod:`.trace_view`), with the spam
+    classification entries of the Message-ID they name."""
+    context = call.context
+    parts = await in_thread(call, assemble, found, context.store, context.spool,
+                            queue_entry_json)
+    message_id = parts["message_id"]
+    checks: dict[str, Any] = {"recorded": True, "entries": [], "verdicts": parts["verdicts"]}
+    if context.classifications is not None and message_id:
+        checks["entries"] = await in_thread(call, _checks, context.classifications, message_id)
+    return {
+        "query": {"message_id": call.arg("message_id"), "queue_id": call.arg("queue_id")},
+        "message_id": message_id or None,
+        "smtp": parts["smtp"],
+        "checks": checks,
+        "storage": parts["storage"],
+        "queue": parts["queue"],
+        "dsns": parts["dsns"],
+        "gaps": parts["gaps"],
+        "trace": parts["trace"],
     }
 
 
@@ -517,12 +585,13 @@ ROUTES: list[Route] = [
         "GET",
         "/admin/track",
         track,
-        "Where is a message: its SMTP session, checks, storage, queue and DSNs",
+        "Where is a message: its SMTP session, checks, storage, delivery attempts and DSNs",
         query={
             "message_id": {"type": "string"},
-            "queue_id": {"type": "string"},
+            "queue_id": {"type": "string", "description": QUEUE_ID_DOC},
             "account": {"type": "string"},
         },
+        response=RESPONSE,
         tag="admin",
     ),
 ]
