@@ -82,11 +82,11 @@ def redact(line: bytes) -> str:
     characters, with the SASL initial response of ``AUTH``, the password of ``PASS`` and the
     digest of ``APOP`` replaced by :data:`SECRET`."""
     text = line.decode("utf-8", "replace")
-    words = text.split(" ")
-    verb = words[0].upper()
+    words = text.split(None, 2)  # any white space separates, as a lenient client might
+    verb = words[0].upper() if words else ""
     if verb in _HIDE_AFTER_TWO and len(words) > 2:
-        text = " ".join([*words[:2], SECRET])
-    elif verb == "PASS" and len(words) > 1:
+        text = f"{words[0]} {words[1]} {SECRET}"
+    elif verb == "PASS" and len(text) > len("PASS"):  # anything after the verb
         text = f"{words[0]} {SECRET}"
     return text[:MAX_TRACE]
 

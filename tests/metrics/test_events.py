@@ -44,6 +44,12 @@ def test_redact_hides_sasl_initial_responses_and_passwords():
     assert redact(b"PASS my secret words") == f"PASS {SECRET}"
     assert redact(b"APOP alice c4c9334bac560ecc979e58001b3e22fb") == f"APOP alice {SECRET}"
     assert redact(b"MAIL FROM:<a@example.org> SIZE=10") == "MAIL FROM:<a@example.org> SIZE=10"
+    # other white space than one space still hides the secret
+    assert redact(b"AUTH PLAIN\tAGFsaWNlAHNlY3JldA==") == f"AUTH PLAIN {SECRET}"
+    assert redact(b"AUTH  PLAIN  AGFsaWNl") == f"AUTH PLAIN {SECRET}"
+    assert redact(b"PASS\tsecret") == f"PASS {SECRET}"
+    assert redact(b"PASS ") == f"PASS {SECRET}"
+    assert redact(b"PASS") == "PASS" and redact(b"") == ""
     assert redact_sasl(b"c2VjcmV0") == SECRET
     assert redact_sasl(b"*") == "*"  # the cancel is shown
 
