@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from twisted.internet.defer import maybeDeferred
 from twisted.internet.threads import blockingCallFromThread
+from twisted.python.failure import Failure
 
 __all__ = ["BlockingCall", "ReactorThread", "greenlet_call"]
 
@@ -85,15 +86,24 @@ class ReactorThread:
 
 
 def greenlet_call(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """pytest-twisted's ``blockon`` for a call: usable where pytest runs code outside the
-    reactor's greenlet (fixtures); inside a test it raises RuntimeError saying to await."""
+    """pytest-twisted's ``blockon`` for a call, where pytest runs code outside the reactor's
+    greenlet (fixtures). On the reactor (inside a pytest-twisted test) nothing can wait: a
+    call whose result is there at once (e.g. ``MailSystem.start``) returns it, any other
+    raises RuntimeError saying to await the Deferred instead (the call has started)."""
     import greenlet
     import pytest_twisted
 
     instances = getattr(pytest_twisted, "_instances", None)
-    if greenlet.getcurrent() is getattr(instances, "gr_twisted", None):
+    if greenlet.getcurrent() is not getattr(instances, "gr_twisted", None):
+        return pytest_twisted.blockon(maybeDeferred(function, *args, **kwargs))
+    result = maybeDeferred(function, *args, **kwargs)
+    outcome: list[Any] = []
+    result.addBoth(outcome.append)
+    if not outcome:
         raise RuntimeError(
             "this code already runs on the reactor (a pytest-twisted test): await the"
             " Deferred (e.g. await system.wait_for_delivery(...)) instead of a blocking call"
         )
-    return pytest_twisted.blockon(maybeDeferred(function, *args, **kwargs))
+    if isinstance(outcome[0], Failure):
+        outcome[0].raiseException()
+    return outcome[0]

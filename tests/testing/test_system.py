@@ -219,3 +219,25 @@ def test_add_user_needs_a_domain(mail_system: MailSystem) -> None:
     adding.addErrback(lambda _: None)
     assert failure.check(InvalidName)
     assert str(failure.value) == "an address needs a domain (alice)"
+
+
+async def test_any_loopback_address(make_mail_system: Any) -> None:
+    """``host`` picks another 127.x address; mail still flows there."""
+    other = make_mail_system(host="127.0.0.2", tls=False)
+    await other.add_user("alice@example.org")
+    assert {host for host, _ in (other.smtp, other.imap, other.pop3)} == {"127.0.0.2"}
+
+    def send() -> None:
+        with smtplib.SMTP(*other.smtp, timeout=10) as client:
+            client.sendmail("carol@example.net", ["alice@example.org"], note("elsewhere"))
+
+    await deferToThread(send)
+    [stored] = await other.wait_for_delivery("alice@example.org")
+    assert subject(stored) == "elsewhere"
+
+
+async def test_blocking_helpers_inside_an_async_test_say_to_await(mail_system: MailSystem) -> None:
+    """In a pytest-twisted test the code runs on the reactor, so a blocking helper that
+    would have to wait raises RuntimeError saying to await the Deferred instead."""
+    with pytest.raises(RuntimeError, match="await the Deferred"):
+        mail_system.add_user_blocking("carol@example.org")  # bcrypt runs in a thread
