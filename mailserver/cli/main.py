@@ -35,6 +35,7 @@ NOUNS = [
     "mailserver.cli.dmarc",
     "mailserver.cli.filter",
     "mailserver.cli.spam",
+    "mailserver.cli.backup",
 ]
 
 #: Exit statuses: a usage or config problem, and any other expected failure.

@@ -105,6 +105,10 @@ RULES: dict[str, Rule | None] = {
     "mailserver.cli.spam.eval_model": _ADMIN,
     "mailserver.cli.spam.explain": _ADMIN,
     "mailserver.cli.spam.stats": _ADMIN,
+    # backups hold every account's mail and the server's secrets; import/export any account's
+    "mailserver.cli.backup.run_backup": _ADMIN,
+    "mailserver.cli.backup.run_restore": _ADMIN,
+    "mailserver.cli.backup.run_verify": _ADMIN,
 }
 
 

@@ -1,0 +1,253 @@
+"""Verifying backups and live data directories, and restoring a backup.
+
+- :func:`verify_backup` checks a backup made by :func:`mailserver.store.backup.take_backup`:
+  every file the manifest lists is there with its size and SHA-256, no file is there that
+  it does not list, and every index entry (message, queued message) has its file, named
+  with the index's flags and of the indexed size, while every message file is indexed.
+- :func:`verify_live` checks a data directory in use: every index entry has its file (found
+  by base name, wherever a flag change or a crash left it) of the indexed size, and every
+  file in a folder's ``cur/`` is indexed. The server may be running: a problem is reported
+  only if it is still there when looked at again in a fresh read transaction (an expunge or
+  delivery in between is not a problem).
+- :func:`restore` copies a verified backup into an empty data directory.
+
+Each check returns the list of problems (one line each, naming the file or entry); an
+empty list means all is well. Everything here blocks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+from mailserver import durable
+from mailserver.db import Snapshot, schema
+from mailserver.store import maildir
+from mailserver.store.backup import (
+    INDEX,
+    MAIL,
+    BackupError,
+    MessageFile,
+    Progress,
+    backup_files,
+    copy_file,
+    find_live,
+    folder_dirs,
+    message_files,
+    no_progress,
+    open_index,
+    queued_files,
+    read_manifest,
+    sha256_file,
+)
+
+
+def _describe(message: MessageFile) -> str:
+    return f"{message.account} {message.name} uid {message.uid}"
+
+
+def verify_backup(root: str, progress: Progress = no_progress) -> list[str]:
+    """The problems of the backup in ``root`` (BackupError when it has no usable manifest)."""
+    manifest = read_manifest(root)
+    listed: dict[str, dict[str, object]] = manifest.get("files") or {}
+    problems = []
+    for done, (path, entry) in enumerate(sorted(listed.items()), 1):
+        full = os.path.join(root, path)
+        progress("checking", done, len(listed))
+        if not os.path.isfile(full):
+            problems.append(f"{path}: missing (listed in the manifest)")
+        elif os.path.getsize(full) != entry.get("size"):
+            problems.append(
+                f"{path}: {os.path.getsize(full)} bytes, the manifest says {entry.get('size')}"
+            )
+        elif sha256_file(full) != entry.get("sha256"):
+            problems.append(f"{path}: checksum mismatch (the file is damaged)")
+    for path in sorted(set(backup_files(root)) - set(listed)):
+        problems.append(f"{path}: not in the manifest")
+    if os.path.join(INDEX, "data.mdb") not in listed:
+        problems.append(f"{INDEX}/data.mdb: the manifest lists no index")
+        return problems
+    mail_files = {path for path in listed if path.startswith(MAIL + os.sep)}
+    with open_index(os.path.join(root, INDEX)) as (txn, dbs):
+        for message in message_files(txn, dbs):
+            path = message.path
+            if path not in listed or not os.path.isfile(os.path.join(root, path)):
+                problems.append(f"{path}: missing ({_describe(message)} in the index)")
+                continue
+            mail_files.discard(path)
+            if listed[path].get("size") != message.size:
+                problems.append(
+                    f"{path}: {listed[path].get('size')} bytes, the index says {message.size} "
+                    f"({_describe(message)})"
+                )
+        for path in queued_files(txn, dbs):
+            if path not in listed or not os.path.isfile(os.path.join(root, path)):
+                problems.append(f"{path}: missing (queued in the index)")
+    for path in sorted(mail_files):
+        if os.sep + "cur" + os.sep in path or os.sep + "new" + os.sep in path:
+            problems.append(f"{path}: a message file the index does not reference")
+    return problems
+
+
+def verify_live(data_dir: str, map_size: int, progress: Progress = no_progress) -> list[str]:
+    """The problems of the data directory ``data_dir`` (index vs files); see the module
+    docstring. BackupError when there is no index to check."""
+    index_dir = os.path.join(data_dir, INDEX)
+    if not os.path.exists(os.path.join(index_dir, "data.mdb")):
+        raise BackupError(f"no index at {index_dir}: is server.data_dir right?")
+    suspects = _live_suspects(data_dir, index_dir, map_size, progress)
+    if not suspects:
+        return []
+    problems = []  # look again: the server may have expunged or indexed it meanwhile
+    for problem, still in _live_checks(index_dir, map_size, suspects):
+        if still:
+            problems.append(problem)
+    return problems
+
+
+#: The recheck of a suspected problem: given a fresh read transaction, is it still one?
+_Check = Callable[[Any, dict[bytes, Any]], bool]
+_Suspect = tuple[str, _Check]
+
+
+def _live_suspects(
+    data_dir: str, index_dir: str, map_size: int, progress: Progress
+) -> list[_Suspect]:
+    suspects: list[_Suspect] = []
+    snapshot = Snapshot.open(index_dir, map_size=map_size)
+    try:
+        with snapshot.env.begin(write=False) as txn:
+            dbs = snapshot.dbs
+            folders = folder_dirs(txn, dbs)
+            fids = {path: fid for fid, (path, _a, _n) in folders.items()}
+            messages = list(message_files(txn, dbs))
+            for done, message in enumerate(messages, 1):
+                progress("checking", done, len(messages))
+                found = find_live(os.path.join(data_dir, message.folder), message.base)
+                key = schema.msg_key(fids[message.folder], message.uid)
+                if found is None:
+                    suspects.append(
+                        (
+                            f"{message.path}: missing ({_describe(message)} in the index); "
+                            "run: mailserver reindex " + message.account,
+                            _entry_still(key, data_dir, message, None),
+                        )
+                    )
+                elif os.path.getsize(found) != message.size:
+                    suspects.append(
+                        (
+                            f"{os.path.relpath(found, data_dir)}: {os.path.getsize(found)} "
+                            f"bytes, the index says {message.size} ({_describe(message)})",
+                            _entry_still(key, data_dir, message, message.size),
+                        )
+                    )
+            for fid, (folder, account, name) in folders.items():
+                cur = os.path.join(data_dir, folder, "cur")
+                for entry in os.listdir(cur) if os.path.isdir(cur) else ():
+                    base = maildir.split_name(entry)[0]
+                    if txn.get(schema.name_key(fid, base), db=dbs[b"names"]) is None:
+                        suspects.append(
+                            (
+                                f"{os.path.join(folder, 'cur', entry)}: not in the index "
+                                f"({account} {name}); run: mailserver reindex {account}",
+                                _file_still(fid, base, os.path.join(cur, entry)),
+                            )
+                        )
+            for path in queued_files(txn, dbs):
+                if not os.path.isfile(os.path.join(data_dir, path)):
+                    queue_id = os.path.basename(path).encode()
+                    suspects.append(
+                        (
+                            f"{path}: missing (queued in the index); remove the entry: "
+                            f"mailserver queue delete {queue_id.decode()}",
+                            _queued_still(queue_id, os.path.join(data_dir, path)),
+                        )
+                    )
+    finally:
+        snapshot.close()
+    return suspects
+
+
+def _entry_still(
+    key: bytes, data_dir: str, message: MessageFile, size: int | None
+) -> _Check:
+    def check(txn: Any, dbs: dict[bytes, Any]) -> bool:
+        if txn.get(key, db=dbs[b"messages"]) is None:
+            return False  # expunged meanwhile
+        found = find_live(os.path.join(data_dir, message.folder), message.base)
+        if size is None:
+            return found is None
+        return found is not None and os.path.getsize(found) != size
+
+    return check
+
+
+def _file_still(fid: int, base: str, path: str) -> _Check:
+    def check(txn: Any, dbs: dict[bytes, Any]) -> bool:
+        indexed = txn.get(schema.name_key(fid, base), db=dbs[b"names"])
+        folder = os.path.dirname(os.path.dirname(path))
+        return indexed is None and find_live(folder, base) is not None
+
+    return check
+
+
+def _queued_still(queue_id: bytes, path: str) -> _Check:
+    def check(txn: Any, dbs: dict[bytes, Any]) -> bool:
+        entry = txn.get(queue_id, db=dbs[b"queue"])
+        return entry is not None and not os.path.isfile(path)
+
+    return check
+
+
+def _live_checks(
+    index_dir: str, map_size: int, suspects: list[_Suspect]
+) -> list[tuple[str, bool]]:
+    snapshot = Snapshot.open(index_dir, map_size=map_size)
+    try:
+        with snapshot.env.begin(write=False) as txn:
+            return [(problem, check(txn, snapshot.dbs)) for problem, check in suspects]
+    finally:
+        snapshot.close()
+
+
+def restore(
+    root: str, data_dir: str, *, fsync: bool = True, progress: Progress = no_progress
+) -> int:
+    """Copy the backup in ``root`` into ``data_dir`` (absent or empty) after verifying it;
+    the number of files restored. BackupError when the target is not empty or the backup
+    has problems (nothing is written then)."""
+    if os.path.exists(data_dir) and (not os.path.isdir(data_dir) or os.listdir(data_dir)):
+        raise BackupError(
+            f"the data directory {data_dir} is not empty; restore only into an empty one: "
+            f"move it aside (mv {data_dir} {data_dir}.old) or give --config a config whose "
+            "server.data_dir is a new directory"
+        )
+    problems = verify_backup(root, progress)
+    if problems:
+        raise BackupError(
+            f"the backup in {root} has {len(problems)} problem(s), e.g. {problems[0]}; "
+            f"see them all with: mailserver verify {root}"
+        )
+    manifest = read_manifest(root)
+    paths = sorted(manifest["files"])
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    for current, dirs, _files in os.walk(root):  # empty folders (tmp/, new/) too
+        for name in dirs:
+            relative = os.path.relpath(os.path.join(current, name), root)
+            os.makedirs(os.path.join(data_dir, relative), mode=0o700, exist_ok=True)
+    inodes: dict[tuple[int, int], str] = {}
+    for done, path in enumerate(paths, 1):
+        source, target = os.path.join(root, path), os.path.join(data_dir, path)
+        stat = os.stat(source)
+        twin = inodes.get((stat.st_dev, stat.st_ino))
+        if twin is not None:  # copies of one message share their bytes, as they did
+            os.link(twin, target)
+        else:
+            copy_file(source, target, fsync)
+            inodes[(stat.st_dev, stat.st_ino)] = target
+        progress("restoring", done, len(paths))
+    if fsync:
+        for current, _dirs, _files in os.walk(data_dir):
+            durable.fsync_directory(current)
+    return len(paths)
