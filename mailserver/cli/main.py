@@ -36,6 +36,7 @@ NOUNS = [
     "mailserver.cli.filter",
     "mailserver.cli.spam",
     "mailserver.cli.backup",
+    "mailserver.cli.transfer",
 ]
 
 #: Exit statuses: a usage or config problem, and any other expected failure.

@@ -264,8 +264,9 @@ async def test_restore_refuses_a_damaged_backup_and_writes_nothing(example, tmp_
 
 
 def test_backup_commands_are_for_admins_only(example, tmp_path):
-    """--as a plain user: backup, restore and verify are refused."""
-    for command in (["backup", str(tmp_path / "b")], ["restore", str(tmp_path)], ["verify"]):
+    """--as a plain user: backup, restore, verify, import and export are refused."""
+    for command in (["backup", str(tmp_path / "b")], ["restore", str(tmp_path)], ["verify"],
+                    ["import", ALICE, str(tmp_path)], ["export", ALICE, str(tmp_path / "e")]):
         done = example("--as", ALICE, *command)
         assert done.returncode == 1, command
         assert done.stderr.decode() == f"error: {ALICE} (user) may not manage-domains\n"
