@@ -67,6 +67,7 @@ from mailserver.spool.queue import LmdbSpool
 from mailserver.spool.remote import RemoteCourier
 from mailserver.spool.router import Router
 from mailserver.spool.scheduler import RetryPolicy, Scheduler
+from mailserver.store.consistency import damaged_index, verify_at_start
 from mailserver.store.local import LocalDeliveryTarget
 from mailserver.store.maildir_store import MaildirStore
 from mailserver.store.quota import QuotaRules
@@ -191,10 +192,17 @@ class MailService(MultiService):
         if self.state == "starting":
             self.state = "ok"
         log.info("store recovered ({count} message(s) indexed); ready", count=count)
+        verify_at_start(self.store, self.db.env.path())  # logs what is out of step
 
     def _recovery_failed(self, failure: Failure) -> None:
-        """Keep running (so /healthz can say so) but never report ``ok``."""
+        """Keep running (so /healthz can say so) but never report ``ok``; a damaged index
+        is one error line naming the repair."""
         self.state = "failed"
+        damaged = damaged_index(failure.value, self.db.env.path())  # type: ignore[arg-type]
+        if damaged is not None:
+            log.error("store recovery failed, /healthz reports 'failed': {damaged}",
+                      damaged=damaged)
+            return
         log.failure("store recovery failed; /healthz reports 'failed'", failure)
 
     # --- SIGHUP: reload TLS certificates and the config ----------------------------------

@@ -107,7 +107,7 @@ def run_import(args: argparse.Namespace) -> int:
         bar = ProgressBar("importing", total)
         report = ImportReport()
         try:
-            await import_sources(account, found, bar.update, report)
+            await import_sources(account, found, bar.update, report, store.in_thread)
         except QuotaExceeded:
             raise CommandError(
                 f"{who} is over quota after {report.messages} of {total} message(s); raise "
@@ -143,8 +143,14 @@ def run_export(args: argparse.Namespace) -> int:
         total = sum(info.exists for info in account.list_folders())
         bar = ProgressBar("exporting", total)
         try:
-            report = export_account(
-                account, path, args.format, bar.update, args.folder, config.store.fsync
+            report = await store.in_thread(  # file work: off the reactor
+                export_account,
+                account,
+                path,
+                args.format,
+                bar.update,
+                args.folder,
+                config.store.fsync,
             )
         except TransferError as error:
             raise CommandError(str(error)) from None

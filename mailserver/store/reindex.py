@@ -8,7 +8,8 @@
   UIDs (hard links to one inode share one object id, i.e. they are labels of one message);
   index entries without a file are dropped like an expunge (a tombstone each, and a higher
   HIGHESTMODSEQ, so QRESYNC clients hear of them); folders on disk but not in the index are
-  added.
+  added; each folder's EXISTS, unseen and size counters are recounted from its entries (an
+  index that lost entries keeps counters that no longer match).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import inlineCallbacks
 
 from mailserver.db import Txn
-from mailserver.db.schema import u32
+from mailserver.db.schema import decode_flags, u32
 from mailserver.store import index, maildir, quota
 from mailserver.store.mailbox import message_meta, move_to_cur
-from mailserver.types import SYSTEM_FLAGS, FlagMode
+from mailserver.types import SEEN, SYSTEM_FLAGS, FlagMode
 
 if TYPE_CHECKING:
     from mailserver.store.mailbox import MaildirMailbox
@@ -214,9 +215,25 @@ def reindex(
             object_id = inode_objects.setdefault(inode, index.new_object_id())
             yield _index_file(mailbox, subdir, file, object_id, first)
             report.messages_added += 1
+        yield store.write(lambda txn, f=mailbox.folder_id: _recount(txn, f))
     # The quota counters (RFC 9208 usage) follow the messages now in the index.
     yield store.write(lambda txn: quota.rebuild_usage(txn, address))
     return report
+
+
+def _recount(txn: Txn, fid: int) -> None:
+    """Set the folder's EXISTS, unseen and size counters from its index entries."""
+    record = index.folder(txn, fid)
+    exists = unseen = size = 0
+    for key, value in txn.prefix(b"flags", u32(fid)):
+        _modseq, flags = decode_flags(value)
+        exists += 1
+        unseen += SEEN not in flags
+        meta = txn.get_json(b"messages", key)
+        size += meta["size"] if meta else 0
+    if (record["exists"], record["unseen"], record["size"]) != (exists, unseen, size):
+        record.update(exists=exists, unseen=unseen, size=size)
+        index.update_folder(txn, record)
 
 
 def _drop(txn: Txn, mailbox: MaildirMailbox, uids: list[int | None]) -> None:

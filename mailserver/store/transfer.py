@@ -19,8 +19,9 @@ interfaces and writes a Maildir++ tree (byte-exact files named ``<unique>:2,<fla
 = internal date, keywords in ``dovecot-keywords``) or a directory with one ``<folder>.mbox``
 per folder (:mod:`mailserver.store.mbox`).
 
-The file work blocks; the command line runs these functions with the reactor running the
-store's writes, which is what the awaits are for.
+The file work blocks: :func:`import_sources` reads each message through ``in_thread`` (the
+store's thread pool) and awaits the store's appends on the reactor; :func:`export_account`
+blocks throughout and is run in a worker thread (it only reads the index).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from __future__ import annotations
 import io
 import os
 import string
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from mailserver import durable
 from mailserver.errors import NoSuchFolder
@@ -194,12 +196,21 @@ class ImportReport:
     messages: int = 0
 
 
+#: ``in_thread(function, *args)``: run blocking work off the reactor, e.g.
+#: :meth:`mailserver.store.maildir_store.MaildirStore.in_thread`.
+InThread = Callable[..., Awaitable[Any]]
+
+
 async def import_sources(
-    account: IAccount, found: list[Source], progress: Progress, report: ImportReport
+    account: IAccount,
+    found: list[Source],
+    progress: Progress,
+    report: ImportReport,
+    in_thread: InThread,
 ) -> ImportReport:
     """Append every message of ``found`` to ``account`` (folders created as needed), in
     order; ``report`` counts what is done, also when an append fails (e.g. QuotaExceeded,
-    which is raised to the caller)."""
+    which is raised to the caller). The source files are read through ``in_thread``."""
     total = sum(source.count for source in found)
     for source in found:
         try:
@@ -208,7 +219,8 @@ async def import_sources(
             await account.create_folder(source.folder)
             report.folders_created.append(source.folder)
             mailbox = account.folder(source.folder)
-        for message in read_source(source):
+        messages = read_source(source)
+        while (message := await in_thread(next, messages, None)) is not None:
             await mailbox.append(io.BytesIO(message.data), message.flags, message.internaldate)
             report.messages += 1
             progress(report.messages, total)
