@@ -18,6 +18,7 @@ from tests.web.page_harness import (
     ec,
     folder_page,
     message_item,
+    open_folder,
     page_problems,
     sign_in,
     text_message,
@@ -37,9 +38,14 @@ MARK = "window.__notReloaded = 'yes'"
 MARKED = "return window.__notReloaded || null"
 
 
-def folder_count(driver: Any, name: str) -> str:
-    return str(driver.find_element(
-        By.CSS_SELECTOR, f'#folders li[data-folder="{name}"] .count').text)
+def folder_count(driver: Any, name: str) -> str | None:
+    """The unseen count shown beside folder ``name`` ("" for none; None: no such folder)."""
+    found = driver.execute_script(
+        "for (const item of document.getElementById('folders').children)"
+        "  if (item.dataset.folder === arguments[0])"
+        "    return item.querySelector('.count').textContent;"
+        "return null;", name)
+    return None if found is None else str(found)
 
 
 def test_mail_delivered_by_smtp_appears_without_reload(mail_server, browser) -> None:
@@ -100,5 +106,26 @@ def test_flag_changes_and_moves_elsewhere_are_reflected(mail_server, browser) ->
         By.CSS_SELECTOR, "#messages .subject")] == ["Keep me"])
     wait(browser).until(lambda d: folder_count(d, "Junk") == "1")  # "Unread" is unseen
     assert folder_count(browser, "INBOX") == ""
+    assert browser.execute_script(MARKED) == "yes"
+    assert page_problems(browser) == []
+
+
+def test_a_folder_renamed_elsewhere_is_renamed_in_the_page(mail_server, browser) -> None:
+    """Renaming the open folder through another client replaces it in the folder list
+    (no reload), and the page opens INBOX instead of the folder that is gone."""
+    token = token_of(mail_server, ALICE)
+    status, _ = api(mail_server, "POST", "/folders", {"name": "Projects"}, token=token)
+    assert status == 201
+    sign_in(browser, mail_server)
+    open_folder(browser, "Projects")
+    browser.execute_script(MARK)
+    status, renamed = api(mail_server, "PATCH", "/folders/Projects", {"name": "Work"},
+                          token=token)
+    assert status == 200 and renamed["name"] == "Work"
+    wait(browser).until(lambda d: folder_count(d, "Work") is not None)
+    assert folder_count(browser, "Projects") is None
+    wait(browser).until(ec.text_to_be_present_in_element((By.ID, "list-title"), "INBOX"))
+    current = browser.find_element(By.CSS_SELECTOR, "#folders li.current")
+    assert current.get_attribute("data-folder") == "INBOX"
     assert browser.execute_script(MARKED) == "yes"
     assert page_problems(browser) == []

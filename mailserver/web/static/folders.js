@@ -16,10 +16,22 @@ function folderItem(name) {
   return null;
 }
 
-/** Shows `folders` (as GET /folders or the live stream gives them) as the folder list. */
+function showCount(item, unseen) {
+  item.querySelector(".count").textContent = unseen ? String(unseen) : "";
+}
+
+/** Shows `folders` (as GET /folders or the live stream gives them) as the folder list;
+ * when the folders are the ones shown, only their counts change. When the open folder is
+ * no longer among them, INBOX is opened instead. */
 export function showFolders(folders) {
   state.folders = folders.slice().sort(
     (a, b) => folderRank(a) - folderRank(b) || a.name.localeCompare(b.name));
+  const items = [...$("folders").children];
+  if (items.length === state.folders.length &&
+      items.every((item, n) => item.dataset.folder === state.folders[n].name)) {
+    items.forEach((item, n) => showCount(item, state.folders[n].unseen));
+    return;
+  }
   $("folders").replaceChildren(...state.folders.map((folder) => {
     const item = el("li", { dataset: { folder: folder.name } },
       el("span", { className: "name" }, folder.name),
@@ -28,6 +40,9 @@ export function showFolders(folders) {
     item.addEventListener("click", () => openFolder(folder.name));
     return item;
   }));
+  if (!state.folders.some((f) => f.name === state.folder)) { // renamed or deleted elsewhere
+    openFolder("INBOX");
+  }
 }
 
 export async function loadFolders() {
@@ -39,7 +54,7 @@ export function updateFolder(counters) {
   const folder = state.folders.find((f) => f.name === counters.folder);
   if (folder) Object.assign(folder, { exists: counters.exists, unseen: counters.unseen });
   const item = folderItem(counters.folder);
-  if (item) item.querySelector(".count").textContent = counters.unseen ? String(counters.unseen) : "";
+  if (item) showCount(item, counters.unseen);
 }
 
 export async function openFolder(name) {
