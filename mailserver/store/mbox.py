@@ -10,7 +10,7 @@ Reading undoes all of it: the ``From`` line gives the internal date (else the ``
 field), the three fields give the flags and are removed, one ``>`` is removed from each
 ``>+From `` line, and a message with LF line ends gets CRLF (RFC 5322 §2.1), so exporting
 and importing again gives back the same bytes. A ``From `` line starts a message at the top
-of the file, after a blank line, or when it carries a date as mbox writers put there.
+of the file, or when it carries a date as mbox writers put there (mutt's rule).
 """
 
 from __future__ import annotations
@@ -120,23 +120,19 @@ def is_mbox(path: str) -> bool:
         return False
 
 
-def _starts_message(line: bytes, previous_blank: bool) -> bool:
-    return line.startswith(b"From ") and (previous_blank or bool(_FROM_DATE.match(line)))
-
-
 def entries(source: BinaryIO) -> Iterator[tuple[bytes, bytes]]:
-    """(From line, raw entry) of each message in an mbox file, read line by line."""
+    """(From line, raw entry) of each message in an mbox file, read line by line. A message
+    starts at the first line, and at each ``From `` line carrying a date, as mutt's
+    ``is_from`` decides (so an unquoted ``From me`` line in a body does not split it)."""
     separator: bytes | None = None
     lines: list[bytes] = []
-    previous_blank = True
     for line in source:
-        if _starts_message(line, previous_blank):
+        if line.startswith(b"From ") and (separator is None or _FROM_DATE.match(line)):
             if separator is not None:
                 yield separator, b"".join(lines)
             separator, lines = line, []
         elif separator is not None:
             lines.append(line)
-        previous_blank = line in (b"\n", b"\r\n")
     if separator is not None:
         yield separator, b"".join(lines)
 
@@ -166,26 +162,27 @@ def decode(separator: bytes, raw: bytes) -> Message:
     data = kept + rest
     if b"\r\n" not in data:
         data = data.replace(b"\n", b"\r\n")
-    return Message(data, flags, _from_date(separator) or _header_date(kept))
+    date = _from_date(separator)
+    return Message(data, flags, date if date is not None else _header_date(kept))
 
 
 def _take_flag_fields(header: bytes) -> tuple[bytes, frozenset[str]]:
     """The header without Status/X-Status/X-Keywords fields, and the flags they carried."""
-    kept: list[bytes] = []
-    flags: set[str] = set()
-    dropping = False
+    fields: list[tuple[bytes, list[bytes]]] = []  # (lower-case name, lines)
     for line in header.splitlines(keepends=True):
-        if line[:1] in (b" ", b"\t"):
-            if not dropping:
-                kept.append(line)
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1][1].append(line)  # a folded field's continuation line
             continue
         match = _FIELD_NAME.match(line)
-        name = match.group(1).lower() if match else b""
-        dropping = name in FLAG_FIELDS
-        if not dropping:
-            kept.append(line)
+        fields.append((match.group(1).lower() if match else b"", [line]))
+    kept: list[bytes] = []
+    flags: set[str] = set()
+    for name, lines in fields:
+        if name not in FLAG_FIELDS:
+            kept.extend(lines)
             continue
-        value = line[match.end() :].decode("ascii", "replace").strip() if match else ""
+        text = b" ".join(line.strip() for line in lines).decode("ascii", "replace")
+        value = text.partition(":")[2].strip()
         if name == b"status":
             if "R" in value:
                 flags.add(SEEN)
