@@ -279,7 +279,7 @@ class FilteredDelivery(WrappingDelivery):
         verdicts: list[Verdict] = await gatherResults(asked)
         outcome = decide(self.message_verdicts() + verdicts, owner.honours, owner.policy)
         self.outcome = outcome
-        self._log(outcome)
+        self._log(outcome, message)
         spam = outcome.spam
         if spam is not None:
             if IClassified.providedBy(self.inner):
@@ -300,7 +300,7 @@ class FilteredDelivery(WrappingDelivery):
         finally:
             marked.close()
 
-    def _log(self, outcome: Outcome) -> None:
+    def _log(self, outcome: Outcome, message: bytes) -> None:
         rules = ",".join(f"{v.rule}({v.score:+.1f})" for v in outcome.verdicts if v.rule)
         log.info(
             "filter {peer} from=<{sender}> to={count} recipient(s): {action} "
@@ -313,6 +313,7 @@ class FilteredDelivery(WrappingDelivery):
             rules=rules or "none",
             mail_event=VERDICT,  # joined to the SMTP mail log line (mailserver.observe.maillog)
             queue_id=self.envelope.queue_id,
+            message_id=_message_id(message),  # the trace finds a refused message by it
         )
 
     def _record(self, outcome: Outcome, message: bytes) -> None:
