@@ -2,7 +2,8 @@
 local user and by submission to a remote one (a second SMTP server, ours, on 127.0.0.2,
 found through a real DNS server), then one GET /api/v1/admin/track?message_id=... each
 returns the SMTP session, the filter's verdict, the mailbox it was stored in, the delivery
-attempts to the remote MX (one delivered, one refused) and the DSN, from the trace log."""
+attempts to the remote MX (one delivered, one refused) and the DSN, from the trace log;
+after a SIGTERM (the trace written before the index closes) and a restart, the same."""
 
 from __future__ import annotations
 
@@ -174,3 +175,16 @@ async def test_track_mail_in_by_smtp_and_out_by_submission(server_process, remot
     [dsn] = bounced["dsns"]
     assert dsn["dsn_for"] == outbound["queue"]["queue_ids"][0]
     assert (dsn["account"], dsn["present"]) == ("alice@example.org", True)
+    # SIGTERM: the trace writes what it holds before the index closes, and says nothing bad
+    assert await deferToThread(server.stop) == 0
+    output = server.output()
+    assert "stopped cleanly" in output and "trace record(s) failed" not in output
+    # ... and after a restart the same query answers from the index
+    await deferToThread(server.start)
+    status, tokens = await deferToThread(
+        call, server, "/auth/login", {"username": ADMIN, "password": PASSWORD})
+    token = tokens["access_token"]
+    again = await deferToThread(wait_for, lambda: track(
+        "outbound-1@example.org", lambda b: b["dsns"]))
+    assert again["queue"]["attempts"] == bounced["queue"]["attempts"]
+    assert again["smtp"]["sessions"] == bounced["smtp"]["sessions"]
