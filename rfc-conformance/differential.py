@@ -14,8 +14,11 @@ step where the two answered differently. A difference is then either
 `dialog  step  ours  theirs  rfc`: the dialog path as rows cite it (`dialogs/pop3/x.dialog`),
 the dialog line of the step that read the differing response, both normalised responses as
 :meth:`Difference.ours` / :meth:`Difference.theirs` print them, and the RFC text (`RFC NNNN §x:
-"..."`) that allows both. A recorded variation must still occur (else it is stale and must go),
-so the file stays true.
+...`) that allows both. Where the reference breaks a rule we keep, the text starts with
+`reference deviates:` and names the rule. A difference that only follows from an earlier one
+of the same dialog (the reference accepted a MAIL we refused, so its next MAIL is nested) says
+`follows from line N: ...`, N being a step with its own row. A recorded variation must still
+occur (else it is stale and must go), so the file stays true.
 
 What normalising takes out (the RFCs leave it to the server):
 
@@ -39,6 +42,7 @@ from pathlib import Path
 from runner import (
     EXPECT,
     EXPECT_MATCH,
+    MISMATCHES,
     SKIP_UNTIL,
     STARTTLS,
     Dialog,
@@ -52,6 +56,8 @@ CONFORMANCE_DIR = Path(__file__).resolve().parent
 VARIATIONS = CONFORMANCE_DIR / "variations.tsv"
 COLUMNS = ("dialog", "step", "ours", "theirs", "rfc")
 REFERENCE = {"smtp": "postfix", "pop3": "dovecot", "imap": "dovecot"}
+CONTINUATION = {"smtp": r"\d{3}-.*"}
+"""A line that another line of the same response follows (see runner.play)."""
 """The reference server each protocol's dialogs are compared with."""
 
 Trace = list[tuple[str, int, bytes]]
@@ -223,8 +229,8 @@ def _failure(result: Result) -> str:
     """What a server did instead of what the dialog expected, in a stable form."""
     if result.got == "<timeout>" or result.reason.startswith("no line within"):
         return "<timeout>"
-    if result.got == "<connection closed>":
-        return "<closed>"
+    if result.got == "<connection closed>" or result.reason.startswith("send failed"):
+        return "<closed>"  # whether a send or the next read notices depends on timing
     if result.reason.startswith("TLS handshake failed"):
         return "<TLS handshake failed>"
     if result.reason.startswith("server sent data before the TLS handshake"):
@@ -241,20 +247,22 @@ def differences(
 ) -> list[Difference]:
     """Compare two plays of `dialog` (named `name`, as rows cite it) step by step.
 
-    Our play must have passed. If the reference failed the dialog, the step where it failed
-    is one difference (its normalised lines there, or how it failed) and later steps are not
-    compared; otherwise every step that read responses is compared.
+    Our play must have passed. The reference's play is lenient (see `compare`): an unmet
+    expectation does not end it, so every step is compared. If something ended its play
+    (timeout, closed connection, failed TLS handshake), the step where that happened is one
+    difference (what it sent there, then how it ended) and later steps are not compared.
     """
     normalise = NORMALISERS[dialog.protocol]
     mine, other = _by_step(normalise(ours[1])), _by_step(normalise(theirs[1]))
     result = theirs[0]
     found: list[Difference] = []
+    ended = not result.passed and not result.reason.startswith(MISMATCHES)
+    stop = result.step.line if ended and result.step is not None else None
     for step in dialog.steps:
         if step.kind not in (EXPECT, EXPECT_MATCH, SKIP_UNTIL, STARTTLS):
             continue
         quiet = "<TLS handshake done>" if step.kind == STARTTLS else "<nothing>"
-        failing = not result.passed and result.step is not None
-        if failing and (step.line == result.step.line or other.get(step.line) == [INCOMPLETE]):
+        if stop is not None and (step.line >= stop or other.get(step.line) == [INCOMPLETE]):
             # the reference failed here (or inside the reply that starts here): what it sent
             # at this step, then how the dialog failed; later steps are not compared
             theirs_here = [text for text in other.get(step.line, []) if text != INCOMPLETE]
@@ -283,9 +291,14 @@ def compare(
     timeout: float = 5.0,
 ) -> tuple[Result, list[Difference]]:
     """Play `dialog` against `ours` and `theirs` ((host, port) each) and return our Result and
-    the differences (see :func:`differences`; empty when our play failed: fix that first)."""
+    the differences (see :func:`differences`; empty when our play failed: fix that first).
+    The reference is played leniently: it goes on past an expectation it does not meet, so
+    the whole dialog is compared, not only its part up to the reference's first difference."""
     their_trace: Trace = []
-    their_result = play(dialog, theirs[0], theirs[1], timeout, None, None, their_trace)
+    continuation = CONTINUATION.get(dialog.protocol)
+    their_result = play(
+        dialog, theirs[0], theirs[1], timeout, None, None, their_trace, True, continuation
+    )
     our_trace: Trace = []
     our_result = play(dialog, ours[0], ours[1], timeout, None, None, our_trace)
     if not our_result.passed:
@@ -304,6 +317,7 @@ def load_variations(path: Path = VARIATIONS) -> tuple[list[Variation], list[str]
     rows: list[Variation] = []
     problems: list[str] = []
     seen: dict[tuple[str, int, str, str], int] = {}
+    consequences: list[tuple[str, str, int, int]] = []
     header = False
     dialogs: dict[str, Dialog | None] = {}
     for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -339,8 +353,11 @@ def load_variations(path: Path = VARIATIONS) -> tuple[list[Variation], list[str]
             problems.append(f"{where}: line {step} of {name} is not an expectation step")
         if not ours or not theirs or ours == theirs:
             problems.append(f"{where}: ours and theirs must be given and differ")
-        if not re.search(r"RFC \d+", rfc):
+        follows = _FOLLOWS.match(rfc)
+        if follows is None and not re.search(r"RFC \d+", rfc):
             problems.append(f"{where}: the rfc column must quote the RFC text that allows it")
+        if follows is not None:
+            consequences.append((where, name, int(follows.group(1)), step))
         key = (name, step, ours, theirs)
         if key in seen:
             problems.append(f"{where}: duplicate of line {seen[key]}")
@@ -348,10 +365,18 @@ def load_variations(path: Path = VARIATIONS) -> tuple[list[Variation], list[str]
         rows.append(Variation(name, step, ours, theirs, rfc, number))
     if not header:
         problems.append(f"{path.name}: no header line")
+    for where, name, cause, step in consequences:
+        causes = {row.step for row in rows if row.dialog == name and not _FOLLOWS.match(row.rfc)}
+        if cause >= step or cause not in causes:
+            problems.append(
+                f"{where}: 'follows from line {cause}' needs an earlier row of {name} at "
+                f"step {cause} with its own RFC text"
+            )
     return rows, problems
 
 
 _COMPARED = (EXPECT, EXPECT_MATCH, SKIP_UNTIL, STARTTLS)
+_FOLLOWS = re.compile(r"follows from line (\d+)\b")
 
 
 def judge(

@@ -41,6 +41,15 @@ HEADER_KEYS = ("requirements", "protocol", "tls", "timeout", "description", "pee
 PEERS = ("dovecot", "postfix")
 """Reference servers a differential test may play a dialog against (see the `peers` key)."""
 
+MISMATCHES = (
+    "line differs",
+    "line does not match",
+    "no line within",
+    "no matching line within",
+    "server line not terminated",
+)
+"""How the reasons of an unmet expectation start (the other failures end a play)."""
+
 SEND = "send"
 SEND_RAW = "send-raw"
 EXPECT = "expect"
@@ -395,6 +404,8 @@ def play(
     server_name: str | None = None,
     transcript: list[bytes] | None = None,
     trace: list[tuple[str, int, bytes]] | None = None,
+    lenient: bool = False,
+    continuation: str | None = None,
 ) -> Result:
     """Play `dialog` against host:port and return the Result; never raise for server faults.
 
@@ -405,6 +416,15 @@ def play(
     terminator included, for a differential test to compare. If `trace` is given, it gets
     `("c", line, bytes)` for everything sent and `("s", line, bytes)` for every server line
     read, `line` being the dialog line of the step that sent or read it.
+
+    `lenient` is for playing a dialog against a reference server in a differential test: an
+    expectation that is not met (a line that differs, or no matching line before the timeout)
+    no longer ends the play; the next step runs. The Result is then the first unmet
+    expectation (its reason starts with one of MISMATCHES), unless something ended the play
+    (the connection closed, a TLS handshake failed): that is returned instead. With
+    `continuation` (a regex, e.g. `\\d{3}-.*` for SMTP), the lines that continue a response
+    whose first line did not meet an `s:` or `s~` expectation are read by that step too, so
+    that the next step starts at the next response.
     """
     timeout = dialog.timeout or timeout
     tls_name = server_name if server_name is not None else _server_name(host)
@@ -419,14 +439,31 @@ def play(
                 connection.start_tls(tls_name, timeout)
             except (OSError, ssl.SSLError) as error:
                 return Result(dialog, False, dialog.steps[0], f"TLS handshake failed: {error}")
+        unmet: Result | None = None
         for step in dialog.steps:
             connection.step_line = step.line
             failure = _run_step(connection, dialog, step, timeout, tls_name)
             if failure is not None:
+                if lenient and failure.reason.startswith(MISMATCHES):
+                    unmet = unmet or failure
+                    if continuation is not None and step.kind in (EXPECT, EXPECT_MATCH):
+                        _finish_response(connection, failure.got, re.compile(continuation), timeout)
+                    continue
                 return failure
-        return Result(dialog, True)
+        return unmet or Result(dialog, True)
     finally:
         connection.close()
+
+
+def _finish_response(
+    connection: _Connection, got: str | None, continuation: re.Pattern[str], timeout: float
+) -> None:
+    """Read the rest of a response whose last line read (`got`) continues it."""
+    while got is not None and continuation.fullmatch(got):
+        try:
+            got = _show(connection.read_line(timeout))
+        except (TimeoutError, _Closed, OSError):
+            return
 
 
 def _run_step(

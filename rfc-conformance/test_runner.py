@@ -385,6 +385,44 @@ def test_trace_records_both_directions_by_dialog_line(tmp_path, server):
     ]
 
 
+def test_lenient_play_goes_on_past_unmet_expectations(tmp_path, server):
+    """A lenient play reports the first unmet expectation but plays every step: a wrong
+    line, a skip that times out, and (with `continuation`) the rest of a multi-line reply
+    read by the step whose first line was wrong."""
+    text = (
+        GREETING
+        + "c: EHLO x\ns~ 250 single\n"  # the EHLO reply is 4 lines; the rest goes with it
+        + "c: NOOP\ns: 250 2.0.0 different\n"
+        + "c: NOOP\ns* 999 .*\n"  # skips the reply, then waits in vain
+        + "c: ECHO last\ns: last\n"
+    )
+    trace: list[tuple[str, int, bytes]] = []
+    result = run(
+        tmp_path, server, text, timeout=0.5, trace=trace, lenient=True, continuation=r"\d{3}-.*"
+    )
+    assert not result.passed
+    assert result.reason == "line does not match" and result.got == "250-test.example"
+    steps = {step.line: step for step in parse_dialog(tmp_path / "t.dialog").steps}
+    read = [(steps[line].describe(), data) for kind, line, data in trace if kind == "s"]
+    assert read == [
+        ("s: 220 test.example ready", b"220 test.example ready\r\n"),
+        ("s~ 250 single", b"250-test.example\r\n"),
+        ("s~ 250 single", b"250-PIPELINING\r\n"),
+        ("s~ 250 single", b"250-SIZE 1000\r\n"),
+        ("s~ 250 single", b"250 HELP\r\n"),
+        ("s: 250 2.0.0 different", b"250 2.0.0 ok\r\n"),
+        ("s* 999 .*", b"250 2.0.0 ok\r\n"),
+        ("s: last", b"last\r\n"),
+    ]
+
+
+def test_lenient_play_stops_when_the_server_closes(tmp_path, server):
+    """A closed connection still ends a lenient play, and is what it returns."""
+    text = GREETING + "c: NOOP\ns: 250 other\nc: QUIT\ns: 221 bye\ns: more\n"
+    result = run(tmp_path, server, text, timeout=0.5, lenient=True)
+    assert result.reason == "server closed the connection" and result.step.text == "more"
+
+
 def test_cli_prints_one_line_per_dialog_and_fails_on_any_failure(tmp_path, server, capsys):
     """The CLI prints PASS/FAIL per dialog and exits non-zero if one failed or did not parse."""
     good = write(tmp_path, GREETING, "good.dialog")

@@ -4,7 +4,8 @@ Postfix (tests/peers/postfix.py) is configured as the MX of example.org the way 
 listener is (tests/smtp/conftest.py): users alice and bob, postmaster an alias of alice,
 ``+`` sub-addresses, 100000-octet messages, at most 100 recipients, STARTTLS with a
 self-signed certificate, no relaying for anyone (``mynetworks`` names no loopback address),
-HELO/EHLO required before MAIL (``smtpd_helo_required``), bare LF refused
+HELO/EHLO required before MAIL (``smtpd_helo_required``), envelope addresses in angle
+brackets (``strict_rfc821_envelopes``), bare LF refused
 (``smtpd_forbid_bare_newline = reject``, the strict anti-smuggling setting), and accepted mail
 discarded (``virtual_transport = discard``). Every
 ``rfc-conformance/dialogs/smtp/*.dialog`` whose ``# peers:`` header allows Postfix is played
@@ -70,6 +71,7 @@ def mx_settings(tls_dir: Path) -> dict[str, str]:
         "message_size_limit": "100000",
         "smtpd_recipient_limit": "100",
         "smtpd_helo_required": "yes",  # as ours: no mail transaction before HELO/EHLO
+        "strict_rfc821_envelopes": "yes",  # as ours: MAIL FROM:<path>, not a bare address
         "smtpd_forbid_bare_newline": "reject",  # as ours: a bare LF is refused (smuggling)
         "smtpd_forbid_bare_newline_exclusions": "",
         "smtpd_tls_security_level": "may",
