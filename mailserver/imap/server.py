@@ -154,6 +154,9 @@ class IMAPServer(Protocol):
         self.policy = factory.policy
         self.session = Session(factory)
         self.events = self.session.events
+        #: Slowloris defence: before login the session has login_timeout from its start in
+        #: all; neither bytes nor commands extend it (RFC 9051 §5.4 allows a shorter timer).
+        self._login_deadline = factory.reactor.seconds() + self.policy.login_timeout  # type: ignore[attr-defined]
         self.reader = CommandReader(
             self.policy.max_line, self.policy.max_literal, self.policy.literal_plus
         )
@@ -204,11 +207,12 @@ class IMAPServer(Protocol):
 
     def _reset_timeout(self) -> None:
         self._cancel_timeout()
+        reactor = self.factory.reactor
         if self.session.state is State.NOT_AUTHENTICATED:
-            seconds = self.policy.login_timeout
+            seconds = max(self._login_deadline - reactor.seconds(), 0.0)  # type: ignore[attr-defined]
         else:
             seconds = self.policy.idle_timeout
-        self._timeout = self.factory.reactor.callLater(seconds, self._timed_out)  # type: ignore[attr-defined]
+        self._timeout = reactor.callLater(seconds, self._timed_out)  # type: ignore[attr-defined]
 
     def _cancel_timeout(self) -> None:
         if self._timeout is not None and self._timeout.active():

@@ -106,6 +106,9 @@ class POP3Server(Protocol):
         self.policy = factory.policy
         self.reader = LineReader(self.policy.max_line)
         self.state = State.AUTHORIZATION
+        #: Slowloris defence: the AUTHORIZATION state lasts at most ``timeout`` from the
+        #: connection's start; neither bytes nor commands extend it.
+        self._login_deadline = factory.reactor.seconds() + self.policy.timeout
         self.peer = ""
         self.secure = False
         self.utf8 = False
@@ -168,7 +171,10 @@ class POP3Server(Protocol):
 
     def _reset_timeout(self) -> None:
         self._cancel_timeout()
-        self._timeout = self.factory.reactor.callLater(self.policy.timeout, self._timed_out)
+        seconds = self.policy.timeout
+        if self.state is State.AUTHORIZATION:
+            seconds = max(self._login_deadline - self.factory.reactor.seconds(), 0.0)
+        self._timeout = self.factory.reactor.callLater(seconds, self._timed_out)
 
     def _cancel_timeout(self) -> None:
         if self._timeout is not None and self._timeout.active():
