@@ -27,6 +27,7 @@ from mailserver.types import Address, Envelope
 from tests.conftest import Storage
 
 DEV_FULL = "/dev/full"
+SUBDIRS = ("cur", "new", "tmp")
 needs_dev_full = pytest.mark.skipif(
     not os.path.exists(DEV_FULL), reason="/dev/full not available"
 )
@@ -176,3 +177,49 @@ async def test_append_below_the_reserve_is_refused(tmp_path):
         assert len(list(inbox.uids())) == 1
     finally:
         await storage.aclose()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_index_is_insufficient_storage(tmp_path):
+    """The index reaching its map size ([store] map_size_mb) answers like a full disk:
+    InsufficientStorage, and the messages stored before it stay readable."""
+    from twisted.internet import reactor
+
+    from mailserver.db import Database
+    from mailserver.store.maildir_store import MaildirStore
+
+    db = Database.open(str(tmp_path / "index"), map_size=1 << 20, reactor=reactor)
+    store = MaildirStore(db, str(tmp_path / "mail"), reactor=reactor)
+    try:
+        await store.create_account("alice@example.org")
+        inbox = store.account("alice@example.org").folder("INBOX")
+        subject = "s" * 60_000  # cached in the index with the envelope
+        stored = 0
+        with pytest.raises(InsufficientStorage):
+            for n in range(100):
+                await inbox.append(io.BytesIO(f"Subject: {n} {subject}\r\n\r\nx\r\n".encode()))
+                stored += 1
+        assert 0 < stored < 100
+        assert len(list(inbox.uids())) == stored
+
+        def files() -> int:  # nothing the index refused stays for recovery to pick up
+            return sum(len(os.listdir(os.path.join(inbox.path, sub))) for sub in SUBDIRS)
+
+        assert files() == stored
+        from mailserver.auth.directory import LmdbDirectory
+
+        directory = LmdbDirectory(db, reactor=reactor, bcrypt_cost=4)
+        await directory.add_domain("example.org")
+        await directory.add_user("alice@example.org", "pw")
+        delivery = LocalDeliveryTarget(store, directory).start(
+            Envelope(sender=Address("carol", "example.net"))
+        )
+        await delivery.add_recipient(Address("alice", "example.org"))
+        await delivery.body(io.BytesIO(f"Subject: {subject}\r\n\r\nx\r\n".encode()))
+        with pytest.raises(InsufficientStorage):
+            await delivery.commit()
+        assert files() == stored
+        assert await store.recover() == 0
+    finally:
+        await store.close()
+        await db.close()

@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from mailserver import durable
 from mailserver.db import Txn
-from mailserver.errors import MailError, NoSuchUser, QuotaExceeded
+from mailserver.errors import MailError, NoSuchUser
 from mailserver.interfaces import (
     IClassified,
     IDelivery,
@@ -157,6 +157,7 @@ class LocalDelivery:
         fsync = store.fsync
 
         limits = [(m.account.address, store.quota_rules.limits(m.account.address)) for m in inboxes]
+        bases = [base] + [maildir.unique_name() for _ in inboxes[1:]]
 
         def op(txn: Txn) -> list[int]:
             for address, limit in limits:  # before any file moves: a refusal leaves tmp/ only
@@ -164,11 +165,8 @@ class LocalDelivery:
             first = inboxes[0]
             source = os.path.join(first.path, "new", base)
             os.rename(os.path.join(first.path, "tmp", base), source)
-            bases = [base]
-            for mailbox in inboxes[1:]:
-                other = maildir.unique_name()
+            for mailbox, other in zip(inboxes[1:], bases[1:]):
                 _link(source, os.path.join(mailbox.path, "new", other), fsync)
-                bases.append(other)
             if fsync:
                 for mailbox in inboxes:
                     new_dir = os.path.join(mailbox.path, "new")
@@ -180,9 +178,13 @@ class LocalDelivery:
 
         try:
             uids = yield store.write(op)
-        except QuotaExceeded:
-            tmp = os.path.join(inboxes[0].path, "tmp", base)
-            yield store.in_thread(_unlink_quietly, tmp)
+        except Exception:
+            # Not committed (over quota, index full, a failed commit): the sender hears so
+            # and may send again, so no file may stay for start-up recovery to index.
+            files = [os.path.join(inboxes[0].path, "tmp", base)] + [
+                os.path.join(mailbox.path, "new", name) for mailbox, name in zip(inboxes, bases)
+            ]
+            yield store.in_thread(_unlink_all_quietly, files)
             raise
         for mailbox in inboxes:
             store.changes.notify(mailbox.account.address, mailbox.name)
@@ -216,6 +218,11 @@ def _declared_size(envelope: Envelope) -> int:
     """The MAIL FROM SIZE= value (RFC 1870), 0 when absent or not a number."""
     raw = envelope.params.get("SIZE", "")
     return int(raw) if raw.isdigit() else 0
+
+
+def _unlink_all_quietly(paths: list[str]) -> None:
+    for path in paths:
+        _unlink_quietly(path)
 
 
 def _unlink_quietly(path: str) -> None:

@@ -15,7 +15,7 @@ from zope.interface import implementer
 from mailserver import durable
 from mailserver.db import Txn
 from mailserver.db.schema import dump
-from mailserver.errors import NoSuchMessage, QuotaExceeded
+from mailserver.errors import NoSuchMessage
 from mailserver.interfaces import IMailbox, IMessage
 from mailserver.message import mime
 from mailserver.store import index, maildir, quota
@@ -95,8 +95,9 @@ def _unlink(folder_path: str, base: str, flags: frozenset[str]) -> None:
 
 
 def _discard_new(folder_path: str, bases: list[str]) -> None:
-    """Remove files written into ``new/`` for a change the index refused (over quota), so
-    start-up recovery does not index them."""
+    """Remove files written into ``new/`` for a change the index did not commit (over quota,
+    index full, a failed commit), so start-up recovery does not index them: the client was
+    told it failed and may send it again."""
     for base in bases:
         try:
             os.unlink(os.path.join(folder_path, "new", base))
@@ -282,7 +283,7 @@ class MaildirMailbox:
 
         try:
             uid = yield self.store.write(op)
-        except QuotaExceeded:
+        except Exception:  # not committed (over quota, index full, ...): no file stays
             yield self.store.in_thread(_discard_new, self.path, [base])
             raise
         self.store.changes.notify(self.account.address, self.name)
@@ -420,7 +421,7 @@ class MaildirMailbox:
 
         try:
             pairs = yield self.store.write(op)
-        except QuotaExceeded:
+        except Exception:  # not committed (over quota, index full, ...): no file stays
             yield self.store.in_thread(_discard_new, target.path, bases)
             raise
         self.store.changes.notify(self.account.address, target.name)

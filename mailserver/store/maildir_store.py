@@ -21,13 +21,15 @@ import shutil
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import lmdb
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailserver import durable
 from mailserver.db import Database, Txn
-from mailserver.diskspace import FreeSpace
+from mailserver.diskspace import FreeSpace, InsufficientStorage
 from mailserver.errors import AlreadyExists, FolderExists, InvalidName, NoSuchFolder, NoSuchUser
 from mailserver.interfaces import IAccount, IMailStore
 from mailserver.store import index, maildir, quota
@@ -85,7 +87,9 @@ class MaildirStore:
         return d
 
     def write(self, function: Callable[[Txn], T]) -> Deferred[T]:
-        return self.track(self.db.write(function))
+        """Run ``function`` in an index write; a full index (LMDB's map size reached) is
+        InsufficientStorage (452 4.3.1), like a full disk."""
+        return self.track(self.db.write(function).addErrback(_index_full))
 
     def account_path(self, address: str) -> str:
         with self.db.read() as txn:
@@ -315,3 +319,12 @@ def _rename_dirs(moves: list[tuple[str, str]]) -> None:
         raise
     for _old, new in moves:
         durable.fsync_directory(os.path.dirname(new))
+
+
+def _index_full(failure: Failure) -> Failure:
+    """Turn LMDB's MapFullError into InsufficientStorage; other failures pass."""
+    if failure.check(lmdb.MapFullError):
+        raise InsufficientStorage(
+            detail="the index is full: raise [store] map_size_mb"
+        ) from failure.value
+    return failure
