@@ -16,13 +16,14 @@ Guarantees, with the server running and mail flowing:
   the snapshot holds, so ``reindex`` on a restored backup changes nothing.
 - **Expunges after the snapshot lose nothing.** Before the snapshot every message file is
   *staged* into ``DEST/.staging`` (hard-linked with ``link=True`` on the same file system,
-  else copied and fsynced): a file the server unlinks afterwards still has its staged copy.
+  else copied): a file the server unlinks afterwards still has its staged copy.
   Files that arrive between staging and the snapshot are staged from the live maildir after
   it; if one of them vanished meanwhile (delivered and expunged in that window), the snapshot
   is retaken, up to :data:`SNAPSHOT_ATTEMPTS` times.
 - **Flag changes are tolerated.** Maildir flags live in file names, so files are looked up by
   their unique base name, never by their full name.
-- **Checked.** The manifest, written last and atomically, lists the SHA-256 and size of every
+- **Checked.** The manifest, written last and atomically once everything else is on stable
+  storage, lists the SHA-256 and size of every
   file; a directory without one is an unfinished backup (:mod:`mailserver.store.backup_check`
   verifies and restores).
 
@@ -220,6 +221,39 @@ def find_live(folder: str, base: str) -> str | None:
     return None
 
 
+class Listings:
+    """Each live folder's files by base name, listed once (``cur/`` then ``new/``), so
+    looking up every message of a folder costs one directory listing, not one per message."""
+
+    def __init__(self, data_dir: str) -> None:
+        self.data_dir = data_dir
+        self._folders: dict[str, dict[str, str]] = {}
+
+    def find(self, folder: str, base: str) -> str | None:
+        """The path of the file with ``base`` in ``folder`` (relative to the data directory)
+        as listed; :func:`find_live` (a fresh look) for one listed before it arrived."""
+        listed = self._folders.get(folder)
+        if listed is None:
+            listed = self._folders[folder] = self._list(os.path.join(self.data_dir, folder))
+        found = listed.get(base)
+        return found if found is not None else find_live(
+            os.path.join(self.data_dir, folder), base
+        )
+
+    @staticmethod
+    def _list(path: str) -> dict[str, str]:
+        found = {}
+        for sub in ("new", "cur"):
+            directory = os.path.join(path, sub)
+            try:
+                names = os.listdir(directory)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                found[maildir.split_name(name)[0]] = os.path.join(directory, name)
+        return found
+
+
 def read_manifest(root: str) -> dict[str, Any]:
     """The manifest of the backup in ``root``; BackupError when it has none or a bad one."""
     path = os.path.join(root, MANIFEST)
@@ -241,10 +275,9 @@ def read_manifest(root: str) -> dict[str, Any]:
 class _Stage:
     """Files staged under ``DEST/.staging`` before the snapshot, keyed by (folder, base)."""
 
-    def __init__(self, root: str, link: bool, fsync: bool) -> None:
+    def __init__(self, root: str, link: bool) -> None:
         self.root = root
         self.link = link
-        self.fsync = fsync
         self.files: dict[tuple[str, str], str] = {}
         self.inodes: dict[tuple[int, int], str] = {}
         self.linked = 0
@@ -265,7 +298,7 @@ class _Stage:
             elif self.link and _try_link(source, target):
                 self.linked += 1
             else:
-                copy_file(source, target, self.fsync)
+                copy_file(source, target, fsync=False)  # one sync before the manifest
         except FileNotFoundError:
             return False
         self.inodes.setdefault(inode, target)
@@ -332,7 +365,7 @@ def take_backup(
     empty directory; see the module docstring for what is guaranteed."""
     _prepare(data_dir, dest)
     report = BackupReport()
-    stage = _Stage(os.path.join(dest, STAGING), link, fsync)
+    stage = _Stage(os.path.join(dest, STAGING), link)
     live = list(_walk_live(data_dir))
     for done, (path, key) in enumerate(live, 1):
         stage.take(path, key)
@@ -356,14 +389,13 @@ def take_backup(
         )
     _place(dest, stage, messages, queued, folders, progress)
     shutil.rmtree(stage.root)
-    _copy_others(data_dir, dest, fsync)
+    _copy_others(data_dir, dest)
     report.messages, report.queued, report.linked = len(messages), len(queued), stage.linked
     manifest = _manifest(dest, data_dir, report, progress)
     report.files = len(manifest["files"])
     report.bytes = sum(entry["size"] for entry in manifest["files"].values())
-    if fsync:
-        for root, _dirs, _files in os.walk(dest):
-            durable.fsync_directory(root)
+    if fsync:  # every file and directory on stable storage before the manifest says so
+        sync_tree(dest)
     durable.write_atomically(
         os.path.join(dest, MANIFEST), json.dumps(manifest, indent=1, sort_keys=True).encode()
     )
@@ -387,12 +419,16 @@ def _stage_missing(
 ) -> list[str]:
     """Stage the referenced files that arrived after the staging walk; those gone."""
     missing = []
+    listings = Listings(data_dir)
     for message in messages:
         key = (message.folder, message.base)
         if key in stage.files:
             continue
-        found = find_live(os.path.join(data_dir, message.folder), message.base)
-        if found is None or not stage.take(found, key):
+        found = listings.find(message.folder, message.base)
+        if found is not None and not stage.take(found, key):  # renamed since it was listed
+            found = find_live(os.path.join(data_dir, message.folder), message.base)
+            found = found if found is not None and stage.take(found, key) else None
+        if found is None:
             missing.append(message.path)
     for path in queued:
         key = (SPOOL, os.path.basename(path))
@@ -425,7 +461,7 @@ def _place(
         progress("placing", done, total)
 
 
-def _copy_others(data_dir: str, dest: str, fsync: bool) -> None:
+def _copy_others(data_dir: str, dest: str) -> None:
     """Every other regular file of the data directory (certificates, keys, secrets, logs)."""
     for root, dirs, files in os.walk(data_dir):
         relative = os.path.relpath(root, data_dir)
@@ -437,9 +473,17 @@ def _copy_others(data_dir: str, dest: str, fsync: bool) -> None:
             source = os.path.join(root, name)
             if os.path.isfile(source) and not os.path.islink(source):
                 try:
-                    copy_file(source, os.path.join(target_dir, name), fsync)
+                    copy_file(source, os.path.join(target_dir, name), fsync=False)
                 except FileNotFoundError:
                     pass  # e.g. a log rotated away meanwhile
+
+
+def sync_tree(root: str) -> None:
+    """Make every file written under ``root`` durable: one ``sync()`` (far cheaper than an
+    fsync per file for many small files), then each directory's entries."""
+    os.sync()
+    for current, _dirs, _files in os.walk(root):
+        durable.fsync_directory(current)
 
 
 def backup_files(root: str) -> Iterator[str]:

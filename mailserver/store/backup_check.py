@@ -21,13 +21,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from mailserver import durable
 from mailserver.db import Snapshot, schema
 from mailserver.store import maildir
 from mailserver.store.backup import (
     INDEX,
     MAIL,
     BackupError,
+    Listings,
     MessageFile,
     Progress,
     backup_files,
@@ -40,6 +40,7 @@ from mailserver.store.backup import (
     queued_files,
     read_manifest,
     sha256_file,
+    sync_tree,
 )
 
 
@@ -122,11 +123,16 @@ def _live_suspects(
             folders = folder_dirs(txn, dbs)
             fids = {path: fid for fid, (path, _a, _n) in folders.items()}
             messages = list(message_files(txn, dbs))
+            listings = Listings(data_dir)
             for done, message in enumerate(messages, 1):
                 progress("checking", done, len(messages))
-                found = find_live(os.path.join(data_dir, message.folder), message.base)
+                found = listings.find(message.folder, message.base)
+                size = _size(found)
+                if found is not None and size is None:  # renamed since it was listed
+                    found = find_live(os.path.join(data_dir, message.folder), message.base)
+                    size = _size(found)
                 key = schema.msg_key(fids[message.folder], message.uid)
-                if found is None:
+                if found is None or size is None:
                     suspects.append(
                         (
                             f"{message.path}: missing ({_describe(message)} in the index); "
@@ -134,10 +140,10 @@ def _live_suspects(
                             _entry_still(key, data_dir, message, None),
                         )
                     )
-                elif os.path.getsize(found) != message.size:
+                elif size != message.size:
                     suspects.append(
                         (
-                            f"{os.path.relpath(found, data_dir)}: {os.path.getsize(found)} "
+                            f"{os.path.relpath(found, data_dir)}: {size} "
                             f"bytes, the index says {message.size} ({_describe(message)})",
                             _entry_still(key, data_dir, message, message.size),
                         )
@@ -175,12 +181,22 @@ def _entry_still(
     def check(txn: Any, dbs: dict[bytes, Any]) -> bool:
         if txn.get(key, db=dbs[b"messages"]) is None:
             return False  # expunged meanwhile
-        found = find_live(os.path.join(data_dir, message.folder), message.base)
+        now = _size(find_live(os.path.join(data_dir, message.folder), message.base))
         if size is None:
-            return found is None
-        return found is not None and os.path.getsize(found) != size
+            return now is None
+        return now is not None and now != size
 
     return check
+
+
+def _size(path: str | None) -> int | None:
+    """The size of the file at ``path``; None when there is none (any more)."""
+    if path is None:
+        return None
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return None
 
 
 def _file_still(fid: int, base: str, path: str) -> _Check:
@@ -244,10 +260,9 @@ def restore(
         if twin is not None:  # copies of one message share their bytes, as they did
             os.link(twin, target)
         else:
-            copy_file(source, target, fsync)
+            copy_file(source, target, fsync=False)
             inodes[(stat.st_dev, stat.st_ino)] = target
         progress("restoring", done, len(paths))
     if fsync:
-        for current, _dirs, _files in os.walk(data_dir):
-            durable.fsync_directory(current)
+        sync_tree(data_dir)
     return len(paths)
