@@ -20,19 +20,16 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from email.policy import SMTP
-from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_twisted
-from twisted.internet.defer import ensureDeferred
 
 from tests.e2e.conftest import ServerProcess
-from tests.e2e.mail import PASSWORD, provision
+from tests.e2e.mail import PASSWORD
+from tests.web import page_harness
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 from selenium.common.exceptions import TimeoutException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -47,40 +44,11 @@ WIDTH, HEIGHT = 1280, 800
 ALICE, BOB = "alice@example.org", "bob@example.org"
 
 
-@pytest.fixture
-def mail_server(tmp_path: Path) -> Iterator[ServerProcess]:
-    """The real server with alice and bob of example.org, HTTP and SMTP on loopback."""
-    server = ServerProcess(tmp_path / "server", {"server": {"hostname": "mx.test"}},
-                           listen_keys=("http.listen", "smtp.listen"))
-    pytest_twisted.blockon(ensureDeferred(
-        provision(server.data_dir, "example.org", users=("alice", "bob"))))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    """Headless Chromium at :data:`WIDTH` x :data:`HEIGHT` (no sandbox: CI runs as root)."""
-    if CHROMIUM is None or CHROMEDRIVER is None:
-        pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium "
-                    "chromium-driver)")
-    options = webdriver.ChromeOptions()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu",
-                     "--disable-dev-shm-usage", f"--window-size={WIDTH},{HEIGHT}",
-                     "--no-first-run", "--disable-extensions", "--lang=en-US"):
-        options.add_argument(argument)
-    options.binary_location = CHROMIUM
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
-    driver.set_page_load_timeout(WAIT)
-    driver.set_script_timeout(WAIT)
-    try:
-        yield driver
-    finally:
-        driver.quit()
+# The real server (from the e2e ``server_process`` fixture, so no twistd outlives a test) and
+# headless Chromium, shared with the page tests.
+mail_server = page_harness.mail_server
+server_process = page_harness.server_process
+browser = page_harness.browser
 
 
 # -- helpers ----------------------------------------------------------------------------------
