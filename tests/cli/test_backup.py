@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest_twisted
 from twisted.internet import reactor
 
+from mailserver.db import Database
 from mailserver.spool.queue import LmdbSpool
-from mailserver.store import backup
+from mailserver.store import backup, index
 from mailserver.types import FlagMode
 from tests.cli.conftest import ALICE, Cli
 from tests.cli.test_queue import enqueue
@@ -153,6 +154,54 @@ def test_files_vanishing_during_the_backup_are_found_or_kept(example, tmp_path):
     )
     assert report.messages == 3 and report.snapshots == 1
     assert len(os.listdir(dest / "mail/example.org/alice/cur")) == 3
+    assert example.ok("verify", str(dest)).endswith(": OK\n")
+
+
+def expunge_newest(cli: Cli) -> None:
+    """What the server does on EXPUNGE: drop alice's newest INBOX message from the index
+    (one committed write), then unlink its file."""
+    db = Database.open(str(cli.data / "index"), map_size=64 << 20, reactor=reactor, sync=False)
+    try:
+        def op(txn):
+            fid = index.folder_id(txn, ALICE, "INBOX")
+            record = index.folder(txn, fid)
+            newest = max(uid for uid, _f, _m in index.flag_range(txn, fid, 1, None))
+            return index.remove_messages(txn, record, [newest])
+
+        [(_uid, base, _flags)] = db.write_sync(op)
+    finally:
+        db.close()
+    for path in cli.maildir().glob(f"*/{base}*"):
+        path.unlink()
+
+
+def test_a_message_gone_before_it_was_copied_makes_the_snapshot_retaken(example, tmp_path,
+                                                                        monkeypatch):
+    """A message delivered after the files were staged and expunged just after the snapshot
+    (so neither staged nor on disk) makes the backup take its snapshot again; the backup
+    then holds exactly the messages still there, and verifies."""
+    example.ok("deliver", ALICE, input=message(1))
+    real = backup._snapshot
+    taken: list[str] = []
+
+    def progress(phase: str, done: int, total: int | None) -> None:
+        if phase == "staging" and done == total and not taken:
+            example.ok("deliver", ALICE, input=message(2))  # arrives after staging
+
+    def snapshot(data_dir: str, target: str, map_size: int) -> None:
+        real(data_dir, target, map_size)
+        taken.append(target)
+        if len(taken) == 1:  # the server expunges it before the backup copies it
+            expunge_newest(example)
+
+    monkeypatch.setattr(backup, "_snapshot", snapshot)
+    dest = tmp_path / "backup"
+    report = backup.take_backup(
+        str(example.data), str(dest), map_size=64 << 20, fsync=False, progress=progress
+    )
+    assert report.snapshots == 2 and report.messages == 1
+    [only] = (dest / "mail/example.org/alice/cur").iterdir()
+    assert only.read_bytes().endswith(message(1))
     assert example.ok("verify", str(dest)).endswith(": OK\n")
 
 
