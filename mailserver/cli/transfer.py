@@ -6,6 +6,7 @@ in and out as Maildir++ or mbox.
   is appended through the store, so UIDs, quota and the index stay right; flags and internal
   dates are kept where the format carries them; missing folders are created. ``--folder``
   puts everything under that folder (a single mbox file goes into it; default INBOX).
+  Importing a source twice appends its messages twice: nothing is de-duplicated.
 - ``export USER PATH [--format maildir|mbox] [--folder NAME ...]``: PATH (a new directory)
   gets a Maildir++ tree that mutt, Dovecot and Python's ``mailbox.Maildir`` read, or one
   ``<folder>.mbox`` file per folder.
