@@ -249,15 +249,25 @@ def differences(
 
     Our play must have passed. The reference's play is lenient (see `compare`): an unmet
     expectation does not end it, so every step is compared. If something ended its play
-    (timeout, closed connection, failed TLS handshake), the step where that happened is one
-    difference (what it sent there, then how it ended) and later steps are not compared.
+    (closed connection, failed TLS handshake), the step where that happened is one difference
+    (what it sent there, then how it ended; for a hang-up, the step of the closing 221/421
+    reply, shown as `<closed>`) and later steps are not compared.
     """
     normalise = NORMALISERS[dialog.protocol]
-    mine, other = _by_step(normalise(ours[1])), _by_step(normalise(theirs[1]))
+    their_responses = normalise(theirs[1])
+    mine, other = _by_step(normalise(ours[1])), _by_step(their_responses)
     result = theirs[0]
     found: list[Difference] = []
     ended = not result.passed and not result.reason.startswith(MISMATCHES)
     stop = result.step.line if ended and result.step is not None else None
+    hung_up = False
+    if stop is not None and _failure(result) == "<closed>":
+        # A server that hangs up says so first (221/421); whether the client reads that
+        # reply or fails to send its next line first is a matter of timing, so the
+        # comparison stops at the closing reply, shown as <closed> either way.
+        closing = [line for line, text in their_responses if text[:3] in ("221", "421")]
+        if closing and closing[-1] <= stop:
+            stop, hung_up = closing[-1], True
     for step in dialog.steps:
         if step.kind not in (EXPECT, EXPECT_MATCH, SKIP_UNTIL, STARTTLS):
             continue
@@ -266,6 +276,8 @@ def differences(
             # the reference failed here (or inside the reply that starts here): what it sent
             # at this step, then how the dialog failed; later steps are not compared
             theirs_here = [text for text in other.get(step.line, []) if text != INCOMPLETE]
+            if hung_up:
+                theirs_here = []
             shown = " / ".join([*theirs_here, _failure(result)])
             found.append(Difference(name, step.line, _show(mine.get(step.line), quiet), shown))
             return found

@@ -174,6 +174,24 @@ def test_reference_play_ending_early_is_one_difference_at_that_step():
     assert found == [Difference("d", 4, "550 5.7.1", "<closed>")]
 
 
+def test_hang_up_is_one_stable_difference_whatever_the_client_noticed_first():
+    """A reference that answers 221/421 and closes while the client is still sending gives
+    the same difference whether the client read that reply or failed to send first."""
+    dialog = parse_dialog_text(
+        "# protocol: smtp\ns~ 220 .*\nc: X\nc: Y\nc: Z\ns~ 250 .*\nc: QUIT\ns~ 221 .*\n", "d"
+    )
+    ours = [("s", 2, b"220 a\r\n"), ("s", 6, b"250 ok\r\n"), ("s", 8, b"221 bye\r\n")]
+    greeting = [("s", 2, b"220 b\r\n")]
+    read_it = greeting + [("s", 6, b"221 2.7.0 Goodbye\r\n")]
+    closed = Result(
+        dialog, False, dialog.steps[6], "server closed the connection", "221", "<connection closed>"
+    )
+    send_failed = Result(dialog, False, dialog.steps[2], "send failed: [Errno 32] Broken pipe")
+    first = differences(dialog, "d", (Result(dialog, True), ours), (closed, read_it))
+    second = differences(dialog, "d", (Result(dialog, True), ours), (send_failed, greeting))
+    assert first == second == [Difference("d", 6, "250", "<closed>")]
+
+
 def test_judge_separates_unexplained_differences_and_stale_variations(tmp_path):
     """A difference recorded exactly is explained; one recorded with other texts is not; a
     recorded variation that did not occur is stale; the report says what to do."""
