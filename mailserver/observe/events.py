@@ -10,17 +10,19 @@ every protocol package may use it.
 kind       fields
 ========== ==================================================================================
 connection listener, peer, state (``open``, ``closed`` or ``refused``)
-command    protocol, listener, session, verb (``UNKNOWN`` for a verb the server does not
+command    protocol, listener, session, peer, verb (``UNKNOWN`` for a verb the server does not
            know, so the label set stays bounded); ``line``, the redacted command, when the
            listener's trace is on
-reply      protocol, listener, session, verb (the command answered), code (SMTP ``250``,
+reply      protocol, listener, session, peer, verb (the command answered), code (SMTP ``250``,
            IMAP ``OK``/``NO``/``BAD``, POP3 ``+OK``/``-ERR``), elapsed (seconds since the
-           command arrived); ``text`` when the listener's trace is on
+           command arrived); ``text`` when the listener's trace is on (all lines of an SMTP
+           reply; IMAP's tagged line and POP3's first line, never message data)
 auth       protocol, listener, session, result (``success`` or ``failure``)
 message    SMTP only: protocol, listener, session, client, queue_id, sender, recipients,
            size, phase (``mail``, ``rcpt`` or ``data``), result (``accepted``, ``deferred``
            or ``rejected``), code, enhanced, reply (the reply's first line), elapsed (end of
-           the message content to the reply; 0 for a refused MAIL or RCPT)
+           the message content to the reply; 0 for a refused MAIL or RCPT, whose
+           queue_id is ``NOQUEUE`` and whose ``command`` is the refused line, redacted)
 verdict    the filter's decision on a message: queue_id, action, score, rules
 maillog    the one summary line per message and direction (see :mod:`.maillog`; outbound
            ones come from the spool's scheduler)
