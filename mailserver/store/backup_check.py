@@ -6,9 +6,11 @@
   with the index's flags and of the indexed size, while every message file is indexed.
 - :func:`verify_live` checks a data directory in use: every index entry has its file (found
   by base name, wherever a flag change or a crash left it) of the indexed size, and every
-  file in a folder's ``cur/`` is indexed. The server may be running: a problem is reported
-  only if it is still there when looked at again in a fresh read transaction (an expunge or
-  delivery in between is not a problem).
+  file in a folder's ``cur/`` is indexed. The server may be running: a file problem is
+  reported only if it is still there when looked at again in a fresh read transaction (an
+  expunge or delivery in between is not a problem).
+- Both check the index against itself (:func:`index_problems`, in one read transaction):
+  folder counters, UIDNEXT, HIGHESTMODSEQ and quota usage against the message entries.
 - :func:`restore` copies a verified backup into an empty data directory.
 
 Each check returns the list of problems (one line each, naming the file or entry); an
@@ -71,6 +73,7 @@ def verify_backup(root: str, progress: Progress = no_progress) -> list[str]:
         return problems
     mail_files = {path for path in listed if path.startswith(MAIL + os.sep)}
     with open_index(os.path.join(root, INDEX)) as (txn, dbs):
+        problems.extend(index_problems(txn, dbs))
         for message in message_files(txn, dbs):
             path = message.path
             if path not in listed or not os.path.isfile(os.path.join(root, path)):
@@ -91,16 +94,85 @@ def verify_backup(root: str, progress: Progress = no_progress) -> list[str]:
     return problems
 
 
+def index_problems(txn: Any, dbs: dict[bytes, Any]) -> list[str]:
+    """What one index snapshot says against itself: every message entry has its flags entry
+    and a folder; each folder's counters (EXISTS, size, unseen), UIDNEXT and HIGHESTMODSEQ
+    agree with its messages; each account's quota usage with its folders' messages."""
+    problems = []
+    folders = {
+        schema.from_u32(bytes(key)): schema.load(bytes(value))
+        for key, value in txn.cursor(db=dbs[b"finfo"])
+    }
+    # folder id -> [messages, bytes, unseen, highest uid, highest modseq]
+    totals: dict[int, list[int]] = {fid: [0, 0, 0, 0, 0] for fid in folders}
+    flags_db = dbs[b"flags"]
+    for key, value in txn.cursor(db=dbs[b"messages"]):
+        fid, uid = schema.split_msg_key(bytes(key))
+        raw = txn.get(bytes(key), db=flags_db)
+        if fid not in folders:
+            problems.append(f"index: message uid {uid} of folder id {fid}, which does not exist")
+            continue
+        where = f"{folders[fid]['account']} {folders[fid]['name']}"
+        if raw is None:
+            problems.append(f"index: {where} uid {uid} has no flags entry")
+            continue
+        modseq, flags = schema.decode_flags(bytes(raw))
+        total = totals[fid]
+        total[0] += 1
+        total[1] += int(schema.load(bytes(value))["size"])
+        total[2] += "\\Seen" not in flags
+        total[3] = max(total[3], uid)
+        total[4] = max(total[4], modseq)
+    messages_db = dbs[b"messages"]
+    for key, _value in txn.cursor(db=flags_db):
+        if txn.get(bytes(key), db=messages_db) is None:
+            fid, uid = schema.split_msg_key(bytes(key))
+            problems.append(f"index: flags of folder id {fid} uid {uid} without a message")
+    usage: dict[str, list[int]] = {}
+    for fid, record in folders.items():
+        count, size, unseen, uid, modseq = totals[fid]
+        account = record["account"]
+        fix = f"; run: mailserver reindex {account}"
+        where = f"index: {account} {record['name']}"
+        for name, stored, actual in (("exists", record["exists"], count),
+                                     ("size", record["size"], size),
+                                     ("unseen", record["unseen"], unseen)):
+            if stored != actual:
+                problems.append(f"{where}: {name} is {stored}, its messages say {actual}{fix}")
+        if record["uidnext"] <= uid:
+            problems.append(f"{where}: UIDNEXT {record['uidnext']} is not above UID {uid}{fix}")
+        if record["highestmodseq"] < modseq:
+            problems.append(
+                f"{where}: HIGHESTMODSEQ {record['highestmodseq']} is below {modseq}{fix}"
+            )
+        used = usage.setdefault(account, [0, 0])
+        used[0] += count
+        used[1] += size
+    for key, value in txn.cursor(db=dbs[b"accounts"]):
+        account, record = bytes(key).decode(), schema.load(bytes(value))
+        count, size = usage.get(account, [0, 0])
+        if "used_messages" in record and (record["used_messages"], record["used_bytes"]) != (
+            count,
+            size,
+        ):
+            problems.append(
+                f"index: {account} quota usage is {record['used_messages']} message(s) and "
+                f"{record['used_bytes']} bytes, its folders hold {count} and {size}; "
+                f"run: mailserver reindex {account}"
+            )
+    return problems
+
+
 def verify_live(data_dir: str, map_size: int, progress: Progress = no_progress) -> list[str]:
     """The problems of the data directory ``data_dir`` (index vs files); see the module
     docstring. BackupError when there is no index to check."""
     index_dir = os.path.join(data_dir, INDEX)
     if not os.path.exists(os.path.join(index_dir, "data.mdb")):
         raise BackupError(f"no index at {index_dir}: is server.data_dir right?")
-    suspects = _live_suspects(data_dir, index_dir, map_size, progress)
+    problems, suspects = _live_suspects(data_dir, index_dir, map_size, progress)
     if not suspects:
-        return []
-    problems = []  # look again: the server may have expunged or indexed it meanwhile
+        return problems
+    # look again: the server may have expunged or indexed it meanwhile
     for problem, still in _live_checks(index_dir, map_size, suspects):
         if still:
             problems.append(problem)
@@ -114,12 +186,14 @@ _Suspect = tuple[str, _Check]
 
 def _live_suspects(
     data_dir: str, index_dir: str, map_size: int, progress: Progress
-) -> list[_Suspect]:
+) -> tuple[list[str], list[_Suspect]]:
+    """(the index's own problems: one snapshot, so certain; the file problems to recheck)."""
     suspects: list[_Suspect] = []
     snapshot = Snapshot.open(index_dir, map_size=map_size)
     try:
         with snapshot.env.begin(write=False) as txn:
             dbs = snapshot.dbs
+            problems = index_problems(txn, dbs)
             folders = folder_dirs(txn, dbs)
             fids = {path: fid for fid, (path, _a, _n) in folders.items()}
             messages = list(message_files(txn, dbs))
@@ -172,7 +246,7 @@ def _live_suspects(
                     )
     finally:
         snapshot.close()
-    return suspects
+    return problems, suspects
 
 
 def _entry_still(

@@ -282,6 +282,40 @@ async def test_verify_live_data_directory_checks_index_against_files(example):
 
 
 @pytest_twisted.ensureDeferred
+async def test_verify_names_index_counters_that_disagree_with_the_messages(example):
+    """A folder's EXISTS and an account's quota usage that do not match the message entries
+    are each named with the fix, and that fix (reindex) makes verify pass again."""
+    await fill(example)
+    db = Database.open(str(example.data / "index"), map_size=64 << 20, reactor=reactor)
+
+    def damage(txn):
+        record = index.folder(txn, index.folder_id(txn, ALICE, "INBOX"))
+        record["exists"] += 1
+        index.update_folder(txn, record)
+        account = index.account(txn, ALICE)
+        account["used_bytes"] += 5
+        txn.put_json(b"accounts", ALICE.encode(), account)
+
+    db.write_sync(damage)
+    await db.close()
+    done = example("verify")
+    assert done.returncode == 1
+    fix = f"; run: mailserver reindex {ALICE}"
+    assert done.stdout.decode().splitlines() == [
+        f"index: {ALICE} INBOX: exists is 4, its messages say 3{fix}",
+        f"index: {ALICE} quota usage is 5 message(s) and {5 + sum_sizes()} bytes, its folders "
+        f"hold 5 and {sum_sizes()}{fix}",
+    ]
+    example.ok("reindex", ALICE)
+    assert example.ok("verify").endswith(": OK\n")
+
+
+def sum_sizes() -> int:
+    """The bytes :func:`fill` puts into alice's folders (message 2 twice: INBOX, Archive)."""
+    return sum(len(message(n)) for n in (1, 2, 2, 3, 4))
+
+
+@pytest_twisted.ensureDeferred
 async def test_restore_refuses_a_non_empty_data_directory(example, tmp_path):
     """restore into a data directory with anything in it changes nothing and says how to go
     on (move it aside or configure a new data_dir)."""
