@@ -6,12 +6,14 @@ and pipelines nest: a target may wrap another target.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
+
+    from twisted.internet.defer import Deferred
 
     from mailserver.types import Address, Envelope, SpamVerdict, SpecialUse
 
@@ -38,7 +40,7 @@ class IDelivery(Interface):
 
     envelope = Attribute("The Envelope given to start().")
 
-    def add_recipient(address: Address, params: Mapping[str, str] | None = None) -> object:
+    def add_recipient(address: Address, params: Mapping[str, str] | None = None) -> Deferred[None]:
         """Accept or refuse one recipient (a :class:`mailserver.types.Address`).
 
         ``params`` maps validated RCPT parameters (RFC 3461 ``NOTIFY``, ``ORCPT``) to their
@@ -48,7 +50,7 @@ class IDelivery(Interface):
         (e.g. NoSuchUser) when refused. A refused recipient does not spoil the transaction.
         """
 
-    def body(source: BinaryIO) -> object:
+    def body(source: BinaryIO) -> Deferred[None]:
         """Take the message (header and body bytes, CRLF or LF line ends) from ``source``,
         a seekable binary file positioned at its start.
 
@@ -57,14 +59,14 @@ class IDelivery(Interface):
         recipient or the message is refused (e.g. QuotaExceeded).
         """
 
-    def commit() -> object:
+    def commit() -> Deferred[Any]:
         """Make the message durable for every accepted recipient.
 
         Returns a Deferred that fires only after the bytes and their index entries are on
         stable storage. The transaction is finished either way.
         """
 
-    def abort() -> object:
+    def abort() -> Deferred[None]:
         """Drop the transaction and every temporary file it made. Idempotent; returns a
         Deferred."""
 

@@ -16,6 +16,8 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Iterator
 
+    from twisted.internet.defer import Deferred
+
     from mailserver.types import (
         FlagInfo,
         FlagMode,
@@ -29,11 +31,11 @@ if TYPE_CHECKING:
 class IMailStore(Interface):
     """All accounts of one installation."""
 
-    def create_account(address: str) -> object:
+    def create_account(address: str) -> Deferred[None]:
         """Create the account ``address`` with the default folders (INBOX, Sent, Drafts, Junk,
         Trash, Archive with their special-use flags). Deferred; fails with AlreadyExists."""
 
-    def delete_account(address: str) -> object:
+    def delete_account(address: str) -> Deferred[None]:
         """Remove the account, its folders and messages. Deferred; NoSuchUser if absent."""
 
     def has_account(address: str) -> bool:
@@ -42,7 +44,7 @@ class IMailStore(Interface):
     def account(address: str) -> IAccount:  # type: ignore[misc]
         """The account for ``address``; raises NoSuchUser when there is none."""
 
-    def close() -> object:
+    def close() -> Deferred[None]:
         """Finish in-flight writes and release every resource. Deferred; idempotent."""
 
 
@@ -57,28 +59,28 @@ class IAccount(Interface):
     def folder(name: str) -> IMailbox:  # type: ignore[misc]
         """The folder called ``name`` (``INBOX`` is case-insensitive); NoSuchFolder if none."""
 
-    def create_folder(name: str, special_use: SpecialUse | None = None) -> object:
+    def create_folder(name: str, special_use: SpecialUse | None = None) -> Deferred[FolderInfo]:
         """Create a folder (parents are created as needed). Deferred[FolderInfo]; fails with
         FolderExists or InvalidName. A new folder gets a fresh UIDVALIDITY."""
 
-    def delete_folder(name: str) -> object:
+    def delete_folder(name: str) -> Deferred[None]:
         """Delete a folder and its messages. INBOX cannot be deleted (InvalidName). Deferred.
         The subscriptions are left alone: a subscribed name stays subscribed (RFC 9051
         §6.3.7)."""
 
-    def rename_folder(old: str, new: str) -> object:
+    def rename_folder(old: str, new: str) -> Deferred[None]:
         """Rename a folder and its children, keeping UIDVALIDITY and UIDs. Renaming INBOX moves
         its messages into the new folder and leaves INBOX empty (RFC 9051 §6.3.6). Deferred.
         Subscriptions are names and do not follow the folder: the old names stay subscribed
         and the new ones are not, unless already (as in Dovecot)."""
 
-    def subscribe(name: str, subscribed: bool = True) -> object:
+    def subscribe(name: str, subscribed: bool = True) -> Deferred[None]:
         """Add ``name`` to the account's subscriptions, whether a folder of that name exists
         or not (RFC 9051 §6.3.7); ``subscribed=False`` is :meth:`unsubscribe`. Deferred;
         fails with InvalidName for a name no folder could have. Creating a folder subscribes
         its name; only UNSUBSCRIBE (and deleting the account) removes a name."""
 
-    def unsubscribe(name: str) -> object:
+    def unsubscribe(name: str) -> Deferred[None]:
         """Remove ``name`` from the subscriptions; succeeds when it was not subscribed (RFC
         9051 §6.3.8). Deferred."""
 
@@ -147,31 +149,33 @@ class IMailbox(Interface):
 
     def append(
         source: BinaryIO, flags: Iterable[str] = (), internaldate: float | None = None
-    ) -> object:
+    ) -> Deferred[int]:
         """Store a message read from ``source``. Deferred[int]: the new UID, fired only after
         the message is durable."""
 
-    def store_flags(uids: Iterable[int], flags: Iterable[str], mode: FlagMode) -> object:
+    def store_flags(
+        uids: Iterable[int], flags: Iterable[str], mode: FlagMode
+    ) -> Deferred[list[FlagInfo]]:
         """Change flags of the messages ``uids`` (an iterable of UIDs; absent ones are ignored)
         with a FlagMode. Deferred[list[FlagInfo]] with the new state of each changed message."""
 
     def conditional_store(
         uids: Iterable[int], flags: Iterable[str], mode: FlagMode, unchangedsince: int
-    ) -> object:
+    ) -> Deferred[tuple[list[FlagInfo], list[int]]]:
         """:meth:`store_flags`, but a message whose modseq is greater than
         ``unchangedsince`` is left alone, decided atomically with the change (RFC 7162
         §3.1.3 UNCHANGEDSINCE). Deferred[(list of FlagInfo of the changed messages, list of
         the UIDs left alone, ascending)]."""
 
-    def expunge(uids: Iterable[int] | None = None) -> object:
+    def expunge(uids: Iterable[int] | None = None) -> Deferred[list[int]]:
         """Remove the given messages (default: every message flagged \\Deleted). Deferred[list
         of expunged UIDs, ascending]."""
 
-    def copy(uids: Iterable[int], destination: str) -> object:
+    def copy(uids: Iterable[int], destination: str) -> Deferred[list[tuple[int, int]]]:
         """Add the messages to folder ``destination`` without copying their bytes (the copies
         share an object_id: labels). Deferred[list of (source uid, new uid)]."""
 
-    def move(uids: Iterable[int], destination: str) -> object:
+    def move(uids: Iterable[int], destination: str) -> Deferred[list[tuple[int, int]]]:
         """Copy then expunge, atomically. Deferred[list of (source uid, new uid)]."""
 
 
@@ -183,5 +187,5 @@ class IMessage(Interface):
     def open() -> BinaryIO:  # type: ignore[misc]
         """A binary file with the message's bytes, exactly as delivered. The caller closes it."""
 
-    def set_spam_verdict(verdict: SpamVerdict) -> object:
+    def set_spam_verdict(verdict: SpamVerdict) -> Deferred[None]:
         """Record a SpamVerdict for this message (shared by every label). Deferred."""
