@@ -24,7 +24,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from matrix import CONFORMANCE_DIR, STATUSES, Matrix, Row, _ref_file, load, render_markdown
+from differential import REFERENCE, Variation, load_variations
+from matrix import CONFORMANCE_DIR, STATUSES, Matrix, Row, _cell, _ref_file, load, render_markdown
 
 DEFAULT_OUT = CONFORMANCE_DIR.parent / "build" / "conformance"
 """Where the report goes by default: build/conformance/ in the checkout (gitignored)."""
@@ -78,9 +79,15 @@ def _status_class(row: Row) -> str:
     return "na" if row.status == "n/a" else row.status
 
 
-def render_html(matrix: Matrix, link_base: str = "", checkout_dir: Path | None = None) -> str:
+def render_html(
+    matrix: Matrix,
+    link_base: str = "",
+    checkout_dir: Path | None = None,
+    variations: Sequence[Variation] = (),
+) -> str:
     """Return the report as one HTML page. Links to cited files are `link_base` + the
-    checkout-relative path (so `link_base` is the checkout seen from where the page is)."""
+    checkout-relative path (so `link_base` is the checkout seen from where the page is).
+    `variations` (rows of variations.tsv) are listed after the RFC tables."""
     checkout_dir = checkout_dir or CONFORMANCE_DIR.parent
     titles = rfc_titles(matrix, checkout_dir)
     rfcs = sorted({row.rfc for row in matrix.rows}, key=_rfc_number)
@@ -135,12 +142,52 @@ def render_html(matrix: Matrix, link_base: str = "", checkout_dir: Path | None =
                 f"<td>{tests}</td></tr>"
             )
         out.append("</tbody></table>")
+    if variations:
+        out.append('<h2 id="variations">Differences from the reference servers</h2>')
+        out.append(
+            "<p>What the differential tests (tests/peers/test_*_differential.py) found when "
+            "the same dialogs ran against our server and a reference, after normalising, and "
+            "why each is allowed (rfc-conformance/variations.tsv).</p>"
+        )
+        out.append(
+            "<table><thead><tr><th>dialog</th><th>line</th><th>reference</th><th>ours</th>"
+            "<th>theirs</th><th>why</th></tr></thead><tbody>"
+        )
+        for row in variations:
+            href = esc(link_base + "rfc-conformance/" + row.dialog)
+            out.append(
+                f'<tr><td><a href="{href}"><code>{esc(row.dialog)}</code></a></td>'
+                f'<td class="n">{row.step}</td><td>{esc(_reference(row))}</td>'
+                f"<td><code>{esc(row.ours)}</code></td><td><code>{esc(row.theirs)}</code></td>"
+                f"<td>{esc(row.rfc)}</td></tr>"
+            )
+        out.append("</tbody></table>")
     if matrix.problems:
         out.append('<h2 id="problems">Problems</h2><ul class="problems">')
         out += [f"<li>{esc(str(problem))}</li>" for problem in matrix.problems]
         out.append("</ul>")
     out.append("</body></html>")
     return "\n".join(out) + "\n"
+
+
+def _reference(row: Variation) -> str:
+    """The reference server a variation was found against (by the dialog's protocol)."""
+    parts = row.dialog.split("/")
+    return REFERENCE.get(parts[1], "") if len(parts) == 3 else ""
+
+
+def render_variations_markdown(variations: Sequence[Variation], link_base: str = "") -> str:
+    """The variations as a Markdown section (empty when there are none)."""
+    if not variations:
+        return ""
+    lines = ["", "## Differences from the reference servers", ""]
+    lines.append("| dialog | line | reference | ours | theirs | why |")
+    lines.append("|---|---|---|---|---|---|")
+    for row in variations:
+        link = f"[`{row.dialog}`]({link_base}rfc-conformance/{row.dialog})"
+        cells = [link, str(row.step), _reference(row), f"`{row.ours}`", f"`{row.theirs}`", row.rfc]
+        lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _rfc_number(rfc: str) -> tuple[int, str]:
@@ -157,15 +204,19 @@ def write_report(
     matrix: Matrix, out_dir: Path, checkout_dir: Path | None = None
 ) -> tuple[Path, Path]:
     """Write report.md and report.html into `out_dir` (made if missing), with links relative
-    to it; return both paths."""
+    to it, and the rows of the checkout's rfc-conformance/variations.tsv after the RFC tables;
+    return both paths."""
     checkout_dir = (checkout_dir or CONFORMANCE_DIR.parent).resolve()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     link_base = Path(os.path.relpath(checkout_dir, out_dir.resolve())).as_posix() + "/"
     markdown = out_dir / "report.md"
     page = out_dir / "report.html"
-    markdown.write_text(render_markdown(matrix, link_base), encoding="utf-8")
-    page.write_text(render_html(matrix, link_base, checkout_dir), encoding="utf-8")
+    table = checkout_dir / "rfc-conformance" / "variations.tsv"
+    variations = load_variations(table)[0] if table.is_file() else []
+    text = render_markdown(matrix, link_base) + render_variations_markdown(variations, link_base)
+    markdown.write_text(text, encoding="utf-8")
+    page.write_text(render_html(matrix, link_base, checkout_dir, variations), encoding="utf-8")
     return markdown, page
 
 

@@ -104,6 +104,26 @@ def test_real_report_links_resolve(tmp_path):
     assert missing == []
 
 
+def test_report_lists_the_variations_found_against_the_reference(tmp_path):
+    """With a variations.tsv, both files end with its rows: the dialog (linked), the line,
+    the reference server, both answers and why the difference is allowed."""
+    conformance = make_tree(tmp_path)
+    (conformance / "variations.tsv").write_text(
+        "dialog\tstep\tours\ttheirs\trfc\n"
+        "dialogs/smtp/quit.dialog\t3\t220\t554\tRFC 5321 §3.1: a <server> may refuse\n"
+    )
+    markdown, page = write_report(load(conformance), tmp_path / "out", tmp_path)
+    html_text = page.read_text()
+    assert "Differences from the reference servers" in html_text
+    assert '<td class="n">3</td><td>postfix</td><td><code>220</code></td>' in html_text
+    assert "a &lt;server&gt; may refuse" in html_text
+    Links().feed(html_text)
+    assert (
+        "| [`dialogs/smtp/quit.dialog`](../rfc-conformance/dialogs/smtp/quit.dialog) | 3 | "
+        "postfix | `220` | `554` | RFC 5321 §3.1: a <server> may refuse |"
+    ) in markdown.read_text()
+
+
 def test_section_urls():
     assert section_url("rfc9051", "6.3.5") == "https://www.rfc-editor.org/rfc/rfc9051#section-6.3.5"
     assert section_url("rfc3464", "A.2") == "https://www.rfc-editor.org/rfc/rfc3464#appendix-A.2"
