@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class IDeliveryTarget(Interface):
     """Something that accepts messages: the final store, the spool, or a filter in front."""
 
-    def start(envelope: Envelope) -> IDelivery:  # type: ignore[misc]
+    def start(envelope: Envelope) -> IDelivery:
         """Begin one transaction for ``envelope`` (a :class:`mailserver.types.Envelope`).
 
         Must not block and must not commit anything: nothing is visible until

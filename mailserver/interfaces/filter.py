@@ -22,8 +22,11 @@ from zope.interface import Attribute, Interface
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from twisted.internet.defer import Deferred
+
+    from mailserver.interfaces.delivery import IDelivery
     from mailserver.interfaces.store import IAccount
-    from mailserver.types import Address, Envelope, Peer
+    from mailserver.types import Address, Envelope, Peer, Verdict
 
 __all__ = ["ICheck", "ICheckSession", "IFilterSession", "IJunkFeedback", "ISessionFilter"]
 
@@ -36,7 +39,7 @@ class ICheck(Interface):
         "True when an allow-listed (trusted) sender skips this check; a virus scan says False."
     )
 
-    def session(peer: Peer) -> ICheckSession:  # type: ignore[misc]
+    def session(peer: Peer) -> ICheckSession:
         """A new session for one SMTP connection from ``peer`` (a
         :class:`mailserver.types.Peer`). Must not block."""
 
@@ -46,21 +49,23 @@ class ICheckSession(Interface):
     firing with one; a failure counts as ACCEPT and is logged (a broken check never loses
     mail; a check that must fail closed returns TEMPFAIL itself)."""
 
-    def connect() -> object:
+    def connect() -> Verdict | Deferred[Verdict]:
         """The client connected. TEMPFAIL here closes the connection with 421; REJECT is
         remembered and given to every RCPT (like Postfix's ``smtpd_delay_reject``)."""
 
-    def helo(name: str) -> object:
+    def helo(name: str) -> Verdict | Deferred[Verdict]:
         """The client said HELO/EHLO ``name``. REJECT/TEMPFAIL are given to every RCPT."""
 
-    def sender(envelope: Envelope) -> object:
+    def sender(envelope: Envelope) -> Verdict | Deferred[Verdict]:
         """MAIL FROM (a :class:`mailserver.types.Envelope`). Verdicts are given at RCPT."""
 
-    def recipient(envelope: Envelope, address: Address) -> object:
+    def recipient(envelope: Envelope, address: Address) -> Verdict | Deferred[Verdict]:
         """RCPT TO ``address`` (a :class:`mailserver.types.Address`). REJECT or TEMPFAIL
         refuses this recipient only."""
 
-    def body(envelope: Envelope, recipients: tuple[Address, ...], message: bytes) -> object:
+    def body(
+        envelope: Envelope, recipients: tuple[Address, ...], message: bytes
+    ) -> Verdict | Deferred[Verdict]:
         """The whole message (header and body, as received) for the accepted
         ``recipients`` (a tuple of Address). A check that does CPU
         work here runs it on the thread pool itself (this is called on the reactor)."""
@@ -69,14 +74,14 @@ class ICheckSession(Interface):
 class IFilterSession(Interface):
     """What the SMTP server holds for one connection when its avatar filters mail."""
 
-    def connect() -> object:
+    def connect() -> Deferred[tuple[int, str, str] | None]:
         """Deferred firing with None, or with a (code, enhanced, text) tuple: the client
         is refused now (421) and the connection closes."""
 
     def helo(name: str) -> None:
         """The client greeted as ``name``; checks run in the background."""
 
-    def start(envelope: Envelope) -> object:
+    def start(envelope: Envelope) -> IDelivery:
         """As :meth:`IDeliveryTarget.start`: an IDelivery whose recipients and body go
         through the checks first."""
 
@@ -84,14 +89,16 @@ class IFilterSession(Interface):
 class ISessionFilter(Interface):
     """A delivery target (an SMTP avatar) that filters: it opens a session per connection."""
 
-    def open(peer: Peer) -> IFilterSession:  # type: ignore[misc]
+    def open(peer: Peer) -> IFilterSession:
         """A filter session for one SMTP connection from ``peer`` (a Peer)."""
 
 
 class IJunkFeedback(Interface):
     """Receives the user's spam judgements."""
 
-    def judged(account: IAccount, folder: str, uids: Iterable[int], is_spam: bool) -> object:
+    def judged(
+        account: IAccount, folder: str, uids: Iterable[int], is_spam: bool
+    ) -> Deferred[None]:
         """The user put the messages ``uids`` (UIDs in ``folder`` of ``account``, an
         IAccount, where they are now) into Junk (``is_spam``) or took them out of it.
         Deferred; the caller logs a failure and never shows it to the client."""

@@ -41,7 +41,7 @@ class IMailStore(Interface):
     def has_account(address: str) -> bool:
         """True when ``address`` has an account in this store."""
 
-    def account(address: str) -> IAccount:  # type: ignore[misc]
+    def account(address: str) -> IAccount:
         """The account for ``address``; raises NoSuchUser when there is none."""
 
     def close() -> Deferred[None]:
@@ -56,7 +56,7 @@ class IAccount(Interface):
     def list_folders() -> list[FolderInfo]:
         """Every folder as a FolderInfo, sorted by name, INBOX first."""
 
-    def folder(name: str) -> IMailbox:  # type: ignore[misc]
+    def folder(name: str) -> IMailbox:
         """The folder called ``name`` (``INBOX`` is case-insensitive); NoSuchFolder if none."""
 
     def create_folder(name: str, special_use: SpecialUse | None = None) -> Deferred[FolderInfo]:
@@ -132,7 +132,7 @@ class IMailbox(Interface):
         Every removal raises the folder's HIGHESTMODSEQ, and is recorded in the same atomic
         change as the removal itself, so an answer is never missing a UID."""
 
-    def message(uid: int) -> IMessage:  # type: ignore[misc]
+    def message(uid: int) -> IMessage:
         """The message with ``uid``; NoSuchMessage if it is not (or no longer) here."""
 
     def messages(uids: Iterable[int], meta: bool | str = True) -> Iterator[IMessage]:
@@ -184,7 +184,7 @@ class IMessage(Interface):
 
     info = Attribute("The MessageInfo of this message when it was looked up.")
 
-    def open() -> BinaryIO:  # type: ignore[misc]
+    def open() -> BinaryIO:
         """A binary file with the message's bytes, exactly as delivered. The caller closes it."""
 
     def set_spam_verdict(verdict: SpamVerdict) -> Deferred[None]:
