@@ -45,8 +45,9 @@ Each is a `zope.interface` interface in the leaf package `mailserver.interfaces`
 below is each interface's own docstring: what a provider must guarantee, not how.
 
 A provider declares `@implementer(IThing)`; `zope.interface.verify.verifyObject` checks the
-methods and attributes exist, `mypy` with the `mypy-zope` plugin checks their signatures
-(`tests/test_typing.py`), and the contract tests in `tests/contracts/` check the behaviour,
+methods and attributes exist, `mypy` with the `mypy-zope` plugin checks the signatures against
+the interface (`tests/test_typing.py` runs it on the public modules, the in-memory providers
+among them), and the contract tests in `tests/contracts/` check the behaviour,
 run against the real provider and the in-memory one from `mailserver.testing`. A method
 annotated `Deferred[T]` returns at once and fires with a `T` (or fails with a `MailError`)
 when the work is done; a provider may accept wider argument types than the annotations and
