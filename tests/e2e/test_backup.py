@@ -1,8 +1,9 @@
 """An online backup under load (issue 12): while a thread keeps sending mail over SMTP and
-another keeps changing flags over IMAP (which renames the message files), ``mailserver
-backup`` copies the running server's data; the backup verifies, restores into a fresh data
-directory, and a server started on it serves every message acknowledged before the backup
-began, intact, with no index entry lacking its file."""
+another keeps changing flags, copying and expunging over IMAP (renaming, linking and
+unlinking message files), ``mailserver backup`` copies the running server's data; the
+backup verifies, restores into a fresh data directory, and a server started on it serves
+every message acknowledged before the backup began, intact, with no index entry lacking its
+file."""
 
 from __future__ import annotations
 
@@ -63,7 +64,8 @@ class Load(threading.Thread):
 
 
 class Flagger(threading.Thread):
-    """Toggles \\Seen on every message over IMAP until stopped (file renames)."""
+    """Over IMAP until stopped: toggles \\Seen on every INBOX message (file renames), copies
+    the newest ten to Archive (hard links) and expunges Archive again (unlinks)."""
 
     def __init__(self, port: int) -> None:
         super().__init__(daemon=True)
@@ -76,14 +78,25 @@ class Flagger(threading.Thread):
         try:
             client = imaplib.IMAP4_SSL("127.0.0.1", self.port, ssl_context=insecure_context())
             client.login(USER, PASSWORD)
-            client.select("INBOX")
             while not self.stop.is_set():
+                exists = int(self.check(client.select("INBOX"))[0])
                 sign = "+" if self.rounds % 2 == 0 else "-"
-                client.uid("STORE", "1:*", f"{sign}FLAGS.SILENT", "(\\Seen)")
+                self.check(client.uid("STORE", "1:*", f"{sign}FLAGS.SILENT", "(\\Seen)"))
+                self.check(client.copy(f"{max(1, exists - 9)}:{exists}", "Archive"))
+                if int(self.check(client.select("Archive"))[0]):
+                    self.check(client.store("1:*", "+FLAGS.SILENT", "(\\Deleted)"))
+                    self.check(client.expunge())
                 self.rounds += 1
             client.logout()
         except BaseException as error:
             self.error = error
+
+    @staticmethod
+    def check(reply: tuple[str, list]) -> list:
+        """The data of an OK reply; an AssertionError (reported by the test) otherwise."""
+        typ, data = reply
+        assert typ == "OK", reply
+        return data
 
 
 def mailserver(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
