@@ -279,16 +279,16 @@ def _check_references(matrix: Matrix, conformance_dir: Path, checkout_dir: Path)
                 Problem(display, None, "dialog names no requirement ('# requirements: <ids>')")
             )
         for req_id in dialog.requirements:
-            row = by_id.get(req_id)
-            if row is None:
+            named = by_id.get(req_id)
+            if named is None:
                 problems.append(Problem(display, line, f"names unknown requirement {req_id}"))
-            elif name not in row.tests:
+            elif name not in named.tests:
                 problems.append(
                     Problem(
                         display,
                         line,
-                        f"names {req_id}, but that row ({row.path}:"
-                        f"{row.line}) does not cite {name}",
+                        f"names {req_id}, but that row ({named.path}:"
+                        f"{named.line}) does not cite {name}",
                     )
                 )
     return problems

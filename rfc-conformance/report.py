@@ -153,13 +153,13 @@ def render_html(
             "<table><thead><tr><th>dialog</th><th>line</th><th>reference</th><th>ours</th>"
             "<th>theirs</th><th>why</th></tr></thead><tbody>"
         )
-        for row in variations:
-            href = esc(link_base + "rfc-conformance/" + row.dialog)
+        for variation in variations:
+            href = esc(link_base + "rfc-conformance/" + variation.dialog)
             out.append(
-                f'<tr><td><a href="{href}"><code>{esc(row.dialog)}</code></a></td>'
-                f'<td class="n">{row.step}</td><td>{esc(_reference(row))}</td>'
-                f"<td><code>{esc(row.ours)}</code></td><td><code>{esc(row.theirs)}</code></td>"
-                f"<td>{esc(row.rfc)}</td></tr>"
+                f'<tr><td><a href="{href}"><code>{esc(variation.dialog)}</code></a></td>'
+                f'<td class="n">{variation.step}</td><td>{esc(_reference(variation))}</td>'
+                f"<td><code>{esc(variation.ours)}</code></td>"
+                f"<td><code>{esc(variation.theirs)}</code></td><td>{esc(variation.rfc)}</td></tr>"
             )
         out.append("</tbody></table>")
     if matrix.problems:

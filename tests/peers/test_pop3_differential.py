@@ -15,6 +15,8 @@ from __future__ import annotations
 import io
 import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -64,7 +66,7 @@ def _reset(dovecot: DovecotInstance) -> None:
         dovecot.add_message(USER, data)
 
 
-def test_variations_file_is_consistent():
+def test_variations_file_is_consistent() -> None:
     """variations.tsv parses, and each row names an expectation step of an existing dialog
     and quotes the RFC text that allows the variation."""
     _, problems = differential.load_variations()
@@ -73,7 +75,9 @@ def test_variations_file_is_consistent():
 
 @pytest.mark.parametrize("path", PLAYED, ids=[path.name for path in PLAYED])
 @pytest_twisted.ensureDeferred
-async def test_same_dialog_same_answers(listeners, dovecot, path):
+async def test_same_dialog_same_answers(
+    listeners: tuple[Any, int, int], dovecot: DovecotInstance, path: Path
+) -> None:
     """Both servers answer the dialog alike, up to the allowed variations recorded in
     variations.tsv (and every variation recorded for it still occurs)."""
     store, port, tls_port = listeners

@@ -28,6 +28,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -100,7 +101,9 @@ def postfix() -> Iterator[PostfixInstance]:
 
 @pytest.mark.parametrize("path", PLAYED, ids=[path.name for path in PLAYED])
 @pytest_twisted.ensureDeferred
-async def test_same_dialog_same_answers(smtp_server, postfix, path):
+async def test_same_dialog_same_answers(
+    smtp_server: Any, postfix: PostfixInstance, path: Path
+) -> None:
     """Both MXs answer the dialog alike, up to the allowed variations recorded in
     variations.tsv (and every variation recorded for it still occurs)."""
     dialog = differential.parse_dialog(path)
@@ -190,7 +193,9 @@ def postfix_submission() -> Iterator[PostfixInstance]:
 
 @pytest.mark.parametrize("path", SUBMISSION, ids=[path.name for path in SUBMISSION])
 @pytest_twisted.ensureDeferred
-async def test_same_submission_dialog_same_answers(submission_server, postfix_submission, path):
+async def test_same_submission_dialog_same_answers(
+    submission_server: Any, postfix_submission: PostfixInstance, path: Path
+) -> None:
     """Both submission servers answer the dialog alike, up to the allowed variations recorded
     in variations.tsv (and every variation recorded for it still occurs)."""
     dialog = differential.parse_dialog(path)
