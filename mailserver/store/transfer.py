@@ -37,6 +37,7 @@ from mailserver import durable
 from mailserver.errors import NoSuchFolder
 from mailserver.interfaces import IAccount
 from mailserver.store import maildir, mbox
+from mailserver.store.backup import sync_tree
 from mailserver.store.mbox import Message
 
 #: The keyword file of a Dovecot maildir: ``<n> <keyword>`` lines, letter ``a`` + n.
@@ -281,11 +282,8 @@ def export_account(
                     out.write(mbox.entry(data, message.info.flags, message.info.internaldate))
                     report.messages += 1
                     progress(report.messages, total)
-                out.flush()
-                if fsync:
-                    os.fsync(out.fileno())
         else:
-            writer = _MaildirFolder(root, info.name, fsync)
+            writer = _MaildirFolder(root, info.name)
             for message in messages:
                 with message.open() as f:
                     writer.add(f.read(), message.info.flags, message.info.internaldate)
@@ -293,14 +291,15 @@ def export_account(
                 progress(report.messages, total)
             report.keywords_dropped += writer.finish()
         report.folders += 1
+    if fsync:  # every file and directory written, with one sync() rather than one per file
+        sync_tree(root)
     return report
 
 
 class _MaildirFolder:
     """Writes one folder of a Maildir++ export."""
 
-    def __init__(self, root: str, name: str, fsync: bool) -> None:
-        self.fsync = fsync
+    def __init__(self, root: str, name: str) -> None:
         self.path = os.path.join(root, maildir.folder_dirname(name))
         maildir.make_maildir(self.path, name != "INBOX")
         self.letters: dict[str, str] = {}
@@ -319,19 +318,16 @@ class _MaildirFolder:
         info = letters[:3] + "".join(sorted(letters[3:]))  # ASCII order (maildir spec)
         base = maildir.unique_name()
         temporary = os.path.join(self.path, "tmp", base)
-        durable.write_new(temporary, data, fsync=self.fsync)
+        durable.write_new(temporary, data, fsync=False)  # one sync at the end
         os.utime(temporary, (internaldate, internaldate))
         os.rename(temporary, os.path.join(self.path, "cur", base + info))
 
     def finish(self) -> int:
-        """Write ``dovecot-keywords`` and make the folder durable; keywords dropped."""
+        """Write ``dovecot-keywords``; how many keywords could not be named."""
         if self.letters:
             lines = "".join(
                 f"{KEYWORD_LETTERS.index(letter)} {keyword}\n"
                 for keyword, letter in sorted(self.letters.items(), key=lambda kv: kv[1])
             )
             durable.write_atomically(os.path.join(self.path, KEYWORDS_FILE), lines.encode())
-        if self.fsync:
-            durable.fsync_directory(os.path.join(self.path, "cur"))
-            durable.fsync_directory(self.path)
         return self.dropped
