@@ -25,8 +25,13 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/lint-imports
 
+# As root the Debian peers are installed, so a test cited by a `pass` conformance row that skips
+# fails the run (strict); without root such a skip is only reported (rfc-conformance/README.md).
+CONFORMANCE ?= $(shell [ "$$(id -u)" = 0 ] && echo strict || echo report)
+
 test: venv deps lint
-	bash scripts/pytest-or-fail $(BIN)/python -m pytest $(PYTEST_ARGS)
+	MAILSERVER_CONFORMANCE=$${MAILSERVER_CONFORMANCE:-$(CONFORMANCE)} \
+	  bash scripts/pytest-or-fail $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .hypothesis
