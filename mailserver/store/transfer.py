@@ -31,7 +31,7 @@ import os
 import string
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from mailserver import durable
 from mailserver.errors import NoSuchFolder
@@ -217,13 +217,12 @@ async def import_sources(
         try:
             mailbox = account.folder(source.folder)
         except NoSuchFolder:
-            await cast(Awaitable[Any], account.create_folder(source.folder))  # a Deferred
+            await account.create_folder(source.folder)
             report.folders_created.append(source.folder)
             mailbox = account.folder(source.folder)
         messages = read_source(source)
         while (message := await in_thread(next, messages, None)) is not None:
-            appended = mailbox.append(io.BytesIO(message.data), message.flags, message.internaldate)
-            await cast(Awaitable[int], appended)  # a Deferred of the new UID
+            await mailbox.append(io.BytesIO(message.data), message.flags, message.internaldate)
             report.messages += 1
             progress(report.messages, total)
     return report
