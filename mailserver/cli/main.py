@@ -36,6 +36,7 @@ NOUNS = [
     "mailserver.cli.filter",
     "mailserver.cli.spam",
     "mailserver.cli.backup",
+    "mailserver.cli.replicate",
     "mailserver.cli.transfer",
 ]
 

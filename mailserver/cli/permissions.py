@@ -109,6 +109,7 @@ RULES: dict[str, Rule | None] = {
     "mailserver.cli.backup.run_backup": _ADMIN,
     "mailserver.cli.backup.run_restore": _ADMIN,
     "mailserver.cli.backup.run_verify": _ADMIN,
+    "mailserver.cli.replicate.run_replicate": _ADMIN,  # a replica is a backup too
     "mailserver.cli.transfer.run_import": _ADMIN,
     "mailserver.cli.transfer.run_export": _ADMIN,
 }
