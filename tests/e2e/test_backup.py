@@ -130,7 +130,8 @@ def served_messages(port: int) -> dict[int, bytes]:
 @pytest_twisted.ensureDeferred
 async def test_backup_under_load_restores_every_acknowledged_message(server_process, tmp_path):
     """Every message acknowledged before 'mailserver backup' began is in the restored
-    server, byte for byte; 'verify' passes on the backup and on the restored data."""
+    server, byte for byte; 'verify' passes on the backup and on the restored data, and on
+    the live data while the load and the backup run."""
     server = server_process({"store": {"fsync": True}}, listen_keys=LISTEN)
     await provision(server.data_dir, "example.org")
     await deferToThread(server.start)
@@ -142,12 +143,15 @@ async def test_backup_under_load_restores_every_acknowledged_message(server_proc
     flagger.start()
     before = set(load.acked)  # acknowledged before the backup began
     dest = tmp_path / "backup"
-    done = await deferToThread(mailserver, server.config_path, "backup", str(dest))
+    backing_up = deferToThread(mailserver, server.config_path, "backup", str(dest))
+    live = await deferToThread(mailserver, server.config_path, "verify")  # meanwhile
+    done = await backing_up
     during = len(load.acked) - len(before)
     flagger.stop.set()
     await deferToThread(load.join, 120)
     await deferToThread(flagger.join, 60)
     assert done.returncode == 0, done.stderr
+    assert live.returncode == 0, live.stdout + live.stderr  # no false alarm under load
     assert load.error is None and flagger.error is None, (load.error, flagger.error)
     assert not load.is_alive() and not flagger.is_alive()
     print(f"acked before: {len(before)}, during the backup: {during}, "
