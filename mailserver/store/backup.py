@@ -199,10 +199,30 @@ def sha256_file(path: str) -> str:
 
 
 def copy_file(source: str, target: str, fsync: bool = True) -> None:
-    """Copy bytes, mode and times (mtime is a maildir message's internal date), durably."""
+    """Copy bytes, mode and times (mtime is a maildir message's internal date), durably;
+    run as root, the owner too (``cp -a``), so the server's user can still write them."""
     with open(source, "rb") as f:
         durable.write_new(target, f, fsync=fsync)
+        if os.geteuid() == 0:
+            stat = os.fstat(f.fileno())
+            os.chown(target, stat.st_uid, stat.st_gid)
     shutil.copystat(source, target)
+
+
+def mirror_owners(source_root: str, target_root: str) -> None:
+    """Run as root: give each directory and file under ``target_root`` the owner of the one
+    at the same place under ``source_root`` (where there is one: e.g. the folders, their
+    ``maildirfolder`` markers, the index). Nothing otherwise."""
+    if os.geteuid() != 0:
+        return
+    for current, _dirs, files in os.walk(target_root):
+        relative = os.path.relpath(current, target_root)
+        for name in [".", *files]:
+            try:
+                stat = os.stat(os.path.join(source_root, relative, name))
+            except FileNotFoundError:
+                continue
+            os.chown(os.path.join(current, name), stat.st_uid, stat.st_gid)
 
 
 def find_live(folder: str, base: str) -> str | None:
@@ -390,6 +410,7 @@ def take_backup(
     _place(dest, stage, messages, queued, folders, progress)
     shutil.rmtree(stage.root)
     _copy_others(data_dir, dest)
+    mirror_owners(data_dir, dest)
     report.messages, report.queued, report.linked = len(messages), len(queued), stage.linked
     manifest = _manifest(dest, data_dir, report, progress)
     report.files = len(manifest["files"])

@@ -37,6 +37,7 @@ from mailserver.store.backup import (
     find_live,
     folder_dirs,
     message_files,
+    mirror_owners,
     no_progress,
     open_index,
     queued_files,
@@ -337,6 +338,7 @@ def restore(
             copy_file(source, target, fsync=False)
             inodes[(stat.st_dev, stat.st_ino)] = target
         progress("restoring", done, len(paths))
+    mirror_owners(root, data_dir)
     if fsync:
         sync_tree(data_dir)
     return len(paths)

@@ -10,6 +10,7 @@ import os
 from io import BytesIO
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
@@ -203,6 +204,28 @@ def test_a_message_gone_before_it_was_copied_makes_the_snapshot_retaken(example,
     [only] = (dest / "mail/example.org/alice/cur").iterdir()
     assert only.read_bytes().endswith(message(1))
     assert example.ok("verify", str(dest)).endswith(": OK\n")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing file owners needs root")
+@pytest_twisted.ensureDeferred
+async def test_backup_and_restore_as_root_keep_the_servers_user_as_owner(example, tmp_path):
+    """Run as root (cp -a style), backup and restore keep each file's and directory's owner,
+    so a server running as its own user can still write the restored data."""
+    await fill(example)
+    owner = (4321, 4321)
+    for current, dirs, files in os.walk(example.data):
+        for name in [*dirs, *files, "."]:
+            os.chown(os.path.join(current, name), *owner)
+    dest = tmp_path / "backup"
+    example.ok("backup", str(dest))
+    restored = new_cli(tmp_path / "restored")
+    restored.ok("restore", str(dest))
+    owners = {
+        (stat.st_uid, stat.st_gid)
+        for current, dirs, files in os.walk(restored.data)
+        for stat in [os.stat(os.path.join(current, n)) for n in [*dirs, *files, "."]]
+    }
+    assert owners == {owner}
 
 
 def test_backup_refuses_a_non_empty_destination_or_one_inside_the_data(example, tmp_path):
