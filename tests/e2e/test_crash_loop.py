@@ -13,8 +13,9 @@ The load (bounded: N messages, K kills, one deterministic seed):
 One client thread sends the messages in order, like an MTA: a message whose transaction
 fails is sent again (same Message-ID) once the server is back. The test kills the server
 after a random number of acknowledged messages plus a random delay (so the kill falls into
-any phase: a command, the DATA transfer, the commit, a delivery to the remote MX, the
-start-up), then starts it again on the same data.
+any phase: a command, the DATA transfer, the commit, a delivery to the remote MX), then
+starts it again on the same data; one of the restarts is itself killed a moment after it
+began (during start-up recovery).
 
 Where duplicates can come from, and how each is detected:
 
@@ -257,7 +258,8 @@ async def test_kill9_loop_loses_nothing_and_duplicates_only_in_doubt(server_proc
     client = Client(server)
     sending = deferToThread(client.run)
 
-    for threshold in thresholds:
+    in_start_up = rng.randrange(K)  # this kill also hits the restart, during recovery
+    for index, threshold in enumerate(thresholds):
         await wait_for(lambda t=threshold: len(client.acked) >= t or client.done.is_set(),
                        180, f"{threshold} acknowledged messages")
         assert client.error is None, client.error
@@ -265,6 +267,14 @@ async def test_kill9_loop_loses_nothing_and_duplicates_only_in_doubt(server_proc
         status = server.stop(signal.SIGKILL)
         assert status == -signal.SIGKILL, server.output()
         kills.append(time.monotonic())
+        if index == in_start_up:
+            started = server.stdout().count("listening on")
+            server.start(wait=False)
+            await wait_for(lambda s=started: server.stdout().count("listening on") > s, 60,
+                           "the listeners of the restarted server")
+            await deferLater(reactor, rng.uniform(0.0, 0.05), lambda: None)  # recovery runs
+            server.stop(signal.SIGKILL)
+            kills.append(time.monotonic())
         await deferToThread(server.start)
 
     await sending
@@ -274,7 +284,7 @@ async def test_kill9_loop_loses_nothing_and_duplicates_only_in_doubt(server_proc
     await wait_for(lambda: all(remote.arrivals.get(n) for n in odd), 120, "remote deliveries")
     await wait_for(lambda: queued(server) == 0, 120, "an empty spool")
     assert server.stop() == 0, server.output()
-    assert len(kills) == K
+    assert len(kills) == K + 1
 
     # local recipients: exactly once, or twice where the client was in doubt
     for address in (ALICE, BOB):
@@ -300,5 +310,6 @@ async def test_kill9_loop_loses_nothing_and_duplicates_only_in_doubt(server_proc
     unexpected = set(remote.arrivals) - set(odd)
     assert not unexpected, f"the remote got messages for nobody there: {sorted(unexpected)}"
     doubted = sum(1 for n in client.in_doubt if client.in_doubt[n])
-    print(f"kills {K}, client failures {sum(client.failures.values())}, in doubt {doubted}, "
+    print(f"kills {len(kills)}, client failures {sum(client.failures.values())}, "
+          f"in doubt {doubted}, "
           f"remote duplicates {sum(len(a) - 1 for a in remote.arrivals.values())}")
