@@ -27,10 +27,12 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
+from weakref import WeakSet
 
 from twisted.cred.checkers import AllowAnonymousAccess
 from twisted.cred.portal import Portal
 from twisted.internet.defer import Deferred, DeferredList, fail, maybeDeferred, succeed
+from twisted.internet.task import deferLater
 
 from mailserver.auth.checkers import PasswordChecker
 from mailserver.auth.directory import LmdbDirectory
@@ -69,6 +71,34 @@ def self_signed_tls(hostname: str) -> Any:
         cert, key = ensure_self_signed(directory, hostname)
         _TLS[hostname] = server_options(cert, key)
     return _TLS[hostname]
+
+
+class _SMTPFactory(SMTPFactory):
+    """An SMTP factory that remembers its sessions, so that stop() can close them."""
+
+    def buildProtocol(self, addr: Any) -> Any:
+        return _remember(self, super().buildProtocol(addr))
+
+
+class _IMAPFactory(IMAPFactory):
+    def buildProtocol(self, addr: Any) -> Any:
+        return _remember(self, super().buildProtocol(addr))
+
+
+class _POP3Factory(POP3Factory):
+    def buildProtocol(self, addr: Any) -> Any:
+        return _remember(self, super().buildProtocol(addr))
+
+
+def _remember(factory: Any, protocol: Any) -> Any:
+    """Add ``protocol`` to ``factory.sessions`` (weakly: a closed session is forgotten)."""
+    sessions = factory.__dict__.setdefault("sessions", WeakSet())
+    sessions.add(protocol)
+    return protocol
+
+
+#: Reactor turns stop() waits for aborted sessions to see their connection lost.
+_CLOSE_TURNS = 100
 
 
 class MailSystem:
@@ -136,14 +166,14 @@ class MailSystem:
         self.router = Router(local, self.outbound_target, self.directory)
         self.smtp_factory = self._smtp_factory(local, smtp_policy)
         self.submission_factory = self._submission_factory(submission_policy, auth_needs_tls)
-        self.imap_factory = IMAPFactory(
+        self.imap_factory: IMAPFactory = _IMAPFactory(
             self._login_portal(),
             imap_policy or IMAPPolicy(hostname=hostname, auth_needs_tls=auth_needs_tls),
             self.tls,
             reactor=reactor,
             recent=RecentClaims(),
         )
-        self.pop3_factory = POP3Factory(
+        self.pop3_factory: POP3Factory = _POP3Factory(
             self._login_portal(),
             pop3_policy or POP3Policy(hostname=hostname, auth_needs_tls=auth_needs_tls),
             self.tls,
@@ -163,7 +193,7 @@ class MailSystem:
     def _smtp_factory(self, local: IDeliveryTarget, policy: SMTPPolicy | None) -> SMTPFactory:
         """Port 25: anonymous sessions whose avatar accepts local recipients only."""
         realm = MailRealm(lambda: MXTarget(local, self.directory, self.postmaster))
-        return SMTPFactory(
+        return _SMTPFactory(
             Portal(realm, [AllowAnonymousAccess()]),
             policy or SMTPPolicy(hostname=self.hostname),
             self.tls,
@@ -184,7 +214,7 @@ class MailSystem:
                 require_auth=True,
                 auth_needs_tls=auth_needs_tls,
             )
-        return SMTPFactory(
+        return _SMTPFactory(
             Portal(realm, [PasswordChecker(self.directory)]), policy, self.tls,
             reactor=self.reactor,
         )
@@ -211,12 +241,14 @@ class MailSystem:
         return maybeDeferred(listen)
 
     def stop(self) -> Deferred[None]:
-        """Stop listening, then close the store (and the index). Deferred; idempotent."""
+        """Stop listening, close the sessions still open (so trial finds a clean reactor),
+        then close the store (and the index). Deferred; idempotent."""
         self._stopped = True
         ports, self._ports = list(self._ports.values()), {}
         closing: Deferred[Any] = DeferredList(
             [maybeDeferred(port.stopListening) for port in ports], consumeErrors=True
         )
+        closing.addCallback(lambda _: self._close_sessions())
 
         def close_storage(_: object) -> Deferred[Any]:
             store_closed = maybeDeferred(self.store.close)
@@ -228,6 +260,28 @@ class MailSystem:
 
         closing.addCallback(close_storage)
         return closing.addCallback(lambda _: None)
+
+    @property
+    def factories(self) -> list[Any]:
+        """The SMTP, submission, IMAP and POP3 factories."""
+        return [self.smtp_factory, self.submission_factory, self.imap_factory, self.pop3_factory]
+
+    def _close_sessions(self) -> Deferred[None]:
+        """Abort every open session, then wait (a bounded number of reactor turns) until
+        each has seen its connection lost, which cancels its timers."""
+        for factory in self.factories:
+            for session in list(factory.__dict__.get("sessions", ())):
+                transport = getattr(session, "transport", None)
+                if transport is not None and getattr(transport, "connected", False):
+                    transport.abortConnection()
+
+        def settled(turns: int) -> Deferred[None]:
+            if turns <= 0 or not any(f.connections for f in self.factories):
+                return succeed(None)
+            waiting: Deferred[Deferred[None]] = deferLater(self.reactor, 0, settled, turns - 1)
+            return waiting.addCallback(lambda _: None)
+
+        return settled(_CLOSE_TURNS)
 
     def port(self, name: str) -> int:
         """The port ``name`` (smtp, submission, imap or pop3) listens on."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import imaplib
 import poplib
 import smtplib
+import socket
 import ssl
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -241,3 +242,36 @@ async def test_blocking_helpers_inside_an_async_test_say_to_await(mail_system: M
     would have to wait raises RuntimeError saying to await the Deferred instead."""
     with pytest.raises(RuntimeError, match="await the Deferred"):
         mail_system.add_user_blocking("carol@example.org")  # bcrypt runs in a thread
+
+
+async def test_stop_closes_sessions_left_open(make_mail_system: Any) -> None:
+    """stop() aborts the sessions clients left open: every factory counts no connection
+    afterwards, and each client sees its connection closed."""
+    system = make_mail_system(tls=False)
+
+    def connect() -> list[socket.socket]:
+        opened = []
+        for address in (system.smtp, system.imap, system.pop3):
+            client = socket.create_connection(address, timeout=10)
+            client.recv(200)  # the greeting: the session is counted
+            opened.append(client)
+        return opened
+
+    clients = await deferToThread(connect)
+    assert sum(f.connections for f in system.factories) == 3
+    await system.stop()
+    assert [f.connections for f in system.factories] == [0, 0, 0, 0]
+
+    def closed(client: socket.socket) -> bool:
+        """Read what is left (e.g. the rest of a long greeting) up to the end."""
+        try:
+            while client.recv(65536):
+                pass
+        except ConnectionResetError:  # aborted: a reset rather than a FIN
+            pass
+        return True
+
+    assert await deferToThread(lambda: [closed(c) for c in clients]) == [True, True, True]
+    for client in clients:
+        client.close()
+

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import imaplib
 import smtplib
+import socket
 from typing import Any
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -65,3 +66,19 @@ class MailSystemTrialTests(unittest.TestCase):
         yield deferToThread(send)
         [captured] = yield self.system.wait_for_outbound()
         self.assertEqual(captured.to, ["dave@elsewhere.test"])
+
+    def test_session_left_open(self) -> Deferred[Any]:
+        """A client that never logs out does not leave the reactor dirty: tearDown's stop()
+        closes its session (trial would report the open connection and its timer)."""
+        clients: list[socket.socket] = []
+
+        def connect() -> bytes:
+            client = socket.create_connection(self.system.imap, timeout=10)
+            clients.append(client)
+            return client.recv(200)
+
+        self.addCleanup(lambda: [c.close() for c in clients])
+        reading = deferToThread(connect)
+        reading.addCallback(lambda greeting: self.assertTrue(greeting.startswith(b"* OK")))
+        return reading
+
