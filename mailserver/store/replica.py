@@ -21,8 +21,9 @@ One cycle (:meth:`Replica.cycle`):
    the snapshot is retaken (as :func:`mailserver.store.backup.take_backup` does).
 3. *Build* ``gen-<N+1>``: every referenced file hard-linked from the pool under the name the
    snapshot's flags give it (a copy where the file system has no hard links), the other
-   files of the data directory copied, a manifest of SHA-256 checksums (computed once per
-   file, when it is shipped) written last, everything synced to stable storage.
+   files of the data directory copied (or hard-linked from the previous generation when
+   their size and modification time are unchanged), a manifest of SHA-256 checksums
+   (computed once per file, when it is shipped) written last, everything synced.
 4. *Switch* ``current`` to it atomically (a new symbolic link renamed over the old one, then
    the directory synced), write ``status.json``, and only then remove the previous generation
    and the pool files no longer referenced.
@@ -76,9 +77,6 @@ from mailserver.store.backup import (
     open_index,
     queued_files,
     sha256_file,
-)
-from mailserver.store.backup import (
-    _copy_others as copy_others,
 )
 from mailserver.store.backup import (
     _snapshot as snapshot_index,
@@ -213,6 +211,17 @@ def _unlink(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def _unchanged(source: str, old: str, entry: dict[str, Any]) -> bool:
+    """Whether ``old`` (a previous generation's copy, of the size its manifest ``entry``
+    says) has the size and modification time of ``source`` (as rsync decides)."""
+    try:
+        now, then = os.stat(source), os.stat(old)
+    except FileNotFoundError:
+        return False
+    same = (now.st_size, now.st_mtime_ns) == (then.st_size, then.st_mtime_ns)
+    return same and then.st_size == entry.get("size")
 
 
 def _key_of_file(path: str) -> Key | None:
@@ -379,8 +388,10 @@ class Replica:
                 f"{SNAPSHOT_ATTEMPTS} times over (e.g. {missing[0]}); the next cycle tries again"
             )
         self._build(generation, pool, messages, queued, folders, progress)
-        copy_others(self.data_dir, generation)
-        files = self._manifest(generation, pool, messages, queued, number, started, snapshot_at)
+        reused = self._others(generation, previous)
+        files = self._manifest(
+            generation, pool, reused, len(messages), len(queued), number, started, snapshot_at
+        )
         self._switch(number)
         keep = {(m.folder, m.base) for m in messages}
         keep.update((SPOOL, os.path.basename(path)) for path in queued)
@@ -417,8 +428,8 @@ class Replica:
             os.path.join(self.dest, STATUS), json.dumps(status, indent=1).encode()
         )
 
-    def _known(self, generation: int) -> dict[Key, tuple[int, str]]:
-        """Size and checksum of every pool file the current generation's manifest lists."""
+    def _listed(self, generation: int) -> dict[str, Any]:
+        """The files the manifest of ``generation`` lists ({} when it has none)."""
         if generation == 0:
             return {}
         path = os.path.join(self.dest, f"{GENERATION}{generation}", MANIFEST)
@@ -426,9 +437,13 @@ class Replica:
             with open(path, encoding="utf-8") as f:
                 listed = json.load(f).get("files") or {}
         except (OSError, ValueError):
-            return {}  # ship everything again: slower, never wrong
+            return {}  # copy everything again: slower, never wrong
+        return listed if isinstance(listed, dict) else {}
+
+    def _known(self, generation: int) -> dict[Key, tuple[int, str]]:
+        """Size and checksum of every pool file the current generation's manifest lists."""
         known = {}
-        for relative, entry in listed.items():
+        for relative, entry in self._listed(generation).items():
             key = _key_of_file(relative)
             if key is not None:
                 known[key] = (int(entry["size"]), str(entry["sha256"]))
@@ -478,12 +493,42 @@ class Replica:
                 copy_file(source, target, fsync=False)
             progress("linking", done, len(placements))
 
+    def _others(self, generation: str, previous: int) -> dict[str, tuple[int, str]]:
+        """Copy every other file of the data directory (certificates, keys, the audit log)
+        into ``generation``; one unchanged since the previous generation (same size and
+        modification time) is hard-linked from it instead. Size and checksum of those."""
+        listed = self._listed(previous)
+        before = os.path.join(self.dest, f"{GENERATION}{previous}")
+        reused: dict[str, tuple[int, str]] = {}
+        for root, dirs, files in os.walk(self.data_dir):
+            relative_root = os.path.relpath(root, self.data_dir)
+            if relative_root == ".":
+                dirs[:] = [d for d in dirs if d not in (INDEX, MAIL, SPOOL)]
+            os.makedirs(os.path.join(generation, relative_root), mode=0o700, exist_ok=True)
+            for name in files:
+                source = os.path.join(root, name)
+                relative = os.path.normpath(os.path.join(relative_root, name))
+                target = os.path.join(generation, relative)
+                if not os.path.isfile(source) or os.path.islink(source):
+                    continue
+                old = os.path.join(before, relative)
+                entry = listed.get(relative)
+                if entry is not None and _unchanged(source, old, entry) and try_link(old, target):
+                    reused[relative] = (int(entry["size"]), str(entry["sha256"]))
+                    continue
+                try:
+                    copy_file(source, target, fsync=False)
+                except FileNotFoundError:
+                    continue  # e.g. a log rotated away meanwhile
+        return reused
+
     def _manifest(
         self,
         generation: str,
         pool: Pool,
-        messages: list[MessageFile],
-        queued: list[str],
+        reused: dict[str, tuple[int, str]],
+        messages: int,
+        queued: int,
         number: int,
         started: float,
         snapshot_at: float,
@@ -494,6 +539,8 @@ class Replica:
             key = _key_of_file(relative)
             if key is not None and key in pool.known:
                 size, digest = pool.known[key]
+            elif relative in reused:
+                size, digest = reused[relative]
             else:
                 full = os.path.join(generation, relative)
                 size, digest = os.path.getsize(full), sha256_file(full)
@@ -503,8 +550,8 @@ class Replica:
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(snapshot_at)),
             "source": self.data_dir,
             "schema_version": schema.SCHEMA_VERSION,
-            "messages": len(messages),
-            "queued": len(queued),
+            "messages": messages,
+            "queued": queued,
             "replica": {"generation": number, "started": started, "snapshot_at": snapshot_at},
             "files": files,
         }

@@ -95,6 +95,27 @@ async def test_next_cycle_ships_only_new_files_and_follows_flags_and_expunges(ex
     assert await contents(restored) == await contents(example)
 
 
+def test_other_files_are_copied_when_changed_and_linked_when_not(example, tmp_path):
+    """Files beside the mail (keys, logs) are in every generation: one unchanged since the
+    previous cycle keeps its inode (hard-linked, not copied again), one that changed is
+    copied anew with its new content."""
+    example.ok("deliver", ALICE, input=message(1))
+    keys = example.data / "dkim"
+    keys.mkdir(exist_ok=True)
+    (keys / "example.org.key").write_bytes(b"a private key")
+    (keys / "notes.log").write_bytes(b"one line\n")
+    dest = tmp_path / "replica"
+    example.ok("replicate", str(dest), "--once")
+    inodes = {name: os.stat(current(dest) / "dkim" / name).st_ino for name in os.listdir(keys)}
+    with open(keys / "notes.log", "ab") as log:
+        log.write(b"and another\n")
+    example.ok("replicate", str(dest), "--once")
+    assert os.stat(current(dest) / "dkim/example.org.key").st_ino == inodes["example.org.key"]
+    assert os.stat(current(dest) / "dkim/notes.log").st_ino != inodes["notes.log"]
+    assert (current(dest) / "dkim/notes.log").read_bytes() == b"one line\nand another\n"
+    assert example.ok("verify", str(dest / "current")).endswith(": OK\n")
+
+
 def test_files_renamed_or_expunged_during_a_cycle_are_found_or_kept(example, tmp_path):
     """A file renamed for a flag change while files are shipped is found by its base name;
     files unlinked after the snapshot (expunged) are still in the generation."""

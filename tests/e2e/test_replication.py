@@ -4,13 +4,14 @@ While a thread sends mail over SMTP (bounded) and another changes flags over IMA
 renames message files), ``mailserver replicate DEST --interval 0.5`` ships the running
 server's data. Then the primary is killed with SIGKILL in the middle of the load, and so is
 the replicator (whatever cycle it was in). ``mailserver verify DEST/current`` passes; a
-server started with ``server.data_dir = DEST/current`` serves every message acknowledged
-before the last finished cycle began, intact; ``mailserver verify`` passes on its data
-directory after it stops; and the replicator refuses the promoted replica."""
+server whose ``server.data_dir`` is the generation ``DEST/current`` points to serves every
+message acknowledged before the last finished cycle began, intact; ``mailserver verify``
+passes on its data directory after it stops; and the replicator refuses the promoted replica."""
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import smtplib
 import subprocess
@@ -138,9 +139,9 @@ async def test_fail_over_to_the_replica_after_kill_9_keeps_every_replicated_mess
     verified = await deferToThread(mailserver, primary.config_path, "verify", str(dest / "current"))
     assert verified.returncode == 0, verified.stdout + verified.stderr
 
+    generation = os.path.realpath(dest / "current")  # as `readlink -f` gives it
     standby = server_process(
-        {"store": {"fsync": True}, "server": {"data_dir": str(dest / "current")}},
-        listen_keys=LISTEN,
+        {"store": {"fsync": True}, "server": {"data_dir": generation}}, listen_keys=LISTEN
     )
     await deferToThread(standby.start)
     served = await deferToThread(served_messages, standby.ports["imap.tls_listen"])
