@@ -335,7 +335,7 @@ class MailSystem:
     def messages(self, address: str, folder: str = "INBOX") -> list[bytes]:
         """The bytes of every message in ``address``'s ``folder``, in UID order (as
         delivered, with the Return-Path the delivery added). Reads on the calling thread:
-        from a test in another thread use ``call(system.messages, ...)``."""
+        from a test in another thread use :meth:`messages_blocking`."""
         mailbox = self.store.account(address).folder(folder)
         found = []
         for uid in list(mailbox.uids()):
@@ -417,6 +417,11 @@ class MailSystem:
     def add_user_blocking(self, address: str, password: str = "secret") -> None:
         """:meth:`add_user`, waiting until it is done."""
         self.call(self.add_user, address, password)
+
+    def messages_blocking(self, address: str, folder: str = "INBOX") -> list[bytes]:
+        """:meth:`messages`, read in the reactor's context (safe from a test's thread)."""
+        result: list[bytes] = self.call(self.messages, address, folder)
+        return result
 
     def wait_for_delivery_blocking(
         self, address: str, count: int = 1, folder: str = "INBOX", timeout: float = 10.0

@@ -37,4 +37,5 @@ def test_outbound_and_maildir_store(make_mail_system, tmp_path) -> None:
     [captured] = system.wait_for_outbound_blocking()
     assert captured.to == ["dave@elsewhere.test"]
     assert (tmp_path / "index").is_dir()
-    assert system.call(system.messages, "alice@example.org") == []
+    assert system.messages_blocking("alice@example.org") == []
+    assert system.call(system.messages, "alice@example.org", "Sent") == []
