@@ -52,6 +52,8 @@ class CapturedMessage:
 class RecordingTarget:
     """Accepts every recipient (or those ``accept`` approves: the others are refused with
     ``refusal``) and appends a :class:`CapturedMessage` to :attr:`messages` at each commit.
+    While :attr:`commit_error` is set, every commit fails with it and records nothing (a
+    relay that is down: ``MailError`` with a 4xx code, or refusing: 5xx).
 
     Guarantees: nothing is recorded before ``commit``; an aborted transaction leaves no trace;
     the waiters of :meth:`wait_for` fire in the order the messages were committed.
@@ -64,6 +66,8 @@ class RecordingTarget:
     ) -> None:
         self.accept = accept
         self.refusal = refusal
+        #: When set, commits fail with this error (and record nothing).
+        self.commit_error: MailError | None = None
         #: Every committed message, oldest first.
         self.messages: list[CapturedMessage] = []
         self._waiters: list[tuple[int, Deferred[list[CapturedMessage]]]] = []
@@ -155,6 +159,9 @@ class RecordingDelivery:
         if self._done or self._data is None:
             return fail(MailError("no message to commit"))
         self._done = True
+        if self.target.commit_error is not None:
+            self._data = None
+            return fail(self.target.commit_error)
         captured = CapturedMessage(
             self.envelope, tuple(self._recipients), self._data, tuple(self._params)
         )

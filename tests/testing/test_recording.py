@@ -143,3 +143,22 @@ def test_wait_for_what_is_there(count: int) -> None:
     target = RecordingTarget()
     deliver(target, Address("carol", "example.org"))
     assert len(target.wait_for(count).result) == 1
+
+
+def test_commit_error_fails_commits_until_cleared() -> None:
+    """While commit_error is set every commit fails with it and nothing is recorded; once
+    cleared, commits record again."""
+    target = RecordingTarget()
+    target.commit_error = MailError("Relay down, try later")
+    delivery = target.start(envelope())
+    delivery.add_recipient(Address("carol", "example.org"))
+    delivery.body(io.BytesIO(BODY))
+    committing = delivery.commit()
+    failure = committing.result
+    committing.addErrback(lambda _: None)
+    assert failure.value is target.commit_error and failure.value.temporary
+    assert target.messages == []
+    target.commit_error = None
+    deliver(target, Address("carol", "example.org"))
+    assert len(target.messages) == 1
+

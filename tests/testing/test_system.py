@@ -18,7 +18,7 @@ import pytest
 from twisted.internet import task
 from twisted.internet.threads import deferToThread
 
-from mailserver.errors import InvalidName, NoSuchUser
+from mailserver.errors import InvalidName, MailError, NoSuchUser
 from mailserver.testing import DeliveryTimeout, MailSystem, MemoryStore
 
 PASSWORD = "secret"
@@ -274,4 +274,22 @@ async def test_stop_closes_sessions_left_open(make_mail_system: Any) -> None:
     assert await deferToThread(lambda: [closed(c) for c in clients]) == [True, True, True]
     for client in clients:
         client.close()
+
+
+async def test_outbound_failure_reaches_the_client(system: MailSystem) -> None:
+    """With the outbound capture failing (a relay that is down), submission to another
+    domain gets the temporary error and nothing is captured."""
+    system.outbound_target.commit_error = MailError("Relay down, try later")
+    data = note("later", sender="alice@example.org", to="dave@elsewhere.test")
+
+    def send() -> None:
+        with smtplib.SMTP(*system.submission, timeout=10) as client:
+            client.login("alice@example.org", PASSWORD)
+            client.sendmail("alice@example.org", ["dave@elsewhere.test"], data)
+
+    with pytest.raises(smtplib.SMTPDataError) as raised:
+        await deferToThread(send)
+    assert raised.value.smtp_code == 451
+    assert b"Relay down, try later" in raised.value.smtp_error
+    assert system.outbound == []
 
