@@ -19,15 +19,14 @@ what the SMTP session, the filter, the store and the spool logged about each mes
 the answer is a few index reads and never a scan (:mod:`.trace_view`):
 
 ``smtp``
-    ``recorded: true``; ``sessions``: the reply to the end of the message (or a refused
-    MAIL/RCPT when querying by session id) with the session id, the 250's id, client,
-    listener, envelope, size, and the HELO name and authenticated user from the store's
-    and spool's records of the same transaction.
+    ``recorded: true``; ``sessions``: the reply to the end of the message with the session
+    id, the 250's id, client, listener, TLS, envelope, size, the authenticated user, and the
+    HELO name from the store's and spool's records. A MAIL/RCPT refused before there was a
+    message has no Message-ID: the session id (``?queue_id=``) finds it.
 ``checks``
-    ``verdicts``: the filter pipeline's decision (action, score, rules) for any message
-    that reached the end of DATA through it; ``entries``: the spam classification log's
-    entries of the Message-ID (``recent(limit, message_id=...)``, a bounded backward walk in
-    the thread pool).
+    ``verdicts``: the filter's decision (action, score, rules) on each message that reached
+    the end of DATA through it, accepted or refused; ``entries``: the spam classification
+    log's entries of the Message-ID (a bounded backward walk, in the thread pool).
 ``storage``
     Each place a local delivery stored the message (account, folder, UID, object id),
     checked with one ``IMailbox.message(uid)`` each: ``present: false`` when the copy has
