@@ -567,13 +567,17 @@ def follow(
     sleep: Callable[[float], object] = time.sleep,
     interval: float = 0.5,
     on_bad: OnBad | None = None,
+    start: int | None = None,
 ) -> Iterator[AuditRecord]:
     """Records appended to the log from now on, forever (``tail -f``), across rotations.
 
-    Polls every ``interval`` seconds with ``sleep``. When the path names a new file (it was
-    rotated), the rest of the old file is read first and the new one from its start.
+    "Now" is the end of the file when the generator first runs, or byte offset ``start`` when
+    given: a caller that prints the last records first takes the offset before it reads them,
+    so a record written in between is not lost (generators run late: the file is opened at the
+    first ``next``). Polls every ``interval`` seconds with ``sleep``. When the path names a new
+    file (it was rotated), the rest of the old file is read first and the new one from its start.
     """
-    current = _open_at_end(path)
+    current = _open_at_end(path, start)
     pending = b""
     while True:
         chunk = current.read() if current is not None else b""
@@ -604,11 +608,22 @@ def follow(
             sleep(interval)
 
 
-def _open_at_end(path: str) -> Any:
+def _open_at_end(path: str, start: int | None = None) -> Any:
     source = _open_or_none(path)
     if source is not None:
-        source.seek(0, os.SEEK_END)
+        if start is None or start > os.fstat(source.fileno()).st_size:
+            source.seek(0, os.SEEK_END)
+        else:
+            source.seek(start)
     return source
+
+
+def end_offset(path: str) -> int | None:
+    """The log's current size, for :func:`follow`'s ``start`` (None when there is no log)."""
+    try:
+        return os.path.getsize(path)
+    except FileNotFoundError:
+        return None
 
 
 def _open_or_none(path: str) -> Any:

@@ -25,6 +25,7 @@ from mailserver.auth.audit import (
     OUTCOMES,
     AuditRecord,
     Query,
+    end_offset,
     follow,
     log_files,
     search,
@@ -82,12 +83,13 @@ def tail_audit(args: argparse.Namespace) -> int:
         _require_log(path)
     show = _printer(args.json)
     bad = _BadLines()
+    start = end_offset(path) if args.follow else None  # before the tail: nothing falls between
     try:
         for record in _reading(path, lambda: tail(path, args.lines, on_bad=bad)):
             show(record)
         if args.follow:
             sys.stdout.flush()
-            for record in follow(path, on_bad=bad):
+            for record in follow(path, on_bad=bad, start=start):
                 show(record)
                 sys.stdout.flush()
     except KeyboardInterrupt:
