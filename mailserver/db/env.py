@@ -22,6 +22,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
 
 from mailserver.db import schema
+from mailserver.diskspace import InsufficientStorage, out_of_space
 from mailserver.errors import StoreUnavailable
 
 T = TypeVar("T")
@@ -213,7 +214,7 @@ class Database:
                         item.result = item.function(txn)
                     except BaseException as e:  # reported to that write's caller
                         child.abort()
-                        item.error = e
+                        item.error = _full(e) or e
                     else:
                         child.commit()
                         item.after = txn._after
@@ -222,7 +223,7 @@ class Database:
                 for action in before.values():
                     action()  # e.g. fsync the directories the batch renamed into
         except (lmdb.Error, OSError) as e:
-            failure = StoreUnavailable(detail=f"index commit failed: {e}")
+            failure = _commit_failure(e)
             for item in batch:
                 item.error = item.error or failure
         for item in batch:
@@ -245,6 +246,19 @@ class Database:
         self._done = True
         for d in self._closing or ():
             d.callback(None)
+
+
+def _full(error: BaseException) -> InsufficientStorage | None:
+    """A full disk or a full LMDB map as InsufficientStorage (``452 4.3.1``, try later)."""
+    if isinstance(error, lmdb.DiskError | lmdb.MapFullError) or out_of_space(error):
+        return InsufficientStorage(detail=f"index write failed: {error}")
+    return None
+
+
+def _commit_failure(error: Exception) -> StoreUnavailable:
+    """A failed index commit as the error its writers report: InsufficientStorage when the
+    disk or the map is full, else StoreUnavailable (``451 4.3.0``)."""
+    return _full(error) or StoreUnavailable(detail=f"index commit failed: {error}")
 
 
 def migrate(env: lmdb.Environment, dbs: dict[bytes, Any]) -> int:

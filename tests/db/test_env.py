@@ -8,6 +8,7 @@ from twisted.internet import defer, reactor
 
 from mailserver.db import Database, schema
 from mailserver.db.env import migrate
+from mailserver.diskspace import InsufficientStorage
 from mailserver.errors import StoreUnavailable
 
 
@@ -52,6 +53,22 @@ async def test_a_failing_write_spoils_only_itself(db):
     with db.read() as txn:
         assert txn.get(b"meta", b"bad") is None
         assert txn.get(b"meta", b"good1") == b"1" and txn.get(b"meta", b"good2") == b"2"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_index_is_insufficient_storage(tmp_path):
+    """A write that fills the LMDB map fails as InsufficientStorage (452 4.3.1, try later), not
+    as a raw LMDB error, and the index keeps working for writes that fit."""
+    database = Database.open(str(tmp_path / "small"), map_size=1 << 20, reactor=reactor)
+    try:
+        with pytest.raises(InsufficientStorage) as raised:
+            await database.write(lambda txn: txn.put(b"meta", b"big", b"x" * (2 << 20)))
+        assert (raised.value.code, raised.value.enhanced) == (452, "4.3.1")
+        await database.write(lambda txn: txn.put(b"meta", b"small", b"1"))
+        with database.read() as txn:
+            assert txn.get(b"meta", b"small") == b"1" and txn.get(b"meta", b"big") is None
+    finally:
+        await database.close()
 
 
 @pytest_twisted.ensureDeferred
