@@ -255,10 +255,16 @@ class SessionEvents:
     # -- messages (SMTP) ------------------------------------------------------------------
 
     def content(
-        self, queue_id: str, sender: object, recipients: Sequence[object], size: int
+        self,
+        queue_id: str,
+        sender: object,
+        recipients: Sequence[object],
+        size: int,
+        message_id: str | None = None,
+        helo: str | None = None,
     ) -> None:
         """The content of a message is complete (end of DATA, BDAT LAST): the next reply is
-        its outcome."""
+        its outcome. ``message_id`` and ``helo`` are added to the event when known."""
         self._message = {
             "queue_id": queue_id,
             "sender": str(sender or ""),
@@ -267,6 +273,10 @@ class SessionEvents:
             "phase": "data",
             "at": self._now(),
         }
+        if message_id:
+            self._message["message_id"] = message_id
+        if helo:
+            self._message["helo"] = helo
 
     def _emit_message(
         self,

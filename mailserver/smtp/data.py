@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO
 
 __all__ = ["BdatState", "ChunkReader", "DataReader", "Outcome", "dot_stuff"]
@@ -57,6 +57,20 @@ class Outcome(enum.Enum):
     LINE_TOO_LONG = "line-too-long"  # RFC 5321 §4.5.3.1.6: 500 5.5.6 after the end of data
 
 
+#: Octets of the header section kept to find the Message-ID for the log.
+HEAD_MAX = 16384
+_MESSAGE_ID = re.compile(rb"(?im)^message-id[ \t]*:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)")
+
+
+@dataclass
+class Head:
+    """The start of a message's header section, kept for the log's Message-ID (one per
+    message: BDAT chunks share it through :class:`BdatState`)."""
+
+    data: bytearray = field(default_factory=bytearray)
+    complete: bool = False
+
+
 def _clean(buf: bytes, start: int, end: int) -> bool:
     """True when ``buf[start:end]`` holds no bare CR and no bare LF (three C-speed counts)."""
     lf = buf.count(b"\n", start, end)
@@ -66,7 +80,9 @@ def _clean(buf: bytes, start: int, end: int) -> bool:
 class _Sink:
     """Size cap, 8-bit detection and batched writes shared by both readers."""
 
-    def __init__(self, sink: BinaryIO, max_size: int, size: int = 0) -> None:
+    def __init__(
+        self, sink: BinaryIO, max_size: int, size: int = 0, head: Head | None = None
+    ) -> None:
         self._sink = sink
         self._max_size = max_size
         self._pieces: list[bytes] = []
@@ -74,8 +90,13 @@ class _Sink:
         self.has_8bit = False
         self.over = bool(max_size and size > max_size)  # RFC 1870 §6: past the size limit
         self.storing = not self.over
+        self._head = head if head is not None else Head(complete=size > 0)
 
     def emit(self, piece: bytes) -> None:
+        head = self._head
+        if not head.complete:
+            head.data += piece[: HEAD_MAX - len(head.data)]
+            head.complete = len(head.data) >= HEAD_MAX or b"\r\n\r\n" in head.data
         self.size += len(piece)
         if not self.has_8bit and not piece.isascii():
             self.has_8bit = True
@@ -84,6 +105,17 @@ class _Sink:
             self.storing = False  # RFC 1870 §6: keep reading, store nothing more
         if self.storing:
             self._pieces.append(piece)
+
+    @property
+    def message_id(self) -> str | None:
+        """The content's Message-ID field body (RFC 5322 §3.6.4), unfolded, when it is in the
+        first :data:`HEAD_MAX` octets of the header section; for logs and tracing only."""
+        head = bytes(self._head.data).split(b"\r\n\r\n", 1)[0]
+        found = _MESSAGE_ID.search(head)
+        if found is None:
+            return None
+        value = re.sub(rb"\r\n[ \t]+", b" ", found.group(1)).strip()
+        return value.decode("utf-8", "replace")[:998] or None
 
     def flush(self) -> None:
         if self._pieces:
@@ -95,6 +127,11 @@ class _Reader:
     """What both readers report: stored size and 8-bit content (RFC 1870, RFC 6152)."""
 
     _out: _Sink
+
+    @property
+    def message_id(self) -> str | None:
+        """The message's Message-ID, for the log (see :attr:`_Sink.message_id`)."""
+        return self._out.message_id
 
     @property
     def size(self) -> int:
@@ -262,6 +299,7 @@ class BdatState:
     """
 
     last_cr: bool = False
+    head: Head = field(default_factory=Head)
 
 
 class ChunkReader(_Reader):
@@ -292,7 +330,7 @@ class ChunkReader(_Reader):
     ) -> None:
         if bare_newline not in _MODES:
             raise ValueError(f"bare_newline must be one of {_MODES}, not {bare_newline!r}")
-        self._out = _Sink(sink, max_size, already)
+        self._out = _Sink(sink, max_size, already, state.head if state is not None else None)
         self._remaining = size
         self._check = not binary
         self._normalize = bare_newline == "normalize"

@@ -218,7 +218,7 @@ class MessageContent:
         assert transaction is not None
         transaction.size = reader.size
         self.events.content(transaction.queue_id, transaction.sender, transaction.recipients,
-                            reader.size)
+                            reader.size, reader.message_id, self.helo)
         return self._finish(transaction, reader.outcome)
 
     def _finish(self, transaction: Transaction, outcome: Outcome) -> Reply | Deferred[Reply]:
@@ -284,7 +284,7 @@ class MessageContent:
                 return transaction.failed
             return codes.OK.with_text(f"{size} octets received")
         self.events.content(transaction.queue_id, transaction.sender, transaction.recipients,
-                            reader.size)
+                            reader.size, reader.message_id, self.helo)
         if transaction.failed is not None:
             failed = transaction.failed
             self._abort_transaction()

@@ -444,3 +444,44 @@ def test_chunks_without_state_are_lenient_at_their_edges():
     assert chunk(b"a\r", 2)[2].outcome is Outcome.OK
     assert chunk(b"\nb", 2)[2].outcome is Outcome.OK
     assert chunk(b"a\r", 2, last=True)[2].outcome is Outcome.BARE_NEWLINE
+
+
+# -- the Message-ID kept for the log ---------------------------------------------------------
+
+
+def test_message_id_read_from_the_header_section():
+    """The reader keeps the (unfolded) Message-ID of the header section for the log."""
+    reader = DataReader(io.BytesIO())
+    reader.feed(b"Subject: x\r\nMessage-ID:\r\n <a.1@example.org>\r\n\r\nbody\r\n.\r\n")
+    assert reader.message_id == "<a.1@example.org>"
+
+
+def test_message_id_in_the_body_is_not_the_messages():
+    """A Message-ID line after the blank line is body text, not a header field."""
+    reader = DataReader(io.BytesIO())
+    reader.feed(b"Subject: x\r\n\r\nMessage-ID: <fake@example.org>\r\n.\r\n")
+    assert reader.message_id is None
+
+
+def test_message_id_across_bdat_chunks():
+    """BDAT chunks of one message share what was read of the header section."""
+    state = BdatState()
+    text = b"From: a@example.org\r\nMessage-Id: <split@example.org>\r\n\r\nhi\r\n"
+    first = ChunkReader(io.BytesIO(), 30, state=state)
+    first.feed(text[:30])
+    last = ChunkReader(io.BytesIO(), len(text) - 30, already=30, state=state, last=True)
+    last.feed(text[30:])
+    assert last.message_id == "<split@example.org>"
+
+
+@given(st.binary(max_size=300), st.integers(min_value=1, max_value=50))
+@settings(max_examples=200)
+def test_message_id_never_fails(data, step):
+    """Whatever the content and however it is split, asking for the Message-ID never raises."""
+    reader = DataReader(io.BytesIO())
+    content = data.replace(b"\r\n.\r\n", b"") + b"\r\n.\r\n"
+    for start in range(0, len(content), step):
+        if reader.feed(content[start : start + step]) is not None:
+            break
+    found = reader.message_id
+    assert found is None or isinstance(found, str)

@@ -122,6 +122,10 @@ async def test_each_message_of_a_session_has_its_own_path(world):
     assert (verdict["action"], verdict["rules"]) == ("reject", "OFFER(+10.0)")
     assert (smtp["result"], smtp["code"]) == ("rejected", "550")
     assert smtp["session"] == clean[2]["session"]
+    # The session's own record of a message names it and the client's HELO, so a refusal
+    # at the end of DATA is found by Message-ID even when no filter verdict names it.
+    assert smtp["message_id"] == "<spam-1@elsewhere.test>"
+    assert smtp["helo"] == clean[2]["helo"] == "client.elsewhere.test"
 
     refusals = [r for r in trace.find(queue_id=smtp["session"])["records"]
                 if r["kind"] == "smtp" and r["phase"] == "rcpt"]
