@@ -248,7 +248,10 @@ def split_subaddress(local: str, separator: str = "+") -> tuple[str, str | None]
 
     ``"user+tag"`` gives ``("user", "tag")``, ``"user+"`` gives ``("user", "")`` and a local
     part without the separator, or with an empty base (``"+x"``), gives ``(local, None)``.
-    A quoted local part is split on its plain text and the base re-quoted as needed.
+    A quoted local part is split on its plain text. The base is in canonical form: re-quoted
+    as needed, also when a dot-string's base is no longer one (``"a.+tag"`` gives
+    ``('"a."', "tag")``, the form in which ``"a."`` is stored); a base that no quoted-string
+    can hold is returned as it is.
     """
     if not separator:
         raise ValueError("empty subaddress separator")
@@ -256,4 +259,9 @@ def split_subaddress(local: str, separator: str = "+") -> tuple[str, str | None]
     base, found, tag = text.partition(separator)
     if not found or not base:
         return local, None
-    return (quote_local(base) if text is not local else base), tag
+    if text is not local or not _DOT_STRING.fullmatch(base):
+        try:
+            base = quote_local(base)
+        except ValueError:
+            pass  # not a local part at all: nothing canonical to give
+    return base, tag

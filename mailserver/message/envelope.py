@@ -142,6 +142,8 @@ def parse_address_list(raw: bytes) -> list[AddressEntry]:
 
     Group syntax ``name: a, b;`` is represented as RFC 3501 §7.4.2 says: a start entry
     ``[None, None, name, None]``, the members, and an end entry ``[None, None, None, None]``.
+    Every start entry has its end entry: a group left open, or followed by another group
+    before its ``;``, is closed there.
     """
     entries: list[AddressEntry] = []
     in_group = False
@@ -150,6 +152,8 @@ def parse_address_list(raw: bytes) -> list[AddressEntry]:
         # Each piece is tokenised on its own so comments stay with their mailbox.
         current, comments = _tokenize(piece)
         if terminator == ":":
+            if in_group:  # groups do not nest (RFC 5322 §3.4): a new one ends the open one
+                entries.append([None, None, None, None])
             entries.append([None, None, _phrase(current) or "", None])
             in_group = True
             continue
