@@ -164,6 +164,24 @@ def _evidence(row: Row) -> str:
     return ", ".join(parts)
 
 
+#: How the overview grid shows a row's result.
+SYMBOLS = {"pass": "pass", "fail": "**FAIL**", "skipped": "skip"}
+
+
+def overview(table: Sequence[Row]) -> list[str]:
+    """A grid of the same rows: one line per client, one column per feature any row names
+    (an empty cell: no test of that client proves that feature)."""
+    features = [name for name in FEATURES if any(row.feature == name for row in table)]
+    clients = sorted({row.client for row in table}, key=list(CLIENTS).index)
+    cells = {(row.client, row.feature): SYMBOLS[row.result] for row in table}
+    lines = ["| client | " + " | ".join(features) + " |",
+             "|---" * (len(features) + 1) + "|"]
+    for client in clients:
+        lines.append(f"| {_cell(client)} | "
+                     + " | ".join(cells.get((client, name), "") for name in features) + " |")
+    return lines
+
+
 def render(outcomes: Sequence[Outcome], when: str = "") -> str:
     """The Markdown report: counts, then one row per client and feature, then the reasons of
     the skipped rows."""
@@ -177,6 +195,10 @@ def render(outcomes: Sequence[Outcome], when: str = "") -> str:
         f"{len(clients)} clients, {len(table)} rows: {counts['pass']} pass, "
         f"{counts['fail']} fail, {counts['skipped']} skipped (a client program missing "
         "here). Each row is proven by the tests named in it.",
+        "",
+        *overview(table),
+        "",
+        "## Rows",
         "",
         "| client | feature | result | tests |",
         "|---|---|---|---|",

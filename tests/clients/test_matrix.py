@@ -63,6 +63,10 @@ def test_markdown_shows_results_tests_and_skip_reasons():
             "`test_b` (failed) |") in text
     assert "| mpop (POP3 retriever) | uidl | **skipped** | `test_c` (skipped) |" in text
     assert "- mpop is not installed" in text
+    # the overview grid: a column per feature named, a line per client
+    assert "| client | send | auth | uidl |" in text
+    assert "| msmtp | pass | **FAIL** |  |" in text
+    assert "| mpop |  |  | skip |" in text
 
 
 def test_script_renders_saved_results(tmp_path, capsys):
