@@ -31,8 +31,8 @@ from mailserver.interfaces import (
     IFolderChoice,
     IUserDirectory,
 )
-from mailserver.store import index, maildir, quota
-from mailserver.store.mailbox import MaildirMailbox, message_meta, spam_record
+from mailserver.store import index, maildir, quota, sketch
+from mailserver.store.mailbox import MaildirMailbox, spam_record
 from mailserver.store.maildir_store import MaildirStore
 from mailserver.types import Address, Envelope, SpamVerdict, SpecialUse
 
@@ -132,13 +132,21 @@ class LocalDelivery:
         first = self._inboxes[0]
 
         def write() -> tuple[str, int, index.Record]:
-            data = return_path(self.envelope) + source.read()
-            meta = message_meta(data)
+            # Streamed: the spooled message is copied in chunks after the Return-Path, and
+            # the index's parse reads the written file in bounded memory (store/sketch.py),
+            # so a large message never sits whole in memory here (issue 12).
+            base = maildir.unique_name()
+            path = os.path.join(first.path, "tmp", base)
+            prefix = return_path(self.envelope)
+            size = durable.write_new(path, source, prefix=prefix, fsync=store.fsync)
+            try:
+                meta = sketch.file_meta(path)
+            except BaseException:
+                _unlink_quietly(path)
+                raise
             if self._spam is not None:
                 meta["spam"] = spam_record(self._spam)
-            base = maildir.unique_name()
-            durable.write_new(os.path.join(first.path, "tmp", base), data, fsync=store.fsync)
-            return base, len(data), meta
+            return base, size, meta
 
         self._written = yield store.in_thread(write)
 

@@ -18,7 +18,7 @@ from mailserver.db.schema import dump
 from mailserver.errors import NoSuchMessage
 from mailserver.interfaces import IMailbox, IMessage
 from mailserver.message import mime
-from mailserver.store import index, maildir, quota
+from mailserver.store import index, maildir, quota, sketch
 from mailserver.store.names import normalize_folder_name
 from mailserver.types import (
     DELETED,
@@ -40,8 +40,9 @@ T = TypeVar("T")
 CHUNK = 1000
 
 
-def deliver_file(folder_path: str, data: bytes, fsync: bool) -> str:
-    """Write ``data`` durably into ``new/`` of a maildir; return the file's base name."""
+def deliver_file(folder_path: str, data: bytes | BinaryIO, fsync: bool) -> str:
+    """Write ``data`` (bytes, or a binary file read from its position in chunks) durably
+    into ``new/`` of a maildir; return the file's base name."""
     base = maildir.unique_name()
     temporary = os.path.join(folder_path, "tmp", base)
     durable.write_new(temporary, data, fsync=fsync)
@@ -290,13 +291,31 @@ class MaildirMailbox:
         return uid
 
     def _write(self, source: BinaryIO) -> tuple[str, int, index.Record]:
-        """In a worker thread: read, parse and durably write one message into ``new/``
-        (refused with InsufficientStorage below the store's free-space reserve)."""
-        data = source.read()
+        """In a worker thread: durably write one message into ``new/`` and parse it
+        (refused with InsufficientStorage below the store's free-space reserve).
+
+        A seekable ``source`` (an IMAP literal spooled to disk, a BytesIO) is copied in
+        chunks and parsed from the written file in bounded memory
+        (:func:`mailserver.store.sketch.file_meta`), so a large APPEND never sits whole in
+        memory; another source is read whole first."""
+        try:
+            start = source.tell()
+            size = source.seek(0, os.SEEK_END) - start
+            source.seek(start)
+        except (AttributeError, OSError, ValueError):
+            data = source.read()
+            if self.store.free_space is not None:
+                self.store.free_space.check(len(data))
+            return deliver_file(self.path, data, self.store.fsync), len(data), message_meta(data)
         if self.store.free_space is not None:
-            self.store.free_space.check(len(data))
-        meta = message_meta(data)
-        return deliver_file(self.path, data, self.store.fsync), len(data), meta
+            self.store.free_space.check(size)
+        base = deliver_file(self.path, source, self.store.fsync)
+        try:
+            meta = sketch.file_meta(os.path.join(self.path, "new", base))
+        except BaseException:
+            _discard_new(self.path, [base])
+            raise
+        return base, size, meta
 
     def _add(
         self,
