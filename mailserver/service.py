@@ -500,10 +500,13 @@ def _imap_factory(
     imap = config.imap
     realm = MailRealm(None, imap_account=service.store.account)
     portal = _guarded_portal(service, realm, "imap")
+    spool_directory = os.path.join(config.server.data_path, "tmp")  # large APPEND literals
+    os.makedirs(spool_directory, mode=0o700, exist_ok=True)
     policy = IMAPPolicy(
         hostname=config.server.hostname,
         idle_timeout=imap.idle_timeout,
         max_literal=imap.max_literal,
+        spool_directory=spool_directory,
         max_connections=imap.max_connections,
         max_connections_per_ip=imap.max_connections_per_ip,
         auth_needs_tls=True,

@@ -19,7 +19,11 @@ from typing import Any
 from twisted.cred.portal import Portal
 from twisted.internet.interfaces import IReactorTime
 
-from mailserver.imap.grammar import DEFAULT_MAX_LINE, DEFAULT_MAX_LITERAL
+from mailserver.imap.grammar import (
+    DEFAULT_MAX_LINE,
+    DEFAULT_MAX_LITERAL,
+    DEFAULT_SPOOL_THRESHOLD,
+)
 from mailserver.imap.rendered import RenderedCache
 from mailserver.imap.server import IMAPServer
 from mailserver.interfaces import IJunkFeedback
@@ -45,6 +49,12 @@ class IMAPPolicy:
     #: Literal octets of one command: the APPEND size limit (answered NO [TOOBIG]),
     #: advertised as APPENDLIMIT (RFC 7889).
     max_literal: int = DEFAULT_MAX_LITERAL
+    #: APPEND literals larger than this are written to a temporary file as they arrive
+    #: and handed to the store as a file (memory per connection stays bounded, issue 12).
+    spool_threshold: int = DEFAULT_SPOOL_THRESHOLD
+    #: Where those files are made (unnamed: they vanish when closed or on a crash); None
+    #: is the system's temporary directory. The server passes its data directory's tmp.
+    spool_directory: str | None = None
     #: Offer LITERAL+ (non-synchronizing literals of any size up to ``max_literal``); False
     #: offers LITERAL- instead: ``{n+}`` only up to 4096 octets (RFC 7888 §5).
     literal_plus: bool = True

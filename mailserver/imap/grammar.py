@@ -17,7 +17,10 @@ Design rules:
 3. ``{n}`` (synchronizing) gives :class:`ContinuationNeeded`; the server sends ``+`` and keeps
    feeding. The reader never assumes the continuation was sent.
 4. Limits: ``max_line`` counts the non-literal octets of one command (all its lines, without
-   CRLFs); ``max_literal`` the literal octets of one command together. A synchronizing literal
+   CRLFs); ``max_literal`` the literal octets of one command together. Memory stays bounded
+   by these and by ``spool_threshold``: an APPEND literal larger than it is written to a
+   temporary file as it arrives (a :class:`~mailserver.imap.scanner.SpooledLiteral`, handed
+   to the store as a file; issue 12), never held in memory. A synchronizing literal
    over the limit gives :class:`LiteralTooBig` at once (no continuation: the client will not
    send it, RFC 7888 §4); a non-synchronizing one is read and discarded to the end of its
    command first, then reported. With ``literal_plus`` False (LITERAL-, and IMAP4rev2 §4.3)
@@ -33,12 +36,14 @@ Design rules:
 from __future__ import annotations
 
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import BinaryIO
 
 from mailserver.imap import parse_fetch, parse_mailbox, parse_search, parse_session
-from mailserver.imap.scanner import MAX_TAG, ParseError, Scanner
+from mailserver.imap.scanner import MAX_TAG, ParseError, Scanner, SpooledLiteral
 
 __all__ = [
     "BARRIERS",
@@ -58,6 +63,8 @@ __all__ = [
 
 DEFAULT_MAX_LINE = 65_536
 DEFAULT_MAX_LITERAL = 64 * 1024 * 1024
+#: APPEND literals larger than this go to a temporary file as they arrive (design rule 4).
+DEFAULT_SPOOL_THRESHOLD = 256 * 1024
 #: RFC 7888 §5 / RFC 9051 §4.3: LITERAL- allows non-synchronizing literals up to 4096 octets.
 LITERAL_MINUS_MAX = 4096
 UNKNOWN_COMMAND = "unknown command"
@@ -225,13 +232,34 @@ def _head(s: Scanner) -> tuple[str, str, _Parser | None]:
     return tag, name, parser
 
 
-def parse_command(data: bytes, *, utf8: bool = False) -> Command | BadCommand:
-    """Parse one assembled command (without its final CRLF; literals in place).
+def parse_command(
+    data: bytes,
+    *,
+    utf8: bool = False,
+    spooled: dict[int, SpooledLiteral] | None = None,
+) -> Command | BadCommand:
+    """Parse one assembled command (without its final CRLF; literals in place, except those
+    in ``spooled``, keyed by the offset where their data would start).
 
     ``utf8`` is set once the client enabled UTF8=ACCEPT or IMAP4rev2: quoted strings may then
-    hold UTF-8 and mailbox names are UTF-8 instead of modified UTF-7.
+    hold UTF-8 and mailbox names are UTF-8 instead of modified UTF-7. A spooled literal that
+    the resulting command does not hold (the command is bad, or it was not the message) is
+    closed here; the one an APPEND holds belongs to the command's handler.
     """
-    s = Scanner(data, utf8=utf8)
+    event = _parse_command(data, utf8, spooled)
+    if spooled:
+        args = event.args if isinstance(event, Command) else None
+        kept = args.message if isinstance(args, parse_mailbox.Append) else None
+        for literal in spooled.values():
+            if literal is not kept:
+                literal.close()
+    return event
+
+
+def _parse_command(
+    data: bytes, utf8: bool, spooled: dict[int, SpooledLiteral] | None
+) -> Command | BadCommand:
+    s = Scanner(data, utf8=utf8, spooled=spooled)
     try:
         tag, name, parser = _head(s)
     except _Bad as bad:
@@ -289,18 +317,33 @@ class CommandReader:
         literal_plus: bool = True,
         *,
         utf8: bool = False,
+        spool_threshold: int = DEFAULT_SPOOL_THRESHOLD,
+        spool: Callable[[], BinaryIO] = tempfile.TemporaryFile,
     ) -> None:
         self.max_line = max_line
         self.max_literal = max_literal
         self.literal_plus = literal_plus
         self.utf8 = utf8
+        #: APPEND literals over this many octets are written to a file from ``spool()``.
+        self.spool_threshold = spool_threshold
+        self.spool = spool
+        self._spooling: BinaryIO | None = None  # the literal being written to disk
+        self._spool_size = 0
+        self._spool_nul = False
+        self._spooled: dict[int, SpooledLiteral] = {}
         self._buffer = bytearray()
         self._paused = False
         self._discard_line = False  # read_line overflowed: drop input up to the next CRLF
         self._reset()
 
     def _reset(self) -> None:
-        """Forget the command being assembled."""
+        """Forget the command being assembled (closing its spooled literals)."""
+        spooling, self._spooling = self._spooling, None
+        if spooling is not None:
+            spooling.close()
+        spooled, self._spooled = self._spooled, {}
+        for literal in spooled.values():
+            literal.close()
         self._command = bytearray()
         self._segment = bytearray()
         self._first = True  # the segment is the command's first line
@@ -312,6 +355,11 @@ class CommandReader:
         self._name = ""
         self._skipping = False  # discard the rest of the command, then emit _skip_event
         self._skip_event: Event | None = None
+
+    def close(self) -> None:
+        """The connection is gone: drop the command being assembled and its spooled
+        literals (their temporary files go with them)."""
+        self._reset()
 
     @property
     def paused(self) -> bool:
@@ -381,7 +429,9 @@ class CommandReader:
         while pos < len(data) and not self._paused:
             if self._literal_left:
                 take = min(self._literal_left, len(data) - pos)
-                if not self._skipping:
+                if self._spooling is not None and not self._skipping:
+                    self._spool(data[pos : pos + take], self._literal_left == take)
+                elif not self._skipping:
                     self._command += data[pos : pos + take]
                 self._literal_left -= take
                 pos += take
@@ -400,6 +450,25 @@ class CommandReader:
                 self._append(b"\n")  # a bare LF: part of the line, which is now bad
         del data[:pos]
         return events
+
+    def _spool(self, chunk: bytes | bytearray, last: bool) -> None:
+        """Write literal octets to the spool file; ``last``: the literal is complete."""
+        spooling = self._spooling
+        assert spooling is not None
+        try:
+            spooling.write(chunk)
+        except OSError as error:  # e.g. ENOSPC: the command fails, the session goes on
+            self._spooling = None
+            spooling.close()
+            reason = f"Cannot store the literal: {error.strerror or error}"
+            self._skip(BadCommand(self._tag, reason, self._name, "UNAVAILABLE"))
+            return
+        self._spool_size += len(chunk)
+        self._spool_nul = self._spool_nul or b"\x00" in chunk
+        if last:
+            literal = SpooledLiteral(spooling, self._spool_size, self._spool_nul)
+            self._spooled[len(self._command)] = literal
+            self._spooling = None
 
     def _append(self, chunk: bytes | bytearray) -> None:
         if self._overflow:
@@ -466,8 +535,9 @@ class CommandReader:
             return
         if marker is None:
             command = bytes(self._command + line)
+            spooled, self._spooled = self._spooled, {}
             self._reset()
-            event = parse_command(command, utf8=self.utf8)
+            event = parse_command(command, utf8=self.utf8, spooled=spooled)
             events.append(event)
             if isinstance(event, Command) and event.name in BARRIERS:
                 self._paused = True
@@ -488,5 +558,12 @@ class CommandReader:
         self._line_octets += len(line)
         self._literal_octets += marker.size
         self._literal_left = marker.size
+        if self._name == "APPEND" and marker.size > self.spool_threshold:
+            try:
+                self._spooling = self.spool()
+                self._spool_size, self._spool_nul = 0, False
+            except OSError as error:
+                reason = f"Cannot store the literal: {error.strerror or error}"
+                self._skip(BadCommand(self._tag, reason, self._name, "UNAVAILABLE"))
         if marker.sync:
             events.append(ContinuationNeeded(self._tag, marker.size))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
-from mailserver.imap.scanner import MAX_MODSEQ, ParseError, Scanner
+from mailserver.imap.scanner import MAX_MODSEQ, ParseError, Scanner, SpooledLiteral
 from mailserver.imap.sequence import SequenceSet
 
 __all__ = [
@@ -141,12 +141,13 @@ class Append:
 
     ``binary`` is True when the message came as literal8 (RFC 3516 §4.1: the server must not
     refuse NUL octets in it) and ``utf8`` when it came as ``UTF8 (literal8)`` (RFC 6855 §4).
+    ``message`` is the bytes, or for a large literal the :class:`SpooledLiteral` on disk.
     """
 
     mailbox: str
     flags: tuple[str, ...] = ()
     date: dt.datetime | None = None
-    message: bytes = field(default=b"", repr=False)
+    message: bytes | SpooledLiteral = field(default=b"", repr=False)
     binary: bool = False
     utf8: bool = False
 
@@ -385,10 +386,10 @@ def parse_append(s: Scanner) -> Append:
         s.expect(b"(", "(")
         if s.peek(2) != b"~{":
             raise ParseError("Expected literal8")
-        message, _ = s.literal(binary=True)
+        message, _ = s.message_literal(binary=True)
         s.expect(b")", ")")
         return Append(mailbox, flags, date, message, binary=True, utf8=True)
     if not s.is_literal():
         raise ParseError("Expected message literal")
-    message, binary = s.literal(binary=True)
+    message, binary = s.message_literal(binary=True)
     return Append(mailbox, flags, date, message, binary)

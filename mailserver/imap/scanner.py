@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import BinaryIO, TypeVar
 
 from mailserver.imap.sequence import SequenceSet
 from mailserver.message import utf7
@@ -24,6 +25,7 @@ __all__ = [
     "ParseError",
     "SYSTEM_FLAGS",
     "Scanner",
+    "SpooledLiteral",
     "decode_mailbox",
     "dedupe_flags",
     "is_atom",
@@ -107,14 +109,39 @@ def decode_mailbox(raw: bytes, *, utf8: bool) -> str:
     return "INBOX" if name.upper() == "INBOX" else name
 
 
+@dataclass(frozen=True, eq=False)
+class SpooledLiteral:
+    """A literal the reader wrote to a temporary file instead of keeping it in memory
+    (a large APPEND message, issue 12): ``source`` holds its ``size`` octets from offset
+    0; ``has_nul`` says whether any of them is NUL (refused outside literal8). Whoever ends
+    up with it closes ``source``."""
+
+    source: BinaryIO = field(repr=False)
+    size: int
+    has_nul: bool = False
+
+    def close(self) -> None:
+        self.source.close()
+
+
 class Scanner:
     """A cursor over one command; ``utf8`` allows UTF-8 in quoted strings and makes mailbox
-    names UTF-8 (after ``ENABLE UTF8=ACCEPT`` or ``ENABLE IMAP4rev2``)."""
+    names UTF-8 (after ``ENABLE UTF8=ACCEPT`` or ``ENABLE IMAP4rev2``).
 
-    def __init__(self, data: bytes, *, utf8: bool = False) -> None:
+    ``spooled`` maps the offset where a literal's data would start in ``data`` to the
+    :class:`SpooledLiteral` holding it; that literal's octets are not in ``data``."""
+
+    def __init__(
+        self,
+        data: bytes,
+        *,
+        utf8: bool = False,
+        spooled: Mapping[int, SpooledLiteral] | None = None,
+    ) -> None:
         self.data = data
         self.pos = 0
         self.utf8 = utf8
+        self.spooled = spooled or {}
 
     # -- position ---------------------------------------------------------------------------
 
@@ -266,8 +293,16 @@ class Scanner:
         """``literal`` (or ``literal8`` when ``binary``): (data, was literal8).
 
         A literal's data is CHAR8 (no NUL, RFC 9051 §4.3); only literal8 (RFC 3516 §4.1) may
-        hold NUL.
+        hold NUL. A literal the reader spooled to disk is refused here: only a message
+        (:meth:`message_literal`) may be that large.
         """
+        value, is8 = self.message_literal(binary=binary)
+        if isinstance(value, SpooledLiteral):
+            raise self.error("Literal too long for this argument")
+        return value, is8
+
+    def message_literal(self, *, binary: bool = False) -> tuple[bytes | SpooledLiteral, bool]:
+        """:meth:`literal`, where the value may be a :class:`SpooledLiteral` (APPEND)."""
         match = _LITERAL.match(self.data, self.pos)
         if match is None:
             raise self.error("Expected literal")
@@ -276,6 +311,12 @@ class Scanner:
             raise self.error("literal8 is only allowed in APPEND")
         size = int(match.group(2))
         start = match.end()
+        spooled = self.spooled.get(start)
+        if spooled is not None:
+            if not is8 and spooled.has_nul:
+                raise self.error("NUL in literal (use literal8)")
+            self.pos = start
+            return spooled, is8
         if start + size > len(self.data):
             raise self.error("Literal is shorter than its announced size")
         value = self.data[start : start + size]

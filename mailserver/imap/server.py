@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import enum
 import inspect
+import tempfile
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from twisted.cred.error import UnauthorizedLogin
@@ -158,7 +160,11 @@ class IMAPServer(Protocol):
         #: all; neither bytes nor commands extend it (RFC 9051 §5.4 allows a shorter timer).
         self._login_deadline = factory.reactor.seconds() + self.policy.login_timeout  # type: ignore[attr-defined]
         self.reader = CommandReader(
-            self.policy.max_line, self.policy.max_literal, self.policy.literal_plus
+            self.policy.max_line,
+            self.policy.max_literal,
+            self.policy.literal_plus,
+            spool_threshold=self.policy.spool_threshold,
+            spool=partial(tempfile.TemporaryFile, dir=self.policy.spool_directory),
         )
         self.peer = ""
         self.errors = 0
@@ -198,6 +204,7 @@ class IMAPServer(Protocol):
         self._closing = True
         self._cancel_timeout()
         self._stop_idle()
+        self.reader.close()  # a literal being spooled to disk is dropped
         if self._counted:
             self._counted = False
             self.factory.release(self.peer)
