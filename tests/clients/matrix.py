@@ -145,9 +145,9 @@ def rows(outcomes: Iterable[Outcome]) -> list[Row]:
         for feature in features:
             row = table.setdefault((client, feature), Row(client, feature))
             row.outcomes.append(outcome)
-    clients, features = list(CLIENTS), list(FEATURES)
-    return sorted(table.values(),
-                  key=lambda row: (clients.index(row.client), features.index(row.feature)))
+    client_order, feature_order = list(CLIENTS), list(FEATURES)
+    return sorted(table.values(), key=lambda row: (client_order.index(row.client),
+                                                   feature_order.index(row.feature)))
 
 
 def _cell(text: str) -> str:
@@ -250,7 +250,9 @@ class MatrixPlugin:
                 item.user_properties.append((PROPERTY, list(mark.args)))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        names = [tuple(value) for key, value in report.user_properties if key == PROPERTY]
+        names = [tuple(str(name) for name in value)  # value: the marker's argument list
+                 for key, value in report.user_properties
+                 if key == PROPERTY and isinstance(value, list)]
         if not names:
             return
         for each in names:
