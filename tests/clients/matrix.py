@@ -6,7 +6,8 @@ A test names the client and the features it proves with a marker::
     @pytest.mark.client_matrix("msmtp", "send", "starttls", "auth")
     def test_msmtp_submits_over_starttls(mail_server): ...
 
-This module is a pytest plugin (``tests/clients/conftest.py`` registers it) and a script:
+This module is a pytest plugin (``tests/clients/conftest.py`` registers it; elsewhere
+``pytest -p tests.clients.matrix``) and a script:
 
 - during a run it records the outcome of every marked test (passed, failed, skipped with its
   reason, xfailed) for each ``(client, feature)`` the marker names;
@@ -292,6 +293,11 @@ def register(config: pytest.Config) -> None:
                    "(tests/clients/matrix.py)")
     if not config.pluginmanager.has_plugin("client_matrix"):
         config.pluginmanager.register(MatrixPlugin(config), "client_matrix")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``pytest -p tests.clients.matrix``: the plugin without tests/clients' conftest."""
+    register(config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

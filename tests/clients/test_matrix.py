@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -82,3 +86,56 @@ def test_script_renders_saved_results(tmp_path, capsys):
     (tmp_path / "bad.json").write_text(json.dumps([{"nodeid": "x"}]))
     assert matrix.main([str(tmp_path / "bad.json")]) == 1
     assert "not a client-matrix results file" in capsys.readouterr().err
+
+
+SAMPLE = """
+import pytest
+
+@pytest.mark.client_matrix("swaks", "send", "auth")
+def test_sends():
+    pass
+
+@pytest.mark.client_matrix("swaks", "auth")
+def test_wrong_password():
+    assert 1 == 2
+
+@pytest.mark.client_matrix("mpop", "uidl")
+def test_mpop():
+    pytest.skip("mpop is not installed (Debian package mpop)")
+
+@pytest.mark.client_matrix("K-9", "idle")
+@pytest.mark.xfail(reason="push not there yet", strict=True)
+def test_push():
+    assert False
+
+def test_unmarked():
+    pass
+"""
+
+
+def test_plugin_writes_the_outcomes_of_a_real_run(tmp_path):
+    """A pytest run (in a subprocess, with only this plugin) of marked tests that pass, fail,
+    skip and xfail writes build/clients/ under its root: rows with exactly those results;
+    an unmarked test makes no row."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "test_sample.py").write_text(SAMPLE)
+    checkout = Path(__file__).resolve().parents[2]
+    environment = dict(os.environ, PYTHONPATH=str(checkout))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "tests.clients.matrix", "-p",
+         "no:cacheprovider", "--rootdir", str(tmp_path), str(tmp_path / "test_sample.py")],
+        cwd=tmp_path, env=environment, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stdout + done.stderr  # test_wrong_password failed
+    assert "client matrix: " in done.stdout, done.stdout
+    results = {(item["nodeid"].split("::")[1], tuple(item["names"])): item["outcome"]
+               for item in json.loads((tmp_path / "build/clients/results.json").read_text())}
+    assert results == {
+        ("test_sends", ("swaks", "send", "auth")): "passed",
+        ("test_wrong_password", ("swaks", "auth")): "failed",
+        ("test_mpop", ("mpop", "uidl")): "skipped",
+        ("test_push", ("K-9", "idle")): "xfailed",
+    }
+    text = (tmp_path / "build/clients/matrix.md").read_text()
+    assert "3 clients, 4 rows: 1 pass, 2 fail, 1 skipped" in text, text
+    assert "| swaks (SMTP test tool) | send | **pass** | `test_sends` |" in text
+    assert "- mpop is not installed (Debian package mpop)" in text
