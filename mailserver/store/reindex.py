@@ -24,8 +24,8 @@ from twisted.internet.defer import inlineCallbacks
 
 from mailserver.db import Txn
 from mailserver.db.schema import decode_flags, u32
-from mailserver.store import index, maildir, quota
-from mailserver.store.mailbox import message_meta, move_to_cur
+from mailserver.store import index, maildir, quota, sketch
+from mailserver.store.mailbox import move_to_cur
 from mailserver.types import SEEN, SYSTEM_FLAGS, FlagMode
 
 if TYPE_CHECKING:
@@ -60,10 +60,9 @@ def _scan_new(path: str, now: float) -> list[str]:
     return sorted(os.listdir(new)) if os.path.isdir(new) else []
 
 
-def _read(path: str) -> tuple[bytes, float]:
-    with open(path, "rb") as f:
-        data = f.read()
-        return data, os.fstat(f.fileno()).st_mtime
+def _stat(path: str) -> tuple[int, float]:
+    status = os.stat(path)
+    return status.st_size, status.st_mtime
 
 
 @inlineCallbacks
@@ -75,13 +74,14 @@ def _index_file(
     store = mailbox.store
     base, flags = maildir.split_name(name)
     path = os.path.join(mailbox.path, subdir, name)
-    data, mtime = yield store.in_thread(_read, path)
-    meta = (yield store.in_thread(message_meta, data)) if first else None
+    size, mtime = yield store.in_thread(_stat, path)
+    # Parsed from the file in bounded memory, however large the message (store/sketch.py).
+    meta = (yield store.in_thread(sketch.file_meta, path)) if first else None
     if subdir == "cur" or ":" in name:
         # Give it a plain name in new/ so the usual post-commit step files it in cur/.
         yield store.in_thread(os.rename, path, os.path.join(mailbox.path, "new", base))
     uid = yield store.write(
-        lambda txn: mailbox._add(txn, base, flags, len(data), mtime, meta, object_id)
+        lambda txn: mailbox._add(txn, base, flags, size, mtime, meta, object_id)
     )
     return uid
 

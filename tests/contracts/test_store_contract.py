@@ -17,6 +17,7 @@ from mailserver.errors import (
     NoSuchUser,
 )
 from mailserver.interfaces import IAccount, IMailbox, IMailStore, IMessage
+from mailserver.message import mime
 from mailserver.testing import MemoryStore
 from mailserver.types import DELETED, SEEN, FlagMode, SpamVerdict, SpecialUse
 
@@ -99,6 +100,34 @@ class StoreContract:
         assert (info.exists, info.unseen, info.size) == (1, 0, message.info.size)
         await self.append(inbox, 2)
         assert inbox.info().unseen == 1
+
+    @pytest_twisted.ensureDeferred
+    async def test_append_from_a_large_file(self, inbox, tmp_path):
+        """A message appended from a file on disk (how IMAP hands over a large literal)
+        reads back byte for byte, with its size, envelope and body structure (offsets,
+        sizes and line counts of the parts) as a parse of the whole message gives them."""
+        body = b"".join(b"line %07d of a large text part\r\n" % n for n in range(60_000))
+        data = (
+            b'From: Bob <bob@example.net>\r\nSubject: big\r\nContent-Type: multipart/mixed;'
+            b' boundary="x"\r\n\r\n--x\r\nContent-Type: text/plain\r\n\r\n'
+            + body
+            + b"--x\r\nContent-Type: application/pdf; name=a.pdf\r\n\r\n"
+            + body
+            + b"--x--\r\n"
+        )
+        with open(tmp_path / "literal", "w+b") as source:
+            source.write(data)
+            source.seek(0)
+            uid = await inbox.append(source, [SEEN])
+        message = inbox.message(uid)
+        with message.open() as f:
+            assert f.read() == data
+        parsed = mime.parse(data)
+        assert message.info.size == len(data)
+        assert message.info.envelope == parsed.envelope
+        assert message.info.bodystructure == parsed.bodystructure
+        assert [dict(a) for a in message.info.attachments] == parsed.attachments
+        assert parsed.attachments[0]["size"] == len(body) - 2  # the CRLF is the delimiter's
 
     @pytest_twisted.ensureDeferred
     async def test_envelope_is_cached(self, inbox):
