@@ -16,6 +16,7 @@ from mailserver.message.address import (
     unquote_local,
 )
 from mailserver.types import Address
+from tests.strategies import smtp as sst
 
 
 @pytest.mark.parametrize(
@@ -220,21 +221,7 @@ def test_parse_path_raises_only_value_error(text):
     assert result is None or isinstance(result, Address)
 
 
-_ATEXT = "abcxyzABCXYZ0189!#$%&'*+/=?^_`{|}~-é日"
-_atoms = st.text(alphabet=_ATEXT, min_size=1, max_size=8)
-_dot_string = st.lists(_atoms, min_size=1, max_size=4).map(".".join)
-_quoted = st.text(
-    alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E) | st.sampled_from("éü日😀"),
-    min_size=1,
-    max_size=20,
-).map(quote_local)
-_label = st.from_regex(r"[a-z0-9]([a-z0-9-]{0,8}[a-z0-9])?", fullmatch=True) | st.sampled_from(
-    ["bücher", "例子", "xn--bcher-kva", "münchen"]
-)
-_domain = st.lists(_label, min_size=1, max_size=4).map(".".join)
-
-
-@given(local=_dot_string | _quoted, domain=_domain)
+@given(local=sst.dot_strings | sst.quoted_locals, domain=sst.domains)
 @settings(max_examples=300)
 def test_address_round_trip(local, domain):
     """str() of a valid canonical Address parses back to the same Address."""
