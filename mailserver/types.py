@@ -147,6 +147,9 @@ class MessageInfo:
     bodystructure: Mapping[str, object] = field(default_factory=dict)
     attachments: tuple[Mapping[str, object], ...] = ()
     spam: SpamVerdict | None = None
+    #: IMAP items as rendered at delivery (``meta="rendered"``; see
+    #: :mod:`mailserver.message.imap_render`); empty when the store keeps none.
+    rendered: Mapping[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,9 @@ messages      folder id (u32) + uid (u32)             JSON {base, size, internal
                                                       object_id}
 objects       object id (ascii)                       JSON {envelope, bodystructure,
                                                       attachments, spam, size}
+rendered      object id (ascii)                       the object's IMAP ENVELOPE, BODYSTRUCTURE
+                                                      and BODY as sent (packed by
+                                                      :mod:`mailserver.message.imap_render`)
 labels        object id + NUL + folder id + uid       empty: every place an object sits
 modseq        folder id (u32) + modseq (u64) + uid    empty: the change log for CONDSTORE
 vanished      folder id (u32) + modseq (u64) + uid    empty: expunge tombstones for QRESYNC
@@ -78,8 +81,10 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
+from mailserver.message import imap_render
+
 #: Bump with a migration below whenever a key or value layout changes.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 SUBDBS = (
     b"meta",
@@ -109,6 +114,7 @@ SUBDBS = (
     b"subscriptions",
     b"trace",
     b"trace_keys",
+    b"rendered",
 )
 
 _U32 = struct.Struct(">I")
@@ -275,6 +281,31 @@ def _add_trace_v8(txn: Any, dbs: dict[bytes, Any]) -> None:
     created empty on open (nothing before the upgrade was traced)."""
 
 
+#: Objects rendered per cursor pass of :func:`_add_rendered_v9`.
+_RENDER_BATCH = 1000
+
+
+def _add_rendered_v9(txn: Any, dbs: dict[bytes, Any]) -> None:
+    """Version 9 adds ``rendered`` (issue 6): every object's IMAP ENVELOPE, BODYSTRUCTURE and
+    BODY, rendered once so FETCH writes stored bytes. Filled here for the objects whose parse
+    results are in the current layout, read :data:`_RENDER_BATCH` at a time (a cursor pass,
+    then the writes); an object in an older layout is left out and FETCH renders it as before.
+    """
+    start: bytes | None = b""
+    while start is not None:
+        cursor = txn.cursor(db=dbs[b"objects"])
+        found = cursor.set_range(start) if start else cursor.first()
+        batch = []
+        while found and len(batch) < _RENDER_BATCH:
+            batch.append((bytes(cursor.key()), bytes(cursor.value())))
+            found = cursor.next()
+        start = bytes(cursor.key()) if found else None
+        for key, value in batch:
+            items = imap_render.render(load(value))
+            if items is not None:
+                txn.put(key, imap_render.pack(items), db=dbs[b"rendered"])
+
+
 MIGRATIONS: dict[int, Migration] = {
     0: _create_v1,
     1: _add_spool_v2,
@@ -284,4 +315,5 @@ MIGRATIONS: dict[int, Migration] = {
     5: _add_filter_v6,
     6: _add_subscriptions_v7,
     7: _add_trace_v8,
+    8: _add_rendered_v9,
 }

@@ -1,6 +1,9 @@
 """Serialised ENVELOPE, BODYSTRUCTURE and BODY values kept per message object, so a FETCH of
 messages already fetched (another session, another device, a client resync) neither decodes
-the objects' parse results from the index nor serialises them again.
+the objects' parse results from the index nor serialises them again. Since index schema 9 the
+maildir store keeps these items rendered at delivery (:mod:`mailserver.message.imap_render`)
+and FETCH sends those; this cache serves what a store keeps no rendering of (objects indexed
+in an older layout, stores that keep none such as the in-memory one).
 
 Design rules:
 

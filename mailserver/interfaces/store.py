@@ -144,7 +144,10 @@ class IMailbox(Interface):
         ``bodystructure`` and ``attachments`` are empty and ``spam`` is None, while UID,
         flags, modseq, size, internal date, save date and object id are as :meth:`message`
         gives them. With ``meta="envelope"`` only ``info.envelope`` of the parse results is
-        read (SEARCH SUBJECT/FROM, FETCH ENVELOPE). Ask for ``meta`` only when ENVELOPE,
+        read (SEARCH SUBJECT/FROM, FETCH ENVELOPE). With ``meta="rendered"`` a provider that
+        keeps the IMAP items rendered at delivery gives them in ``info.rendered`` and may leave
+        the parse results empty; where it has none (or keeps none) the parse results are read
+        as with ``meta=True``. Ask for ``meta`` only when ENVELOPE,
         BODYSTRUCTURE or the like is wanted: decoding it is most of a look-up's cost."""
 
     def append(

@@ -47,6 +47,7 @@ from mailserver.db.schema import (
     u32,
 )
 from mailserver.errors import FolderExists, NoSuchFolder, NoSuchUser
+from mailserver.message import imap_render
 from mailserver.store import quota
 from mailserver.types import DEFAULT_FOLDERS, SEEN, FlagInfo, FlagMode
 
@@ -248,6 +249,9 @@ def add_message(
     txn.put(b"labels", label_key(object_id, fid, uid), b"")
     if meta is not None and txn.get(b"objects", object_id.encode()) is None:
         txn.put_json(b"objects", object_id.encode(), meta)
+        rendered = imap_render.render(meta)  # issue 6: FETCH writes these bytes as stored
+        if rendered is not None:
+            txn.put(b"rendered", object_id.encode(), imap_render.pack(rendered))
     record["uidnext"] = uid + 1
     record["highestmodseq"] = modseq
     record["exists"] += 1
@@ -299,6 +303,18 @@ def object_envelope(txn: Txn, object_id: str) -> Record:
     else:  # another layout (written by an older version): the whole record
         envelope = json.loads(text).get("envelope")
     return envelope if isinstance(envelope, dict) else {}
+
+
+def object_rendered(txn: Txn, object_id: str) -> dict[str, bytes]:
+    """The object's IMAP items as rendered at delivery (:mod:`mailserver.message.imap_render`);
+    empty when none were stored (an object in an older layout, or a damaged value)."""
+    raw = txn.raw.get(object_id.encode(), db=txn.dbs[b"rendered"])
+    if raw is None:
+        return {}
+    try:
+        return imap_render.unpack(bytes(raw))
+    except ValueError:
+        return {}
 
 
 def object_meta(txn: Txn, object_id: str) -> Record:
@@ -424,6 +440,7 @@ def remove_messages(
         txn.delete(b"labels", label_key(object_id, fid, uid))
         if next(txn.prefix(b"labels", object_id.encode("ascii") + b"\0"), None) is None:
             txn.delete(b"objects", object_id.encode())
+            txn.delete(b"rendered", object_id.encode())
         record["exists"] -= 1
         record["size"] -= info["size"]
         if SEEN not in flags:

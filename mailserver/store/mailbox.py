@@ -229,6 +229,13 @@ class MaildirMailbox:
                 for uid, record, modseq, flags in index.messages(txn, self.folder_id, chunk):
                     if meta == "envelope":
                         object_meta = {"envelope": index.object_envelope(txn, record["object_id"])}
+                    elif meta == "rendered":  # the stored IMAP items, else the parse results
+                        rendered = index.object_rendered(txn, record["object_id"])
+                        object_meta = (
+                            {"rendered": rendered}
+                            if rendered
+                            else index.object_meta(txn, record["object_id"])
+                        )
                     else:
                         object_meta = index.object_meta(txn, record["object_id"]) if meta else None
                     found.append((uid, record, modseq, flags, object_meta))
@@ -267,6 +274,7 @@ class MaildirMailbox:
             bodystructure=meta.get("bodystructure") or {},
             attachments=tuple(meta.get("attachments") or ()),
             spam=SpamVerdict(**{**spam, "reasons": tuple(spam["reasons"])}) if spam else None,
+            rendered=meta.get("rendered") or {},
         )
         return MaildirMessage(self, info, record["base"])
 

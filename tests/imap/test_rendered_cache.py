@@ -41,20 +41,43 @@ def _fetch(server, utf8: bool) -> list[bytes]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_fetch_from_the_cache_equals_a_fresh_rendering(maildir_imap):
-    """The second FETCH of ENVELOPE, BODYSTRUCTURE and BODY (served from the cache) is
-    byte for byte the first; a UTF-8 client gets its own rendering (8-bit subject quoted,
-    not encoded words), cached apart."""
-    await maildir_imap.deliver(MULTIPART)
-    await maildir_imap.deliver(message("Grüße", body="Hallo\r\n"))
-    cache = maildir_imap.factory.rendered
-    first = await in_thread(_fetch, maildir_imap, False)
+async def test_fetch_from_the_cache_equals_a_fresh_rendering(memory_imap):
+    """Over a store that keeps no rendered items: the second FETCH of ENVELOPE,
+    BODYSTRUCTURE and BODY (served from the cache) is byte for byte the first; a UTF-8
+    client gets its own rendering (8-bit subject quoted, not encoded words), cached apart."""
+    await memory_imap.deliver(MULTIPART)
+    await memory_imap.deliver(message("Grüße", body="Hallo\r\n"))
+    cache = memory_imap.factory.rendered
+    first = await in_thread(_fetch, memory_imap, False)
     assert len(cache) == 6  # two messages x three items
-    second = await in_thread(_fetch, maildir_imap, False)
+    second = await in_thread(_fetch, memory_imap, False)
     assert second == first and len(cache) == 6
     assert b"=?utf-8?" in first[1]
-    utf8 = await in_thread(_fetch, maildir_imap, True)
+    utf8 = await in_thread(_fetch, memory_imap, True)
     assert len(cache) == 12
     assert "Grüße".encode() in utf8[1] and b"=?utf-8?" not in utf8[1]
     cache.clear()  # a fresh rendering again
-    assert await in_thread(_fetch, maildir_imap, False) == first
+    assert await in_thread(_fetch, memory_imap, False) == first
+
+
+@pytest_twisted.ensureDeferred
+async def test_fetch_of_items_rendered_at_delivery_equals_a_fresh_rendering(maildir_imap):
+    """The maildir store keeps each message's items rendered at delivery: FETCH sends them
+    and leaves the cache empty, and the answer is byte for byte the one rendered afresh from
+    the parse results once the stored items are gone (an index from before version 9)."""
+    await maildir_imap.deliver(MULTIPART)
+    await maildir_imap.deliver(message("Grüße", body="Hallo\r\n"))
+    cache = maildir_imap.factory.rendered
+    stored = await in_thread(_fetch, maildir_imap, False)
+    stored_utf8 = await in_thread(_fetch, maildir_imap, True)
+    assert len(cache) == 0
+    assert b"=?utf-8?" in stored[1] and "Grüße".encode() in stored_utf8[1]
+
+    def forget(txn):
+        for key, _ in list(txn.prefix(b"rendered", b"")):
+            txn.delete(b"rendered", key)
+
+    await maildir_imap.store.db.write(forget)
+    assert await in_thread(_fetch, maildir_imap, False) == stored
+    assert await in_thread(_fetch, maildir_imap, True) == stored_utf8
+    assert len(cache) == 12  # rendered afresh, and cached

@@ -48,7 +48,7 @@ from mailserver.imap.parse_fetch import (
 from mailserver.imap.selected import modseq_value
 from mailserver.imap.session import Session
 from mailserver.interfaces import IMessage
-from mailserver.message import mime
+from mailserver.message import imap_render, mime
 from mailserver.message.headers import header_length
 from mailserver.types import SEEN, FlagInfo, FlagMode, MessageInfo
 
@@ -263,9 +263,6 @@ async def _responses(
     assert view is not None
     plan = _Plan.of(items)
     render = _Renderer(session, items)
-    # Read the index records alone first, and the parse results only for the messages not in
-    # the rendered cache, while at least half of the last group's messages were there.
-    lean_first = True
     missing = False
     if vanished:
         yield b"".join(vanished)
@@ -273,23 +270,13 @@ async def _responses(
         group = pairs[start : start + GROUP]
         uids = sorted({u for _, u in group})
         held: dict[int, dict[str, bytes]] = {}
-        if plan.cacheable and lean_first:
-            # Index records alone first; the parse results only for what is not cached.
-            found = {m.info.uid: m for m in view.mailbox.messages(uids, False)}
+        if plan.cacheable:
+            # The items as rendered at delivery where the store keeps them (the parse
+            # results otherwise, rendered here and kept in the rendered cache).
+            found = {m.info.uid: m for m in view.mailbox.messages(uids, "rendered")}
             held = render.held(found.values())
-            misses = [u for u in found if u not in held]
-            if misses:
-                full = {m.info.uid: m for m in view.mailbox.messages(misses, plan.meta)}
-                for u in misses:
-                    if u in full:
-                        found[u] = full[u]
-                    else:
-                        del found[u]  # expunged in between
-            lean_first = len(held) * 2 >= len(found)
         else:
             found = {m.info.uid: m for m in view.mailbox.messages(uids, plan.meta)}
-            if plan.cacheable:  # a cold cache reads each record once; try again when warm
-                lean_first = len(render.held(found.values())) * 2 >= len(found)
         present = [(number, found[u]) for number, u in group if u in found]
         missing = missing or len(present) < len(group)
         for batch in _batches(present, plan, held):
@@ -420,13 +407,18 @@ class _Renderer:
         ]
 
     def held(self, messages: Iterable[IMessage]) -> dict[int, dict[str, bytes]]:
-        """uid -> the cached values of this command's ENVELOPE/BODYSTRUCTURE/BODY items, for
-        the messages that have every one of them cached (taken now: the LRU may drop them
-        before the messages are rendered)."""
+        """uid -> the values of this command's ENVELOPE/BODYSTRUCTURE/BODY items, for the
+        messages that have every one of them stored (rendered at delivery) or cached (taken
+        now: the LRU may drop them before the messages are rendered)."""
         out = {}
-        get, utf8 = self.cache.get, self.utf8
+        get, utf8, stored = self.cache.get, self.utf8, imap_render.item
         for message in messages:
             info = message.info
+            if info.rendered:
+                values = {name: stored(info.rendered, name, utf8) for name in self.cached}
+                if None not in values.values():
+                    out[info.uid] = values  # type: ignore[assignment]
+                    continue
             values = {name: get((info.object_id, name, utf8)) for name in self.cached}
             if None not in values.values():
                 out[info.uid] = values  # type: ignore[assignment]
