@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -58,6 +59,7 @@ __all__ = [
     "Event",
     "LineTooLong",
     "LiteralTooBig",
+    "close_spooled",
     "parse_command",
 ]
 
@@ -197,6 +199,15 @@ class BadCommand:
 
 
 Event = Command | ContinuationNeeded | LiteralTooBig | BadCommand
+
+
+def close_spooled(events: list[Event] | deque[Event]) -> None:
+    """Close the spooled literals of ``events`` that will never be handled (the connection
+    is gone)."""
+    for event in events:
+        args = event.args if isinstance(event, Command) else None
+        if isinstance(args, parse_mailbox.Append) and isinstance(args.message, SpooledLiteral):
+            args.message.close()
 
 
 class LineTooLong(ValueError):

@@ -73,6 +73,7 @@ from mailserver.imap.grammar import (
     Event,
     LineTooLong,
     LiteralTooBig,
+    close_spooled,
 )
 from mailserver.imap.session import Session, State
 from mailserver.listener import accepted
@@ -204,7 +205,8 @@ class IMAPServer(Protocol):
         self._closing = True
         self._cancel_timeout()
         self._stop_idle()
-        self.reader.close()  # a literal being spooled to disk is dropped
+        self.reader.close()  # a literal being spooled to disk is dropped, and so are
+        close_spooled(self._events)  # those of commands that will not run now
         if self._counted:
             self._counted = False
             self.factory.release(self.peer)

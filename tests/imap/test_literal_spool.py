@@ -10,7 +10,13 @@ from typing import BinaryIO
 
 import pytest
 
-from mailserver.imap.grammar import BadCommand, Command, CommandReader, ContinuationNeeded
+from mailserver.imap.grammar import (
+    BadCommand,
+    Command,
+    CommandReader,
+    ContinuationNeeded,
+    close_spooled,
+)
 from mailserver.imap.parse_mailbox import Append
 from mailserver.imap.scanner import SpooledLiteral
 
@@ -133,3 +139,15 @@ def test_large_literal_outside_append_is_not_spooled(tmp_path: Path) -> None:
     events = _reader(spool).feed(b"A1 SELECT {3000+}\r\n" + name + b"\r\n")
     assert len(events) == 1 and isinstance(events[0], Command)
     assert spool.files == []
+
+
+def test_close_spooled_closes_the_literals_of_unhandled_commands(tmp_path: Path) -> None:
+    """Commands parsed ahead but never handled (the connection went away) give their spooled
+    literals back: close_spooled closes each file and leaves other events alone."""
+    spool = Spool(tmp_path)
+    message = b"p" * 5000
+    data = b"A1 NOOP\r\nA2 APPEND INBOX {%d+}\r\n" % len(message) + message + b"\r\n"
+    events = _reader(spool).feed(data)
+    assert len(events) == 2 and not spool.files[0].closed
+    close_spooled(events)
+    assert spool.files[0].closed
