@@ -279,6 +279,10 @@ async def _responses(
             found = {m.info.uid: m for m in view.mailbox.messages(uids, plan.meta)}
         present = [(number, found[u]) for number, u in group if u in found]
         missing = missing or len(present) < len(group)
+        if render.only_simple:  # FLAGS UID RFC822.SIZE INTERNALDATE: no file, one buffer
+            if present:
+                yield render.simple_lines(present)
+            continue
         for batch in _batches(present, plan, held):
             datas: list[bytes | None] = [None] * len(batch)
             for kind, reader in (("full", read_messages), ("header", read_headers)):
@@ -423,6 +427,24 @@ class _Renderer:
             if None not in values.values():
                 out[info.uid] = values  # type: ignore[assignment]
         return out
+
+    def simple_lines(self, present: list[tuple[int, IMessage]]) -> bytes:
+        """The FETCH responses of messages whose items all come from the index record (see
+        :attr:`only_simple`), as one buffer: what :func:`response.fetch` of each message's
+        values gives, without the per-message value list."""
+        flags_for = self.view.flags_for
+        labels = [(name.encode("ascii") + b" ", render) for name, render in self.simple]
+        out = []
+        for number, message in present:
+            info = message.info
+            body = b" ".join(
+                [
+                    label + (flags_for(info.uid, info.flags) if render is None else render(info))
+                    for label, render in labels
+                ]
+            )
+            out.append(b"* %d FETCH (%s)\r\n" % (number, body))
+        return b"".join(out)
 
     def flags(self, info: MessageInfo) -> bytes:
         return self.view.flags_for(info.uid, info.flags)
