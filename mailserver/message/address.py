@@ -143,7 +143,8 @@ def normalize_domain(domain: str) -> str:
 
     A domain is lower-cased and loses one trailing dot; U-labels are kept as given (RFC 6531
     §3.3) but must convert to valid A-labels (RFC 5890); the domain may not exceed
-    :data:`MAX_DOMAIN` octets. An address literal is returned in canonical form.
+    :data:`MAX_DOMAIN` octets, in its A-label form too (the form DNS and SMTP peers see, which
+    is longer than the UTF-8 of its U-labels). An address literal is returned in canonical form.
     """
     if domain.startswith("[") and domain.endswith("]") and len(domain) > 2:
         return _address_literal(domain)
@@ -154,8 +155,9 @@ def normalize_domain(domain: str) -> str:
         raise ValueError("empty domain")
     if _octets(domain) > MAX_DOMAIN:
         raise ValueError(f"domain longer than {MAX_DOMAIN} octets")  # RFC 5321 §4.5.3.1.2
-    for label in domain.split("."):
-        _label_to_ascii(label)
+    ascii_labels = [_label_to_ascii(label) for label in domain.split(".")]
+    if len(".".join(ascii_labels)) > MAX_DOMAIN:
+        raise ValueError(f"domain longer than {MAX_DOMAIN} octets as A-labels")
     return domain
 
 
