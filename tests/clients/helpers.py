@@ -8,6 +8,7 @@ on failure, ``run_in_pty``, ``server_cert``)."""
 from __future__ import annotations
 
 import email
+import email.policy
 import imaplib
 import shutil
 import smtplib
@@ -79,7 +80,8 @@ def stored(server: ServerProcess, user: str = ALICE, folder: str = "INBOX",
             if not isinstance(item, tuple):
                 continue
             flags = set(imaplib.ParseFlags(item[0])) - {b"\\Recent"}
-            subject = email.message_from_bytes(item[1])["Subject"]
+            parsed = email.message_from_bytes(item[1], policy=email.policy.default)
+            subject = str(parsed["Subject"])  # 8-bit subjects decoded as UTF-8
             out[subject] = (item[1], {flag.decode() for flag in flags})
         return out
     finally:

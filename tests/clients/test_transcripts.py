@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 
+from tests.clients.helpers import BOB, stored
 from tests.clients.matrix import FEATURES, MARKER
 from tests.conformance import load_runner
 from tests.e2e.conftest import ServerProcess
@@ -100,3 +101,5 @@ def test_transcript(mail_server, path):
     port = mail_server.ports[PORTS[dialog.protocol, dialog.tls == "implicit"]]
     result = runner.play(dialog, "127.0.0.1", port, timeout=10.0)
     assert result.passed, f"{result.summary()}\n{mail_server.output()[-4000:]}"
+    if "send" in features_of(path):  # the 250 was no promise only: bob has the message
+        assert stored(mail_server, BOB), f"bob's INBOX is empty\n{mail_server.output()[-4000:]}"
