@@ -170,10 +170,11 @@ def _decode_2231(sections: dict[int, tuple[str, bool]]) -> str:
     """Join RFC 2231 §3-4 continuation sections and decode ``charset'language'%XX`` text."""
     charset = ""
     chunks: list[bytes] = []
+    first = min(sections)  # once: per section it made 10,000 sections take seconds
     for index in sorted(sections):
         value, extended = sections[index]
         if extended:
-            if index == min(sections) and value.count("'") >= 2:
+            if index == first and value.count("'") >= 2:
                 charset, _language, value = value.split("'", 2)
             chunks.append(urllib.parse.unquote_to_bytes(value.encode("latin-1", "replace")))
         else:
