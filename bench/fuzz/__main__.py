@@ -3,9 +3,10 @@
 Each harness runs in a child process of its own (atheris ends the process at the first
 crash), with its corpus kept in ``<workdir>/<name>/corpus`` between runs so a later run starts
 where the last one stopped. The table on stdout gives, per harness, the engine, the inputs run,
-the corpus size and the crash (or hang) file, if any; progress and the child's log tail go to
-stderr. The exit status is 1 when any harness crashed. ``--child NAME`` is the child's own
-entry point.
+the corpus size and the crash (or hang) file, if any; with ``--grow OCTETS`` also the slowest
+of the largest corpus inputs repeated to that size (a quadratic parser shows up there, past
+libFuzzer's 4096-octet inputs). Progress and the child's log tail go to stderr. The exit
+status is 1 when any harness crashed. ``--child NAME`` is the child's own entry point.
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from bench.fuzz import HARNESSES  # noqa: E402
 
 _RUNS = re.compile(r"stat::number_of_executed_units:\s*(\d+)")
 _ARTIFACT = ("crash-", "timeout-", "oom-", "leak-", "slow-unit-")
+ENGINES = ("auto", "atheris", "hypothesis")
+#: A grown-input pass that takes longer than this has hung.
+GROW_TIMEOUT = 600
 
 
 def _engine(requested: str) -> str:
@@ -37,9 +41,15 @@ def _engine(requested: str) -> str:
 
 
 def child(name: str, engine: str, seconds: int, workdir: Path) -> int:
-    """Run one harness in this process; print ``{"runs": n}`` as the last stdout line."""
+    """Run one harness in this process; print ``{"runs": n}`` (or, for ``grow:N``, the grown
+    inputs' figures) as the last stdout line."""
     from bench.fuzz import harness
 
+    if engine.startswith("grow:"):
+        module = importlib.import_module(f"bench.fuzz.{name}")
+        figures = harness.run_grown(module.TARGET, int(engine[5:]), workdir)
+        print(json.dumps(figures))
+        return 0
     if engine == "atheris":
         import atheris
 
@@ -56,6 +66,24 @@ def _artifacts(workdir: Path) -> list[Path]:
     if not workdir.is_dir():
         return []
     return sorted(p for p in workdir.iterdir() if p.name.startswith(_ARTIFACT))
+
+
+def grow(name: str, size: int, workdir: Path) -> dict[str, object]:
+    """Run the corpus grown to ``size`` octets through one harness in a child process."""
+    command = [sys.executable, "-m", "bench.fuzz", "--child", name, "--engine", f"grow:{size}",
+               "--seconds", "1", "--workdir", str(workdir)]  # fmt: skip
+    log = workdir / "grow-log.txt"
+    try:
+        with log.open("wb") as output:
+            process = subprocess.run(command, cwd=ROOT, stdout=output, stderr=subprocess.STDOUT,
+                                     timeout=GROW_TIMEOUT, check=False)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return {"grown_status": f"no end within {GROW_TIMEOUT} s (a hang)"}
+    figures: dict[str, object] = {"grown_status": process.returncode}
+    for line in log.read_text("utf-8", "replace").splitlines():
+        if line.startswith('{"grown"'):
+            figures.update(json.loads(line))
+    return figures
 
 
 def run(name: str, engine: str, seconds: int, workdir: Path) -> dict[str, object]:
@@ -99,13 +127,19 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=60, help="fuzzing time per harness")
     parser.add_argument("--only", nargs="+", choices=HARNESSES, help="run only these")
-    parser.add_argument("--engine", choices=("auto", "atheris", "hypothesis"), default="auto",
+    parser.add_argument("--engine", default="auto",
                         help="auto: atheris when installed, else the hypothesis fallback")
     parser.add_argument("--workdir", type=Path, default=ROOT / "build" / "fuzz",
                         help="corpora, crash files and logs (default build/fuzz)")
+    parser.add_argument("--grow", type=int, default=0, metavar="OCTETS",
+                        help="then run the largest corpus inputs repeated to OCTETS (e.g. "
+                        "262144) and report the slowest: quadratic parsers show up there")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--child", choices=HARNESSES, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    internal = bool(args.child) and re.fullmatch(r"grow:[0-9]+", args.engine) is not None
+    if args.engine not in ENGINES and not internal:
+        parser.error(f"--engine must be one of {', '.join(ENGINES)}")
     if args.seconds < 1:
         parser.error("--seconds must be at least 1")
     engine = _engine(args.engine)
@@ -119,17 +153,27 @@ def main(argv: list[str] | None = None) -> int:
     for index, name in enumerate(names, 1):
         print(f"[{index}/{len(names)}] {name}: {engine}, {args.seconds} s", file=sys.stderr)
         result = run(name, engine, args.seconds, args.workdir / name)
+        if args.grow and not result["crash"] and not result["status"]:
+            print(f"[{index}/{len(names)}] {name}: corpus grown to {args.grow} octets",
+                  file=sys.stderr)  # fmt: skip
+            result.update(grow(name, args.grow, args.workdir / name))
+            if result["grown_status"]:
+                found = _artifacts(args.workdir / name)
+                result["crash"] = str(found[-1]) if found else str(result["grown_status"])
         results.append(result)
         if result["crash"] or result["status"]:
             tail = Path(str(result["log"])).read_text("utf-8", "replace").splitlines()[-25:]
             print("\n".join(tail), file=sys.stderr)
-    header = f"{'harness':<14} {'engine':<10} {'seconds':>8} {'runs':>10} {'corpus':>7}  crash"
+    grown = f" {'grown s':>8}" if args.grow else ""
+    header = f"{'harness':<14} {'engine':<10} {'seconds':>8} {'runs':>10} {'corpus':>7}"
+    header += f"{grown}  crash"
     print(header)
     print("-" * len(header))
     for r in results:
         crash = r["crash"] or ("" if r["status"] == 0 else f"exit status {r['status']}")
+        slowest = f" {r.get('slowest', ''):>8}" if args.grow else ""
         print(f"{r['harness']:<14} {r['engine']:<10} {r['seconds']:>8} {r['runs']:>10} "
-              f"{r['corpus']:>7}  {crash}")  # fmt: skip
+              f"{r['corpus']:>7}{slowest}  {crash}")  # fmt: skip
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 1 if any(r["crash"] or r["status"] for r in results) else 0

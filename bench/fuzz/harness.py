@@ -152,3 +152,30 @@ def run_hypothesis(target: Target, seconds: int, workdir: Path) -> int:
         if len(pool) < 1000 and rng.random() < 0.01:
             pool.append(data)
     return runs
+
+
+def run_grown(target: Target, size: int, workdir: Path, *, limit: int = 40) -> dict[str, object]:
+    """Hand the ``limit`` largest corpus inputs, each repeated up to ``size`` octets, to the
+    harness once: a parser that is quadratic (or worse) in its input shows up here, far
+    beyond ``MAX_LEN``. Returns the count and the slowest input's seconds and corpus name; a
+    crash writes the grown input to ``workdir/crash-grown-<name>`` and raises."""
+    corpus = workdir / "corpus"
+    write_seeds(target, corpus)
+    entries = sorted(corpus.iterdir(), key=lambda p: p.stat().st_size, reverse=True)[:limit]
+    slowest, slowest_name, count = 0.0, "", 0
+    for path in entries:
+        data = path.read_bytes()
+        if not data:
+            continue
+        grown = (data * (size // len(data) + 1))[:size]
+        started = time.perf_counter()
+        try:
+            target.one_input(grown)
+        except Exception:
+            (workdir / f"crash-grown-{path.name}").write_bytes(grown)
+            raise
+        elapsed = time.perf_counter() - started
+        count += 1
+        if elapsed > slowest:
+            slowest, slowest_name = elapsed, path.name
+    return {"grown": count, "slowest": round(slowest, 3), "slowest_input": slowest_name}

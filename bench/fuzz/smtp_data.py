@@ -48,7 +48,9 @@ def _compared(outcome: Outcome, rest: bytes | None, stored: bytes, size: int) ->
         outcome,
         None if bare else rest,
         None if bare else size,
-        stored if outcome is Outcome.OK else None,
+        # Until the end of the content the outcome is not final (a size limit may still be
+        # passed), so what was stored so far is compared only for complete content.
+        stored if outcome is Outcome.OK and rest is not None else None,
     )
 
 

@@ -44,11 +44,13 @@ ENGINES = ["hypothesis"] + (["atheris"] if importlib.util.find_spec("atheris") e
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_runner_reports_a_short_run(tmp_path, engine):
-    """``python -m bench.fuzz --seconds 1 --only utf7`` exits 0 and reports the harness with
-    some inputs run, a corpus and no crash, in its table and in its JSON."""
+    """``python -m bench.fuzz --seconds 1 --only utf7 --grow 8192`` exits 0 and reports the
+    harness with some inputs run, a corpus, the grown inputs' pass and no crash, in its table
+    and in its JSON."""
     out = tmp_path / "fuzz.json"
     command = [sys.executable, "-m", "bench.fuzz", "--seconds", "1", "--only", "utf7",
-               "--engine", engine, "--workdir", str(tmp_path), "--json", str(out)]  # fmt: skip
+               "--engine", engine, "--workdir", str(tmp_path), "--json", str(out),
+               "--grow", "8192"]  # fmt: skip
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     (row,) = json.loads(out.read_text())
@@ -59,4 +61,5 @@ def test_runner_reports_a_short_run(tmp_path, engine):
         0,
     )
     assert row["runs"] > 0 and row["corpus"] > 0
+    assert row["grown_status"] == 0 and row["grown"] > 0 and row["slowest"] >= 0
     assert "utf7" in result.stdout
