@@ -24,6 +24,13 @@ Design rules:
   footer, whose words were among the top spam tokens): such a link is one
   ``url:list-footer`` token. Mailing-list headers (``List-*``, ``Precedence``) stay as header-name
   tokens (``hdr:list-unsubscribe``): real mail has them too.
+- **How a mailer writes, not what it writes.** A header name spelled other than the usual
+  way (``MiME-Version``, ``Content-type``) adds ``hdr:spelled:<name>``, and the layout of
+  ``Message-ID`` and ``Date`` (digit runs as ``9``, upper- and lower-case runs as ``A``
+  and ``a``: ``message-id:shape:<9a9a9a$9a9a9$9a9a9@a>``) is a token: every message of one
+  mass mailer shares it whatever its content. 5-fold cross-validation on the developers'
+  corpus: the regression alone 88.7% -> 90.8% spam recall at ham FP <= 0.2%, the TF-IDF
+  view 91.3% -> 93.3% (see ``bench/README.md``).
 - **Words like SpamBayes**: split on white space, strip edge punctuation, lower-case; words
   of 3-20 characters are kept as they are, longer ones become a ``skip:<first
   char>:<length/10>`` token, numbers become ``num:<digits>``, money ``money``.
@@ -91,6 +98,9 @@ _NUMBER = re.compile(r"^[\d,.]+$")
 #: A mailing list's own link (Mailman's listinfo page, an archive's list=...): it names the
 #: list the collector subscribed to, not the sender's message (see the module doc).
 _LIST_FOOTER = re.compile(r"/listinfo\b|/mailman/|[?&]list=")
+_DIGITS = re.compile(r"\d+")
+_UPPER = re.compile(r"[A-Z]+")
+_LOWER = re.compile(r"[a-z]+")
 _IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 _TAG = re.compile(r"<\s*(/?)\s*([a-zA-Z][a-zA-Z0-9]{0,15})([^<>]{0,500})>", re.S)
 _COLOR = re.compile(r"(?i)\bcolor\s*[=:]\s*[\"']?\s*(#?[\w]{1,20})")
@@ -183,6 +193,9 @@ def _headers(message: Message, out: list[str]) -> None:
         if lower not in names:
             names.add(lower)
             out.append(f"hdr:{lower[:40]}")
+            spelled = name.strip()[:40]
+            if spelled != _canonical(spelled):
+                out.append(f"hdr:spelled:{spelled}")
     subject = message.get("subject")
     if subject is None:
         out.append("subject:missing")
@@ -229,11 +242,29 @@ def _headers(message: Message, out: list[str]) -> None:
         else:
             domain = text[text.rindex("@") + 1 : -1].lower()
             out.append(f"message-id:domain:{'.'.join(domain.split('.')[-2:])[:60]}")
-    if message.get("date") is None:
+        out.append(f"message-id:shape:{_shape(text)}")
+    date = message.get("date")
+    if date is None:
         out.append("date:missing")
+    else:
+        out.append(f"date:shape:{_shape(str(date).strip())}")
     priority = message.get("x-priority") or message.get("x-msmail-priority")
     if priority is not None:
         out.append(f"priority:{str(priority).strip()[:1].lower()}")
+
+
+def _canonical(name: str) -> str:
+    """A header name as most mailers spell it: each dash-separated part capitalised."""
+    return "-".join(part[:1].upper() + part[1:].lower() for part in name.split("-"))
+
+
+def _shape(text: str) -> str:
+    """The layout of a header value without its content: digit runs become ``9``,
+    upper-case runs ``A``, lower-case runs ``a`` (``<9a9a$9a9@a>``): what a mailer's
+    format looks like, the same for every message it sends."""
+    shape = _DIGITS.sub("9", text[:80])
+    shape = _UPPER.sub("A", shape)
+    return _LOWER.sub("a", shape)[:40].replace(" ", "_")
 
 
 def _domain(value: object) -> str:

@@ -72,7 +72,7 @@ def test_user_model_shifts_the_score_only_after_enough_messages(model):
 def test_dumps_loads_round_trip(model):
     """The stored form gives the same scores; it is versioned and not a pickle."""
     data = model.dumps()
-    assert data.startswith(b"MSSPAM\x02")
+    assert data.startswith(b"MSSPAM\x03")
     again = SpamModel.loads(data)
     for n in range(5):
         for is_spam in (True, False):
@@ -84,10 +84,12 @@ def test_dumps_loads_round_trip(model):
 
 
 def test_loads_refuses_an_old_version_with_a_clear_error(model):
-    """Version-1 bytes (no TF-IDF view) are refused with a message saying to retrain."""
+    """Version-1 bytes (no TF-IDF view) and version-2 bytes (learned without the header
+    layout tokens) are refused with a message saying to retrain."""
     data = model.dumps()
-    with pytest.raises(ModelError, match="version 1 .*retrain"):
-        SpamModel.loads(data[:6] + b"\x01" + data[7:])
+    for old in (1, 2):
+        with pytest.raises(ModelError, match=f"version {old} .*retrain"):
+            SpamModel.loads(data[:6] + bytes([old]) + data[7:])
 
 
 @pytest.mark.parametrize("damage", [b"", b"pickle", b"MSSPAM\x09" + b"\0" * 8, "flip"])

@@ -127,3 +127,23 @@ def test_mailing_list_links_are_one_footer_token():
     assert tokens.count("url:list-footer") == 2
     assert "url:path:offer" in tokens and "url:host:example.com" in tokens
     assert not any("sightings" in t or "webmake" in t or "lists.example" in t for t in tokens)
+
+
+def test_header_layout_tokens_name_the_mailer_not_the_content():
+    """An unusual spelling of a header name, and the layout of Message-ID and Date (digits,
+    upper- and lower-case runs folded), are tokens; the usual spelling adds none."""
+    tokens = tokenize(
+        b"From: a@b.example\nMiME-Version: 1.0\nContent-Type: text/plain\n"
+        b"Message-ID: <3a4b5c$12ab$0a@mail.example>\nDate: Mon, 12 Aug 2002 10:00:00\n"
+        b"Subject: hi\n\nhello there\n"
+    )
+    assert "hdr:spelled:MiME-Version" in tokens and "hdr:mime-version" in tokens
+    assert not [t for t in tokens if t in ("hdr:spelled:Content-Type", "hdr:spelled:From")]
+    assert "message-id:shape:<9a9a9a$9a$9a@a.a>" in tokens
+    assert "date:shape:Aa,_9_Aa_9_9:9:9" in tokens
+    other = tokenize(
+        b"From: c@d.example\nMessage-ID: <7e8f9a$34cd$1b@other.example>\n"
+        b"Date: Tue, 13 Aug 2002 11:22:33\nSubject: hi\n\nhello\n"
+    )
+    assert "message-id:shape:<9a9a9a$9a$9a@a.a>" in other
+    assert "date:shape:Aa,_9_Aa_9_9:9:9" in other
