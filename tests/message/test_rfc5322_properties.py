@@ -24,7 +24,7 @@ from mailserver.message.headers import (
 )
 from tests.strategies import rfc5322 as rst
 
-_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+_SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @_SETTINGS

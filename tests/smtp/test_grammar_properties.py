@@ -26,7 +26,7 @@ def _reply_or_value(function, *args, **kwargs) -> object:
         return error
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(sst.command_lines(), st.sampled_from([frozenset(), sst.ALL_EXTENSIONS]))
 def test_every_line_parses_or_gets_a_reply(line, extensions):
     """Any line (valid, near the grammar, or random bytes) gives a Command or a GrammarError
@@ -42,7 +42,7 @@ def test_every_line_parses_or_gets_a_reply(line, extensions):
     _reply_or_value(grammar.parse_rcpt, command.argument, extensions=extensions, smtputf8=True)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(sst.mail_commands())
 def test_mail_lines_parse_to_their_model(drawn):
     """A MAIL line built from a sender and parameters parses back to that sender and those
@@ -56,7 +56,7 @@ def test_mail_lines_parse_to_their_model(drawn):
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(sst.rcpt_commands())
 def test_rcpt_lines_parse_to_their_model(drawn):
     """A RCPT line built from a recipient and DSN parameters parses back to them."""
@@ -81,7 +81,7 @@ def test_parameters_are_refused_unless_advertised(drawn):
         assert params == grammar.MailParams()
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(sst.xtext_values)
 def test_xtext_round_trip(text):
     """xtext_decode(xtext_encode(s)) == s, and the encoding is plain xtext (RFC 3461 §4)."""
@@ -90,7 +90,7 @@ def test_xtext_round_trip(text):
     assert grammar.xtext_decode(encoded) == text
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.text(max_size=40))
 def test_xtext_decode_raises_only_value_error(text):
     """xtext_decode returns text or raises ValueError for any string."""
@@ -100,7 +100,7 @@ def test_xtext_decode_raises_only_value_error(text):
         pass
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(sst.paths())
 def test_helo_accepts_every_domain_and_literal(drawn):
     """EHLO with a domain or address literal returns its normal form, itself a fixed point."""
