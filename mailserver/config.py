@@ -309,6 +309,13 @@ class SMTPConfig:
         _one_of("reject", "normalize"),
     )
     starttls: bool = _key(True, "Offer STARTTLS (RFC 3207) with the [tls] certificate.")
+    workers: int = _key(
+        1,
+        "Processes serving the listen endpoints (tcp only): the server itself plus "
+        "workers - 1 children sharing its listening sockets and data directory; "
+        "connection limits count per process.",
+        _between(1, 64),
+    )
 
 
 @dataclass(frozen=True)

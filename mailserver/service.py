@@ -62,6 +62,7 @@ from mailserver.observe.wiring import install as observe
 from mailserver.pop3.factory import MaildropLocks, POP3Factory, POP3Policy
 from mailserver.reload import reload_config
 from mailserver.smtp.factory import SMTPFactory, SMTPPolicy
+from mailserver.smtp_workers import WorkerPool
 from mailserver.spool.mtasts import MTASTS
 from mailserver.spool.queue import LmdbSpool
 from mailserver.spool.remote import RemoteCourier
@@ -417,7 +418,10 @@ def build(config: Config, reactor: Any) -> MailService:
     site.resource.putChild(b"mail", WebmailResource())  # the web mail page, /mail/
     scheduler.setServiceParent(root)
     if config.smtp.listen:
-        root.add_listeners("smtp.listen", config.smtp.listen, _mx_factory(config, root, reactor))
+        mx_factory = _mx_factory(config, root, reactor)
+        mx = root.add_listeners("smtp.listen", config.smtp.listen, mx_factory)
+        if config.smtp.workers > 1:  # worker processes on the same sockets (smtp_workers.py)
+            WorkerPool(config, mx, lambda: root.state, reactor).setServiceParent(root)
     submission = config.submission
     _listener_pair(
         root,
