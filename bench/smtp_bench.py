@@ -3,6 +3,7 @@
     .venv/bin/python bench/smtp_bench.py [--messages N] [--sessions 20] [--sizes 4096,102400]
         [--repeat 3] [--warmup 40] [--json PATH] [--quick] [--workdir DIR] [--keep]
         [--set SECTION.KEY=VALUE ...] [--postfix-set KEY=VALUE ...] [--skip-postfix]
+        [--workers 1,2]
 
 For every message size, Postfix's ``smtp-source`` (``-s SESSIONS -m N -l SIZE``, one message
 per connection, no PIPELINING, no TLS) sends N messages for alice@example.org to
@@ -31,7 +32,10 @@ The result is a table (and ``--json``) with msgs/s for both, the ratio ours/post
 issue's targets (>= 1.5x at 4 KB, >= 1.0x at 100 KB). Needs root and Debian's ``postfix``
 package (smtp-source is in it); with ``--skip-postfix`` only our server is measured.
 ``--set`` changes our config (e.g. ``--set log.level=warn``), ``--postfix-set`` Postfix's
-main.cf (e.g. ``--postfix-set in_flow_delay=0``).
+main.cf (e.g. ``--postfix-set in_flow_delay=0``). ``--workers 1,2`` measures one server of
+ours per ``[smtp] workers`` value (``ours`` for 1, ``ours wN`` for N), interleaved with
+Postfix in the same run; the CPU of the worker processes counts as ours ("worker
+processes" in the parts), and a server is measured only once all its workers serve.
 """
 
 from __future__ import annotations
@@ -96,7 +100,9 @@ class OurServer(servers.TwistdServer):
         *,
         max_connections_per_ip: int = 200,
         overrides: dict[str, Any] | None = None,
+        workers: int = 1,
     ) -> None:
+        self.workers = workers
         self.data_dir = directory / "var"
         port = free_port("127.0.0.1")
         base: dict[str, dict[str, Any]] = {
@@ -107,6 +113,7 @@ class OurServer(servers.TwistdServer):
                 "listen": [f"tcp:{port}:interface=127.0.0.1"],
                 "max_connections": max(200, max_connections_per_ip),
                 "max_connections_per_ip": max_connections_per_ip,
+                "workers": workers,
             },
         }
         super().__init__(
@@ -117,14 +124,41 @@ class OurServer(servers.TwistdServer):
         """Create example.org, alice and her store account (before the server starts)."""
         servers.run_on_reactor(lambda: _provision(self.data_dir))
 
+    def start(self, timeout: float = 30.0) -> None:
+        """Start twistd; with workers, also wait until every worker process serves."""
+        super().start(timeout)
+        if self.workers <= 1:
+            return
+        assert self.process is not None
+        deadline = time.monotonic() + 60.0
+        while (
+            len(child_pids(self.process.pid)) < self.workers - 1
+            or self.log().count(" listening socket(s) of the server") < self.workers - 1
+        ):
+            if time.monotonic() > deadline or not self.alive():
+                raise RuntimeError(f"smtp workers not serving:\n{self.log_tail()}")
+            time.sleep(0.1)
+
+    def cpu_seconds(self) -> float:
+        """On-CPU seconds of twistd and of its live worker processes so far."""
+        if self.process is None:
+            return 0.0
+        pid = self.process.pid
+        return process_cpu_seconds(pid) + sum(process_cpu_seconds(c) for c in child_pids(pid))
+
     def cpu_parts(self) -> CpuSnapshot:
-        """Per live thread (by tid): "reactor thread" (the main one) or "other threads"."""
+        """Per live thread (by tid): "reactor thread" (twistd's main one), "other threads"
+        (twistd's others) or "worker processes" (every thread of every worker)."""
         assert self.process is not None
         pid = self.process.pid
-        return {
+        parts = {
             tid: ("reactor thread" if tid == pid else "other threads", seconds)
             for tid, seconds in thread_cpu_seconds(pid).items()
         }
+        for child in child_pids(pid):
+            for tid, seconds in thread_cpu_seconds(child).items():
+                parts[tid] = ("worker processes", seconds)
+        return parts
 
     def stored(self) -> int:
         """Messages in alice's INBOX Maildir (new/ + cur/)."""
@@ -133,6 +167,12 @@ class OurServer(servers.TwistdServer):
     def describe_failure(self) -> str:
         """The tail of the server log."""
         return self.log_tail()
+
+
+async def _provision_all(data_dirs: list[Path]) -> None:
+    """:func:`_provision` each data directory in turn."""
+    for data_dir in data_dirs:
+        await _provision(data_dir)
 
 
 async def _provision(data_dir: Path) -> None:
@@ -344,14 +384,23 @@ def run_bench(
     keep: bool = False,
     overrides: dict[str, Any] | None = None,
     postfix_overrides: dict[str, str] | None = None,
+    workers: tuple[int, ...] = (1,),
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Start both MTAs, warm them up, measure every size; the result document."""
+    """Start both MTAs, warm them up, measure every size; the result document. One server
+    of ours per ``workers`` value; ``ratio`` is the first one's, ``ratios`` has each."""
     load_at_start = [round(x, 2) for x in os.getloadavg()]
-    ours = OurServer(
-        workdir / "ours", max_connections_per_ip=max(100, sessions * 2), overrides=overrides
-    )
-    ours.provision()
+    ours_all = {
+        ("ours" if count == 1 else f"ours w{count}"): OurServer(
+            workdir / f"ours-w{count}",
+            max_connections_per_ip=max(100, sessions * 2),
+            overrides=overrides,
+            workers=count,
+        )
+        for count in dict.fromkeys(workers)
+    }
+    data_dirs = [server.data_dir for server in ours_all.values()]
+    servers.run_on_reactor(lambda: _provision_all(data_dirs))  # the reactor runs only once
     peer = (
         None
         if skip_postfix
@@ -359,10 +408,13 @@ def run_bench(
     )
     results = []
     try:
-        ours.start()
+        for server in ours_all.values():
+            server.start()
         if peer is not None:
             peer.start()
-        targets: list[tuple[str, Any, str, int]] = [("ours", ours, "127.0.0.1", ours.port)]
+        targets: list[tuple[str, Any, str, int]] = [
+            (name, server, "127.0.0.1", server.port) for name, server in ours_all.items()
+        ]
         if peer is not None:
             targets.append(("postfix", peer, peer.host, peer.port))
         if warmup:
@@ -382,19 +434,28 @@ def run_bench(
             for name, measured in runs.items():
                 row[name] = summarize(measured)
             if peer is not None:
-                row["ratio"] = round(
-                    row["ours"]["msgs_per_sec"] / row["postfix"]["msgs_per_sec"], 3
-                )
                 theirs = row["postfix"]["cpu_ms_per_msg"]
-                row["cpu_ratio"] = (
-                    round(row["ours"]["cpu_ms_per_msg"] / theirs, 3) if theirs > 0 else None
-                )
                 target_ratio = TARGETS.get(size)
                 row["target_ratio"] = target_ratio
-                row["target_met"] = None if target_ratio is None else row["ratio"] >= target_ratio
+                row["ratios"] = {}
+                for name in ours_all:
+                    ratio = round(row[name]["msgs_per_sec"] / row["postfix"]["msgs_per_sec"], 3)
+                    cpu_ratio = (
+                        round(row[name]["cpu_ms_per_msg"] / theirs, 3) if theirs > 0 else None
+                    )
+                    row["ratios"][name] = {
+                        "ratio": ratio,
+                        "cpu_ratio": cpu_ratio,
+                        "target_met": None if target_ratio is None else ratio >= target_ratio,
+                    }
+                first = row["ratios"][next(iter(ours_all))]
+                row["ratio"] = first["ratio"]
+                row["cpu_ratio"] = first["cpu_ratio"]
+                row["target_met"] = first["target_met"]
             results.append(row)
     finally:
-        ours.stop()
+        for server in ours_all.values():
+            server.stop()
         if peer is not None:
             peer.stop()
     return {
@@ -407,12 +468,20 @@ def run_bench(
             "sizes": sizes,
             "warmup": warmup,
             "repeat": repeat,
-            "ours_config": {k: v for k, v in ours.config.items() if k != "server"},
+            "workers": [server.workers for server in ours_all.values()],
+            "ours_config": {  # the first server's; the others differ in smtp.workers only
+                k: v for k, v in next(iter(ours_all.values())).config.items() if k != "server"
+            },
             "postfix_overrides": postfix_overrides or {},
             "client": "smtp-source (one message per connection)",
         },
         "results": results,
     }
+
+
+def _mtas(row: dict[str, Any]) -> list[str]:
+    """The measured MTAs of a result row, in run order (ours first, then postfix)."""
+    return [k for k, v in row.items() if isinstance(v, dict) and "msgs_per_sec" in v]
 
 
 def render(document: dict[str, Any]) -> str:
@@ -423,30 +492,28 @@ def render(document: dict[str, Any]) -> str:
     )
     lines = [header, "-" * len(header)]
     for row in document["results"]:
-        for name in ("ours", "postfix"):
-            if name not in row:
-                continue
+        for name in _mtas(row):
             r = row[name]
             lines.append(
                 f"{row['size']:>7} {name:<8} {r['messages']:>5} {r['accept_seconds']:>9.2f} "
                 f"{r['stored_seconds']:>9.2f} {r['msgs_per_sec']:>8.1f} "
                 f"{r['cpu_ms_per_msg']:>10.2f} {r['client_cpu_ms_per_msg']:>13.2f}"
             )
-        if "ratio" in row:
-            target = row["target_ratio"]
+        target = row.get("target_ratio")
+        for name, ratios in row.get("ratios", {}).items():
             verdict = (
                 ""
                 if target is None
-                else f" (target >= {target}x: {'met' if row['target_met'] else 'NOT met'})"
+                else f" (target >= {target}x: {'met' if ratios['target_met'] else 'NOT met'})"
             )
-            cpu = "n/a" if row["cpu_ratio"] is None else f"{row['cpu_ratio']:.2f}x"
+            cpu = "n/a" if ratios["cpu_ratio"] is None else f"{ratios['cpu_ratio']:.2f}x"
             lines.append(
-                f"{row['size']:>7} ratio ours/postfix {row['ratio']:.2f}x msgs/s{verdict}; "
-                f"CPU per message ours/postfix {cpu}"
+                f"{row['size']:>7} ratio {name}/postfix {ratios['ratio']:.2f}x msgs/s{verdict}; "
+                f"CPU per message {name}/postfix {cpu}"
             )
     lines.append("CPU ms per message by part (medians):")
     for row in document["results"]:
-        for name in ("ours", "postfix"):
+        for name in _mtas(row):
             if name in row:
                 parts = row[name]["cpu_ms_per_msg_by_part"]
                 text = ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if v >= 0.005)
@@ -456,8 +523,7 @@ def render(document: dict[str, Any]) -> str:
         (
             row[name]["foreign_cpu_share"]
             for row in document["results"]
-            for name in ("ours", "postfix")
-            if name in row
+            for name in _mtas(row)
         ),
         default=0.0,
     )
@@ -492,6 +558,11 @@ def main(argv: list[str] | None = None) -> int:
         help="runs per size and MTA (interleaved); medians are reported",
     )
     parser.add_argument("--skip-postfix", action="store_true", help="measure our server only")
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="comma-separated [smtp] workers values, one server of ours each (e.g. 1,2)",
+    )
     servers.add_run_options(
         parser,
         "smoke run: 10 messages, 5 sessions, one run, no warm-up",
@@ -510,6 +581,12 @@ def main(argv: list[str] | None = None) -> int:
         print("smtp_bench: smtp-source not found (Debian package postfix)", file=sys.stderr)
         return 2
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
+    try:
+        workers = tuple(int(w) for w in args.workers.split(",") if w.strip())
+    except ValueError:
+        parser.error(f"--workers: not a comma-separated list of numbers: {args.workers!r}")
+    if not workers or min(workers) < 1:
+        parser.error("--workers: give one or more counts of at least 1, e.g. 1,2")
     messages, sessions, warmup, repeat = args.messages, args.sessions, args.warmup, args.repeat
     if args.quick:
         messages, sessions, warmup, repeat = messages or 10, min(sessions, 5), 0, 1
@@ -528,6 +605,7 @@ def main(argv: list[str] | None = None) -> int:
             keep=args.keep,
             overrides=overrides,
             postfix_overrides=postfix_overrides,
+            workers=workers,
             log=lambda text: print(text, file=sys.stderr),
         )
     servers.report(document, render, args.json)
