@@ -25,6 +25,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -35,7 +36,13 @@ from twisted.internet.defer import Deferred, DeferredList, gatherResults
 from twisted.internet.error import ProcessDone, ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
-from twisted.logger import Logger, eventFromJSON, globalLogPublisher
+from twisted.logger import (
+    InvalidLogLevelError,
+    Logger,
+    LogLevel,
+    formatEvent,
+    globalLogPublisher,
+)
 from twisted.python.failure import Failure
 
 from mailserver.config import EMBEDDED, Config
@@ -53,6 +60,54 @@ HEALTHY_AFTER = 60.0
 KILL_GRACE = 5.0
 #: Largest log record buffered from a worker before the buffer is dropped (a runaway line).
 MAX_RECORD = 1 << 20
+
+
+#: Event fields that stay in the worker: objects of its own process.
+_LOCAL_FIELDS = frozenset(
+    {"log_logger", "log_source", "log_observer", "log_flattened", "log_trace"}
+)
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    """One worker log event as a line of JSON for the parent: the level by name, a failure
+    as its traceback text, other values JSON cannot hold as their ``repr`` (cheaper than
+    :func:`twisted.logger.eventAsJSON`, which formats and flattens every event)."""
+    fields: dict[str, Any] = {}
+    for key, value in event.items():
+        if key in _LOCAL_FIELDS:
+            continue
+        if key == "log_level":
+            value = getattr(value, "name", "info")
+        elif key == "log_failure":
+            key, value = "log_failure_text", value.getTraceback()
+        fields[key] = value
+    try:
+        text = json.dumps(fields, default=repr)
+    except (TypeError, ValueError):  # e.g. a dict with tuple keys: keep the formatted text
+        text = json.dumps(
+            {
+                "log_level": fields.get("log_level", "info"),
+                "log_namespace": fields.get("log_namespace", "-"),
+                "log_time": fields.get("log_time"),
+                "log_format": "{log_text}",
+                "log_text": formatEvent(event),
+            }
+        )
+    return text.encode("ascii") + b"\n"
+
+
+def decode_event(line: bytes) -> dict[str, Any]:
+    """The event :func:`encode_event` wrote; ValueError when ``line`` is not one."""
+    event = json.loads(line)
+    if not isinstance(event, dict):
+        raise ValueError("not a JSON object")
+    try:
+        event["log_level"] = LogLevel.levelWithName(str(event.get("log_level", "info")))
+    except InvalidLogLevelError:
+        event["log_level"] = LogLevel.info
+    if "log_failure_text" in event:
+        event["log_format"] = f"{event.get('log_format') or ''}\n{{log_failure_text}}"
+    return event
 
 
 class WorkerProcess(ProcessProtocol):
@@ -73,17 +128,15 @@ class WorkerProcess(ProcessProtocol):
     def outReceived(self, data: bytes) -> None:
         """Publish each complete JSON record as a log event of the server."""
         self._records += data
-        # Each record is \x1e + JSON + \n (JSON text holds no raw newline): a line.
-        *complete, self._records = self._records.split(b"\n")
+        *complete, self._records = self._records.split(b"\n")  # one event per line
         if len(self._records) > MAX_RECORD:
             self._records = b""
         for record in complete:
-            record = record.strip(b"\x1e \r\t")
-            if not record:
+            if not record.strip():
                 continue
             try:
-                event = eventFromJSON(record.decode("utf-8"))
-            except (ValueError, UnicodeDecodeError):
+                event = decode_event(record)
+            except ValueError:
                 log.warn("{system}: unreadable log record dropped", system=self.system)
                 continue
             level = event.get("log_level")

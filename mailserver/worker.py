@@ -12,8 +12,8 @@ Its contract with the parent, over the inherited descriptors:
 - fd 0 is a pipe from the parent. Nothing is sent on it; when it reaches end-of-file the
   parent has gone (stopped, crashed or killed with SIGKILL), and the worker stops as on
   SIGTERM. No worker outlives its server.
-- fd 1 carries the worker's log events, one ``twisted.logger`` JSON record per event (as
-  :func:`twisted.logger.jsonFileLogObserver` writes them): those at ``[log] level`` or above
+- fd 1 carries the worker's log events, one line of JSON per event
+  (:func:`mailserver.smtp_workers.encode_event`): those at ``[log] level`` or above
   and every event with a ``mail_event`` field, so the parent's log file, mail log, metrics
   and trace log see the worker's sessions as their own.
 - fd 2 is for what Python itself prints (a start-up error, a traceback of a dying process);
@@ -40,7 +40,6 @@ from twisted.logger import (
     ILogObserver,
     Logger,
     LogLevel,
-    eventAsJSON,
     globalLogBeginner,
 )
 from twisted.python.failure import Failure
@@ -50,6 +49,7 @@ from mailserver.config import Config, load
 from mailserver.errors import ConfigError, MailError
 from mailserver.filtering import Filters
 from mailserver.service import MailService, _mx_factory, _tls_options, open_storage
+from mailserver.smtp_workers import encode_event
 
 __all__ = ["EXIT_STARTUP", "WorkerService", "build", "main"]
 
@@ -124,8 +124,8 @@ def build(config: Config, reactor: Any, sockets: Sequence[tuple[int, int]]) -> W
 
 @implementer(ILogObserver)
 class EventForwarder:
-    """Writes each event the parent wants (see the module doc) to ``transport`` as one JSON
-    record (``\\x1e`` + JSON + ``\\n``)."""
+    """Writes each event the parent wants (see the module doc) to ``transport`` as one line
+    of JSON (:func:`mailserver.smtp_workers.encode_event`)."""
 
     def __init__(self, transport: Any, level: LogLevel) -> None:
         self.transport = transport
@@ -134,11 +134,7 @@ class EventForwarder:
     def __call__(self, event: dict[str, Any]) -> None:
         if "mail_event" not in event and event.get("log_level", LogLevel.info) < self.level:
             return
-        try:
-            record = eventAsJSON(event)
-        except (TypeError, ValueError):  # an unserialisable field: keep the text
-            record = eventAsJSON({k: v for k, v in event.items() if k.startswith("log_")})
-        self.transport.write(b"\x1e" + record.encode("utf-8") + b"\n")
+        self.transport.write(encode_event(event))
 
 
 class ParentPipe(Protocol):
