@@ -19,6 +19,7 @@ Guarantees:
   in-flight sessions get ``server.shutdown_timeout``) before the server closes its index; a
   worker still alive 5 s after that gets SIGKILL. If the server itself dies (even by
   SIGKILL) each worker sees its pipe from the server close and stops.
+- SIGHUP to the server is passed on to every worker (certificates and reloadable keys).
 - Worker log events reach the server's log (their ``system`` is ``smtp-worker N``) and,
   through the same events, its mail log, metrics and trace log.
 """
@@ -27,7 +28,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -246,8 +249,27 @@ class WorkerPool(Service):
             log.error("smtp workers not started: the server is {state}", state=state)
             return
         log.info("starting {n} smtp worker process(es)", n=self.count)
+        self._forward_sighup()
         for index in range(1, self.count + 1):
             self._spawn(index)
+
+    def _forward_sighup(self) -> None:
+        """Chain onto the server's SIGHUP handler (installed by now): each worker gets the
+        signal too and reloads as the server does."""
+        if threading.current_thread() is not threading.main_thread():
+            return
+        previous = signal.getsignal(signal.SIGHUP)
+
+        def handler(signum: int, frame: Any) -> None:
+            if callable(previous):
+                previous(signum, frame)
+            self.reactor.callFromThread(self._signal_all, "HUP")
+
+        signal.signal(signal.SIGHUP, handler)
+
+    def _signal_all(self, name: str) -> None:
+        for worker in list(self.workers.values()):
+            _signal(worker, name)
 
     def _command(self) -> list[str]:
         command = [self.executable, "-m", "mailserver.worker"]

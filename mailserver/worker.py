@@ -18,6 +18,8 @@ Its contract with the parent, over the inherited descriptors:
   and trace log see the worker's sessions as their own.
 - fd 2 is for what Python itself prints (a start-up error, a traceback of a dying process);
   the parent logs each line as an error.
+- SIGHUP (the server forwards its own) reloads the certificates and the reloadable config
+  keys, as in the server (:mod:`mailserver.reload`).
 - SIGTERM (or SIGINT) stops accepting, lets in-flight sessions finish within
   ``server.shutdown_timeout`` and closes the index; exit status 0. A start-up problem (bad
   config, an index that will not open) prints one line on stderr and exits with status 2.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
 from collections.abc import Sequence
@@ -97,6 +100,7 @@ class WorkerService(MailService):
     def startService(self) -> None:
         MultiService.startService(self)
         self.state = "ok"
+        self._install_sighup()  # the server forwards its SIGHUP: certificates and limits
         log.info(
             "smtp worker {pid} serving {n} listening socket(s) of the server",
             pid=os.getpid(),
@@ -186,6 +190,7 @@ def _arguments(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one worker until SIGTERM or the parent's end; the exit status."""
     arguments = _arguments(sys.argv[1:] if argv is None else argv)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the service handles it: never fatal
     from twisted.internet import reactor
     from twisted.internet.stdio import StandardIO
 

@@ -84,6 +84,15 @@ def wait_for_workers(
         time.sleep(0.1)
 
 
+def wait_for_log(server: ServerProcess, pattern: str) -> None:
+    """Block (bounded) until the server's log matches ``pattern``."""
+    deadline = time.monotonic() + SPAWN_WAIT
+    while not re.search(pattern, server.stdout()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {pattern!r} in the log after {SPAWN_WAIT}s:\n{server.output()}")
+        time.sleep(0.1)
+
+
 def wait_gone(pids: set[int]) -> set[int]:
     """Wait (bounded) for ``pids`` to end; those still alive at the deadline."""
     deadline = time.monotonic() + EXIT_WAIT
@@ -124,7 +133,8 @@ def workers_server(server_process, workers: int) -> ServerProcess:
 @pytest_twisted.ensureDeferred
 async def test_workers_store_every_message_once_and_stop_with_the_server(server_process):
     """With workers = 2 the server runs one worker process; 40 messages sent over 8
-    concurrent connections are all stored exactly once; while the server process is
+    concurrent connections are all stored exactly once; SIGHUP to the server makes the
+    worker reload its config as well (and it lives on); while the server process is
     frozen (SIGSTOP) the worker alone accepts and stores mail; SIGTERM to the server stops
     the worker too (exit status 0, no orphan) and the worker's deliveries are in the
     server's log."""
@@ -138,6 +148,9 @@ async def test_workers_store_every_message_once_and_stop_with_the_server(server_
         pids = wait_for_workers(server, 1)
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(lambda n: send(port, n), range(40)))
+        os.kill(server.process.pid, signal.SIGHUP)  # passed on: the worker reloads too
+        wait_for_log(server, r"\[smtp-worker 1 mailserver\.reload#info\] config reloaded")
+        assert alive_workers(pids) == pids
         os.kill(server.process.pid, signal.SIGSTOP)  # only the worker can accept now
         try:
             for n in range(40, 45):
