@@ -18,7 +18,8 @@ Guarantees:
 - Stopping the server (SIGTERM) sends SIGTERM to every worker and waits for them (their
   in-flight sessions get ``server.shutdown_timeout``) before the server closes its index; a
   worker still alive 5 s after that gets SIGKILL. If the server itself dies (even by
-  SIGKILL) each worker sees its pipe from the server close and stops.
+  SIGKILL) each worker sees its pipe from the server close and exits at once, so a server
+  started again never recovers the store while an old worker still delivers.
 - SIGHUP to the server is passed on to every worker (certificates and reloadable keys).
 - Worker log events reach the server's log (their ``system`` is ``smtp-worker N``) and,
   through the same events, its mail log, metrics and trace log.

@@ -9,9 +9,12 @@ only after the fsync. It runs no recovery, no spool, no other listener.
 
 Its contract with the parent, over the inherited descriptors:
 
-- fd 0 is a pipe from the parent. Nothing is sent on it; when it reaches end-of-file the
-  parent has gone (stopped, crashed or killed with SIGKILL), and the worker stops as on
-  SIGTERM. No worker outlives its server.
+- fd 0 is a pipe from the parent. Nothing is sent on it; when it reaches end-of-file (or fd
+  1 breaks) the parent has died (a clean stop of the server ends its workers first), and
+  the worker exits at once with status 3, as if killed together with it: a server started
+  again on the same data must never run its store recovery while an old worker is still
+  delivering. What the worker had acknowledged is on disk; what it had not, the client
+  sends again. No worker outlives its server.
 - fd 1 carries the worker's log events, one line of JSON per event
   (:func:`mailserver.smtp_workers.encode_event`): those at ``[log] level`` or above
   and every event with a ``mail_event`` field, so the parent's log file, mail log, metrics
@@ -54,12 +57,14 @@ from mailserver.filtering import Filters
 from mailserver.service import MailService, _mx_factory, _tls_options, open_storage
 from mailserver.smtp_workers import encode_event
 
-__all__ = ["EXIT_STARTUP", "WorkerService", "build", "main"]
+__all__ = ["EXIT_PARENT_DIED", "EXIT_STARTUP", "WorkerService", "build", "main"]
 
 log = Logger(namespace="mailserver.worker")
 
 #: Exit status of a worker that could not start (the same as twistd's for a bad config).
 EXIT_STARTUP = 2
+#: Exit status of a worker whose server process died.
+EXIT_PARENT_DIED = 3
 #: The listener key the worker's sessions are labelled with (metrics, trace).
 LISTENER_KEY = "smtp.listen"
 
@@ -143,7 +148,7 @@ class EventForwarder:
 
 class ParentPipe(Protocol):
     """fd 0 (from the parent) and fd 1 (log records to it): when either closes, the parent
-    is gone and the worker stops."""
+    has died and the worker exits at once (module doc)."""
 
     def __init__(self, reactor: Any) -> None:
         self.reactor = reactor
@@ -153,8 +158,7 @@ class ParentPipe(Protocol):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         if self.reactor.running:
-            log.warn("smtp worker {pid}: the server process has gone; stopping", pid=os.getpid())
-            self.reactor.stop()
+            os._exit(EXIT_PARENT_DIED)  # no graceful stop, and nobody left to tell: module doc
 
 
 def _socket_arg(text: str) -> tuple[int, int]:

@@ -175,7 +175,8 @@ async def test_killed_worker_is_restarted_and_workers_die_with_a_killed_server(
 ):
     """With workers = 3, a worker killed with SIGKILL is logged and replaced by a new
     process that serves; mail still flows; when the server itself is killed with SIGKILL,
-    every worker notices (its pipe from the server closes) and exits: none is left."""
+    every worker notices (its pipe from the server closes) and exits: none is left, and
+    a server started again on the same data serves with new workers."""
     server = workers_server(server_process, 3)
     await provision(server.data_dir, "example.org")
     await deferToThread(server.start)
@@ -195,7 +196,12 @@ async def test_killed_worker_is_restarted_and_workers_die_with_a_killed_server(
             send(port, n)
         server.stop(signal.SIGKILL)
         assert wait_gone(survivors | replaced) == set(), "a worker outlived a killed server"
+        server.start()
+        wait_for_workers(server, 2, exclude=first | replaced)
+        for n in range(10, 15):
+            send(port, n)
+        assert server.stop(signal.SIGTERM) == 0
 
     await deferToThread(scenario)
     ids = stored_ids(await inbox_messages(server.data_dir, ALICE))
-    assert ids == Counter({f"w-{n}": 1 for n in range(10)})
+    assert ids == Counter({f"w-{n}": 1 for n in range(15)})
