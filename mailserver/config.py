@@ -313,7 +313,7 @@ class SMTPConfig:
         1,
         "Processes serving the listen endpoints (tcp only): the server itself plus "
         "workers - 1 children sharing its listening sockets and data directory; "
-        "connection limits count per process.",
+        "connection limits and [filter] rate limits count per process.",
         _between(1, 64),
     )
 
