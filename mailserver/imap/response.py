@@ -3,8 +3,9 @@
 Every function returns wire bytes; a complete response line ends in CRLF. Strings are sent
 as an atom when the grammar allows one, else quoted, else as a literal (RFC 9051 §4.3: a quoted
 string cannot hold CR, LF or NUL; 8-bit text is quoted only under UTF8=ACCEPT / IMAP4rev2,
-RFC 6855 §3, otherwise it goes as a literal). ENVELOPE and BODYSTRUCTURE are built from the
-store's cached structures (:mod:`mailserver.message.envelope`, :mod:`mailserver.message.mime`).
+RFC 6855 §3, otherwise it goes as a literal). ENVELOPE and BODYSTRUCTURE are re-exported from
+the leaf :mod:`mailserver.message.imap_render`, which the store also uses to keep them rendered
+at delivery: one serialisation for both.
 Sources: RFC 9051 §7 and §9.
 """
 
@@ -19,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from mailserver.imap.scanner import is_astring
 from mailserver.imap.sequence import SequenceSet, compact_ranges
 from mailserver.message import utf7
+from mailserver.message.imap_render import body_structure, encoded_words, envelope
 
 __all__ = [
     "CRLF",
@@ -290,188 +292,3 @@ def esearch(
 
 # -- ENVELOPE and BODYSTRUCTURE ---------------------------------------------------------------
 
-#: RFC 2047 §2: an encoded-word is at most 75 characters; 45 octets of UTF-8 stay below that.
-_WORD_OCTETS = 45
-#: RFC 2231 §7 attribute-char: what may appear unescaped in an extended parameter value.
-_ATTRIBUTE_CHARS = frozenset(
-    b"!#$&+-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~"
-)
-
-
-def _utf8(text: str) -> bytes:
-    return text.encode("utf-8", "replace")
-
-
-def encoded_words(text: str) -> str:
-    """``text`` as RFC 2047 ``=?utf-8?b?...?=`` words when it is not ASCII, else unchanged
-    (for a client that cannot take UTF-8 in ENVELOPE / BODYSTRUCTURE strings)."""
-    if text.isascii():
-        return text
-    words: list[str] = []
-    chunk = b""
-    for char in text:
-        octets = _utf8(char)
-        if len(chunk) + len(octets) > _WORD_OCTETS:
-            words.append(chunk.decode("utf-8"))
-            chunk = b""
-        chunk += octets
-    if chunk:
-        words.append(chunk.decode("utf-8"))
-    return " ".join(
-        "=?utf-8?b?" + base64.b64encode(_utf8(word)).decode("ascii") + "?=" for word in words
-    )
-
-
-def _ntext(value: object, *, utf8: bool) -> bytes:
-    """Decoded header text (subject, display name, description): UTF-8 for a UTF-8 client,
-    RFC 2047 encoded-words otherwise."""
-    if value is None:
-        return b"NIL"
-    text = str(value)
-    return string(text if utf8 else encoded_words(text), utf8=utf8)
-
-
-def _nraw(value: object, *, utf8: bool) -> bytes:
-    """A value that must not be encoded (addresses, ids): quoted, or a literal for 8-bit."""
-    return b"NIL" if value is None else string(str(value), utf8=utf8)
-
-
-def _address_list(entries: object, *, utf8: bool) -> bytes:
-    """``env-from`` and friends: ``((name adl mailbox host)...)`` or NIL (RFC 9051 §7.5.2)."""
-    if not entries or not isinstance(entries, list | tuple):
-        return b"NIL"
-    out: list[bytes] = []
-    for entry in entries:
-        name, route, local, domain = (list(entry) + [None] * 4)[:4]
-        out.append(
-            b"("
-            + b" ".join(
-                [
-                    _ntext(name, utf8=utf8),
-                    _nraw(route, utf8=utf8),
-                    _nraw(local, utf8=utf8),
-                    _nraw(domain, utf8=utf8),
-                ]
-            )
-            + b")"
-        )
-    return b"(" + b"".join(out) + b")"
-
-
-def envelope(env: Mapping[str, object], *, utf8: bool = False) -> bytes:
-    """The ENVELOPE of a cached envelope dict (:func:`mailserver.message.envelope.build_envelope`):
-    ``(date subject from sender reply-to to cc bcc in-reply-to message-id)``."""
-    fields = [
-        _nraw(env.get("date"), utf8=utf8),
-        _ntext(env.get("subject"), utf8=utf8),
-        *(
-            _address_list(env.get(key), utf8=utf8)
-            for key in ("from", "sender", "reply_to", "to", "cc", "bcc")
-        ),
-        _nraw(env.get("in_reply_to"), utf8=utf8),
-        _nraw(env.get("message_id"), utf8=utf8),
-    ]
-    return plist(fields)
-
-
-def _rfc2231(value: str) -> str:
-    """``utf-8''%E2%82%AC`` (RFC 2231 §4) for a parameter value a client cannot take as UTF-8."""
-    return "utf-8''" + "".join(
-        chr(byte) if byte in _ATTRIBUTE_CHARS else f"%{byte:02X}" for byte in _utf8(value)
-    )
-
-
-def _params(params: object, *, utf8: bool) -> bytes:
-    """``body-fld-param``: ``("NAME" "value" ...)`` or NIL; names upper-cased; a non-ASCII
-    value for a non-UTF-8 client goes as ``NAME*`` in RFC 2231 form."""
-    if not params or not isinstance(params, Mapping):
-        return b"NIL"
-    out: list[bytes] = []
-    for name, value in params.items():
-        key, text = str(name).upper(), str(value)
-        if not utf8 and not text.isascii():
-            key, text = key + "*", _rfc2231(text)
-        out += [string(key, utf8=utf8), string(text, utf8=utf8)]
-    return plist(out)
-
-
-def _disposition(value: object, *, utf8: bool) -> bytes:
-    """``body-fld-dsp``: ``("ATTACHMENT" ("FILENAME" "a.pdf"))`` or NIL."""
-    if not value or not isinstance(value, list | tuple):
-        return b"NIL"
-    kind, params = (list(value) + [None])[:2]
-    return plist([string(str(kind).upper(), utf8=utf8), _params(params, utf8=utf8)])
-
-
-def _language(value: object, *, utf8: bool) -> bytes:
-    """``body-fld-lang``: NIL, one string, or a list of strings."""
-    if not value:
-        return b"NIL"
-    if isinstance(value, str):
-        return string(value, utf8=utf8)
-    tags = [str(tag) for tag in value] if isinstance(value, list | tuple) else [str(value)]
-    if len(tags) == 1:
-        return string(tags[0], utf8=utf8)
-    return plist(string(tag, utf8=utf8) for tag in tags)
-
-
-def _number(value: object) -> bytes:
-    return b"%d" % (value if isinstance(value, int) and not isinstance(value, bool) else 0)
-
-
-def body_structure(
-    node: Mapping[str, object], *, extended: bool = True, utf8: bool = False
-) -> bytes:
-    """BODYSTRUCTURE (``extended``) or BODY (without extension data) of a cached node of
-    :func:`mailserver.message.mime.parse` (RFC 9051 §7.5.2).
-
-    Type, subtype, parameter names, encoding and disposition type are upper-cased as in the
-    RFC's examples; parameter values are sent as parsed. A ``message/rfc822`` (or ``global``)
-    part with a parsed inner message carries its ENVELOPE, BODYSTRUCTURE and line count; an
-    opaque one (base64 encoded, or nested too deep) is described as a basic part.
-    """
-    subtype = string(str(node.get("subtype", "")).upper(), utf8=utf8)
-    parts = node.get("parts")
-    if isinstance(parts, list | tuple) and parts:
-        children = b"".join(
-            body_structure(part, extended=extended, utf8=utf8)
-            for part in parts
-            if isinstance(part, Mapping)
-        )
-        fields = [children + b" " + subtype]
-        if extended:
-            fields += [
-                _params(node.get("params"), utf8=utf8),
-                _disposition(node.get("disposition"), utf8=utf8),
-                _language(node.get("language"), utf8=utf8),
-                _nraw(node.get("location"), utf8=utf8),
-            ]
-        return b"(" + b" ".join(fields) + b")"
-    media_type = str(node.get("type", "text")).lower()
-    fields = [
-        string(media_type.upper(), utf8=utf8),
-        subtype,
-        _params(node.get("params"), utf8=utf8),
-        _nraw(node.get("id"), utf8=utf8),
-        _ntext(node.get("description"), utf8=utf8),
-        string(str(node.get("encoding") or "7bit").upper(), utf8=utf8),
-        _number(node.get("size")),
-    ]
-    inner = node.get("bodystructure")
-    if media_type == "message" and isinstance(inner, Mapping) and "envelope" in node:
-        env = node.get("envelope")
-        fields += [
-            envelope(env if isinstance(env, Mapping) else {}, utf8=utf8),
-            body_structure(inner, extended=extended, utf8=utf8),
-            _number(node.get("lines")),
-        ]
-    elif media_type == "text":
-        fields.append(_number(node.get("lines")))
-    if extended:
-        fields += [
-            _nraw(node.get("md5"), utf8=utf8),
-            _disposition(node.get("disposition"), utf8=utf8),
-            _language(node.get("language"), utf8=utf8),
-            _nraw(node.get("location"), utf8=utf8),
-        ]
-    return plist(fields)

@@ -5,11 +5,10 @@ rebuilding them from Python structures per message (issue 6).
 A leaf (only the standard library): the store renders with it when it indexes a message, and
 the IMAP server reads the stored form. Guarantees:
 
-1. :func:`envelope` and :func:`body_structure` give exactly the bytes of
-   :func:`mailserver.imap.response.envelope` and :func:`mailserver.imap.response.body_structure`
-   (the same RFC 9051 §7.5.2 serialisation, the same quoting and literal choices, UTF-8 or
-   RFC 2047 / RFC 2231 forms for the client's UTF8=ACCEPT state); a property and corpus test
-   holds the two to byte equality.
+1. :func:`envelope` and :func:`body_structure` are the one serialisation of these items (RFC
+   9051 §7.5.2: the IMAP quoting and literal choices, UTF-8 or RFC 2047 / RFC 2231 forms for
+   the client's UTF8=ACCEPT state): :mod:`mailserver.imap.response` re-exports them, so what
+   is stored at delivery is what FETCH renders for an object with nothing stored.
 2. :func:`render` covers the parse results of :func:`mailserver.message.mime.parse` that carry
    body offsets (the current layout); it returns None for anything older, which the server
    then renders as before.
@@ -26,7 +25,16 @@ import functools
 import struct
 from collections.abc import Iterable, Mapping
 
-__all__ = ["ITEMS", "body_structure", "envelope", "item", "pack", "render", "unpack"]
+__all__ = [
+    "ITEMS",
+    "body_structure",
+    "encoded_words",
+    "envelope",
+    "item",
+    "pack",
+    "render",
+    "unpack",
+]
 
 #: The FETCH items kept rendered, by their one-letter tag in the stored form.
 ITEMS = {"ENVELOPE": b"E", "BODYSTRUCTURE": b"S", "BODY": b"B"}
@@ -103,7 +111,7 @@ def item(items: Mapping[str, bytes], name: str, utf8: bool) -> bytes | None:
     return items.get(name)
 
 
-# -- the serialisation (RFC 9051 §4.3, §7.5.2), as mailserver.imap.response does it ---------
+# -- the serialisation (RFC 9051 §4.3, §7.5.2) -----------------------------------------------
 
 #: RFC 2047 §2: an encoded-word is at most 75 characters; 45 octets of UTF-8 stay below that.
 _WORD_OCTETS = 45
@@ -166,8 +174,9 @@ def _utf8(text: str) -> bytes:
     return text.encode("utf-8", "replace")
 
 
-def _encoded_words(text: str) -> str:
-    """``text`` as RFC 2047 ``=?utf-8?b?...?=`` words when it is not ASCII."""
+def encoded_words(text: str) -> str:
+    """``text`` as RFC 2047 ``=?utf-8?b?...?=`` words when it is not ASCII, else unchanged
+    (for a client that cannot take UTF-8 in ENVELOPE / BODYSTRUCTURE strings)."""
     if text.isascii():
         return text
     words: list[str] = []
@@ -189,7 +198,7 @@ def _ntext(value: object, utf8: bool) -> bytes:
     if value is None:
         return b"NIL"
     text = str(value)
-    return _string(text if utf8 else _encoded_words(text), utf8)
+    return _string(text if utf8 else encoded_words(text), utf8)
 
 
 def _nraw(value: object, utf8: bool) -> bytes:
