@@ -16,6 +16,7 @@ import signal
 import smtplib
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -35,6 +36,20 @@ EXIT_WAIT = 30.0
 MESSAGE_ID = re.compile(rb"^Message-ID:\s*<(w-\d+)@workers\.test>", re.IGNORECASE | re.MULTILINE)
 
 
+#: Every worker pid a test saw; the fixture below kills any still alive when a test ends.
+SEEN: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def no_worker_left() -> Iterator[None]:
+    """Whatever a test asserted, kill (SIGKILL) the workers it saw that still run after it:
+    a failing test must not leave processes behind."""
+    yield
+    for pid in alive_workers(SEEN):
+        os.kill(pid, signal.SIGKILL)
+    SEEN.clear()
+
+
 def worker_pids(parent: int) -> set[int]:
     """The live ``mailserver.worker`` processes whose parent is ``parent``."""
     found = set()
@@ -49,6 +64,7 @@ def worker_pids(parent: int) -> set[int]:
         fields = stat.rsplit(")", 1)[1].split()
         if int(fields[1]) == parent and b"mailserver.worker" in cmdline and fields[0] != "Z":
             found.add(int(entry))
+    SEEN.update(found)
     return found
 
 
