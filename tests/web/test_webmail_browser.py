@@ -10,21 +10,17 @@ with the reason otherwise. Every wait is explicit and bounded (:data:`WAIT` seco
 from __future__ import annotations
 
 import http.server
-import json
-import shutil
 import smtplib
 import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
-from email.message import EmailMessage
+from collections.abc import Iterator
 from email.policy import SMTP
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ServerProcess
 from tests.e2e.mail import PASSWORD
 from tests.web import page_harness
 
@@ -32,12 +28,9 @@ webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not in
 from selenium.common.exceptions import TimeoutException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 #: Seconds any one wait may take.
 WAIT = 30.0
 WIDTH, HEIGHT = 1280, 800
@@ -54,75 +47,15 @@ browser = page_harness.browser
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def deliver(server: ServerProcess, message: EmailMessage | bytes, to: str = ALICE) -> None:
-    """Hand ``message`` to the server's port 25 for ``to``."""
-    data = message if isinstance(message, bytes) else message.as_bytes(policy=SMTP)
-    with smtplib.SMTP("127.0.0.1", server.ports["smtp.listen"], timeout=WAIT) as client:
-        client.sendmail("carol@example.net", [to], data)
-
-
-def text_message(subject: str, body: str) -> EmailMessage:
-    message = EmailMessage()
-    message["From"] = "Carol <carol@example.net>"
-    message["To"] = ALICE
-    message["Subject"] = subject
-    message["Message-ID"] = f"<{abs(hash(subject))}@example.net>"
-    message.set_content(body)
-    return message
-
-
-def api(server: ServerProcess, method: str, path: str, body: Any = None,
-        token: str | None = None) -> tuple[int, Any]:
-    """One call to the server's API (outside the browser)."""
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(server.url("/api/v1" + path), data=data, method=method)
-    if data is not None:
-        request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=WAIT) as answer:
-            return answer.status, json.loads(answer.read() or b"null")
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read() or b"null")
-
-
-def token_of(server: ServerProcess, user: str) -> str:
-    status, tokens = api(server, "POST", "/auth/login", {"username": user, "password": PASSWORD})
-    assert status == 200, tokens
-    return str(tokens["access_token"])
-
-
-def eventually(what: str, check: Callable[[], Any], timeout: float = WAIT) -> Any:
-    """Poll ``check`` until it returns something true (bounded), and return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.1)
-
-
-def wait(driver: Any) -> WebDriverWait:
-    return WebDriverWait(driver, WAIT)
-
-
-def sign_in(driver: Any, server: ServerProcess, user: str = ALICE) -> None:
-    driver.get(server.url("/mail/"))
-    wait(driver).until(ec.visibility_of_element_located((By.ID, "username")))
-    driver.find_element(By.ID, "username").send_keys(user)
-    driver.find_element(By.ID, "password").send_keys(PASSWORD)
-    driver.find_element(By.ID, "signin-button").click()
-    wait(driver).until(ec.visibility_of_element_located(
-        (By.CSS_SELECTOR, '#folders li[data-folder="INBOX"]')))
-
-
-def message_item(driver: Any, subject: str) -> Any:
-    """The message list's entry with ``subject`` (waited for)."""
-    return wait(driver).until(ec.element_to_be_clickable((
-        By.XPATH, f'//ul[@id="messages"]/li[.//span[@class="subject"][text()="{subject}"]]')))
+# The helpers are the page tests' own (tests/web/page_harness.py).
+deliver = page_harness.deliver
+text_message = page_harness.text_message
+api = page_harness.api
+token_of = page_harness.token_of
+eventually = page_harness.eventually
+wait = page_harness.wait
+sign_in = page_harness.sign_in
+message_item = page_harness.message_item
 
 
 # -- tests ------------------------------------------------------------------------------------
