@@ -149,9 +149,13 @@ class SessionEvents:
 
     def _emit(self, level: LogLevel, format: str, **fields: Any) -> None:
         """What ``Logger.emit`` does, without its check of ``level`` against every level
-        (a sorted list built per call): rule 1, these events come several per message."""
+        (a sorted list built per call): rule 1, these events come several per message. Every
+        event names its protocol, listener and session."""
         log = self.log
         fields.update(
+            protocol=self.protocol,
+            listener=self.listener,
+            session=self.session,
             log_logger=log,
             log_level=level,
             log_namespace=log.namespace,
@@ -177,9 +181,6 @@ class SessionEvents:
             self.level,
             "{listener} {session} {peer} > {line}",
             mail_event=COMMAND,
-            protocol=self.protocol,
-            listener=self.listener,
-            session=self.session,
             peer=self.peer,
             verb=verb,
             line=line,
@@ -197,9 +198,6 @@ class SessionEvents:
                 self.level,
                 "{listener} {session} {peer} > {line}",
                 mail_event=COMMAND,
-                protocol=self.protocol,
-                listener=self.listener,
-                session=self.session,
                 peer=self.peer,
                 verb="",
                 line=redact_sasl(line),
@@ -218,9 +216,6 @@ class SessionEvents:
             self.level,
             "{listener} {session} {peer} < {text}",
             mail_event=REPLY,
-            protocol=self.protocol,
-            listener=self.listener,
-            session=self.session,
             peer=self.peer,
             verb=self.verb,
             code=code,
@@ -292,9 +287,6 @@ class SessionEvents:
             LogLevel.debug,
             "{queue_id}: {phase} from {client}: {result} ({reply})",
             mail_event=MESSAGE,
-            protocol=self.protocol,
-            listener=self.listener,
-            session=self.session,
             client=self.peer,
             result=_result(code),
             code=code,
