@@ -3,7 +3,7 @@
     .venv/bin/python bench/smtp_bench.py [--messages N] [--sessions 20] [--sizes 4096,102400]
         [--repeat 3] [--warmup 40] [--json PATH] [--quick] [--workdir DIR] [--keep]
         [--set SECTION.KEY=VALUE ...] [--postfix-set KEY=VALUE ...] [--skip-postfix]
-        [--workers 1,2]
+        [--workers 1,2] [--full-workers 2|none]
 
 For every message size, Postfix's ``smtp-source`` (``-s SESSIONS -m N -l SIZE``, one message
 per connection, no PIPELINING, no TLS) sends N messages for alice@example.org to
@@ -28,19 +28,31 @@ threads and interrupts (``kernel_cpu_ms_per_msg``: journal commits for fsync, lo
 shared by everything running, so only indicative), and so is the share of all CPUs that went
 to other processes during a run (``foreign_cpu_share``; the output warns above 10 %).
 
-The result is a table (and ``--json``) with msgs/s for both, the ratio ours/postfix and the
-issue's targets (>= 1.5x at 4 KB, >= 1.0x at 100 KB). Needs root and Debian's ``postfix``
-package (smtp-source is in it); with ``--skip-postfix`` only our server is measured.
-``--set`` changes our config (e.g. ``--set log.level=warn``), ``--postfix-set`` Postfix's
-main.cf (e.g. ``--postfix-set in_flow_delay=0``). ``--workers 1,2`` measures one server of
-ours per ``[smtp] workers`` value (``ours`` for 1, ``ours wN`` for N), interleaved with
-Postfix in the same run; the CPU of the worker processes counts as ours ("worker
-processes" in the parts), and a server is measured only once all its workers serve.
+Our server runs in two configurations (:data:`PROFILES`), each with a given ``[smtp]
+workers`` count, and every row says which: **ours wN** does the work the Postfix peer does
+(``filter.enabled = false``, ``msgauth.enabled = false``: no content filter, no
+SPF/DKIM/ARC/DMARC, everything else at its default, trace log and metrics included) with N
+processes; **full wN** is our full defaults (spam filter, rate limits, message
+authentication), so the cost of the checks stays visible. ``--workers`` gives the N of the
+``ours`` rows (default ``1,2``: the machine has two cores and Postfix uses both),
+``--full-workers`` those of the ``full`` rows (default ``2``; ``none`` for no such row).
+
+The result is a table (and ``--json``) with msgs/s for every row, each row's ratio to
+Postfix and the issue's targets (>= 1.5x at 4 KB, >= 1.0x at 100 KB), judged on the
+``ours`` row with the most workers (``ratio`` in the JSON; ``ratios`` has every row). Needs
+root and Debian's ``postfix`` package (smtp-source is in it); with ``--skip-postfix`` only
+our server is measured.
+``--set`` changes our config in every row, on top of its profile (e.g. ``--set
+log.level=warn``), ``--postfix-set`` Postfix's main.cf (e.g. ``--postfix-set
+in_flow_delay=0``). Every server of ours runs interleaved with Postfix in the same run; the
+CPU of the worker processes counts as ours ("worker processes" in the parts), and a server
+is measured only once all its workers serve.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pwd
 import statistics
@@ -73,6 +85,30 @@ CLIENT_HELO = "bench-client.example.net"
 #: The issue's targets: minimum ratio ours/postfix per message size.
 TARGETS = {4096: 1.5, 102400: 1.0}
 DEFAULT_SIZES = (4096, 102400)
+
+#: Our configurations: row prefix -> (settings on top of the bench's base config, what it is).
+PROFILES: dict[str, tuple[dict[str, Any], str]] = {
+    "ours": (
+        {"filter.enabled": False, "msgauth.enabled": False},
+        "the peer's work: no content filter, no SPF/DKIM/ARC/DMARC (filter.enabled = false, "
+        "msgauth.enabled = false), everything else default",
+    ),
+    "full": ({}, "our full defaults: spam filter, rate limits, SPF/DKIM/ARC/DMARC"),
+}
+
+
+def row_name(profile: str, workers: int) -> str:
+    """The table's name for our server in ``profile`` with ``workers`` processes."""
+    return f"{profile} w{workers}"
+
+
+def our_rows(
+    workers: tuple[int, ...], full_workers: tuple[int, ...]
+) -> list[tuple[str, str, int]]:
+    """(row name, profile, workers) of every server of ours, ``ours`` rows first."""
+    rows = [("ours", count) for count in dict.fromkeys(workers)]
+    rows += [("full", count) for count in dict.fromkeys(full_workers)]
+    return [(row_name(profile, count), profile, count) for profile, count in rows]
 
 
 def default_messages(size: int) -> int:
@@ -384,21 +420,38 @@ def run_bench(
     keep: bool = False,
     overrides: dict[str, Any] | None = None,
     postfix_overrides: dict[str, str] | None = None,
-    workers: tuple[int, ...] = (1,),
+    workers: tuple[int, ...] = (1, 2),
+    full_workers: tuple[int, ...] = (2,),
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Start both MTAs, warm them up, measure every size; the result document. One server
-    of ours per ``workers`` value; ``ratio`` is the first one's, ``ratios`` has each."""
+    of ours per row of :func:`our_rows`; ``ratio`` is the one of the ``ours`` row with the
+    most workers (the first row when there is none), ``ratios`` has each row's."""
     load_at_start = [round(x, 2) for x in os.getloadavg()]
+    rows = our_rows(workers, full_workers)
+    if not rows:
+        raise ValueError("no server of ours to measure: give --workers or --full-workers")
     ours_all = {
-        ("ours" if count == 1 else f"ours w{count}"): OurServer(
-            workdir / f"ours-w{count}",
+        name: OurServer(
+            workdir / name.replace(" ", "-"),
             max_connections_per_ip=max(100, sessions * 2),
-            overrides=overrides,
+            overrides={**PROFILES[profile][0], **(overrides or {})},
             workers=count,
         )
-        for count in dict.fromkeys(workers)
+        for name, profile, count in rows
     }
+    configurations = {
+        name: {
+            "profile": profile,
+            "description": PROFILES[profile][1],
+            "workers": count,
+            "settings": {**PROFILES[profile][0], **(overrides or {}), "smtp.workers": count},
+            "config": {k: v for k, v in ours_all[name].config.items() if k != "server"},
+        }
+        for name, profile, count in rows
+    }
+    same_work = [(count, name) for name, profile, count in rows if profile == "ours"]
+    judged = max(same_work)[1] if same_work else rows[0][0]
     data_dirs = [server.data_dir for server in ours_all.values()]
     servers.run_on_reactor(lambda: _provision_all(data_dirs))  # the reactor runs only once
     peer = (
@@ -433,6 +486,10 @@ def run_bench(
                     )
             for name, measured in runs.items():
                 row[name] = summarize(measured)
+                if name in configurations:
+                    row[name]["configuration"] = {
+                        k: configurations[name][k] for k in ("profile", "workers", "settings")
+                    }
             if peer is not None:
                 theirs = row["postfix"]["cpu_ms_per_msg"]
                 target_ratio = TARGETS.get(size)
@@ -448,7 +505,8 @@ def run_bench(
                         "cpu_ratio": cpu_ratio,
                         "target_met": None if target_ratio is None else ratio >= target_ratio,
                     }
-                first = row["ratios"][next(iter(ours_all))]
+                first = row["ratios"][judged]
+                row["judged"] = judged
                 row["ratio"] = first["ratio"]
                 row["cpu_ratio"] = first["cpu_ratio"]
                 row["target_met"] = first["target_met"]
@@ -468,15 +526,19 @@ def run_bench(
             "sizes": sizes,
             "warmup": warmup,
             "repeat": repeat,
-            "workers": [server.workers for server in ours_all.values()],
-            "ours_config": {  # the first server's; the others differ in smtp.workers only
-                k: v for k, v in next(iter(ours_all.values())).config.items() if k != "server"
-            },
+            "workers": list(dict.fromkeys(workers)),
+            "full_workers": list(dict.fromkeys(full_workers)),
+            "judged": judged,
+            "rows": configurations,
             "postfix_overrides": postfix_overrides or {},
             "client": "smtp-source (one message per connection)",
         },
         "results": results,
     }
+
+
+#: Width of the MTA column.
+NAME = 9
 
 
 def _mtas(row: dict[str, Any]) -> list[str]:
@@ -487,7 +549,7 @@ def _mtas(row: dict[str, Any]) -> list[str]:
 def render(document: dict[str, Any]) -> str:
     """The results as a plain-text table."""
     header = (
-        f"{'size':>7} {'MTA':<8} {'msgs':>5} {'accept s':>9} {'stored s':>9} {'msgs/s':>8} "
+        f"{'size':>7} {'MTA':<{NAME}} {'msgs':>5} {'accept s':>9} {'stored s':>9} {'msgs/s':>8} "
         f"{'CPU ms/msg':>10} {'client ms/msg':>13}"
     )
     lines = [header, "-" * len(header)]
@@ -495,7 +557,7 @@ def render(document: dict[str, Any]) -> str:
         for name in _mtas(row):
             r = row[name]
             lines.append(
-                f"{row['size']:>7} {name:<8} {r['messages']:>5} {r['accept_seconds']:>9.2f} "
+                f"{row['size']:>7} {name:<{NAME}} {r['messages']:>5} {r['accept_seconds']:>9.2f} "
                 f"{r['stored_seconds']:>9.2f} {r['msgs_per_sec']:>8.1f} "
                 f"{r['cpu_ms_per_msg']:>10.2f} {r['client_cpu_ms_per_msg']:>13.2f}"
             )
@@ -517,7 +579,11 @@ def render(document: dict[str, Any]) -> str:
             if name in row:
                 parts = row[name]["cpu_ms_per_msg_by_part"]
                 text = ", ".join(f"{k} {v:.2f}" for k, v in parts.items() if v >= 0.005)
-                lines.append(f"{row['size']:>7} {name:<8} {text}")
+                lines.append(f"{row['size']:>7} {name:<{NAME}} {text}")
+    lines.append("rows (the target is judged on the 'ours' row with the most workers):")
+    for name, described in document["config"].get("rows", {}).items():
+        settings = " ".join(f"{k}={json.dumps(v)}" for k, v in described["settings"].items())
+        lines.append(f"  {name:<{NAME}} {described['description']}; {settings}")
     facts = document["machine"]
     foreign = max(
         (
@@ -560,8 +626,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-postfix", action="store_true", help="measure our server only")
     parser.add_argument(
         "--workers",
-        default="1",
-        help="comma-separated [smtp] workers values, one server of ours each (e.g. 1,2)",
+        default="1,2",
+        help="comma-separated [smtp] workers values of the 'ours' rows (the peer's work: "
+        "filter and msgauth off), one server each",
+    )
+    parser.add_argument(
+        "--full-workers",
+        default="2",
+        help="comma-separated [smtp] workers values of the 'full' rows (our full defaults), "
+        "or 'none'",
     )
     servers.add_run_options(
         parser,
@@ -581,12 +654,10 @@ def main(argv: list[str] | None = None) -> int:
         print("smtp_bench: smtp-source not found (Debian package postfix)", file=sys.stderr)
         return 2
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
-    try:
-        workers = tuple(int(w) for w in args.workers.split(",") if w.strip())
-    except ValueError:
-        parser.error(f"--workers: not a comma-separated list of numbers: {args.workers!r}")
-    if not workers or min(workers) < 1:
-        parser.error("--workers: give one or more counts of at least 1, e.g. 1,2")
+    workers = _counts(parser, "--workers", args.workers)
+    full_workers = _counts(parser, "--full-workers", args.full_workers)
+    if not workers and not full_workers:
+        parser.error("--workers and --full-workers are both 'none': nothing of ours to measure")
     messages, sessions, warmup, repeat = args.messages, args.sessions, args.warmup, args.repeat
     if args.quick:
         messages, sessions, warmup, repeat = messages or 10, min(sessions, 5), 0, 1
@@ -606,10 +677,24 @@ def main(argv: list[str] | None = None) -> int:
             overrides=overrides,
             postfix_overrides=postfix_overrides,
             workers=workers,
+            full_workers=full_workers,
             log=lambda text: print(text, file=sys.stderr),
         )
     servers.report(document, render, args.json)
     return 0
+
+
+def _counts(parser: argparse.ArgumentParser, option: str, text: str) -> tuple[int, ...]:
+    """A comma-separated list of worker counts (each >= 1); ``none`` or empty is none."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        counts = tuple(int(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        parser.error(f"{option}: not a comma-separated list of numbers: {text!r}")
+    if not counts or min(counts) < 1:
+        parser.error(f"{option}: give counts of at least 1 (e.g. 1,2), or none")
+    return counts
 
 
 if __name__ == "__main__":
