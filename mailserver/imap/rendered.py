@@ -17,9 +17,12 @@ Design rules:
 
 from __future__ import annotations
 
+import struct
 from collections import OrderedDict
 
-__all__ = ["RenderedCache"]
+__all__ = ["RenderedCache", "stored"]
+
+_LENGTH = struct.Struct(">I")
 
 #: Bytes counted per entry on top of its value (key tuple, dict slot, bytes header).
 ENTRY_OVERHEAD = 200
@@ -63,3 +66,26 @@ class RenderedCache:
         while self.size > self.max_bytes:
             _, dropped = self._entries.popitem(last=False)
             self.size -= len(dropped) + ENTRY_OVERHEAD
+
+
+def stored(packed: bytes, tag: int, utf8: bool) -> bytes | None:
+    """The value of the item with one-letter ``tag`` (:data:`imap_render.ITEMS`, as an int)
+    in a stored form of :func:`mailserver.message.imap_render.pack`, its UTF-8 variant
+    (the tag in lower case) for a ``utf8`` client when one is stored; None when the item is
+    not there or the form is cut short. Scans the form in place, building no mapping."""
+    position, end = 0, len(packed)
+    found = None
+    variant = tag + 32
+    while position + 5 <= end:
+        kind = packed[position]
+        start = position + 5
+        position = start + _LENGTH.unpack_from(packed, start - 4)[0]
+        if position > end:
+            return None
+        if kind == tag:
+            found = packed[start:position]
+            if not utf8:
+                return found
+        elif utf8 and kind == variant:
+            return packed[start:position]
+    return found

@@ -242,6 +242,18 @@ class MaildirMailbox:
             for uid, record, modseq, flags, object_meta in found:
                 yield self._message(uid, record, modseq, flags, object_meta)
 
+    def records(
+        self, uids: Iterable[int], rendered: bool = False
+    ) -> Iterator[tuple[int, frozenset[str], int, int, float, str, bytes | None]]:
+        wanted = iter(uids)
+        while True:
+            chunk = list(itertools.islice(wanted, CHUNK))
+            if not chunk:
+                return
+            with self.store.db.read() as txn:
+                found = index.records(txn, self.folder_id, chunk, rendered)
+            yield from found
+
     def _message(
         self,
         uid: int,

@@ -333,6 +333,18 @@ class MemoryMailbox:
             if entry is not None:
                 yield self._message(uid, entry, meta)
 
+    def records(
+        self, uids: Iterable[int], rendered: bool = False
+    ) -> Iterator[tuple[int, frozenset[str], int, int, float, str, bytes | None]]:
+        # Nothing is kept rendered here: ``packed`` is always None.
+        entries, objects = self._folder.entries, self.account.store.objects
+        for uid in uids:
+            entry = entries.get(uid)
+            if entry is not None:
+                size = len(objects[entry.object_id].data)
+                object_id = entry.object_id
+                yield (uid, entry.flags, entry.modseq, size, entry.internaldate, object_id, None)
+
     def _message(self, uid: int, entry: _Entry, meta: bool | str) -> MemoryMessage:
         obj = self.account.store.objects[entry.object_id]
         info = MessageInfo(

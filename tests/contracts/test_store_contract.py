@@ -17,7 +17,7 @@ from mailserver.errors import (
     NoSuchUser,
 )
 from mailserver.interfaces import IAccount, IMailbox, IMailStore, IMessage
-from mailserver.message import mime
+from mailserver.message import imap_render, mime
 from mailserver.testing import MemoryStore
 from mailserver.types import DELETED, SEEN, FlagMode, SpamVerdict, SpecialUse
 
@@ -165,6 +165,29 @@ class StoreContract:
         assert [m.info.envelope for m in envelopes] == [m.info.envelope for m in full]
         assert all(m.info.bodystructure == {} for m in envelopes)
         assert list(inbox.messages([])) == []
+
+    @pytest_twisted.ensureDeferred
+    async def test_records_are_the_index_fields_of_messages(self, inbox):
+        """records() gives, for the present UIDs in order (absent ones skipped), the tuple
+        (uid, flags, modseq, size, internaldate, object_id, packed) with the values
+        messages() gives; packed is None unless rendered items are asked for, and then it
+        is None or holds the stored form of what messages(meta="rendered") gives."""
+        uids = [await self.append(inbox, n, flags=[SEEN] if n % 2 else []) for n in range(4)]
+        await inbox.expunge([uids[1]])
+        await inbox.store_flags([uids[2]], ["$Label"], FlagMode.ADD)
+        wanted = [uids[0], uids[1], uids[2], uids[3], uids[3] + 100]
+        infos = [m.info for m in inbox.messages(wanted, meta="rendered")]
+        expected = [(i.uid, i.flags, i.modseq, i.size, i.internaldate, i.object_id) for i in infos]
+        plain = list(inbox.records(iter(wanted)))
+        assert [record[:6] for record in plain] == expected
+        assert all(record[6] is None for record in plain)
+        assert plain[1][1] == frozenset({"$Label"})
+        full = list(inbox.records(wanted, rendered=True))
+        assert [record[:6] for record in full] == expected
+        for record, info in zip(full, infos):
+            if record[6] is not None:
+                assert imap_render.unpack(record[6]) == dict(info.rendered)
+        assert list(inbox.records([])) == []
 
     @pytest_twisted.ensureDeferred
     async def test_uids_strictly_ascend(self, inbox):

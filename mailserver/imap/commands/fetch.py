@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from mailserver.errors import MailError
 from mailserver.imap import response
 from mailserver.imap.commands.base import Result, bad, no
+from mailserver.imap.commands.fetch_index import IndexFetch
 from mailserver.imap.commands.sections import (
     Node,
     UnknownEncoding,
@@ -263,12 +264,21 @@ async def _responses(
     assert view is not None
     plan = _Plan.of(items)
     render = _Renderer(session, items)
+    indexed = IndexFetch.of(view, items, session.utf8, session.factory.rendered)
     missing = False
     if vanished:
         yield b"".join(vanished)
     for start in range(0, len(pairs), GROUP):
         group = pairs[start : start + GROUP]
         uids = sorted({u for _, u in group})
+        if indexed is not None:  # every item from the index: one loop, one buffer
+            found, records = indexed.align(group, view.mailbox.records(uids, indexed.wants))
+            missing = missing or len(found) < len(group)
+            lines = indexed.lines(found, records)
+            if lines is not None:
+                if lines:
+                    yield lines
+                continue
         held: dict[int, dict[str, bytes]] = {}
         if plan.cacheable:
             # The items as rendered at delivery where the store keeps them (the parse
