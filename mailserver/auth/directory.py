@@ -22,6 +22,7 @@ from zope.interface import implementer
 
 from mailserver.auth.passwords import hash_password, verify_password
 from mailserver.db import Database, Snapshot, Txn
+from mailserver.db.env import current_generation
 from mailserver.db.schema import load
 from mailserver.errors import (
     AlreadyExists,
@@ -329,12 +330,47 @@ class DirectoryRules:
             self._expand(target, found, seen, depth + 1)
 
 
+#: Look-ups a directory keeps per process before it starts afresh.
+MEMO_SIZE = 10_000
+
+
 class LmdbDirectory(DirectoryRules):
-    """The directory in the shared LMDB index (tables ``domains``, ``users``, ``aliases``)."""
+    """The directory in the shared LMDB index (tables ``domains``, ``users``, ``aliases``).
+
+    :meth:`resolve`, :meth:`has_domain` and :meth:`get_user`, the look-ups every SMTP RCPT
+    and delivery makes, are kept per process, each with the index's directory generation
+    (:func:`mailserver.db.env.generation`) read *before* it was computed; an answer is used
+    again only while the generation is unchanged. Every write to the three tables, from
+    this process or another (the CLI), changes the generation in the same commit, so a
+    kept answer is never older than the latest commit its look-up could see: a deleted
+    user or domain is refused at once."""
 
     def __init__(self, db: Database | Snapshot, reactor: Any, bcrypt_cost: int = 12) -> None:
         super().__init__(reactor, bcrypt_cost)
         self.db = db
+        self._memo: dict[tuple[str, str], tuple[bytes | None, Any]] = {}
+
+    def _kept(self, kind: str, key: str, compute: Callable[[str], Any]) -> Any:
+        """``compute(key)``, or its earlier answer while the generation is unchanged."""
+        now = current_generation(self.db)
+        hit = self._memo.get((kind, key))
+        if hit is not None and hit[0] == now:
+            return hit[1]
+        value = compute(key)
+        if len(self._memo) >= MEMO_SIZE:
+            self._memo.clear()
+        self._memo[(kind, key)] = (now, value)
+        return value
+
+    def resolve(self, address: str) -> list[str]:
+        return list(self._kept("resolve", address, super().resolve))
+
+    def has_domain(self, name: str) -> bool:
+        return bool(self._kept("domain", name, super().has_domain))
+
+    def get_user(self, address: str) -> User | None:
+        user: User | None = self._kept("user", address, super().get_user)
+        return user
 
     def _get(self, table: str, key: str) -> Any:
         with self.db.read() as txn:

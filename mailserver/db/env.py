@@ -31,6 +31,27 @@ log = Logger()
 #: At most this many writes share one transaction.
 MAX_BATCH = 256
 
+#: Sub-databases whose records per-process caches keep (the directory's domains, users and
+#: aliases; each account's folder-name map): any put or delete in one of them, and a delete
+#: in ``accounts``, bumps :data:`GENERATION_KEY` in the same transaction, whichever process
+#: writes. A cache keyed on :func:`generation` is therefore never staler than the snapshot
+#: it read the generation from (e.g. a user deleted by the CLI is seen at the next look-up).
+GENERATIONAL = frozenset({b"domains", b"users", b"aliases", b"folders"})
+#: The ``meta`` key of the directory generation (an opaque counter; compare, never parse).
+GENERATION_KEY = b"directory_generation"
+
+
+def generation(txn: Txn) -> bytes | None:
+    """The directory generation seen by ``txn`` (None before the first change)."""
+    return txn.get(b"meta", GENERATION_KEY)
+
+
+def current_generation(db: Database | Snapshot) -> bytes | None:
+    """The directory generation now: :func:`generation` in a snapshot of its own (one LMDB
+    read, cheap enough for every look-up on the reactor thread)."""
+    with db.env.begin(write=False) as raw:
+        return raw.get(GENERATION_KEY, db=db.dbs[b"meta"])
+
 
 class Txn:
     """A transaction plus the sub-database handles, passed to write functions and readers."""
@@ -40,6 +61,7 @@ class Txn:
         self.dbs = dbs
         self._after: list[Callable[[], None]] = []
         self._before: dict[Any, Callable[[], None]] = {}
+        self._bumped = False
 
     def get(self, table: bytes, key: bytes) -> bytes | None:
         value = self.raw.get(key, db=self.dbs[table])
@@ -47,9 +69,21 @@ class Txn:
 
     def put(self, table: bytes, key: bytes, value: bytes) -> None:
         self.raw.put(key, value, db=self.dbs[table])
+        if table in GENERATIONAL and not self._bumped:
+            self._bump_generation()
 
     def delete(self, table: bytes, key: bytes) -> bool:
-        return bool(self.raw.delete(key, db=self.dbs[table]))
+        deleted = bool(self.raw.delete(key, db=self.dbs[table]))
+        if (table in GENERATIONAL or table == b"accounts") and not self._bumped:
+            self._bump_generation()
+        return deleted
+
+    def _bump_generation(self) -> None:
+        """Count a change to the cached tables, once per transaction (rolled back with it)."""
+        self._bumped = True
+        meta = self.dbs[b"meta"]
+        current = self.raw.get(GENERATION_KEY, db=meta)
+        self.raw.put(GENERATION_KEY, b"%d" % (int(bytes(current)) + 1 if current else 1), db=meta)
 
     def get_json(self, table: bytes, key: bytes) -> Any:
         raw = self.get(table, key)

@@ -17,12 +17,14 @@ from collections.abc import Mapping
 from functools import partial
 from typing import Any, BinaryIO
 
-from twisted.internet.defer import Deferred, inlineCallbacks, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mailserver import durable
 from mailserver.db import Txn
+from mailserver.db.env import current_generation
 from mailserver.errors import MailError, NoSuchUser
 from mailserver.interfaces import (
     IClassified,
@@ -33,10 +35,15 @@ from mailserver.interfaces import (
 )
 from mailserver.store import index, maildir, quota, sketch
 from mailserver.store.mailbox import MaildirMailbox, spam_record
-from mailserver.store.maildir_store import MaildirStore
+from mailserver.store.maildir_store import MaildirAccount, MaildirStore, canonical
 from mailserver.types import Address, Envelope, SpamVerdict, SpecialUse
 
 log = Logger(namespace="mailserver.store")
+
+#: Accounts whose INBOX a target keeps per process before it starts afresh.
+MEMO_SIZE = 10_000
+#: The limits of an account with no quota (:meth:`mailserver.store.quota.QuotaRules.limits`).
+NO_LIMIT = (None, None)
 
 
 def return_path(envelope: Envelope) -> bytes:
@@ -47,14 +54,44 @@ def return_path(envelope: Envelope) -> bytes:
 
 @implementer(IDeliveryTarget)
 class LocalDeliveryTarget:
-    """Delivers to the INBOX of each local account that a recipient resolves to."""
+    """Delivers to the INBOX of each local account that a recipient resolves to.
+
+    Each account's INBOX (its folder id, name and directory) is kept per process with the
+    index's directory generation read before it was looked up (:mod:`mailserver.db.env`):
+    creating, renaming or deleting a folder or deleting an account, in any process, changes
+    the generation, so a kept INBOX is used only while no such change has committed. Only
+    accounts that exist are kept; an unknown one is looked up every time."""
 
     def __init__(self, store: MaildirStore, directory: IUserDirectory) -> None:
         self.store = store
         self.directory = directory
+        self._inboxes: dict[str, tuple[bytes | None, int, str, str, str]] = {}
 
     def start(self, envelope: Envelope) -> LocalDelivery:
         return LocalDelivery(self, envelope)
+
+    def inbox(self, address: str) -> MaildirMailbox | None:
+        """The INBOX of the account ``address`` (canonical), None when there is none."""
+        store = self.store
+        now = current_generation(store.db)
+        hit = self._inboxes.get(address)
+        if hit is None or hit[0] != now:
+            with store.db.read() as txn:
+                record = index.account(txn, address)
+                fid = None if record is None else index.folder_id(txn, address, "INBOX")
+                if record is None or fid is None:
+                    return None
+                folder = index.folder(txn, fid)
+            if len(self._inboxes) >= MEMO_SIZE:
+                self._inboxes.clear()
+            account_path = os.path.join(store.root, record["dirname"])
+            dirname = folder.get("dirname")
+            if dirname is None:
+                dirname = maildir.folder_dirname(folder["name"])
+            hit = (now, fid, folder["name"], account_path, os.path.join(account_path, dirname))
+            self._inboxes[address] = hit
+        _now, fid, name, account_path, path = hit
+        return MaildirMailbox(MaildirAccount(store, address, account_path), fid, name, path)
 
 
 def _link(source: str, final: str, fsync: bool) -> None:
@@ -91,44 +128,55 @@ class LocalDelivery:
         self._spam = verdict
 
     def _folder(self, address: str) -> MaildirMailbox:
-        account = self.target.store.account(address)
         if self._special_use is not None:
+            account = self.target.store.account(address)
             for info in account.list_folders():
                 if info.special_use == self._special_use:
                     return account.folder(info.name)
-        return account.folder("INBOX")
+        inbox = self.target.inbox(canonical(address))
+        if inbox is None:
+            raise NoSuchUser(detail=address)
+        return inbox
 
     def add_recipient(
         self, address: Address, params: Mapping[str, str] | None = None
     ) -> Deferred[None]:
-        def check() -> None:
-            local = [
-                a
-                for a in self.target.directory.resolve(str(address))
-                if self.target.store.has_account(a)
-            ]
-            if not local:
-                raise NoSuchUser(detail=str(address))
-            # RFC 9208 / RFC 3463 X.2.2: a full mailbox refuses the recipient here (452
-            # 4.2.2, or 552 5.2.2 when the declared SIZE can never fit); the commit checks
-            # again with the real size.
+        try:
+            self._check_recipient(address)
+        except Exception:
+            return fail()
+        return succeed(None)
+
+    def _check_recipient(self, address: Address) -> None:
+        target = self.target
+        local = [a for a in target.directory.resolve(str(address)) if target.inbox(canonical(a))]
+        if not local:
+            raise NoSuchUser(detail=str(address))
+        # RFC 9208 / RFC 3463 X.2.2: a full mailbox refuses the recipient here (452 4.2.2,
+        # or 552 5.2.2 when the declared SIZE can never fit); the commit checks again with
+        # the real size. An account with no limit has nothing to check.
+        store = target.store
+        limited = [
+            (a, limits) for a in local if (limits := store.quota_rules.limits(a)) != NO_LIMIT
+        ]
+        if limited:
             declared = _declared_size(self.envelope)
-            store = self.target.store
             with store.db.read() as txn:
-                for account in local:
-                    limits = store.quota_rules.limits(account)
+                for account, limits in limited:
                     quota.check(txn, account, limits, max(declared, 1), 1)
-            for account in local:
-                self._accounts[account] = None
+        for account in local:
+            self._accounts[account] = None
 
-        return maybeDeferred(check)
-
-    @inlineCallbacks
-    def body(self, source: BinaryIO) -> Any:
+    def body(self, source: BinaryIO) -> Deferred[None]:
         if not self._accounts:
-            raise MailError("no valid recipients", detail="body before any accepted recipient")
+            return fail(
+                MailError("no valid recipients", detail="body before any accepted recipient")
+            )
+        try:
+            self._inboxes = [self._folder(a) for a in self._accounts]
+        except Exception:
+            return fail()
         store = self.target.store
-        self._inboxes = [self._folder(a) for a in self._accounts]
         first = self._inboxes[0]
 
         def write() -> tuple[str, int, index.Record]:
@@ -148,15 +196,17 @@ class LocalDelivery:
                 meta["spam"] = spam_record(self._spam)
             return base, size, meta
 
-        self._written = yield store.in_thread(write)
+        def written(result: tuple[str, int, index.Record]) -> None:
+            self._written = result
 
-    @inlineCallbacks
-    def commit(self) -> Any:
+        return store.in_thread(write).addCallback(written)
+
+    def commit(self) -> Deferred[list[int]]:
         if self._done:
-            raise MailError("transaction already finished")
+            return fail(MailError("transaction already finished"))
         self._done = True
         if self._written is None:
-            raise MailError("no message body", detail="commit before body")
+            return fail(MailError("no message body", detail="commit before body"))
         store = self.target.store
         base, size, meta = self._written
         inboxes = self._inboxes
@@ -164,7 +214,11 @@ class LocalDelivery:
         received = self.envelope.received_at or None
         fsync = store.fsync
 
-        limits = [(m.account.address, store.quota_rules.limits(m.account.address)) for m in inboxes]
+        limits = [
+            (address, limit)
+            for address in (m.account.address for m in inboxes)
+            if (limit := store.quota_rules.limits(address)) != NO_LIMIT
+        ]
         bases = [base] + [maildir.unique_name() for _ in inboxes[1:]]
 
         def op(txn: Txn) -> list[int]:
@@ -184,32 +238,33 @@ class LocalDelivery:
                 for mailbox, name in zip(inboxes, bases)
             ]
 
-        try:
-            uids = yield store.write(op)
-        except Exception:
+        def not_committed(failure: Failure) -> Deferred[Any]:
             # Not committed (over quota, index full, a failed commit): the sender hears so
             # and may send again, so no file may stay for start-up recovery to index.
             files = [os.path.join(inboxes[0].path, "tmp", base)] + [
                 os.path.join(mailbox.path, "new", name) for mailbox, name in zip(inboxes, bases)
             ]
-            yield store.in_thread(_unlink_all_quietly, files)
-            raise
-        for mailbox in inboxes:
-            store.changes.notify(mailbox.account.address, mailbox.name)
-        envelope = self.envelope
-        log.info(  # the trace's storage record (mailserver.trace.observer: stored)
-            "{smtp_id}: stored as {object_id} in {places}",
-            mail_event="stored",
-            smtp_id=envelope.queue_id,
-            message_id=str(meta["envelope"].get("message_id") or ""),
-            object_id=object_id,
-            places=[[m.account.address, m.name, uid] for m, uid in zip(inboxes, uids)],
-            sender="" if envelope.sender is None else str(envelope.sender),
-            client=envelope.client_address,
-            helo=envelope.helo,
-            authenticated_as=envelope.authenticated_as,
-        )
-        return uids
+            return store.in_thread(_unlink_all_quietly, files).addCallback(lambda _: failure)
+
+        def committed(uids: list[int]) -> list[int]:
+            for mailbox in inboxes:
+                store.changes.notify(mailbox.account.address, mailbox.name)
+            envelope = self.envelope
+            log.info(  # the trace's storage record (mailserver.trace.observer: stored)
+                "{smtp_id}: stored as {object_id} in {places}",
+                mail_event="stored",
+                smtp_id=envelope.queue_id,
+                message_id=str(meta["envelope"].get("message_id") or ""),
+                object_id=object_id,
+                places=[[m.account.address, m.name, uid] for m, uid in zip(inboxes, uids)],
+                sender="" if envelope.sender is None else str(envelope.sender),
+                client=envelope.client_address,
+                helo=envelope.helo,
+                authenticated_as=envelope.authenticated_as,
+            )
+            return uids
+
+        return store.write(op).addCallbacks(committed, not_committed)
 
     def abort(self) -> Deferred[None]:
         if self._done:

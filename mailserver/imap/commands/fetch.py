@@ -3,11 +3,13 @@
 Metadata (FLAGS, UID, INTERNALDATE, RFC822.SIZE, ENVELOPE, BODYSTRUCTURE) comes from the
 index, read a group of messages at a time (:meth:`IMailbox.messages`), the objects' parse
 results only when an item needs them; message bytes are read only for the items that need
-them, in the thread pool, a bounded batch at a time, and for the top-level header items
-(``BODY[HEADER]``, ``HEADER.FIELDS``, ``RFC822.HEADER``) only up to the end of the header
-block. The responses are a stream (:attr:`Result.stream`): each batch is written before the
-next is read, so a ``FETCH 1:* BODY[]`` holds at most a batch (about :data:`BATCH_BYTES`, or
-one bigger message) and what the transport buffers. A fetch of a body section without
+them, in the thread pool (a few small files on the reactor thread: :func:`_inline`), a
+bounded batch at a time, and for the top-level header items (``BODY[HEADER]``,
+``HEADER.FIELDS``, ``RFC822.HEADER``) only up to the end of the header block. The responses
+are a stream (:attr:`Result.stream`): each batch is written before the next is read, so a
+``FETCH 1:* BODY[]`` holds at most a batch (about :data:`BATCH_BYTES`, or one bigger
+message) and what the transport buffers; a FETCH of one message is answered whole, so its
+response and the tagged line go out in one write. A fetch of a body section without
 ``.PEEK`` sets ``\\Seen`` first (not in a read-only mailbox) and then reports the new FLAGS
 with the message (RFC 9051 §6.4.5).
 A message that another session expunged keeps its number until the client may be told
@@ -61,6 +63,10 @@ GROUP = 512
 #: message), are read in one trip to the thread pool and written as one output chunk.
 BATCH = 64
 BATCH_BYTES = 1 << 20
+#: A batch of at most this many files, and for whole files of at most INLINE_BYTES in all,
+#: is read on the reactor thread instead of in the thread pool (:func:`_inline`).
+INLINE_FILES = 2
+INLINE_BYTES = 128 << 10
 #: Read size while looking for the end of a header block.
 _HEADER_READ = 8192
 _HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
@@ -116,7 +122,13 @@ async def fetch(session: Session, command: Command) -> Result:
         items.append(FetchAtt("FLAGS"))
     _implicit_modseq(session, args, items)
     result = Result(text=f"{command.name} completed")
-    result.stream = _responses(session, items, pairs, vanished, result, args.uid)
+    stream = _responses(session, items, pairs, vanished, result, args.uid)
+    if len(pairs) <= 1 and not vanished:
+        # One message is one chunk anyway: answered whole, its response goes out in the
+        # same write as the tagged line (one TLS record, one send) instead of two.
+        result.untagged = [chunk async for chunk in stream]
+    else:
+        result.stream = stream
     return result
 
 
@@ -298,7 +310,11 @@ async def _responses(
             for kind, reader in (("full", read_messages), ("header", read_headers)):
                 wanted = [i for i, (_, _, reads) in enumerate(batch) if reads == kind]
                 if wanted:
-                    read = await session.in_thread(reader, [batch[i][1] for i in wanted])
+                    chosen = [batch[i][1] for i in wanted]
+                    if _inline(chosen):
+                        read = reader(chosen)
+                    else:
+                        read = await session.in_thread(reader, chosen)
                     for i, data in zip(wanted, read):
                         datas[i] = data
             out = []
@@ -321,6 +337,17 @@ async def _responses(
         result.status = "NO"
         result.text = "Some of the requested messages no longer exist"
         result.code = b"EXPUNGEISSUED"
+
+
+def _inline(messages: list[IMessage]) -> bool:
+    """Whether these files are read on the reactor thread: a few small ones, which cost less
+    to read there (tens of microseconds each from the page cache) than a trip to the thread
+    pool and back (thread wake-ups, GIL hand-offs, Deferred callbacks); anything bigger or
+    more numerous goes to the pool (DESIGN: big file I/O never blocks the reactor)."""
+    # A header block is read up to its end, which may be the whole file: the sizes count.
+    if len(messages) > INLINE_FILES:
+        return False
+    return sum(message.info.size for message in messages) <= INLINE_BYTES
 
 
 def _implicit_modseq(session: Session, args: Fetch, items: list[FetchItem]) -> None:
