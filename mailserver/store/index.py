@@ -427,34 +427,84 @@ def store_flags(
     """Change flags; every changed message gets the same new modseq (RFC 7162 §3.1.3 allows
     one modseq per command). With ``unchangedsince``, a message whose modseq is above it is
     left alone (RFC 7162 §3.1.3 UNCHANGEDSINCE). Returns ((new state, old flags, file base)
-    per changed message, UIDs left alone by ``unchangedsince``)."""
+    per changed message, UIDs left alone by ``unchangedsince``).
+
+    Per message: one look-up of its flags, the flags value and the two ``modseq`` log keys
+    written, and its file base read from the record's text (:func:`_record_base`). What a
+    flags value becomes is worked out once per distinct value (:func:`_flag_step`): a folder
+    has few distinct flag sets, so ``STORE 1:*`` decodes and encodes flags a handful of
+    times, not once per message (issue 6)."""
     fid = record["id"]
     modseq = record["highestmodseq"] + 1
+    raw = txn.raw
+    get, put, delete = raw.get, raw.put, raw.delete
+    flags_db, log_db, messages_db = txn.dbs[b"flags"], txn.dbs[b"modseq"], txn.dbs[b"messages"]
+    prefix = u32(fid)
+    head = modseq.to_bytes(8, "big")
+    log_head = prefix + head
+    steps: dict[bytes, _Step | None] = {}
     changed = []
     refused = []
+    unseen = 0
     for uid in sorted(set(uids)):
-        key = msg_key(fid, uid)
-        raw = txn.get(b"flags", key)
-        if raw is None:
+        uid_key = uid.to_bytes(4, "big")
+        key = prefix + uid_key
+        value = get(key, db=flags_db)
+        if value is None:
             continue
-        old_modseq, old = decode_flags(raw)
-        if unchangedsince is not None and old_modseq > unchangedsince:
+        value = bytes(value)
+        old_modseq = value[:8]
+        if unchangedsince is not None and int.from_bytes(old_modseq, "big") > unchangedsince:
             refused.append(uid)
             continue
-        new = combine(old, given, mode)
-        if new == old:
+        tail = value[8:]
+        if tail in steps:
+            step = steps[tail]
+        else:
+            step = steps[tail] = _flag_step(tail, given, mode)
+        if step is None:
             continue
-        txn.put(b"flags", key, encode_flags(modseq, new))
-        txn.delete(b"modseq", modseq_uid_key(fid, old_modseq, uid))
-        txn.put(b"modseq", modseq_uid_key(fid, modseq, uid), b"")
-        if (SEEN in old) != (SEEN in new):
-            record["unseen"] += 1 if SEEN in old else -1
-        base = txn.get_json(b"messages", key)["base"]
+        new_tail, old, new, unseen_change = step
+        put(key, head + new_tail, db=flags_db)
+        delete(prefix + old_modseq + uid_key, db=log_db)
+        put(log_head + uid_key, b"", db=log_db)
+        unseen += unseen_change
+        base = _record_base(bytes(get(key, db=messages_db)))
         changed.append((FlagInfo(uid, new, modseq), old, base))
     if changed:
+        record["unseen"] += unseen
         record["highestmodseq"] = modseq
         update_folder(txn, record)
     return changed, refused
+
+
+#: What one flags value becomes in a STORE: (new value after the modseq, old flags, new
+#: flags, change of the folder's unseen count); None when the flags stay as they are.
+_Step = tuple[bytes, frozenset[str], frozenset[str], int]
+
+
+def _flag_step(tail: bytes, given: frozenset[str], mode: FlagMode) -> _Step | None:
+    old = flag_set(tail)
+    new = combine(old, given, mode)
+    if new == old:
+        return None
+    return encode_flags(0, new)[8:], old, new, int(SEEN in old) - int(SEEN in new)
+
+
+#: How a ``messages`` record written by :func:`add_message` starts: the file base first.
+_BASE_FIRST = b'{"base":"'
+
+
+def _record_base(raw: bytes) -> str:
+    """The file base of a message record without decoding the rest of it: the record is
+    written base first (:func:`add_message`), and a base with no backslash (maildir names
+    have none but an escaped host name's) is its JSON text as it is."""
+    if raw.startswith(_BASE_FIRST):
+        end = raw.find(b'"', len(_BASE_FIRST))
+        text = raw[len(_BASE_FIRST) : end]
+        if end > 0 and b"\\" not in text:
+            return text.decode()
+    return str(load(raw)["base"])
 
 
 def remove_messages(

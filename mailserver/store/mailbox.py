@@ -76,16 +76,33 @@ def find_file(folder_path: str, base: str, flags: frozenset[str]) -> str:
     raise NoSuchMessage(detail=f"file {base} is missing: run mailserver reindex")
 
 
-def _rename_flags(folder_path: str, base: str, old: frozenset[str], new: frozenset[str]) -> None:
-    old_name, new_name = maildir.file_name(base, old), maildir.file_name(base, new)
-    if old_name != new_name:
-        try:
-            os.rename(
-                os.path.join(folder_path, "cur", old_name),
-                os.path.join(folder_path, "cur", new_name),
-            )
-        except FileNotFoundError:
-            pass
+def _rename_flags(
+    folder_path: str, renames: list[tuple[str, frozenset[str], frozenset[str]]]
+) -> None:
+    """After a flag change's commit, on the writer thread: rename each (base, old flags, new
+    flags) file in ``cur/`` to mirror its new flags (no fsync: the index is the truth). The
+    renames are relative to ``cur/`` opened once, and each distinct flag set's suffix is
+    worked out once; a file that is not where its old flags say is left alone."""
+    suffixes: dict[frozenset[str], str] = {}
+    try:
+        cur = os.open(os.path.join(folder_path, "cur"), os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:  # the folder is gone
+        return
+    try:
+        for base, old, new in renames:
+            old_suffix = suffixes.get(old)
+            if old_suffix is None:
+                old_suffix = suffixes[old] = maildir.flags_suffix(old)
+            new_suffix = suffixes.get(new)
+            if new_suffix is None:
+                new_suffix = suffixes[new] = maildir.flags_suffix(new)
+            if old_suffix != new_suffix:
+                try:
+                    os.rename(base + old_suffix, base + new_suffix, src_dir_fd=cur, dst_dir_fd=cur)
+                except FileNotFoundError:
+                    pass
+    finally:
+        os.close(cur)
 
 
 def _unlink(folder_path: str, base: str, flags: frozenset[str]) -> None:
@@ -387,7 +404,8 @@ class MaildirMailbox:
                 txn, self._record(txn), wanted, given, mode, unchangedsince
             )
             renames = [(base, old, info.flags) for info, old, base in changed]
-            txn.after_commit(lambda: [_rename_flags(self.path, *r) for r in renames])
+            if renames:
+                txn.after_commit(lambda: _rename_flags(self.path, renames))
             return [info for info, _old, _base in changed], refused
 
         return self.store.write(op).addCallback(self._changed)
