@@ -66,6 +66,7 @@ from mailserver.smtp.transaction import (
     new_queue_id,
     sequence_hint,
 )
+from mailserver.smtp.wire import send_now
 from mailserver.types import Envelope, Peer
 
 if TYPE_CHECKING:
@@ -75,6 +76,7 @@ log = Logger(namespace="mailserver.smtp")
 
 #: Pause reading from the socket when this much input waits behind a pending reply.
 PAUSE_AT = 1 << 18
+
 
 
 class ESMTPServer(SessionLimits, MessageContent, Protocol):
@@ -331,7 +333,9 @@ class ESMTPServer(SessionLimits, MessageContent, Protocol):
         """The one writer: one ``write`` per reply; close after 221/421/521."""
         if self._closing:
             return
-        self.transport.write(reply.encode())
+        data = reply.encode()
+        if not send_now(self.transport, data):
+            self.transport.write(data)
         self.events.reply(str(reply.code), lambda: " | ".join(reply.lines()), reply.enhanced)
         if reply.close:
             self._closing = True
