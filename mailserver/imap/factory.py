@@ -3,7 +3,8 @@
 Design rule: the factory holds no global state. A session gets its account from the portal
 (``portal.login(credentials, None, IAccount)``), its limits from :class:`IMAPPolicy` and its
 TLS context from ``tls``. What sessions of one listener share lives here: the connection
-counts and the serialised ENVELOPE/BODYSTRUCTURE cache (:mod:`mailserver.imap.rendered`).
+counts, the serialised ENVELOPE/BODYSTRUCTURE cache (:mod:`mailserver.imap.rendered`) and
+the snapshots of selected folders (:mod:`mailserver.imap.snapshots`).
 IDLE sessions are woken by the store's change notices, not through the factory (see
 :mod:`mailserver.imap.commands.idle`). Which UIDs have
 been seen as \\Recent (see :class:`RecentClaims`) is per server, not per listener: pass the
@@ -13,6 +14,7 @@ same claims to every IMAP factory of one process.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +28,7 @@ from mailserver.imap.grammar import (
 )
 from mailserver.imap.rendered import RenderedCache
 from mailserver.imap.server import IMAPServer
+from mailserver.imap.snapshots import FolderSnapshots
 from mailserver.interfaces import IJunkFeedback
 from mailserver.listener import ListenerFactory
 
@@ -86,7 +89,7 @@ class RecentClaims:
     def __init__(self) -> None:
         self._claimed: dict[tuple[str, str, int], int] = {}
 
-    def recent(self, key: tuple[str, str, int], uids: list[int], claim: bool) -> set[int]:
+    def recent(self, key: tuple[str, str, int], uids: Sequence[int], claim: bool) -> set[int]:
         """The UIDs among ``uids`` (ascending) that are recent for this session."""
         last = uids[-1] if uids else 0
         claimed = self._claimed.get(key)
@@ -98,7 +101,7 @@ class RecentClaims:
             self._claimed[key] = last
         return found
 
-    def count(self, key: tuple[str, str, int], uids: list[int]) -> int:
+    def count(self, key: tuple[str, str, int], uids: Sequence[int]) -> int:
         """How many of ``uids`` nobody has claimed yet (STATUS RECENT)."""
         claimed = self._claimed.get(key)
         return 0 if claimed is None else sum(1 for uid in uids if uid > claimed)
@@ -126,6 +129,8 @@ class IMAPFactory(ListenerFactory):
         self.recent = RecentClaims() if recent is None else recent
         #: Serialised ENVELOPE/BODYSTRUCTURE per message object, shared by the sessions.
         self.rendered = RenderedCache()
+        #: What SELECT read of each folder, reused while the folder is unchanged.
+        self.snapshots = FolderSnapshots()
 
     def buildProtocol(self, addr: Any) -> IMAPServer:
         return IMAPServer(self)

@@ -21,17 +21,24 @@ UID FETCH ... VANISHED).
 Detecting changes is cheap when nothing changed: the folder's (UIDNEXT, EXISTS, HIGHESTMODSEQ)
 are compared with the last ones seen; only when they differ are the new UIDs read, and only
 when the counts do not add up is the whole UID list read again.
+
+The view's UIDs are an ``array('I')`` (4 bytes a message). Opening a folder whose snapshot the
+listener keeps at the folder's current state (:mod:`mailserver.imap.snapshots`: a re-SELECT
+or EXAMINE of an unchanged folder, by this session or another) copies that array instead of
+walking the folder's flags.
 """
 
 from __future__ import annotations
 
 import bisect
+from array import array
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from mailserver.imap import response
 from mailserver.imap.commands.base import bad
 from mailserver.imap.sequence import SequenceSet
+from mailserver.imap.snapshots import FolderSnapshot, FolderSnapshots, State, key_of, state_of
 from mailserver.interfaces import IMailbox
 from mailserver.types import SEEN, SYSTEM_FLAGS, FlagInfo, FolderInfo
 
@@ -47,13 +54,18 @@ RECENT = "\\Recent"
 MAX_SEQ_MATCH = 100_000
 #: Distinct flag sets whose FLAGS text a view keeps serialised (see ``flags_for``).
 FLAG_LISTS_KEPT = 256
+#: The array type code of a view's UIDs: unsigned, at least 32 bits (RFC 9051 §2.3.1.1).
+UID_TYPE = "I" if array("I").itemsize >= 4 else "L"
 
 
 class SelectedMailbox:
     """One session's view of its selected mailbox (see the module docstring).
 
     ``recent_key`` and ``claims`` (a :class:`~mailserver.imap.factory.RecentClaims`) track
-    ``\\Recent`` for IMAP4rev1 clients; ``rev1`` says whether to report it.
+    ``\\Recent`` for IMAP4rev1 clients; ``rev1`` says whether to report it. ``snapshots``
+    (the listener's :class:`~mailserver.imap.snapshots.FolderSnapshots`) lets :meth:`open`
+    reuse what an earlier SELECT of the unchanged folder read; ``user`` names the folder's
+    owner in their keys.
     """
 
     def __init__(
@@ -66,6 +78,8 @@ class SelectedMailbox:
         rev1: bool = True,
         condstore: bool = False,
         qresync: bool = False,
+        snapshots: FolderSnapshots | None = None,
+        user: str = "",
     ) -> None:
         self.mailbox = mailbox
         self.name: str = mailbox.name
@@ -74,7 +88,7 @@ class SelectedMailbox:
         #: RFC 7162: MODSEQ in every FETCH (CONDSTORE), VANISHED for expunges (QRESYNC).
         self.condstore = condstore
         self.qresync = qresync
-        self.uids: list[int] = []
+        self.uids: array[int] = array(UID_TYPE)
         #: UIDs still in the view whose messages the store no longer has.
         self.gone: set[int] = set()
         self.recent: set[int] = set()
@@ -84,6 +98,8 @@ class SelectedMailbox:
         self.first_unseen: int | None = None
         self._claims = claims
         self._recent_key = recent_key
+        self._snapshots = snapshots
+        self._user = user
         self._state: tuple[int, int, int] = (0, 0, 0)
         self._modseq = 0
         #: Flag changes this session already reported itself: uid -> modseq.
@@ -92,25 +108,50 @@ class SelectedMailbox:
 
     # -- opening ----------------------------------------------------------------------------
 
-    def open(self) -> FolderInfo:
-        """Read the folder for SELECT/EXAMINE: its info, UIDs, keywords, first unseen."""
-        info = self.mailbox.info()
-        uids = self.uids
-        known: set[frozenset[str]] = set()  # keywords looked at once per distinct flag set
-        for flag_info in self.mailbox.flags():
-            uids.append(flag_info.uid)
-            flags = flag_info.flags
-            if flags not in known:
-                known.add(flags)
-                self.keywords.update(f for f in flags if not f.startswith("\\"))
-            if self.first_unseen is None and SEEN not in flags:
-                self.first_unseen = len(uids)
-        self._state = (info.uidnext, info.exists, info.highestmodseq)
+    def open(self, info: FolderInfo | None = None) -> FolderInfo:
+        """Read the folder for SELECT/EXAMINE: its info (``info`` when the caller has just
+        read it), UIDs, keywords, first unseen. From the listener's snapshot when it holds
+        the folder at its current state, else by a walk of the folder's flags (kept as a
+        snapshot when the folder did not change meanwhile)."""
+        if info is None:
+            info = self.mailbox.info()
+        state = state_of(info)
+        key = key_of(self._user, self.name, info)
+        snapshots = self._snapshots
+        snapshot = None if snapshots is None else snapshots.get(key, state)
+        if snapshot is None:
+            snapshot = self._read(state)
+            if snapshots is not None:
+                if state_of(self.mailbox.info()) == state:
+                    snapshots.put(key, snapshot)
+        self.uids = array(UID_TYPE, snapshot.uids)  # this view's own copy
+        self.keywords = set(snapshot.keywords)
+        self.first_unseen = snapshot.first_unseen
+        self._state = state
         self._modseq = info.highestmodseq
         self.recent = self._recent(self.uids)
         return info
 
-    def _recent(self, uids: list[int]) -> set[int]:
+    def _read(self, state: State) -> FolderSnapshot:
+        """One walk of the folder's flags: its UIDs, keywords and first unseen message."""
+        uids = array(UID_TYPE)
+        append = uids.append
+        keywords: set[str] = set()
+        known: set[frozenset[str]] = set()  # keywords looked at once per distinct flag set
+        first_unseen = None
+        for flag_info in self.mailbox.flags():
+            append(flag_info.uid)
+            flags = flag_info.flags
+            if flags not in known:
+                known.add(flags)
+                keywords.update(f for f in flags if not f.startswith("\\"))
+                # The first unseen message is the first with an unseen flag set: looked at
+                # here, once per distinct set, too.
+                if first_unseen is None and SEEN not in flags:
+                    first_unseen = len(uids)
+        return FolderSnapshot(state, uids, frozenset(keywords), first_unseen)
+
+    def _recent(self, uids: array[int]) -> set[int]:
         if self._claims is None or self._recent_key is None or not self.rev1:
             return set()
         return self._claims.recent(self._recent_key, uids, not self.readonly)
@@ -153,7 +194,10 @@ class SelectedMailbox:
             for end in (first, last):
                 if (end is None and count == 0) or (end is not None and end > count):
                     raise bad(f"Invalid message sequence number (the mailbox has {count})")
-        return [(n, uids[n - 1]) for n in sequence.iter(count)]
+        pairs = []
+        for first, last in sequence.clamped(count):
+            pairs.extend(zip(range(first, last + 1), uids[first - 1 : last]))
+        return pairs
 
     # -- flags as the client sees them ------------------------------------------------------
 
@@ -200,14 +244,15 @@ class SelectedMailbox:
         """This session reported (or was told about) these changes itself: :meth:`sync`
         does not repeat them."""
         changes = list(changes)
-        for change in changes:
-            self._reported[change.uid] = change.modseq
-        modseqs = {change.modseq for change in changes}
-        if modseqs == {self._modseq + 1}:
+        following = self._modseq + 1
+        if changes and all(change.modseq == following for change in changes):
             # One change of this session's right after what the view knew (a STORE gives
             # every message it changed the same new modseq): nothing else can sit at that
-            # modseq, so the view knows up to it and sync() need not read these back.
-            self._modseq += 1
+            # modseq, so the view knows up to it, and sync() reads only what follows it.
+            self._modseq = following
+            return
+        for change in changes:
+            self._reported[change.uid] = change.modseq
 
     # -- synchronisation --------------------------------------------------------------------
 
@@ -341,7 +386,7 @@ class SelectedMailbox:
         if self.qresync:  # RFC 7162 §3.2.10: VANISHED replaces EXPUNGE
             gone = sorted(self.gone)
             out.append(response.untagged(b"VANISHED", response.uid_set(gone)))
-            self.uids = [uid for uid in self.uids if uid not in self.gone]
+            self.uids = array(UID_TYPE, [uid for uid in self.uids if uid not in self.gone])
             self.recent -= self.gone
         for index in range(len(self.uids) - 1, -1, -1):
             uid = self.uids[index]

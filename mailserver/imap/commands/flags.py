@@ -17,7 +17,7 @@ from mailserver.imap import response
 from mailserver.imap.commands.base import Result, no
 from mailserver.imap.grammar import Command
 from mailserver.imap.parse_fetch import Store, UidExpunge
-from mailserver.imap.selected import RECENT, SelectedMailbox, modseq_value
+from mailserver.imap.selected import RECENT, SelectedMailbox
 from mailserver.imap.session import Session
 from mailserver.types import DELETED, FlagInfo, FlagMode
 
@@ -35,7 +35,12 @@ def _writable(session: Session) -> SelectedMailbox:
 async def store(session: Session, command: Command) -> Result:
     """Change flags; unless ``.SILENT``, answer each message's flags with ``FETCH (FLAGS)``
     (and UID for UID STORE). ``\\Recent`` cannot be changed (RFC 3501 §2.3.2) and is
-    ignored."""
+    ignored.
+
+    The messages the store changed are answered with the state it returned (their new
+    flags and modseq as committed); only the others (already as asked, left alone by
+    UNCHANGEDSINCE, or gone) are read back, a range read per run of them (:func:`_current`).
+    """
     args = command.args
     assert isinstance(args, Store)
     view = _writable(session)
@@ -58,21 +63,27 @@ async def store(session: Session, command: Command) -> Result:
             )
             refused = set(left)
         view.reported(done)
+        current = _current(view, pairs, done)
         changed = {info.uid for info in done}
-        current = {info.uid: info for info in view.mailbox.flags(uids[0], uids[-1])}
+    # RFC 7162 §3.2.3: UID in every FETCH with QRESYNC; §3.1.4.1: MODSEQ with CONDSTORE.
+    with_uid, with_modseq = args.uid or session.qresync, session.condstore
+    template = _fetch_template(args.silent, with_uid, with_modseq)
+    flags_for = view.flags_for
     for number, uid in pairs:
         info = current.get(uid)
         if info is None or uid in refused:
             continue
         # RFC 7162 §3.1.3: with CONDSTORE a changed message is reported even when .SILENT.
-        if args.silent and not (session.condstore and uid in changed):
+        if args.silent and not (with_modseq and uid in changed):
             continue
-        values = [] if args.silent else [("FLAGS", view.flags_for(uid, info.flags))]
-        if args.uid or session.qresync:  # RFC 7162 §3.2.3: UID in every FETCH with QRESYNC
-            values.append(("UID", b"%d" % uid))
-        if session.condstore:
-            values.append(("MODSEQ", modseq_value(info.modseq)))
-        untagged.append(response.fetch(number, values))
+        fields: list[int | bytes] = [number]
+        if not args.silent:
+            fields.append(flags_for(uid, info.flags))
+        if with_uid:
+            fields.append(uid)
+        if with_modseq:
+            fields.append(info.modseq)
+        untagged.append(template % tuple(fields))
     if not args.uid and any(uid not in current for _, uid in pairs):
         return Result(
             "NO", "Some of the requested messages no longer exist", b"EXPUNGEISSUED", untagged
@@ -82,6 +93,49 @@ async def store(session: Session, command: Command) -> Result:
         code = b"MODIFIED " + response.uid_set(numbers)
         return Result(text="Conditional STORE failed", code=code, untagged=untagged)
     return Result(text=f"{command.name} completed", untagged=untagged)
+
+
+#: A range read per run of messages costs about this many messages of a walk over them: when
+#: the runs to read back after a STORE are more scattered than that, one walk reads them all.
+RUN_COST = 4
+
+
+def _current(
+    view: SelectedMailbox, pairs: list[tuple[int, int]], done: list[FlagInfo]
+) -> dict[int, FlagInfo]:
+    """The state after a STORE of the messages it named: what the store returned for those
+    it changed, and for the others their flags read back (absent: expunged meanwhile), one
+    range read per run of consecutive message numbers (no other message of the store can
+    sit between two numbers of the view: new ones get higher UIDs), or one read over them
+    all when the runs are scattered (see :data:`RUN_COST`)."""
+    current = {info.uid: info for info in done}
+    runs: list[list[int]] = []  # [first uid, last uid, first number, last number]
+    for number, uid in pairs:
+        if uid in current:
+            continue
+        if runs and number == runs[-1][3] + 1:
+            runs[-1][1] = uid
+            runs[-1][3] = number
+        else:
+            runs.append([uid, uid, number, number])
+    if runs and len(runs) * RUN_COST > runs[-1][3] - runs[0][2] + 1:
+        runs = [[runs[0][0], runs[-1][1]]]
+    for first, last, *_numbers in runs:
+        for info in view.mailbox.flags(first, last):
+            current.setdefault(info.uid, info)
+    return current
+
+
+def _fetch_template(silent: bool, uid: bool, modseq: bool) -> bytes:
+    """``* %d FETCH (FLAGS %s UID %d MODSEQ (%d))`` CRLF with the items a STORE answers
+    (the same bytes :func:`mailserver.imap.response.fetch` makes): FLAGS unless ``silent``,
+    UID and MODSEQ when asked for."""
+    items = [] if silent else [b"FLAGS %s"]
+    if uid:
+        items.append(b"UID %d")
+    if modseq:
+        items.append(b"MODSEQ (%d)")
+    return b"* %d FETCH (" + b" ".join(items) + b")\r\n"
 
 
 async def expunge(session: Session, command: Command) -> Result:

@@ -3,16 +3,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from mailserver.errors import MailError, NoSuchMessage
-from mailserver.imap import parse_mailbox, response
+from mailserver.imap import parse_mailbox, response, snapshots
 from mailserver.imap.commands.base import Result, bad, no, result_for_error
 from mailserver.imap.grammar import Command
 from mailserver.imap.selected import SelectedMailbox
 from mailserver.imap.session import Session
 from mailserver.interfaces import IMailbox
-from mailserver.types import DELETED, DELIMITER, SpecialUse
+from mailserver.types import DELETED, DELIMITER, FolderInfo, SpecialUse
 
 __all__ = [
     "close",
@@ -53,8 +54,9 @@ def select(session: Session, command: Command) -> Result:
     assert session.account is not None
     try:
         mailbox = session.account.folder(args.mailbox)
-        view = _open(session, mailbox, args.readonly)
-        info = view.open()
+        info = mailbox.info()
+        view = _open(session, mailbox, info, args.readonly)
+        view.open(info)
     except MailError as error:  # no such folder, an invalid name, the store failing
         refused = result_for_error(error)
         refused.untagged = untagged + refused.untagged
@@ -105,8 +107,9 @@ def select(session: Session, command: Command) -> Result:
     return Result(text=f"{command.name} completed", code=code, untagged=untagged)
 
 
-def _open(session: Session, mailbox: IMailbox, readonly: bool) -> SelectedMailbox:
-    info = mailbox.info()
+def _open(
+    session: Session, mailbox: IMailbox, info: FolderInfo, readonly: bool
+) -> SelectedMailbox:
     return SelectedMailbox(
         mailbox,
         readonly,
@@ -115,6 +118,8 @@ def _open(session: Session, mailbox: IMailbox, readonly: bool) -> SelectedMailbo
         rev1=not session.rev2,
         condstore=session.condstore,
         qresync=session.qresync,
+        snapshots=session.factory.snapshots,
+        user=session.user,
     )
 
 
@@ -231,11 +236,19 @@ def status_line(session: Session, mailbox: IMailbox, items: tuple[str, ...]) -> 
             continue
         elif item == "RECENT":
             key = session.recent_key(mailbox.name, info.uidvalidity)
-            value = session.factory.recent.count(key, list(mailbox.uids()))
+            value = session.factory.recent.count(key, _uids(session, mailbox, info))
         else:
             raise bad(f"STATUS {item} is not supported")
         values.append(item.encode("ascii") + b" %d" % value)
     return response.untagged(b"STATUS", session.mailbox_name(mailbox.name), response.plist(values))
+
+
+def _uids(session: Session, mailbox: IMailbox, info: FolderInfo) -> Sequence[int]:
+    """The folder's UIDs: from the listener's snapshot of it when that is current (a STATUS
+    of a folder selected or examined meanwhile, unchanged since), else read."""
+    key = snapshots.key_of(session.user, mailbox.name, info)
+    snapshot = session.factory.snapshots.get(key, snapshots.state_of(info))
+    return snapshot.uids if snapshot is not None else list(mailbox.uids())
 
 
 def _deleted_storage(mailbox: IMailbox) -> int:
