@@ -8,6 +8,7 @@ the process with one line on stderr and exit status 2, never a traceback.
 
 from __future__ import annotations
 
+import gc
 import sys
 from typing import IO, Any
 
@@ -72,6 +73,15 @@ class TwistdRoot(MultiService):
         except (ConfigError, MailError) as error:
             raise _fail(error) from None
 
+    def startService(self) -> None:
+        """Start the server; once the reactor runs, what start-up allocated (modules, config,
+        listeners: objects that live as long as the process) is collected once and then
+        frozen out of the garbage collector's full passes (``gc.freeze``). Otherwise the first
+        command that allocates much (an IMAP ``FETCH 1:*`` of 10,000 messages) pays a full
+        pass over that whole heap (~60 ms here), and every later full pass walks it again."""
+        super().startService()
+        self.reactor.callWhenRunning(_freeze_heap)
+
     def stopService(self) -> Deferred[None]:
         """Stop the server. After a clean shutdown caused by SIGTERM/SIGINT, exit with status
         0 instead of twistd's default of re-raising the signal; an unclean one (in-flight work
@@ -99,6 +109,11 @@ def _log_stream(options: usage.Options) -> IO[str]:
     if logfile == "-" or (not logfile and parent.get("nodaemon")):
         return sys.stdout
     return LogFile.fromFullPath(logfile or "twistd.log")  # type: ignore[return-value]
+
+
+def _freeze_heap() -> None:
+    gc.collect()
+    gc.freeze()
 
 
 def makeService(options: Options) -> MultiService:
