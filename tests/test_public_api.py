@@ -42,6 +42,7 @@ PUBLIC: dict[str, dict[str, str]] = {
         "IDeliveryTarget": "mailserver.interfaces.delivery",
         "IFilterSession": "mailserver.interfaces.filter",
         "IFolderChoice": "mailserver.interfaces.delivery",
+        "IHeaderIndex": "mailserver.interfaces.header_index",
         "IJunkFeedback": "mailserver.interfaces.filter",
         "IMailStore": "mailserver.interfaces.store",
         "IMailbox": "mailserver.interfaces.store",

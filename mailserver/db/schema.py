@@ -27,6 +27,12 @@ objects       object id (ascii)                       JSON {envelope, bodystruct
 rendered      object id (ascii)                       the object's IMAP ENVELOPE, BODYSTRUCTURE
                                                       and BODY as sent (packed by
                                                       :mod:`mailserver.message.imap_render`)
+headers       folder id (u32) + uid (u32)             the message's header block as in its file
+                                                      (when known exactly at delivery and small:
+                                                      :mod:`mailserver.store.header_index`)
+header_text   folder id (u32) + field tag (1 byte,    the case-folded text SEARCH SUBJECT/FROM/
+              ``S``/``F``/``T``/``C``/``B``) + uid    TO/CC/BCC look in, UTF-8
+              (u32)                                   (:mod:`mailserver.message.search_text`)
 labels        object id + NUL + folder id + uid       empty: every place an object sits
 modseq        folder id (u32) + modseq (u64) + uid    empty: the change log for CONDSTORE
 vanished      folder id (u32) + modseq (u64) + uid    empty: expunge tombstones for QRESYNC
@@ -81,10 +87,10 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from mailserver.message import imap_render
+from mailserver.message import imap_render, search_text
 
 #: Bump with a migration below whenever a key or value layout changes.
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 SUBDBS = (
     b"meta",
@@ -115,6 +121,8 @@ SUBDBS = (
     b"trace",
     b"trace_keys",
     b"rendered",
+    b"headers",
+    b"header_text",
 )
 
 _U32 = struct.Struct(">I")
@@ -163,6 +171,11 @@ def split_modseq_key(key: bytes) -> tuple[int, int, int]:
         int(_U64.unpack_from(key, 4)[0]),
         int(_U32.unpack_from(key, 12)[0]),
     )
+
+
+def header_text_key(folder_id: int, tag: bytes, uid: int) -> bytes:
+    """Key of a message's text for one SEARCH field (``tag``) in ``header_text``."""
+    return _U32.pack(folder_id) + tag + _U32.pack(uid)
 
 
 def folder_key(address: str, name: str) -> bytes:
@@ -306,6 +319,29 @@ def _add_rendered_v9(txn: Any, dbs: dict[bytes, Any]) -> None:
                 txn.put(key, imap_render.pack(items), db=dbs[b"rendered"])
 
 
+def _add_header_index_v10(txn: Any, dbs: dict[bytes, Any]) -> None:
+    """Version 10 adds the header index (issue 6): ``header_text`` is filled here for every
+    message from its object's envelope (a cursor pass over ``messages`` per
+    :data:`_RENDER_BATCH`, then the writes); ``headers`` starts empty (the blocks are in the
+    files, which the server reads for those messages as before)."""
+    start: bytes | None = b""
+    while start is not None:
+        cursor = txn.cursor(db=dbs[b"messages"])
+        found = cursor.set_range(start) if start else cursor.first()
+        batch = []
+        while found and len(batch) < _RENDER_BATCH:
+            batch.append((bytes(cursor.key()), load(bytes(cursor.value())).get("object_id")))
+            found = cursor.next()
+        start = bytes(cursor.key()) if found else None
+        for key, object_id in batch:
+            raw = txn.get(str(object_id).encode(), db=dbs[b"objects"]) if object_id else None
+            record = load(bytes(raw)) if raw is not None else None
+            envelope = record.get("envelope") if isinstance(record, dict) else None
+            folder_id, uid = split_msg_key(key)
+            for tag, text in search_text.texts(envelope or {}).items():
+                txn.put(header_text_key(folder_id, tag, uid), text, db=dbs[b"header_text"])
+
+
 MIGRATIONS: dict[int, Migration] = {
     0: _create_v1,
     1: _add_spool_v2,
@@ -316,4 +352,5 @@ MIGRATIONS: dict[int, Migration] = {
     6: _add_subscriptions_v7,
     7: _add_trace_v8,
     8: _add_rendered_v9,
+    9: _add_header_index_v10,
 }

@@ -14,6 +14,7 @@ from mailserver.interfaces.filter import (
     IJunkFeedback,
     ISessionFilter,
 )
+from mailserver.interfaces.header_index import IHeaderIndex
 from mailserver.interfaces.spool import ISpool
 from mailserver.interfaces.store import IAccount, IMailbox, IMailStore, IMessage
 from mailserver.interfaces.trace import ITraceLog
@@ -27,6 +28,7 @@ __all__ = [
     "IDeliveryTarget",
     "IFilterSession",
     "IFolderChoice",
+    "IHeaderIndex",
     "IJunkFeedback",
     "IMailStore",
     "IMailbox",

@@ -48,7 +48,7 @@ from mailserver.db.schema import (
 )
 from mailserver.errors import FolderExists, NoSuchFolder, NoSuchUser
 from mailserver.message import imap_render
-from mailserver.store import quota
+from mailserver.store import header_index, quota
 from mailserver.types import DEFAULT_FOLDERS, SEEN, FlagInfo, FlagMode
 
 Record = dict[str, Any]
@@ -247,6 +247,9 @@ def add_message(
     txn.put(b"modseq", modseq_uid_key(fid, modseq, uid), b"")
     txn.put(b"names", name_key(fid, base), u32(uid))
     txn.put(b"labels", label_key(object_id, fid, uid), b"")
+    header_index.add(txn, fid, uid, object_id, meta)  # issue 6: header block, SEARCH texts
+    if meta is not None and "header" in meta:  # the block goes to the header index only
+        meta = {name: value for name, value in meta.items() if name != "header"}
     if meta is not None and txn.get(b"objects", object_id.encode()) is None:
         txn.put_json(b"objects", object_id.encode(), meta)
         rendered = imap_render.render(meta)  # issue 6: FETCH writes these bytes as stored
@@ -530,6 +533,7 @@ def remove_messages(
         txn.delete(b"modseq", modseq_uid_key(fid, old_modseq, uid))
         txn.delete(b"names", name_key(fid, info["base"]))
         txn.put(b"vanished", modseq_uid_key(fid, modseq, uid), b"")
+        header_index.remove(txn, fid, uid)
         object_id = info["object_id"]
         txn.delete(b"labels", label_key(object_id, fid, uid))
         if next(txn.prefix(b"labels", object_id.encode("ascii") + b"\0"), None) is None:

@@ -3,6 +3,7 @@ protocol: tmp -> new -> index commit -> cur)."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import time
@@ -17,8 +18,10 @@ from mailserver.db import Txn
 from mailserver.db.schema import dump
 from mailserver.errors import NoSuchMessage
 from mailserver.interfaces import IMailbox, IMessage
+from mailserver.interfaces.header_index import IHeaderIndex
 from mailserver.message import mime
-from mailserver.store import index, maildir, quota, sketch
+from mailserver.message.headers import header_length
+from mailserver.store import header_index, index, maildir, quota, sketch
 from mailserver.store.names import normalize_folder_name
 from mailserver.types import (
     DELETED,
@@ -161,13 +164,17 @@ def folder_info(record: index.Record, subscribed: bool) -> FolderInfo:
 
 
 def message_meta(data: bytes) -> index.Record:
-    """The cached parse results stored once per message object."""
+    """The cached parse results stored once per message object, and ``header``: the header
+    block (up to :data:`~mailserver.store.header_index.HEADER_LIMIT` octets, else None),
+    which :func:`~mailserver.store.index.add_message` keeps in the header index only."""
     parsed = mime.parse(data)
+    header = data[: header_length(data)]
     return {
         "envelope": parsed.envelope,
         "bodystructure": parsed.bodystructure,
         "attachments": parsed.attachments,
         "spam": None,
+        "header": header if len(header) <= header_index.HEADER_LIMIT else None,
     }
 
 
@@ -181,7 +188,7 @@ def spam_record(verdict: SpamVerdict) -> dict[str, object]:
     }
 
 
-@implementer(IMailbox)
+@implementer(IMailbox, IHeaderIndex)
 class MaildirMailbox:
     def __init__(self, account: MaildirAccount, folder_id: int, name: str, path: str) -> None:
         self.account = account
@@ -306,6 +313,30 @@ class MaildirMailbox:
             rendered=meta.get("rendered") or {},
         )
         return MaildirMessage(self, info, record["base"])
+
+    def header_blocks(self, uids: Iterable[int]) -> Iterator[tuple[int, bytes]]:
+        """IHeaderIndex: one read transaction per CHUNK messages."""
+        wanted = iter(uids)
+        while True:
+            chunk = list(itertools.islice(wanted, CHUNK))
+            if not chunk:
+                return
+            with self._bytes_read() as txn:
+                found = list(header_index.header_blocks(txn, self.folder_id, chunk))
+            yield from found
+
+    def search_field(self, field: str, value: str) -> list[int] | None:
+        """IHeaderIndex: one cursor walk of the folder's texts for ``field``."""
+        with self._bytes_read() as txn:
+            return header_index.search_field(txn, self._record(txn), field, value)
+
+    @contextlib.contextmanager
+    def _bytes_read(self) -> Iterator[Txn]:
+        """A read transaction whose values are ``bytes`` (half the cost of buffers for a
+        walk that copies every value anyway)."""
+        db = self.store.db
+        with db.env.begin(write=False, buffers=False) as raw:
+            yield Txn(raw, db.dbs)
 
     @inlineCallbacks
     def append(

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from mailserver.errors import MailError
 from mailserver.imap import response
 from mailserver.imap.commands.base import Result, bad, no
+from mailserver.imap.commands.fetch_headers import HeaderFetch
 from mailserver.imap.commands.fetch_index import IndexFetch
 from mailserver.imap.commands.sections import (
     Node,
@@ -276,6 +277,7 @@ async def _responses(
     assert view is not None
     plan = _Plan.of(items)
     render = _Renderer(session, items)
+    headed = HeaderFetch.of(view, items)
     indexed = IndexFetch.of(view, items, session.utf8, session.factory.rendered)
     missing = False
     if vanished:
@@ -283,6 +285,11 @@ async def _responses(
     for start in range(0, len(pairs), GROUP):
         group = pairs[start : start + GROUP]
         uids = sorted({u for _, u in group})
+        if headed is not None:  # header items from the header index (fetch_headers.py)
+            lines = headed.lines(group, uids)
+            if lines is not None:
+                yield lines
+                continue
         if indexed is not None:  # every item from the index: one loop, one buffer
             found, records = indexed.align(group, view.mailbox.records(uids, indexed.wants))
             missing = missing or len(found) < len(group)

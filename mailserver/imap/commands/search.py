@@ -4,9 +4,14 @@ Flags come from one pass over the folder's flag index; sizes, dates and the enve
 (SUBJECT, FROM, TO, CC, BCC) from the index, read a batch of messages per store call
 (:meth:`IMailbox.messages`, the objects' parse results only for the keys that need them);
 only HEADER (the header block alone), BODY and TEXT read the message bytes, in the thread
-pool, a batch at a time. Strings match as case-insensitive substrings (RFC 9051 §6.4.4);
-BODY and TEXT look in the decoded text parts. Dates compare by day, internal dates in UTC,
-Date headers in their own zone.
+pool, a batch at a time. A mailbox that provides
+:class:`~mailserver.interfaces.header_index.IHeaderIndex` answers SUBJECT, FROM, TO, CC and
+BCC in one pass over its index for the whole folder, and gives the header blocks HEADER
+looks in (the files are read for those it does not keep); a search made only of such keys
+(with AND and OR) reads nothing else. The texts compared are the same either way
+(:mod:`mailserver.message.search_text`). Strings match as case-insensitive substrings (RFC
+9051 §6.4.4); BODY and TEXT look in the decoded text parts. Dates compare by day, internal
+dates in UTC, Date headers in their own zone.
 
 An IMAP4rev2 client, or any ``SEARCH RETURN (...)``, gets an ESEARCH response; an IMAP4rev1
 client's plain SEARCH gets ``* SEARCH``.
@@ -21,7 +26,8 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +56,8 @@ from mailserver.imap.parse_search import (
 )
 from mailserver.imap.selected import RECENT, SelectedMailbox
 from mailserver.imap.session import Session
+from mailserver.interfaces.header_index import IHeaderIndex
+from mailserver.message import search_text
 from mailserver.message.headers import (
     decode_header_value,
     get_headers,
@@ -63,7 +71,6 @@ __all__ = ["Candidate", "Matcher", "all_keys", "search"]
 #: Messages read per trip to the thread pool (keys that read bytes), else per store call.
 BATCH = 64
 GROUP = 512
-_ADDRESS_FIELDS = {"FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc"}
 
 
 @dataclass
@@ -99,6 +106,8 @@ async def search(session: Session, command: Command) -> Result:
     saving = args.returns is not None and "SAVE" in args.returns
     if saving:
         view.saved = []  # RFC 5182 §2.1: a failed search saves the empty set
+    known = _from_header_index(view, keys)
+    keys = [k for k in keys if not (isinstance(k, Contains) and k in known)]
     needs_info = any(isinstance(k, SizeKey | DateKey | Within | Contains | ObjectId) for k in keys)
     # The objects' parse results (envelope, structure) only for the keys that look in them.
     needs_body = any(isinstance(k, Contains) and k.field in ("BODY", "TEXT") for k in keys)
@@ -108,19 +117,28 @@ async def search(session: Session, command: Command) -> Result:
                for k in keys)
         else False
     )  # fmt: skip
-    needs_bytes = needs_body or any(isinstance(k, Header) for k in keys)
+    needs_header = any(isinstance(k, Header) for k in keys)
+    needs_bytes = needs_body or needs_header
     by_modseq = any(isinstance(k, ModSeqKey) for k in keys)
     if by_modseq:
         session.use_condstore()  # RFC 7162 §3.1: a CONDSTORE-enabling command
+    found_uids = _combined(args.key, known)
+    if found_uids is not None:  # answered by the header index alone
+        pairs = [(number, uid) for number, uid in enumerate(view.uids, 1) if uid in found_uids]
+        numbers = [uid if args.uid else number for number, uid in pairs]
+        untagged = _results(session, command.tag, args, numbers, [uid for _, uid in pairs])
+        code = b"EXPUNGEISSUED" if view.expunge_pending() else None
+        return Result(text=f"{command.name} completed", code=code, untagged=untagged)
+    headers_kept = needs_header and not needs_body and IHeaderIndex.providedBy(view.mailbox)
     current = {info.uid: info for info in view.mailbox.flags()}
     candidates = [
         Candidate(number, uid, current[uid].flags, current[uid].modseq)
         for number, uid in enumerate(view.uids, 1)
         if uid in current
     ]
-    matcher = Matcher(view, time.time())
+    matcher = Matcher(view, time.time(), known)
     matched: list[Candidate] = []
-    step = BATCH if needs_bytes else GROUP
+    step = BATCH if needs_bytes and not headers_kept else GROUP
     for start in range(0, len(candidates), step):
         batch = candidates[start : start + step]
         if needs_info or needs_bytes:
@@ -132,11 +150,17 @@ async def search(session: Session, command: Command) -> Result:
             batch = [c for c in batch if c.uid in found]  # expunged meanwhile: left out
             for candidate in batch:
                 candidate.info = found[candidate.uid].info
-            if needs_bytes:
+            if headers_kept:  # the header blocks the index keeps, the files for the rest
+                kept = dict(view.mailbox.header_blocks([c.uid for c in batch]))
+                for candidate in batch:
+                    candidate.data = kept.get(candidate.uid)
+            unread = [c for c in batch if c.data is None] if needs_bytes else []
+            if unread:
                 reader = read_messages if needs_body else read_headers
-                messages = [found[c.uid] for c in batch]
-                for candidate, data in zip(batch, await session.in_thread(reader, messages)):
+                messages = [found[c.uid] for c in unread]
+                for candidate, data in zip(unread, await session.in_thread(reader, messages)):
                     candidate.data = data
+            if needs_bytes:
                 batch = [c for c in batch if c.data is not None]
         matched += [c for c in batch if matcher.match(args.key, c)]
         for candidate in batch:
@@ -147,6 +171,41 @@ async def search(session: Session, command: Command) -> Result:
     untagged = _results(session, command.tag, args, numbers, [c.uid for c in matched], modseqs)
     code = b"EXPUNGEISSUED" if view.expunge_pending() else None
     return Result(text=f"{command.name} completed", code=code, untagged=untagged)
+
+
+def _from_header_index(
+    view: SelectedMailbox, keys: list[SearchKey]
+) -> dict[Contains, frozenset[int]]:
+    """The UIDs matching each SUBJECT/FROM/TO/CC/BCC key, from the mailbox's header index
+    (:class:`IHeaderIndex`); empty when it has none, or lacks a text of any message."""
+    wanted = {k for k in keys if isinstance(k, Contains) and k.field in search_text.FIELDS}
+    if not wanted or not IHeaderIndex.providedBy(view.mailbox):
+        return {}
+    known = {}
+    for key in wanted:
+        uids = view.mailbox.search_field(key.field, key.value)
+        if uids is None:
+            return {}
+        known[key] = frozenset(uids)
+    return known
+
+
+def _combined(key: SearchKey, known: dict[Contains, frozenset[int]]) -> frozenset[int] | None:
+    """The UIDs matching ``key`` when it is made only of ``known`` keys, AND and OR (present
+    messages only); None otherwise."""
+    if not known:
+        return None
+    if isinstance(key, Contains):
+        return known.get(key)
+    if isinstance(key, And) and key.keys:
+        parts = [_combined(k, known) for k in key.keys]
+        if any(part is None for part in parts):
+            return None
+        return frozenset.intersection(*parts)  # type: ignore[arg-type]
+    if isinstance(key, Or):
+        left, right = _combined(key.left, known), _combined(key.right, known)
+        return None if left is None or right is None else left | right
+    return None
 
 
 def _results(
@@ -213,24 +272,20 @@ def _sent_day(info: MessageInfo) -> dt.date | None:
         return None
 
 
-def _addresses(entries: object) -> str:
-    if not isinstance(entries, Sequence) or isinstance(entries, str):
-        return ""
-    out = []
-    for entry in entries:
-        name, _route, local, domain = (list(entry) + [None] * 4)[:4]
-        address = f"{local or ''}@{domain or ''}" if domain else str(local or "")
-        out.append(f"{name} <{address}>" if name else address)
-    return ", ".join(out)
-
-
 class Matcher:
     """Evaluates a parsed search key against candidates of one mailbox view (RFC 9051
-    §6.4.4); shared by IMAP SEARCH and the web API's search."""
+    §6.4.4); shared by IMAP SEARCH and the web API's search. ``known``: the UIDs matching
+    some SUBJECT/FROM/TO/CC/BCC keys, worked out beforehand (from the header index)."""
 
-    def __init__(self, view: SelectedMailbox, now: float) -> None:
+    def __init__(
+        self,
+        view: SelectedMailbox,
+        now: float,
+        known: Mapping[Contains, AbstractSet[int]] | None = None,
+    ) -> None:
         self.view = view
         self.now = now
+        self.known = known or {}
         self.last_uid = view.uids[-1] if view.uids else 0
         self.count = len(view.uids)
 
@@ -258,6 +313,8 @@ class Matcher:
             return True  # RFC 8514 §4.2: every mailbox here keeps save dates
         if isinstance(key, ModSeqKey):
             return c.modseq >= key.modseq  # RFC 7162 §3.1.5
+        if isinstance(key, Contains) and key in self.known:
+            return c.uid in self.known[key]
         info = c.info
         assert info is not None
         if isinstance(key, ObjectId):  # RFC 8474 §6; no THREADID: threads are not computed
@@ -295,11 +352,8 @@ class Matcher:
 
     def _contains(self, key: Contains, c: Candidate, info: MessageInfo) -> bool:
         wanted = key.value.casefold()
-        if key.field == "SUBJECT":
-            return wanted in str(info.envelope.get("subject") or "").casefold()
-        if key.field in _ADDRESS_FIELDS:
-            text = _addresses(info.envelope.get(_ADDRESS_FIELDS[key.field]))
-            return wanted in text.casefold()
+        if key.field in search_text.FIELDS:
+            return wanted in search_text.field_text(info.envelope, key.field)
         assert c.data is not None
         if key.field == "TEXT":
             header = split_message(c.data)[0]
