@@ -80,13 +80,17 @@ class SessionLimits:
 
     def _reset_timeout(self) -> None:
         """Restart the timer: data_timeout while content arrives, else command_timeout,
-        never past the current message's content budget."""
-        self._cancel_timeout()
+        never past the current message's content budget. A running timer is moved (a
+        cheap ``reset``: this runs for every command line and every block of content)."""
         seconds = self.policy.data_timeout if self._reader else self.policy.command_timeout
         left = self._budget_left()
         if left is not None:
             seconds = min(seconds, left)
-        self._timeout = self.factory.reactor.callLater(max(seconds, 0.0), self._timed_out)
+        timer = self._timeout
+        if timer is not None and timer.active():
+            timer.reset(max(seconds, 0.0))
+        else:
+            self._timeout = self.factory.reactor.callLater(max(seconds, 0.0), self._timed_out)
 
     def _budget_left(self) -> float | None:
         """Seconds left of the current message's content budget; None without one."""
