@@ -13,16 +13,25 @@ the bytes sent are the general path's either way.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from mailserver.imap import response
-from mailserver.imap.commands.sections import header_fields
+from mailserver.imap.commands.sections import field_cutter, header_fields
 from mailserver.imap.parse_fetch import BodySection, FetchAtt, FetchItem
 from mailserver.imap.selected import SelectedMailbox, modseq_value
 from mailserver.interfaces.header_index import IHeaderIndex
 
 __all__ = ["HeaderFetch"]
 
+Partial = tuple[int, int] | None
+
 _HEADER_TEXTS = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT"})
 _FROM_FLAGS = frozenset({"UID", "FLAGS", "MODSEQ"})
+
+
+def _cut(block: bytes, fields: tuple[str, ...], exclude: bool) -> bytes:
+    return header_fields(block, fields, exclude=exclude)
 
 
 def header_item(item: FetchItem) -> bool:
@@ -42,18 +51,21 @@ class HeaderFetch:
         self.flags = any(
             isinstance(item, FetchAtt) and item.name in ("FLAGS", "MODSEQ") for item in items
         )
-        #: Per item: (what, label + space, fields, exclude, partial), worked out once.
-        self.plan: list[tuple[str, bytes, tuple[str, ...], bool, tuple[int, int] | None]] = []
+        #: Per item: (what, label + space, the cut of the block, partial), worked out once.
+        self.plan: list[tuple[str, bytes, Callable[[bytes], bytes] | None, Partial]] = []
         for item in items:
             if isinstance(item, BodySection):
-                text = item.section.text or "HEADER"
+                spec = item.section
                 label = item.label().encode("utf-8") + b" "
-                exclude = text == "HEADER.FIELDS.NOT"
-                what = "HEADER" if text == "HEADER" else "FIELDS"
-                self.plan.append((what, label, item.section.fields, exclude, item.partial))
+                cut = None
+                if spec.text != "HEADER":
+                    exclude = spec.text == "HEADER.FIELDS.NOT"
+                    cut = None if exclude else field_cutter(spec.fields)
+                    if cut is None:
+                        cut = functools.partial(_cut, fields=spec.fields, exclude=exclude)
+                self.plan.append(("BODY", label, cut, item.partial))
             else:
-                label = item.name.encode("ascii") + b" "
-                self.plan.append((item.name, label, (), False, None))
+                self.plan.append((item.name, item.name.encode("ascii") + b" ", None, None))
 
     @classmethod
     def of(cls, view: SelectedMailbox, items: list[FetchItem]) -> HeaderFetch | None:
@@ -85,9 +97,9 @@ class HeaderFetch:
         for number, uid in group:
             block = blocks[uid]
             values = []
-            for what, label, fields, exclude, partial in self.plan:
-                if what == "FIELDS" or what == "HEADER":
-                    content = block if what == "HEADER" else header_fields(block, fields, exclude)
+            for what, label, cut, partial in self.plan:
+                if what == "BODY":
+                    content = block if cut is None else cut(block)
                     if partial is not None:
                         content = content[partial[0] : partial[0] + partial[1]]
                     values.append(label + literal(content))

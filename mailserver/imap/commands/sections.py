@@ -15,7 +15,7 @@ import binascii
 import functools
 import quopri
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from mailserver.imap.parse_fetch import Section
@@ -25,6 +25,7 @@ from mailserver.message.headers import decode_charset, header_length
 __all__ = [
     "UnknownEncoding",
     "binary_part",
+    "field_cutter",
     "header_fields",
     "section",
     "structure_of",
@@ -83,25 +84,46 @@ def _body(data: bytes, node: Node) -> bytes:
 def header_fields(block: bytes, names: tuple[str, ...], exclude: bool) -> bytes:
     """The fields of a header block named (or, with ``exclude``, not named) in ``names``
     (upper-cased), each with its continuation lines, then the blank line (RFC 9051 §6.4.5)."""
-    if not exclude and names and all(name.isascii() for name in names):
-        block = block[: header_length(block)]  # up to the first empty line, as below
-        # The common case, in one regex pass over a lower-cased copy (ASCII letters only, as
-        # the names are) that starts with a line end, so every field start follows a "\n"
-        # (a literal the regex engine scans for): each match is group 1 plus its line end.
-        spans = _fields_pattern(names).finditer(b"\n" + block.lower())
-        out = [block[match.start(1) - 1 : match.end(1)] for match in spans]
-        if out and not out[-1].endswith(b"\n"):
-            out[-1] += b"\r\n"
-        return b"".join(out) + b"\r\n"
+    cut = None if exclude else field_cutter(names)
+    if cut is not None:  # the common case, in one regex pass
+        return cut(block[: header_length(block)])  # up to the first empty line, as below
     return _header_fields(block, names, exclude)
 
 
 @functools.lru_cache(maxsize=64)
+def field_cutter(names: tuple[str, ...]) -> Callable[[bytes], bytes] | None:
+    """:func:`header_fields` of ``names`` (not excluded) for a block that ends at its first
+    empty line (the form :func:`~mailserver.message.headers.header_length` cuts), or None
+    when a name is not ASCII. One regex pass over the block with a line end put in front, so
+    every field start follows a ``\n`` (a literal the regex engine scans for); a block that
+    ends with a line end (all but a message with neither an empty line nor a final line
+    end) has one after every field too, so the fields are group 1 of each match joined by
+    ``\n``."""
+    if not names or not all(name.isascii() for name in names):
+        return None
+    pattern = _fields_pattern(names)
+    findall, finditer = pattern.findall, pattern.finditer
+
+    def cut(block: bytes) -> bytes:
+        if block.endswith(b"\n"):
+            fields = findall(b"\n" + block)
+            return b"\n".join(fields) + b"\n\r\n" if fields else b"\r\n"
+        out = [block[match.start(1) - 1 : match.end(1)] for match in finditer(b"\n" + block)]
+        if out and not out[-1].endswith(b"\n"):
+            out[-1] += b"\r\n"
+        return b"".join(out) + b"\r\n"
+
+    return cut
+
+
+@functools.lru_cache(maxsize=64)
 def _fields_pattern(names: tuple[str, ...]) -> re.Pattern[bytes]:
-    """A line end, then (group 1) a field named in ``names`` (ASCII, lower-cased) with its
+    """A line end, then (group 1) a field named in ``names`` (ASCII, any case) with its
     continuation lines, up to the line end of its last line."""
-    alternatives = b"|".join(re.escape(name.lower().encode("ascii")) for name in names)
-    return re.compile(rb"\n((?:" + alternatives + rb")[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*)")
+    alternatives = b"|".join(re.escape(name.encode("ascii")) for name in names)
+    return re.compile(
+        rb"\n((?:" + alternatives + rb")[ \t]*:[^\n]*(?:\n[ \t][^\n]*)*)", re.IGNORECASE
+    )
 
 
 def _header_fields(block: bytes, names: tuple[str, ...], exclude: bool) -> bytes:
