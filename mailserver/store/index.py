@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import secrets
 import time
 from collections.abc import Iterable, Iterator
@@ -57,6 +58,13 @@ Record = dict[str, Any]
 #: envelope as its first key, and the decoder that reads that one value (:func:`object_envelope`).
 _ENVELOPE_FIRST = '{"envelope":'
 _DECODER = json.JSONDecoder()
+#: The end of a message record as :func:`add_message` writes it (``json.dumps`` of its dict,
+#: keys in that order): size, internal date (a JSON number) and object id (RFC 8474
+#: characters), cut out without decoding the record (:func:`records`).
+_RECORD_TAIL = re.compile(
+    rb'"size":(\d+),"internaldate":(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?),'
+    rb'"savedate":[^,]*,"object_id":"([A-Za-z0-9_-]+)"\}\Z'
+)
 
 #: Expunge tombstones kept per folder (see the module docstring); pruning starts when a
 #: folder holds an eighth more than this.
@@ -299,14 +307,16 @@ def records(
 ) -> list[tuple[int, frozenset[str], int, int, float, str, bytes | None]]:
     """(uid, flags, modseq, size, internaldate, object_id, packed rendered items or None)
     of each of ``uids`` present in the folder, in the order given: :func:`messages` as plain
-    tuples, for FETCH of index items only (IMailbox.records). The message record is decoded
-    from text by the C scanner directly (``json.loads`` of bytes detects the encoding
-    first, which costs more than the decoding)."""
+    tuples, for FETCH of index items only (IMailbox.records). The three values are cut out
+    of the message record's text as :func:`add_message` writes it (:data:`_RECORD_TAIL`);
+    a record in any other layout is decoded whole, by the C scanner directly
+    (``json.loads`` of bytes detects the encoding first, which costs more than decoding)."""
     raw = txn.raw
     get = raw.get
     flags_db, messages_db = txn.dbs[b"flags"], txn.dbs[b"messages"]
     rendered_db = txn.dbs[b"rendered"] if rendered else None
     decode = _DECODER.raw_decode
+    cut = _RECORD_TAIL.search
     from_bytes = int.from_bytes
     prefix = u32(fid)
     out = []
@@ -318,8 +328,14 @@ def records(
         record = get(key, db=messages_db)
         if record is None:
             continue
-        fields = decode(bytes(record).decode())[0]
-        object_id = fields["object_id"]
+        text = bytes(record)
+        tail = cut(text)
+        if tail is not None:
+            size, internaldate, object_id = int(tail[1]), float(tail[2]), tail[3].decode()
+        else:
+            fields = decode(text.decode())[0]
+            size, internaldate = fields["size"], fields["internaldate"]
+            object_id = fields["object_id"]
         packed = None
         if rendered_db is not None:
             stored = get(object_id.encode(), db=rendered_db)
@@ -329,8 +345,8 @@ def records(
                 uid,
                 flag_set(bytes(value[8:])),
                 from_bytes(value[:8], "big"),
-                fields["size"],
-                fields["internaldate"],
+                size,
+                internaldate,
                 object_id,
                 packed,
             )
