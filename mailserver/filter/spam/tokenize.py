@@ -22,8 +22,14 @@ Design rules:
   dropped too, and so are the host and path of a mailing list's own links (Mailman's
   ``listinfo`` pages: the corpus's spam sent through ``spamassassin-sightings`` carried its
   footer, whose words were among the top spam tokens): such a link is one
-  ``url:list-footer`` token. Mailing-list headers (``List-*``, ``Precedence``) stay as header-name
-  tokens (``hdr:list-unsubscribe``): real mail has them too.
+  ``url:list-footer`` token.
+- **A list server's headers are the path, not the message.** The headers a mailing list adds
+  on the way (``List-*``, ``X-Mailman-*``, ``X-BeenThere``, ``Precedence``, ``Errors-To``,
+  ``Sender``, ``X-Loop``, ``Mailing-List``...; see :data:`LIST_HEADERS`) are not tokenised:
+  they say which lists the mailbox reads, and spam posted to a list carries them as well as
+  its ham does (in the developers' corpus they were among the top ham tokens and 44% of the
+  spam missed at ham FP <= 0.2% carried them). 5-fold cross-validation: combined recall at
+  ham FP <= 0.2% 92.6% -> 93.2% (model version 4; see ``bench/README.md``).
 - **How a mailer writes, not what it writes.** A header name spelled other than the usual
   way (``MiME-Version``, ``Content-type``) adds ``hdr:spelled:<name>``, and the layout of
   ``Message-ID`` and ``Date`` (digit runs as ``9``, upper- and lower-case runs as ``A``
@@ -84,6 +90,22 @@ SKIPPED_HEADERS = frozenset(
         "arc-authentication-results",
     }
 )
+#: Header names a mailing-list server adds (see the module doc): never tokenised.
+LIST_HEADERS = frozenset(
+    {
+        "precedence",
+        "errors-to",
+        "sender",
+        "x-beenthere",
+        "x-loop",
+        "mailing-list",
+        "x-mailing-list",
+        "x-list-admin",
+        "x-unsubscription-info",
+    }
+)
+#: Header name prefixes of mailing-list servers (RFC 2369/2919 ``List-*``, Mailman, eGroups).
+LIST_PREFIXES = ("list-", "x-mailman", "x-list-", "x-egroups")
 #: The corpus's stand-in for obfuscated host names (in spam and ham alike): dropped.
 ARTEFACT = "taint.org"
 #: Header name prefixes never tokenised (other filters' verdicts).
@@ -189,6 +211,8 @@ def _headers(message: Message, out: list[str]) -> None:
         if lower == "received":
             continue
         if lower in SKIPPED_HEADERS or lower.startswith(SKIPPED_PREFIXES):
+            continue
+        if lower in LIST_HEADERS or lower.startswith(LIST_PREFIXES):
             continue
         if lower not in names:
             names.add(lower)

@@ -72,7 +72,7 @@ def test_user_model_shifts_the_score_only_after_enough_messages(model):
 def test_dumps_loads_round_trip(model):
     """The stored form gives the same scores; it is versioned and not a pickle."""
     data = model.dumps()
-    assert data.startswith(b"MSSPAM\x03")
+    assert data.startswith(b"MSSPAM\x04")
     again = SpamModel.loads(data)
     for n in range(5):
         for is_spam in (True, False):
@@ -84,10 +84,11 @@ def test_dumps_loads_round_trip(model):
 
 
 def test_loads_refuses_an_old_version_with_a_clear_error(model):
-    """Version-1 bytes (no TF-IDF view) and version-2 bytes (learned without the header
-    layout tokens) are refused with a message saying to retrain."""
+    """Version-1 bytes (no TF-IDF view), version-2 bytes (learned without the header layout
+    tokens) and version-3 bytes (learned with the mailing-list headers' tokens) are refused
+    with a message saying to retrain."""
     data = model.dumps()
-    for old in (1, 2):
+    for old in (1, 2, 3):
         with pytest.raises(ModelError, match=f"version {old} .*retrain"):
             SpamModel.loads(data[:6] + bytes([old]) + data[7:])
 

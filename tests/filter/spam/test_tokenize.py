@@ -147,3 +147,24 @@ def test_header_layout_tokens_name_the_mailer_not_the_content():
     )
     assert "message-id:shape:<9a9a9a$9a$9a@a.a>" in other
     assert "date:shape:Aa,_9_Aa_9_9:9:9" in other
+
+
+def test_mailing_list_headers_are_not_tokens():
+    """The headers a list server adds (List-*, X-Mailman-*, X-BeenThere, Precedence,
+    Errors-To, Sender, X-Loop, Mailing-List) give no token: the same message posted to a
+    list and sent directly tokenises alike."""
+    direct = (
+        b"From: Ann <ann@example.com>\nTo: list@lists.example.org\nSubject: cheap offer\n"
+        b"Message-ID: <1a2b@example.com>\nDate: Mon, 12 Aug 2002 10:00:00 +0000\n\n"
+        b"buy now while stocks last\n"
+    )
+    posted = direct.replace(
+        b"Subject:",
+        b"Sender: list-admin@lists.example.org\nErrors-To: list-admin@lists.example.org\n"
+        b"X-Mailman-Version: 2.0.13\nPrecedence: bulk\nX-BeenThere: list@lists.example.org\n"
+        b"List-Id: The list <list.lists.example.org>\nList-Unsubscribe: <mailto:u@example>\n"
+        b"List-Post: <mailto:list@lists.example.org>\nX-Loop: list@lists.example.org\n"
+        b"Mailing-List: contact list-help@example.org; run by ezmlm\nSubject:",
+    )
+    assert tokenize(posted) == tokenize(direct)
+    assert "hdr:subject" in tokenize(posted)
