@@ -449,15 +449,18 @@ def store_flags(
     per changed message, UIDs left alone by ``unchangedsince``).
 
     Per message: one look-up of its flags, the flags value and the two ``modseq`` log keys
-    written, and its file base read from the record's text (:func:`_record_base`). What a
-    flags value becomes is worked out once per distinct value (:func:`_flag_step`): a folder
-    has few distinct flag sets, so ``STORE 1:*`` decodes and encodes flags a handful of
-    times, not once per message (issue 6)."""
+    written, and its file base read from the record's text (:func:`_record_base`), through
+    one cursor per sub-db (LMDB looks on a cursor's current page first, so ascending keys
+    seldom need a search from the root). What a flags value becomes is worked out once per
+    distinct value (:func:`_flag_step`): a folder has few distinct flag sets, so
+    ``STORE 1:*`` decodes and encodes flags a handful of times, not once per message
+    (issue 6)."""
     fid = record["id"]
     modseq = record["highestmodseq"] + 1
     raw = txn.raw
-    get, put, delete = raw.get, raw.put, raw.delete
-    flags_db, log_db, messages_db = txn.dbs[b"flags"], txn.dbs[b"modseq"], txn.dbs[b"messages"]
+    flags = raw.cursor(db=txn.dbs[b"flags"])
+    log = raw.cursor(db=txn.dbs[b"modseq"])
+    messages = raw.cursor(db=txn.dbs[b"messages"])
     prefix = u32(fid)
     head = modseq.to_bytes(8, "big")
     log_head = prefix + head
@@ -468,10 +471,9 @@ def store_flags(
     for uid in sorted(set(uids)):
         uid_key = uid.to_bytes(4, "big")
         key = prefix + uid_key
-        value = get(key, db=flags_db)
-        if value is None:
+        if not flags.set_key(key):
             continue
-        value = bytes(value)
+        value = bytes(flags.value())
         old_modseq = value[:8]
         if unchangedsince is not None and int.from_bytes(old_modseq, "big") > unchangedsince:
             refused.append(uid)
@@ -484,11 +486,12 @@ def store_flags(
         if step is None:
             continue
         new_tail, old, new, unseen_change = step
-        put(key, head + new_tail, db=flags_db)
-        delete(prefix + old_modseq + uid_key, db=log_db)
-        put(log_head + uid_key, b"", db=log_db)
+        flags.put(key, head + new_tail)
+        if log.set_key(prefix + old_modseq + uid_key):
+            log.delete()
+        log.put(log_head + uid_key, b"")
         unseen += unseen_change
-        base = _record_base(bytes(get(key, db=messages_db)))
+        base = _record_base(bytes(messages.value())) if messages.set_key(key) else ""
         changed.append((FlagInfo(uid, new, modseq), old, base))
     if changed:
         record["unseen"] += unseen

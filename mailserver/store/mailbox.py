@@ -434,7 +434,7 @@ class MaildirMailbox:
             changed, refused = index.store_flags(
                 txn, self._record(txn), wanted, given, mode, unchangedsince
             )
-            renames = [(base, old, info.flags) for info, old, base in changed]
+            renames = [(base, old, info.flags) for info, old, base in changed if base]
             if renames:
                 txn.after_commit(lambda: _rename_flags(self.path, renames))
             return [info for info, _old, _base in changed], refused
