@@ -33,6 +33,9 @@ headers       folder id (u32) + uid (u32)             the message's header block
 header_text   folder id (u32) + field tag (1 byte,    the case-folded text SEARCH SUBJECT/FROM/
               ``S``/``F``/``T``/``C``/``B``) + uid    TO/CC/BCC look in, UTF-8
               (u32)                                   (:mod:`mailserver.message.search_text`)
+text_parts    folder id (u32) + uid (u32)             where the message's text/* leaves sit and
+                                                      how to decode them, packed by
+                                                      :mod:`mailserver.message.body_text`
 labels        object id + NUL + folder id + uid       empty: every place an object sits
 modseq        folder id (u32) + modseq (u64) + uid    empty: the change log for CONDSTORE
 vanished      folder id (u32) + modseq (u64) + uid    empty: expunge tombstones for QRESYNC
@@ -84,13 +87,13 @@ from __future__ import annotations
 import functools
 import json
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from mailserver.message import imap_render, search_text
+from mailserver.message import body_text, imap_render, search_text
 
 #: Bump with a migration below whenever a key or value layout changes.
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 SUBDBS = (
     b"meta",
@@ -123,6 +126,7 @@ SUBDBS = (
     b"rendered",
     b"headers",
     b"header_text",
+    b"text_parts",
 )
 
 _U32 = struct.Struct(">I")
@@ -319,11 +323,9 @@ def _add_rendered_v9(txn: Any, dbs: dict[bytes, Any]) -> None:
                 txn.put(key, imap_render.pack(items), db=dbs[b"rendered"])
 
 
-def _add_header_index_v10(txn: Any, dbs: dict[bytes, Any]) -> None:
-    """Version 10 adds the header index (issue 6): ``header_text`` is filled here for every
-    message from its object's envelope (a cursor pass over ``messages`` per
-    :data:`_RENDER_BATCH`, then the writes); ``headers`` starts empty (the blocks are in the
-    files, which the server reads for those messages as before)."""
+def _message_objects(txn: Any, dbs: dict[bytes, Any]) -> Iterator[tuple[bytes, Any]]:
+    """(``messages`` key, its object's record or None) of every message, read
+    :data:`_RENDER_BATCH` at a time (a cursor pass, then the caller's writes)."""
     start: bytes | None = b""
     while start is not None:
         cursor = txn.cursor(db=dbs[b"messages"])
@@ -335,11 +337,29 @@ def _add_header_index_v10(txn: Any, dbs: dict[bytes, Any]) -> None:
         start = bytes(cursor.key()) if found else None
         for key, object_id in batch:
             raw = txn.get(str(object_id).encode(), db=dbs[b"objects"]) if object_id else None
-            record = load(bytes(raw)) if raw is not None else None
-            envelope = record.get("envelope") if isinstance(record, dict) else None
-            folder_id, uid = split_msg_key(key)
-            for tag, text in search_text.texts(envelope or {}).items():
-                txn.put(header_text_key(folder_id, tag, uid), text, db=dbs[b"header_text"])
+            yield key, load(bytes(raw)) if raw is not None else None
+
+
+def _add_header_index_v10(txn: Any, dbs: dict[bytes, Any]) -> None:
+    """Version 10 adds the header index (issue 6): ``header_text`` is filled here for every
+    message from its object's envelope (:func:`_message_objects`); ``headers`` starts empty
+    (the blocks are in the files, which the server reads for those messages as before)."""
+    for key, record in _message_objects(txn, dbs):
+        envelope = record.get("envelope") if isinstance(record, dict) else None
+        folder_id, uid = split_msg_key(key)
+        for tag, text in search_text.texts(envelope or {}).items():
+            txn.put(header_text_key(folder_id, tag, uid), text, db=dbs[b"header_text"])
+
+
+def _add_text_parts_v11(txn: Any, dbs: dict[bytes, Any]) -> None:
+    """Version 11 adds ``text_parts`` (issue 6): each message's text leaves, filled here from
+    its object's structure when that has body offsets (the current layout); SEARCH BODY
+    decodes the structure of any other message as before."""
+    for key, record in _message_objects(txn, dbs):
+        structure = record.get("bodystructure") if isinstance(record, dict) else None
+        packed = body_text.stored_form(structure)
+        if packed is not None:
+            txn.put(key, packed, db=dbs[b"text_parts"])
 
 
 MIGRATIONS: dict[int, Migration] = {
@@ -353,4 +373,5 @@ MIGRATIONS: dict[int, Migration] = {
     7: _add_trace_v8,
     8: _add_rendered_v9,
     9: _add_header_index_v10,
+    10: _add_text_parts_v11,
 }

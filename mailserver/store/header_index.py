@@ -24,9 +24,17 @@ from collections.abc import Iterator, Mapping
 
 from mailserver.db import Txn
 from mailserver.db.schema import header_text_key, msg_key, u32
-from mailserver.message import search_text
+from mailserver.message import body_text, search_text
 
-__all__ = ["HEADER_LIMIT", "add", "exact_header", "header_blocks", "remove", "search_field"]
+__all__ = [
+    "HEADER_LIMIT",
+    "add",
+    "exact_header",
+    "header_blocks",
+    "remove",
+    "search_field",
+    "text_parts",
+]
 
 #: Header blocks longer than this stay in the file only (bounds the index per message).
 HEADER_LIMIT = 64 * 1024
@@ -50,9 +58,11 @@ def add(txn: Txn, fid: int, uid: int, object_id: str, meta: Mapping[str, object]
     ``header``) when given, else (a copy) from the object's record and another label."""
     key = msg_key(fid, uid)
     header: bytes | None = None
+    leaves: bytes | None = None
     if meta is not None:
         envelope = meta.get("envelope")
         header = exact_header(meta)
+        leaves = body_text.stored_form(meta.get("bodystructure"))
     else:
         record = txn.get_json(b"objects", object_id.encode()) or {}
         envelope = record.get("envelope")
@@ -61,16 +71,21 @@ def add(txn: Txn, fid: int, uid: int, object_id: str, meta: Mapping[str, object]
             if other != key:
                 found = txn.get(b"headers", other)
                 header = None if found is None else bytes(found)
+                found = txn.get(b"text_parts", other)
+                leaves = None if found is None else bytes(found)
                 break
     for tag, text in search_text.texts(envelope if isinstance(envelope, Mapping) else {}).items():
         txn.put(b"header_text", header_text_key(fid, tag, uid), text)
     if header is not None:
         txn.put(b"headers", key, header)
+    if leaves is not None:
+        txn.put(b"text_parts", key, leaves)
 
 
 def remove(txn: Txn, fid: int, uid: int) -> None:
     """Forget the removed message ``uid`` of folder ``fid``."""
     txn.delete(b"headers", msg_key(fid, uid))
+    txn.delete(b"text_parts", msg_key(fid, uid))
     for tag in search_text.FIELDS.values():
         txn.delete(b"header_text", header_text_key(fid, tag, uid))
 
@@ -125,3 +140,13 @@ def search_field(
             if wanted in text if type(text) is bytes else wanted in bytes(text):
                 found.append(from_bytes(key[5:9], "big"))
     return found if seen == record.get("exists") else None
+
+
+def text_parts(txn: Txn, fid: int, uids: list[int]) -> Iterator[tuple[int, bytes]]:
+    """(uid, packed text leaves) of each of ``uids`` (ascending) whose leaves are kept, in
+    that order (:func:`mailserver.message.body_text.unpack` reads them)."""
+    raw, db = txn.raw, txn.dbs[b"text_parts"]
+    for uid in uids:
+        value = raw.get(msg_key(fid, uid), db=db)
+        if value is not None:
+            yield uid, bytes(value)

@@ -19,7 +19,7 @@ from mailserver.db.schema import dump
 from mailserver.errors import NoSuchMessage
 from mailserver.interfaces import IMailbox, IMessage
 from mailserver.interfaces.header_index import IHeaderIndex
-from mailserver.message import mime
+from mailserver.message import body_text, mime
 from mailserver.message.headers import header_length
 from mailserver.store import header_index, index, maildir, quota, sketch
 from mailserver.store.names import normalize_folder_name
@@ -324,6 +324,21 @@ class MaildirMailbox:
             with self._bytes_read() as txn:
                 found = list(header_index.header_blocks(txn, self.folder_id, chunk))
             yield from found
+
+    def text_leaves(self, uids: Iterable[int]) -> Iterator[tuple[int, list[body_text.Leaf]]]:
+        """IHeaderIndex: one read transaction per CHUNK messages."""
+        wanted = iter(uids)
+        while True:
+            chunk = list(itertools.islice(wanted, CHUNK))
+            if not chunk:
+                return
+            with self._bytes_read() as txn:
+                found = list(header_index.text_parts(txn, self.folder_id, chunk))
+            for uid, packed in found:
+                try:
+                    yield uid, body_text.unpack(packed)
+                except ValueError:  # a damaged value: the cached structure is used
+                    continue
 
     def search_field(self, field: str, value: str) -> list[int] | None:
         """IHeaderIndex: one cursor walk of the folder's texts for ``field``."""

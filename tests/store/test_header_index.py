@@ -1,7 +1,8 @@
-"""The maildir store's header index (issue 6, schema 10): every message's SEARCH texts and
-(when exact and small) its header block, kept per folder and UID from delivery, carried by
-COPY and MOVE, dropped by EXPUNGE; schema 10's migration fills the texts of messages indexed
-before it; a folder missing any text answers None so the server searches another way."""
+"""The maildir store's header index (issue 6, schemas 10 and 11): every message's SEARCH
+texts, text leaves and (when exact and small) its header block, kept per folder and UID from
+delivery, carried by COPY and MOVE, dropped by EXPUNGE; the migrations fill the texts and
+leaves of messages indexed before them; a folder missing any text answers None so the server
+searches another way."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from zope.interface.verify import verifyObject
 from mailserver.db import schema
 from mailserver.db.env import migrate
 from mailserver.interfaces.header_index import IHeaderIndex
-from mailserver.message import search_text
+from mailserver.message import body_text, search_text
 from mailserver.message.headers import header_length
 from mailserver.store import header_index
 
@@ -125,3 +126,48 @@ async def test_migration_to_10_fills_the_texts_from_the_envelopes(storage, monke
         assert _texts(storage, folder.folder_id) == _expected_texts(folder)
         assert dict(folder.header_blocks([1, 2, 3, 4])) == {}
     assert inbox.search_field("SUBJECT", "quarterly") == [1]
+
+
+def _leaves(folder, uids) -> dict[int, list]:
+    return dict(folder.text_leaves(uids))
+
+
+def _expected_leaves(folder) -> dict[int, list]:
+    return {
+        message.info.uid: body_text.text_leaves(message.info.bodystructure)
+        for message in folder.messages(list(folder.uids()))
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_text_leaves_follow_the_messages(storage):
+    """Every message's text leaves are its cached structure's; a copy and a moved message
+    get the source's; an expunged one leaves none behind."""
+    inbox = await _inbox(storage)
+    assert _leaves(inbox, [1, 2, 3, 4]) == _expected_leaves(inbox)
+    await inbox.copy([1], "Archive")
+    await inbox.move([2], "Archive")
+    archive = storage.store.account(ALICE).folder("Archive")
+    assert _leaves(archive, [1, 2]) == _expected_leaves(archive)
+    await inbox.expunge([1])
+    assert _leaves(inbox, [1, 2, 3, 4]) == {
+        3: _expected_leaves(inbox)[3],
+        4: _expected_leaves(inbox)[4],
+    }
+
+
+@pytest_twisted.ensureDeferred
+async def test_migration_to_11_fills_the_text_leaves(storage, monkeypatch):
+    """An index at version 10 (no text leaves) gets every message's from its structure."""
+    monkeypatch.setattr(schema, "_RENDER_BATCH", 3)
+    inbox = await _inbox(storage)
+
+    def downgrade(txn):
+        for key, _ in list(txn.prefix(b"text_parts", b"")):
+            txn.delete(b"text_parts", bytes(key))
+        txn.put_json(b"meta", b"schema_version", 10)
+
+    storage.db.write_sync(downgrade)
+    assert _leaves(inbox, [1, 2, 3, 4]) == {}
+    assert migrate(storage.db.env, storage.db.dbs) == schema.SCHEMA_VERSION
+    assert _leaves(inbox, [1, 2, 3, 4]) == _expected_leaves(inbox)

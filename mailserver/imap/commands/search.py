@@ -34,7 +34,7 @@ from typing import Any
 from mailserver.imap import response
 from mailserver.imap.commands.base import Result
 from mailserver.imap.commands.fetch import read_headers, read_messages
-from mailserver.imap.commands.sections import structure_of, texts
+from mailserver.imap.commands.sections import structure_of
 from mailserver.imap.grammar import Command
 from mailserver.imap.parse_search import (
     All,
@@ -57,7 +57,7 @@ from mailserver.imap.parse_search import (
 from mailserver.imap.selected import RECENT, SelectedMailbox
 from mailserver.imap.session import Session
 from mailserver.interfaces.header_index import IHeaderIndex
-from mailserver.message import search_text
+from mailserver.message import body_text, search_text
 from mailserver.message.headers import (
     decode_header_value,
     get_headers,
@@ -84,6 +84,8 @@ class Candidate:
     modseq: int = 0
     info: MessageInfo | None = None
     data: bytes | None = None
+    #: Its text leaves as the store keeps them (else its cached structure gives them).
+    leaves: list[body_text.Leaf] | None = None
 
 
 def all_keys(key: SearchKey) -> list[SearchKey]:
@@ -130,6 +132,16 @@ async def search(session: Session, command: Command) -> Result:
         code = b"EXPUNGEISSUED" if view.expunge_pending() else None
         return Result(text=f"{command.name} completed", code=code, untagged=untagged)
     headers_kept = needs_header and not needs_body and IHeaderIndex.providedBy(view.mailbox)
+    # With the text leaves kept, BODY and TEXT need no cached structure: the parse results
+    # are read only for the other keys (and for a message whose leaves are not kept).
+    leaves_kept = needs_body and IHeaderIndex.providedBy(view.mailbox)
+    if leaves_kept:
+        needs_meta = (
+            "envelope"
+            if any((isinstance(k, Contains) and k.field not in ("BODY", "TEXT"))
+                   or (isinstance(k, DateKey) and k.field == "sent") for k in keys)
+            else False
+        )  # fmt: skip
     current = {info.uid: info for info in view.mailbox.flags()}
     candidates = [
         Candidate(number, uid, current[uid].flags, current[uid].modseq)
@@ -147,6 +159,13 @@ async def search(session: Session, command: Command) -> Result:
                 message.info.uid: message
                 for message in view.mailbox.messages([c.uid for c in batch], needs_meta)
             }
+            if leaves_kept:
+                leaves = dict(view.mailbox.text_leaves([c.uid for c in batch]))
+                lacking = [c.uid for c in batch if c.uid in found and c.uid not in leaves]
+                for message in view.mailbox.messages(lacking, True) if lacking else ():
+                    found[message.info.uid] = message  # no leaves kept: the structure
+                for candidate in batch:
+                    candidate.leaves = leaves.get(candidate.uid)
             batch = [c for c in batch if c.uid in found]  # expunged meanwhile: left out
             for candidate in batch:
                 candidate.info = found[candidate.uid].info
@@ -166,6 +185,7 @@ async def search(session: Session, command: Command) -> Result:
         for candidate in batch:
             candidate.data = None
             candidate.info = None
+            candidate.leaves = None
     numbers = [c.uid if args.uid else c.number for c in matched]
     modseqs = [c.modseq for c in matched] if by_modseq else None
     untagged = _results(session, command.tag, args, numbers, [c.uid for c in matched], modseqs)
@@ -359,5 +379,7 @@ class Matcher:
             header = split_message(c.data)[0]
             if wanted in decode_header_value(header).casefold():
                 return True
-        root = structure_of(info.bodystructure, c.data)
-        return any(wanted in text.casefold() for text in texts(c.data, root))
+        leaves = c.leaves
+        if leaves is None:
+            leaves = body_text.text_leaves(structure_of(info.bodystructure, c.data))
+        return body_text.contains(wanted, c.data, leaves)

@@ -11,16 +11,15 @@ number, and ``HEADER``/``TEXT`` after a part number apply to such an attached me
 
 from __future__ import annotations
 
-import binascii
 import functools
-import quopri
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from mailserver.imap.parse_fetch import Section
-from mailserver.message import mime
-from mailserver.message.headers import decode_charset, header_length
+from mailserver.message import body_text, mime
+from mailserver.message.body_text import UnknownEncoding, decode_transfer
+from mailserver.message.headers import header_length
 
 __all__ = [
     "UnknownEncoding",
@@ -33,13 +32,7 @@ __all__ = [
 ]
 
 Node = Mapping[str, Any]
-_IDENTITY = frozenset({"7bit", "8bit", "binary", ""})
-_NOT_BASE64 = re.compile(rb"[^A-Za-z0-9+/]")
 _LINE = re.compile(rb"[^\n]*\n|[^\n]+\Z")
-
-
-class UnknownEncoding(ValueError):
-    """A part's Content-Transfer-Encoding cannot be decoded (RFC 3516 ``[UNKNOWN-CTE]``)."""
 
 
 def structure_of(cached: Node, data: bytes | None) -> Node:
@@ -177,23 +170,6 @@ def section(data: bytes, root: Node, spec: Section) -> bytes | None:
     return header_fields(header, spec.fields, exclude=spec.text == "HEADER.FIELDS.NOT")
 
 
-def decode_transfer(body: bytes, encoding: str) -> bytes:
-    """``body`` without its Content-Transfer-Encoding (RFC 2045 §6)."""
-    encoding = encoding.lower()
-    if encoding in _IDENTITY:
-        return body
-    if encoding == "base64":
-        clean = _NOT_BASE64.sub(b"", body)
-        clean = clean[: len(clean) - len(clean) % 4] if len(clean) % 4 == 1 else clean
-        try:
-            return binascii.a2b_base64(clean + b"=" * (-len(clean) % 4))
-        except binascii.Error as error:
-            raise UnknownEncoding(str(error)) from None
-    if encoding == "quoted-printable":
-        return quopri.decodestring(body)
-    raise UnknownEncoding(encoding)
-
-
 def binary_part(data: bytes, root: Node, part: tuple[int, ...]) -> bytes | None:
     """``BINARY[part]`` (RFC 3516 §4.2): the part's body decoded; the whole message for
     ``BINARY[]``; None for a part that does not exist."""
@@ -209,22 +185,6 @@ def binary_part(data: bytes, root: Node, part: tuple[int, ...]) -> bytes | None:
 
 
 def texts(data: bytes, root: Node) -> Iterator[str]:
-    """The decoded text/* leaves of a message, attached messages included (SEARCH BODY)."""
-    stack: list[Node] = [root]
-    while stack:
-        node = stack.pop()
-        parts = node.get("parts")
-        if parts:
-            stack.extend(reversed(parts))
-            continue
-        if _is_message(node):
-            stack.append(node["bodystructure"])
-            continue
-        if node.get("type") != "text":
-            continue
-        try:
-            raw = decode_transfer(_body(data, node), str(node.get("encoding") or ""))
-        except UnknownEncoding:
-            raw = _body(data, node)
-        params = node.get("params") or {}
-        yield decode_charset(raw, str(params.get("charset") or "utf-8"))
+    """The decoded text/* leaves of a message, attached messages included (SEARCH BODY; see
+    :mod:`mailserver.message.body_text`)."""
+    return body_text.decoded(data, body_text.text_leaves(root))
