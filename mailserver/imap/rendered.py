@@ -72,7 +72,8 @@ def stored(packed: bytes, tag: int, utf8: bool) -> bytes | None:
     """The value of the item with one-letter ``tag`` (:data:`imap_render.ITEMS`, as an int)
     in a stored form of :func:`mailserver.message.imap_render.pack`, its UTF-8 variant
     (the tag in lower case) for a ``utf8`` client when one is stored; None when the item is
-    not there or the form is cut short. Scans the form in place, building no mapping."""
+    not there or the form is cut short where it was scanned (up to the item for a plain
+    client, to the end for a UTF-8 one). Scans the form in place, building no mapping."""
     position, end = 0, len(packed)
     found = None
     variant = tag + 32
@@ -88,4 +89,4 @@ def stored(packed: bytes, tag: int, utf8: bool) -> bytes | None:
                 return found
         elif utf8 and kind == variant:
             return packed[start:position]
-    return found
+    return found if position == end else None  # a few octets left over: cut short
