@@ -1,7 +1,8 @@
-"""The header index (issue 6): FETCH of header items and SEARCH on SUBJECT/FROM/TO/CC/BCC and
-HEADER over the maildir store (which keeps header blocks and search texts in its index) send
-exactly what the in-memory store (which keeps none, so the files and parse results are read)
-sends, for varied real-world and broken messages, including ones whose block is not kept."""
+"""The header index (issue 6): FETCH of header items and SEARCH on SUBJECT/FROM/TO/CC/BCC,
+HEADER, BODY and TEXT (alone, ANDed, ORed, negated) over the maildir store (which keeps header
+blocks, search texts and text leaves in its index) send exactly what the in-memory store
+(which keeps none, so the files and parse results are read) sends, for varied real-world and
+broken messages, including ones whose block is not kept."""
 
 from __future__ import annotations
 
@@ -52,6 +53,12 @@ COMMANDS = [
     "SEARCH HEADER Subject fold",
     'SEARCH HEADER X-Big ""',
     "SEARCH SUBJECT policy HEADER Message-ID example",
+    "SEARCH SUBJECT re BODY the",
+    "SEARCH (FROM example (SUBJECT the)) TEXT system",
+    "SEARCH OR SUBJECT policy BODY the",
+    "SEARCH NOT SUBJECT re BODY the UNSEEN",
+    "SEARCH BODY zeppelin",
+    "SEARCH TEXT quarterly",
 ]
 
 

@@ -143,10 +143,12 @@ async def search(session: Session, command: Command) -> Result:
             else False
         )  # fmt: skip
     current = {info.uid: info for info in view.mailbox.flags()}
+    # Only messages that can match the known keys ANDed with the rest are read.
+    required = _required(args.key, known)
     candidates = [
         Candidate(number, uid, current[uid].flags, current[uid].modseq)
         for number, uid in enumerate(view.uids, 1)
-        if uid in current
+        if uid in current and (required is None or uid in required)
     ]
     matcher = Matcher(view, time.time(), known)
     matched: list[Candidate] = []
@@ -225,6 +227,17 @@ def _combined(key: SearchKey, known: dict[Contains, frozenset[int]]) -> frozense
     if isinstance(key, Or):
         left, right = _combined(key.left, known), _combined(key.right, known)
         return None if left is None or right is None else left | right
+    return None
+
+
+def _required(key: SearchKey, known: dict[Contains, frozenset[int]]) -> frozenset[int] | None:
+    """UIDs every match of ``key`` is among, from the ``known`` keys it ANDs (directly or in
+    nested ANDs); None when it ANDs none."""
+    if isinstance(key, Contains):
+        return known.get(key)
+    if isinstance(key, And):
+        parts = [part for part in (_required(k, known) for k in key.keys) if part is not None]
+        return frozenset.intersection(*parts) if parts else None
     return None
 
 
