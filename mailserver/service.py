@@ -653,7 +653,10 @@ def _policy_fields(config: Config) -> dict[str, Any]:
 def _mx_factory(config: Config, service: MailService, reactor: Any) -> SMTPFactory:
     """The port-25 SMTP factory: anonymous sessions that may deliver only to local users."""
     postmaster = f"postmaster@{config.server.hostname}"
-    target: Any = _reserved(service, LocalDeliveryTarget(service.store, service.directory))
+    # the free-space reserve is checked by the local target on the thread writing the body
+    target: Any = LocalDeliveryTarget(
+        service.store, service.directory, reserve=service.store.free_space
+    )
     if config.msgauth.enabled:
         target = _inbound_authentication(config, target, reactor)
     if config.msgauth.report_address:  # DMARC aggregate reports (RFC 7489 §7.2) to the index

@@ -25,6 +25,7 @@ from zope.interface import implementer
 from mailserver import durable
 from mailserver.db import Txn
 from mailserver.db.env import current_generation
+from mailserver.diskspace import FreeSpace
 from mailserver.errors import MailError, NoSuchUser
 from mailserver.interfaces import (
     IClassified,
@@ -62,9 +63,15 @@ class LocalDeliveryTarget:
     the generation, so a kept INBOX is used only while no such change has committed. Only
     accounts that exist are kept; an unknown one is looked up every time."""
 
-    def __init__(self, store: MaildirStore, directory: IUserDirectory) -> None:
+    def __init__(
+        self, store: MaildirStore, directory: IUserDirectory, reserve: FreeSpace | None = None
+    ) -> None:
         self.store = store
         self.directory = directory
+        #: The free-space reserve checked before a body is written (mailserver.diskspace):
+        #: a message that would leave less free is refused with 452 4.3.1. It is checked on
+        #: the thread that writes the body, so it costs no thread hop of its own.
+        self.reserve = reserve
         self._inboxes: dict[str, tuple[bytes | None, int, str, str, str]] = {}
 
     def start(self, envelope: Envelope) -> LocalDelivery:
@@ -183,6 +190,11 @@ class LocalDelivery:
             # Streamed: the spooled message is copied in chunks after the Return-Path, and
             # the index's parse reads the written file in bounded memory (store/sketch.py),
             # so a large message never sits whole in memory here (issue 12).
+            reserve = self.target.reserve
+            if reserve is not None:
+                incoming = source.seek(0, os.SEEK_END)
+                source.seek(0)
+                reserve.check(incoming)
             base = maildir.unique_name()
             path = os.path.join(first.path, "tmp", base)
             prefix = return_path(self.envelope)

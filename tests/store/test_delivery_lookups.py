@@ -16,6 +16,7 @@ import pytest
 import pytest_twisted
 
 from mailserver.db.env import current_generation
+from mailserver.diskspace import FreeSpace, InsufficientStorage
 from mailserver.errors import NoSuchUser
 from mailserver.store.local import LocalDeliveryTarget
 from mailserver.types import Address, Envelope
@@ -117,3 +118,21 @@ async def test_a_user_removed_by_another_process_is_refused(storage):
     )
     assert storage.directory.resolve(ALICE) == []
     await refused(target)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_reserve_is_checked_before_the_body_is_written(storage, tmp_path):
+    """A local target given the free-space reserve refuses a body that would leave less
+    free with InsufficientStorage (452 4.3.1) and stores nothing, not even in tmp/; with
+    space back the same message arrives."""
+    await provisioned(storage)
+    space = FreeSpace(str(tmp_path))
+    space.minimum = space.free() + (1 << 30)
+    target = LocalDeliveryTarget(storage.store, storage.directory, reserve=space)
+    with pytest.raises(InsufficientStorage):
+        await deliver(target)
+    inbox = storage.store.account(ALICE).folder("INBOX")
+    assert list(inbox.uids()) == []
+    assert not any(os.scandir(os.path.join(inbox.path, "tmp")))
+    space.minimum = 0
+    assert await deliver(target) == [1]
