@@ -176,25 +176,26 @@ class SelectedMailbox:
         sequence set must only name existing numbers, else the command is BAD (RFC 9051
         §9 seq-number: 1 to the number of messages). ``$`` is the saved search result.
         """
+        pairs: list[tuple[int, int]] = []
         if sequence.saved:
-            saved = self.saved or []
-            pairs = [(self.seq(u), u) for u in saved]
-            return sorted((n, u) for n, u in pairs if n is not None)
+            for saved_uid in self.saved or []:
+                number = self.seq(saved_uid)
+                if number is not None:
+                    pairs.append((number, saved_uid))
+            return sorted(pairs)
         uids = self.uids
         if uid:
             star = uids[-1] if uids else 0
-            pairs: list[tuple[int, int]] = []
             for first, last in sequence.resolved(star):
                 start = bisect.bisect_left(uids, first)
                 stop = bisect.bisect_right(uids, last)
                 pairs.extend((index + 1, uids[index]) for index in range(start, stop))
             return pairs
         count = len(uids)
-        for first, last in sequence.ranges:
-            for end in (first, last):
+        for ends in sequence.ranges:
+            for end in ends:
                 if (end is None and count == 0) or (end is not None and end > count):
                     raise bad(f"Invalid message sequence number (the mailbox has {count})")
-        pairs = []
         for first, last in sequence.clamped(count):
             pairs.extend(zip(range(first, last + 1), uids[first - 1 : last]))
         return pairs
