@@ -6,7 +6,8 @@ Inbound, :class:`MailLog` (a :mod:`twisted.logger` observer) turns each SMTP ``m
     3F2A9C01B7D4: from=<a@example.net> to=<b@example.org> size=1234 client=192.0.2.7
     listener=smtp.listen verdict=accept score=0.0 status=accepted (250 2.0.0 OK: queued as ...)
 
-joined, by the SMTP queue id (``Envelope.queue_id``), to the filter's ``verdict`` event for
+(the whole line is also in the event's ``maillog_line`` field, which is its format), joined,
+by the SMTP queue id (``Envelope.queue_id``), to the filter's ``verdict`` event for
 the same message, which comes before it (the body phase runs before the commit). A MAIL or
 RCPT refused before there is a message gives a ``NOQUEUE`` line with the refused command.
 
@@ -99,6 +100,9 @@ class MailLog:
             fields["verdict"] = "none"
         if queue_id == "NOQUEUE":
             fields["command"] = event.get("command", "")
-            self.log.info(_REFUSED, **fields)
+            template = _REFUSED
         else:
-            self.log.info(_FORMAT, **fields)
+            template = _FORMAT
+        # The text is made here with str.format (C): twisted.logger would format the template
+        # for each text observer with its string.Formatter (pure Python), ~20 us a line.
+        self.log.info("{maillog_line}", maillog_line=template.format(**fields), **fields)
