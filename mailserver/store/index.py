@@ -409,21 +409,28 @@ def flag_range(
 def changed_since(txn: Txn, fid: int, modseq: int) -> list[FlagInfo]:
     """FlagInfo of the folder's messages whose modseq is above ``modseq``, oldest change
     first (CONDSTORE/QRESYNC): one walk of the ``modseq`` log and a look-up of each message's
-    flags, no JSON decoded."""
+    flags, no JSON decoded. The look-ups go through one cursor: the UIDs of one change (a
+    STORE gives all its messages one modseq) ascend, so they mostly stay on its page."""
     prefix = u32(fid)
-    cursor = txn.raw.cursor(db=txn.dbs[b"modseq"])
-    if not cursor.set_range(modseq_key(fid, modseq + 1)):
+    log = txn.raw.cursor(db=txn.dbs[b"modseq"])
+    if not log.set_range(modseq_key(fid, modseq + 1)):
         return []
-    flags_db = txn.dbs[b"flags"]
+    flags = txn.raw.cursor(db=txn.dbs[b"flags"])
     from_bytes = int.from_bytes
     found = []
-    for key in cursor.iternext(values=False):
+    for key in log.iternext(values=False):
         if key[:4] != prefix:
             break
-        uid = from_bytes(key[12:16], "big")
-        value = txn.raw.get(msg_key(fid, uid), db=flags_db)
-        if value is not None:
-            found.append(FlagInfo(uid, flag_set(bytes(value[8:])), from_bytes(value[:8], "big")))
+        uid_key = bytes(key[12:16])
+        if flags.set_key(prefix + uid_key):
+            value = flags.value()
+            found.append(
+                FlagInfo(
+                    from_bytes(uid_key, "big"),
+                    flag_set(bytes(value[8:])),
+                    from_bytes(value[:8], "big"),
+                )
+            )
     return found
 
 
