@@ -189,7 +189,7 @@ class SelectedMailbox:
             for first, last in sequence.resolved(star):
                 start = bisect.bisect_left(uids, first)
                 stop = bisect.bisect_right(uids, last)
-                pairs.extend((index + 1, uids[index]) for index in range(start, stop))
+                pairs.extend(zip(range(start + 1, stop + 1), uids[start:stop]))
             return pairs
         count = len(uids)
         for ends in sequence.ranges:
