@@ -11,9 +11,11 @@ Design rules:
 1. A snapshot is valid only for the exact state it was read at: the folder's (UIDVALIDITY,
    MAILBOXID) name it, and its (UIDNEXT, EXISTS, HIGHESTMODSEQ) must still be the folder's.
    Every change to a folder (a delivery, an expunge, a flag change, in this process or
-   another one sharing the store) raises HIGHESTMODSEQ (RFC 7162 §3.1.1; the stores raise it
-   for expunges too, §3.2.10), so an equal state is the same set of UIDs and flags and a
-   stale snapshot is never used; nothing needs invalidating.
+   another one sharing the store) raises HIGHESTMODSEQ: the store contract requires it
+   (:mod:`mailserver.interfaces.store`: every change of a message's flags or membership
+   raises its modseq above the folder's HIGHESTMODSEQ; RFC 7162 §3.1.1, §3.2.10). So an
+   equal state is the same set of UIDs and flags, a stale snapshot is never used, and
+   nothing needs invalidating.
 2. A snapshot is kept only when the folder's state after the walk is the state read before
    it, so it never mixes two states (the walk reads in several short transactions).
 3. Snapshots are immutable and shared; a session copies the UID array into its own view
