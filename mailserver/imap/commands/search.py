@@ -31,6 +31,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
+from mailserver.errors import MailError
 from mailserver.imap import response
 from mailserver.imap.commands.base import Result
 from mailserver.imap.commands.fetch import read_headers, read_messages
@@ -56,6 +57,7 @@ from mailserver.imap.parse_search import (
 )
 from mailserver.imap.selected import RECENT, SelectedMailbox
 from mailserver.imap.session import Session
+from mailserver.interfaces import IMessage
 from mailserver.interfaces.header_index import IHeaderIndex
 from mailserver.message import body_text, search_text
 from mailserver.message.headers import (
@@ -142,6 +144,13 @@ async def search(session: Session, command: Command) -> Result:
                    or (isinstance(k, DateKey) and k.field == "sent") for k in keys)
             else False
         )  # fmt: skip
+    # BODY the only key reading bytes: each file is read up to the end of its last text leaf
+    # (the attachments after it are not read).
+    body_only = (
+        leaves_kept
+        and not needs_header
+        and not any(isinstance(k, Contains) and k.field == "TEXT" for k in keys)
+    )
     current = {info.uid: info for info in view.mailbox.flags()}
     # Only messages that can match the known keys ANDed with the rest are read.
     required = _required(args.key, known)
@@ -176,7 +185,11 @@ async def search(session: Session, command: Command) -> Result:
                 for candidate in batch:
                     candidate.data = kept.get(candidate.uid)
             unread = [c for c in batch if c.data is None] if needs_bytes else []
-            if unread:
+            if unread and body_only:  # up to the end of the last text leaf (kept or not)
+                wanted = [(found[c.uid], _text_end(c)) for c in unread]
+                for candidate, data in zip(unread, await session.in_thread(_read_upto, wanted)):
+                    candidate.data = data
+            elif unread:
                 reader = read_messages if needs_body else read_headers
                 messages = [found[c.uid] for c in unread]
                 for candidate, data in zip(unread, await session.in_thread(reader, messages)):
@@ -228,6 +241,30 @@ def _combined(key: SearchKey, known: dict[Contains, frozenset[int]]) -> frozense
         left, right = _combined(key.left, known), _combined(key.right, known)
         return None if left is None or right is None else left | right
     return None
+
+
+def _text_end(candidate: Candidate) -> int | None:
+    """Where the candidate's last text leaf ends in its file (None: unknown, read it all)."""
+    leaves = candidate.leaves
+    if leaves is None:
+        structure = candidate.info.bodystructure if candidate.info is not None else {}
+        if "body_offset" not in structure:
+            return None
+        leaves = body_text.text_leaves(structure)
+    return max((start + length for start, length, _e, _c in leaves), default=0)
+
+
+def _read_upto(wanted: list[tuple[IMessage, int | None]]) -> list[bytes | None]:
+    """In a worker thread: each message's first ``n`` octets (all of it for None); None for
+    one that is gone."""
+    out: list[bytes | None] = []
+    for message, end in wanted:
+        try:
+            with message.open() as source:
+                out.append(source.read() if end is None else source.read(end))
+        except (OSError, MailError):
+            out.append(None)
+    return out
 
 
 def _required(key: SearchKey, known: dict[Contains, frozenset[int]]) -> frozenset[int] | None:
