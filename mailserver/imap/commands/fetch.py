@@ -291,9 +291,9 @@ async def _responses(
                 yield lines
                 continue
         if indexed is not None:  # every item from the index: one loop, one buffer
-            found, records = indexed.align(group, view.mailbox.records(uids, indexed.wants))
-            missing = missing or len(found) < len(group)
-            lines = indexed.lines(found, records)
+            kept, records = indexed.align(group, view.mailbox.records(uids, indexed.wants))
+            missing = missing or len(kept) < len(group)
+            lines = indexed.lines(kept, records)
             if lines is not None:
                 if lines:
                     yield lines
@@ -324,7 +324,7 @@ async def _responses(
                         read = await session.in_thread(reader, chosen)
                     for i, data in zip(wanted, read):
                         datas[i] = data
-            out = []
+            out: list[bytes] = []
             for (number, message, reads), data in zip(batch, datas):
                 if reads is not None and data is None:
                     missing = True
@@ -458,7 +458,7 @@ class _Renderer:
         """uid -> the values of this command's ENVELOPE/BODYSTRUCTURE/BODY items, for the
         messages that have every one of them stored (rendered at delivery) or cached (taken
         now: the LRU may drop them before the messages are rendered)."""
-        out = {}
+        out: dict[int, dict[str, bytes]] = {}
         get, utf8, stored = self.cache.get, self.utf8, imap_render.item
         for message in messages:
             info = message.info

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from mailserver.imap.parse_fetch import FetchAtt, FetchItem
-from mailserver.imap.rendered import stored
+from mailserver.imap.rendered import RenderedCache, stored
 from mailserver.imap.selected import SelectedMailbox
 from mailserver.message.imap_render import ITEMS
 
@@ -46,7 +46,9 @@ class IndexFetch:
     """The responses of one FETCH whose items all come from the index (see the module
     docstring); :meth:`of` gives None for any other FETCH."""
 
-    def __init__(self, view: SelectedMailbox, items: list[FetchItem], utf8: bool, cache: Any):
+    def __init__(
+        self, view: SelectedMailbox, items: list[FetchItem], utf8: bool, cache: RenderedCache
+    ) -> None:
         self.view = view
         self.utf8 = utf8
         self.cache = cache
@@ -71,7 +73,7 @@ class IndexFetch:
 
     @classmethod
     def of(
-        cls, view: SelectedMailbox, items: list[FetchItem], utf8: bool, cache: Any
+        cls, view: SelectedMailbox, items: list[FetchItem], utf8: bool, cache: RenderedCache
     ) -> IndexFetch | None:
         if not items or not all(
             isinstance(item, FetchAtt) and (item.name in _FORMS or item.name in _RENDERED)
