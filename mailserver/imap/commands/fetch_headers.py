@@ -91,6 +91,18 @@ class HeaderFetch:
             states = {info.uid: info for info in self.view.mailbox.flags(uids[0], uids[-1])}
             if any(uid not in states for uid in uids):
                 return None
+        if len(self.plan) == 1 and self.plan[0][0] == "BODY" and self.plan[0][3] is None:
+            # One header section without a partial (the common FETCH): one format per message.
+            _what, label, cut, _partial = self.plan[0]
+            contents = (
+                (number, blocks[uid] if cut is None else cut(blocks[uid])) for number, uid in group
+            )
+            return b"".join(
+                [
+                    b"* %d FETCH (%s{%d}\r\n%s)\r\n" % (number, label, len(content), content)
+                    for number, content in contents
+                ]
+            )
         flags_for = self.view.flags_for
         literal = response.literal
         out = []
