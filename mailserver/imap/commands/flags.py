@@ -64,7 +64,8 @@ async def store(session: Session, command: Command) -> Result:
             refused = set(left)
         view.reported(done)
         current = _current(view, pairs, done)
-        changed = {info.uid for info in done}
+        if args.silent:  # only .SILENT needs to tell changed messages from the rest
+            changed = {info.uid for info in done}
     # RFC 7162 §3.2.3: UID in every FETCH with QRESYNC; §3.1.4.1: MODSEQ with CONDSTORE.
     with_uid, with_modseq = args.uid or session.qresync, session.condstore
     template = _fetch_template(args.silent, with_uid, with_modseq)
