@@ -7,6 +7,7 @@ searches another way."""
 from __future__ import annotations
 
 import io
+import shutil
 
 import pytest_twisted
 from zope.interface.verify import verifyObject
@@ -17,6 +18,8 @@ from mailserver.interfaces.header_index import IHeaderIndex
 from mailserver.message import body_text, search_text
 from mailserver.message.headers import header_length
 from mailserver.store import header_index
+from mailserver.store.reindex import adopt_accounts, reindex
+from tests.conftest import Storage
 
 ALICE = "alice@example.org"
 MESSAGES = [
@@ -171,3 +174,29 @@ async def test_migration_to_11_fills_the_text_leaves(storage, monkeypatch):
     assert _leaves(inbox, [1, 2, 3, 4]) == {}
     assert migrate(storage.db.env, storage.db.dbs) == schema.SCHEMA_VERSION
     assert _leaves(inbox, [1, 2, 3, 4]) == _expected_leaves(inbox)
+
+
+@pytest_twisted.ensureDeferred
+async def test_reindex_from_the_files_fills_the_header_index(tmp_path, storage):
+    """With the index lost, reindex keeps every message's block, texts and leaves again, a
+    hard-linked copy's from the object it shares."""
+    inbox = await _inbox(storage)
+    await inbox.copy([1], "Archive")
+    blocks = dict(inbox.header_blocks([1, 2, 3, 4]))
+    await storage.aclose()
+    shutil.rmtree(tmp_path / "index")
+    fresh = Storage(tmp_path)
+    try:
+        assert await adopt_accounts(fresh.store) == [ALICE]
+        await reindex(fresh.store, ALICE)
+        inbox = fresh.store.account(ALICE).folder("INBOX")
+        archive = fresh.store.account(ALICE).folder("Archive")
+        assert sorted(dict(inbox.header_blocks(list(inbox.uids()))).values()) == sorted(
+            blocks.values()
+        )
+        assert list(dict(archive.header_blocks(list(archive.uids()))).values()) == [blocks[1]]
+        for folder in (inbox, archive):
+            assert _texts(fresh, folder.folder_id) == _expected_texts(folder)
+            assert _leaves(folder, list(folder.uids())) == _expected_leaves(folder)
+    finally:
+        await fresh.aclose()
