@@ -25,6 +25,7 @@ __all__ = [
     "parse_headers",
     "split_message",
     "strip_mbox_from",
+    "unfold",
 ]
 
 # RFC 5322 §2.2 field-name = 1*ftext (printable US-ASCII except ":").
@@ -210,13 +211,18 @@ def decode_encoded_words(text: str) -> str:
     return "".join(out)
 
 
+def unfold(raw: bytes) -> bytes:
+    """``raw`` with every line break that is followed by a blank removed (RFC 5322 §2.2.3)."""
+    return _FOLD.sub(b"", raw)
+
+
 def decode_header_value(raw: bytes) -> str:
     """Decode a raw header value to text; never raises.
 
     Folding is removed (RFC 5322 §2.2.3), 8-bit bytes are decoded by :func:`decode_text`, and
     RFC 2047 encoded-words are decoded by :func:`decode_encoded_words`.
     """
-    return decode_encoded_words(decode_text(_FOLD.sub(b"", raw)))
+    return decode_encoded_words(decode_text(unfold(raw)))
 
 
 def rfc5322_date(timestamp: float | None = None) -> str:

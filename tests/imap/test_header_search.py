@@ -1,13 +1,14 @@
-"""SEARCH HEADER (mailserver/imap/commands/search.py header_matches): the shortcut that skips
-parsing when a search string with no blank is nowhere in an ASCII block without encoded
-words answers exactly as parsing and decoding every field does, for any block (hypothesis)."""
+"""SEARCH HEADER and TEXT on a header block (mailserver/imap/commands/search.py): the
+shortcuts for ASCII blocks without encoded words (no parse when a search string with no blank
+is nowhere in the block; TEXT's header part searched as unfolded bytes) answer exactly as
+parsing and decoding does, for any block (hypothesis)."""
 
 from __future__ import annotations
 
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from mailserver.imap.commands.search import header_matches
+from mailserver.imap.commands.search import header_matches, header_text_contains
 from mailserver.message.headers import decode_header_value, get_headers, parse_headers
 
 _PIECES = ["Subject", "subject", "X-Tag", ":", " :", " ", "\t", "\r\n", "\n", "=?utf-8?q?",
@@ -41,3 +42,18 @@ def test_shortcut_equals_parsing_every_field(pieces, name, value, latin1):
     text = "".join(pieces)
     block = text.encode("latin-1" if latin1 and all(ord(c) < 256 for c in text) else "utf-8")
     assert header_matches(block, name, value) == _reference(block, name, value)
+
+
+@given(
+    pieces=st.lists(st.sampled_from(_PIECES), max_size=24),
+    value=st.sampled_from(_WORDS),
+    latin1=st.booleans(),
+)
+@example(pieces=["Subject", ":", "quar", "\r\n", " ", "terly"], value="quar terly", latin1=False)
+def test_text_header_shortcut_equals_decoding_the_block(pieces, value, latin1):
+    """SEARCH TEXT's header part: the bytes shortcut for ASCII blocks without encoded words
+    answers as decoding the whole block does."""
+    text = "".join(pieces)
+    block = text.encode("latin-1" if latin1 and all(ord(c) < 256 for c in text) else "utf-8")
+    wanted = value.casefold()
+    assert header_text_contains(block, wanted) == (wanted in decode_header_value(block).casefold())

@@ -65,10 +65,18 @@ from mailserver.message.headers import (
     get_headers,
     parse_headers,
     split_message,
+    unfold,
 )
 from mailserver.types import MessageInfo
 
-__all__ = ["Candidate", "Matcher", "all_keys", "header_matches", "search"]
+__all__ = [
+    "Candidate",
+    "Matcher",
+    "all_keys",
+    "header_matches",
+    "header_text_contains",
+    "search",
+]
 
 #: Messages read per trip to the thread pool (keys that read bytes), else per store call.
 BATCH = 64
@@ -144,13 +152,10 @@ async def search(session: Session, command: Command) -> Result:
                    or (isinstance(k, DateKey) and k.field == "sent") for k in keys)
             else False
         )  # fmt: skip
-    # BODY the only key reading bytes: each file is read up to the end of its last text leaf
-    # (the attachments after it are not read).
-    body_only = (
-        leaves_kept
-        and not needs_header
-        and not any(isinstance(k, Contains) and k.field == "TEXT" for k in keys)
-    )
+    # With the text leaves kept, each file is read up to the end of its last text leaf (the
+    # attachments after it are not read), and of its header block when TEXT or HEADER look
+    # in that (its length from the kept block; the whole file when it is not kept).
+    with_header = needs_header or any(isinstance(k, Contains) and k.field == "TEXT" for k in keys)
     current = {info.uid: info for info in view.mailbox.flags()}
     # Only messages that can match the known keys ANDed with the rest are read.
     required = _required(args.key, known)
@@ -185,8 +190,12 @@ async def search(session: Session, command: Command) -> Result:
                 for candidate in batch:
                     candidate.data = kept.get(candidate.uid)
             unread = [c for c in batch if c.data is None] if needs_bytes else []
-            if unread and body_only:  # up to the end of the last text leaf (kept or not)
-                wanted = [(found[c.uid], _text_end(c)) for c in unread]
+            if unread and leaves_kept:  # up to the end of the last text leaf (kept or not)
+                lengths: dict[int, int] = {}
+                if with_header:
+                    uids = [c.uid for c in unread]
+                    lengths = {u: len(b) for u, b in view.mailbox.header_blocks(uids)}
+                wanted = [(found[c.uid], _read_end(c, lengths, with_header)) for c in unread]
                 for candidate, data in zip(unread, await session.in_thread(_read_upto, wanted)):
                     candidate.data = data
             elif unread:
@@ -243,15 +252,20 @@ def _combined(key: SearchKey, known: dict[Contains, frozenset[int]]) -> frozense
     return None
 
 
-def _text_end(candidate: Candidate) -> int | None:
-    """Where the candidate's last text leaf ends in its file (None: unknown, read it all)."""
+def _read_end(candidate: Candidate, headers: dict[int, int], with_header: bool) -> int | None:
+    """How much of the candidate's file a search reads: up to where its last text leaf ends,
+    and its header block (``headers``: kept block lengths) ``with_header``; None: all."""
     leaves = candidate.leaves
     if leaves is None:
         structure = candidate.info.bodystructure if candidate.info is not None else {}
         if "body_offset" not in structure:
             return None
         leaves = body_text.text_leaves(structure)
-    return max((start + length for start, length, _e, _c in leaves), default=0)
+    end = max((start + length for start, length, _e, _c in leaves), default=0)
+    if with_header:
+        header = headers.get(candidate.uid)
+        return None if header is None else max(end, header)
+    return end
 
 
 def _read_upto(wanted: list[tuple[IMessage, int | None]]) -> list[bytes | None]:
@@ -342,6 +356,15 @@ def header_matches(block: bytes, name: str, value: str) -> bool:
             return False
     values = get_headers(parse_headers(block), name)
     return any(wanted in decode_header_value(v).casefold() for v in values)
+
+
+def header_text_contains(block: bytes, wanted: str) -> bool:
+    """True when the decoded header block (SEARCH TEXT's header part) holds ``wanted``
+    (case-folded). An ASCII block without encoded-words decodes to itself unfolded, so it is
+    searched as lower-cased bytes."""
+    if block.isascii() and b"=?" not in block:
+        return wanted.isascii() and wanted.encode() in unfold(block).lower()
+    return wanted in decode_header_value(block).casefold()
 
 
 def _day(timestamp: float) -> dt.date:
@@ -438,10 +461,8 @@ class Matcher:
         if key.field in search_text.FIELDS:
             return wanted in search_text.field_text(info.envelope, key.field)
         assert c.data is not None
-        if key.field == "TEXT":
-            header = split_message(c.data)[0]
-            if wanted in decode_header_value(header).casefold():
-                return True
+        if key.field == "TEXT" and header_text_contains(split_message(c.data)[0], wanted):
+            return True
         leaves = c.leaves
         if leaves is None:
             leaves = body_text.text_leaves(structure_of(info.bodystructure, c.data))
