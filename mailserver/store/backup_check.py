@@ -10,7 +10,9 @@
   reported only if it is still there when looked at again in a fresh read transaction (an
   expunge or delivery in between is not a problem).
 - Both check the index against itself (:func:`index_problems`, in one read transaction):
-  folder counters, UIDNEXT, HIGHESTMODSEQ and quota usage against the message entries.
+  folder counters, UIDNEXT, HIGHESTMODSEQ and quota usage against the message entries, and
+  the header index (``headers``, ``header_text``, ``text_parts``: no entry of a message or
+  folder that is gone, every message with its SEARCH texts; :mod:`mailserver.store.header_audit`).
 - :func:`restore` copies a verified backup into an empty data directory.
 
 Each check returns the list of problems (one line each, naming the file or entry); an
@@ -24,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mailserver.db import Snapshot, schema
-from mailserver.store import maildir
+from mailserver.store import header_audit, maildir
 from mailserver.store.backup import (
     INDEX,
     MAIL,
@@ -98,7 +100,9 @@ def verify_backup(root: str, progress: Progress = no_progress) -> list[str]:
 def index_problems(txn: Any, dbs: dict[bytes, Any]) -> list[str]:
     """What one index snapshot says against itself: every message entry has its flags entry
     and a folder; each folder's counters (EXISTS, size, unseen), UIDNEXT and HIGHESTMODSEQ
-    agree with its messages; each account's quota usage with its folders' messages."""
+    agree with its messages, and its header index too (no entries of messages that are gone,
+    no message without its SEARCH texts); no header index entries of a folder that is gone;
+    each account's quota usage agrees with its folders' messages."""
     problems = []
     folders = {
         schema.from_u32(bytes(key)): schema.load(bytes(value))
@@ -149,6 +153,15 @@ def index_problems(txn: Any, dbs: dict[bytes, Any]) -> list[str]:
         used = usage.setdefault(account, [0, 0])
         used[0] += count
         used[1] += size
+        audit = header_audit.audit_folder(txn, dbs, fid)
+        if audit.problems:
+            problems.append(f"{where}: header index has {audit.describe()}{fix}")
+    stray = header_audit.stray_folders(txn, dbs, set(folders))
+    for fid, count in sorted(stray.items()):
+        problems.append(
+            f"index: {count} header index entr{'y' if count == 1 else 'ies'} of folder id "
+            f"{fid}, which does not exist; run: mailserver reindex"
+        )
     for key, value in txn.cursor(db=dbs[b"accounts"]):
         account, record = bytes(key).decode(), schema.load(bytes(value))
         count, size = usage.get(account, [0, 0])

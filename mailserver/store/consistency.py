@@ -5,12 +5,14 @@ recovery every message file of a folder (in ``cur/`` and ``new/``) has an index 
 every entry a file, so a difference means the index lost entries (a damaged or restored
 index) or the files changed behind the server's back. The check compares, per folder, the
 number of files, of index entries and the folder's EXISTS counter, and finds account
-directories on disk that the index does not know (a lost or replaced index). It reads
-directories and the index only; it changes nothing.
+directories on disk that the index does not know (a lost or replaced index). It also audits
+each folder's header index (:mod:`mailserver.store.header_audit`): entries of messages that are
+gone, or messages without their SEARCH texts, which could make SEARCH SUBJECT/FROM/... miss
+a message. It reads directories and the index only; it changes nothing.
 
 Each problem comes with the command that repairs it, so the log says what to do:
-``mailserver reindex ADDRESS`` for a folder out of step, ``mailserver reindex --adopt`` for
-mail the index does not know.
+``mailserver reindex ADDRESS`` for a folder out of step (files, counters or header index),
+``mailserver reindex --adopt`` for mail the index does not know.
 """
 
 from __future__ import annotations
@@ -24,12 +26,20 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from mailserver.db.schema import load, u32
-from mailserver.store import index, maildir
+from mailserver.store import header_audit, index, maildir
 
 if TYPE_CHECKING:
     from mailserver.store.maildir_store import MaildirStore
 
-__all__ = ["Mismatch", "check", "damaged_index", "unknown_accounts", "verify_at_start"]
+__all__ = [
+    "HeaderIndexMismatch",
+    "Mismatch",
+    "check",
+    "damaged_index",
+    "header_index_problems",
+    "unknown_accounts",
+    "verify_at_start",
+]
 
 log = Logger(namespace="mailserver.store")
 
@@ -56,6 +66,18 @@ class Mismatch:
             f"{self.address} {self.folder}: {self.files} message file(s), {self.entries} "
             f"index entries, EXISTS {self.exists}"
         )
+
+
+@dataclass(frozen=True)
+class HeaderIndexMismatch:
+    """One folder whose header index disagrees with its messages."""
+
+    address: str
+    folder: str
+    detail: str  # :meth:`mailserver.store.header_audit.FolderAudit.describe`
+
+    def __str__(self) -> str:
+        return f"{self.address} {self.folder}: header index has {self.detail}"
 
 
 def _count_files(path: str) -> int:
@@ -102,6 +124,22 @@ def check(store: MaildirStore) -> list[Mismatch]:
     return problems
 
 
+def header_index_problems(store: MaildirStore) -> list[HeaderIndexMismatch]:
+    """Every folder of every account whose header index has orphans or messages without
+    their SEARCH texts (:func:`mailserver.store.header_audit.audit_folder`), one read
+    transaction per folder. Blocking: run it in a worker thread."""
+    problems = []
+    for address in store.accounts():
+        with store.db.read() as txn:
+            found = [(name, fid) for name, fid, _record in index.folders(txn, address)]
+        for name, fid in found:
+            with store.db.read() as txn:
+                audit = header_audit.audit_folder(txn.raw, txn.dbs, fid)
+            if audit.problems:
+                problems.append(HeaderIndexMismatch(address, name, audit.describe()))
+    return problems
+
+
 def damaged_index(error: BaseException, path: str) -> str | None:
     """One line for the log when ``error`` shows the LMDB index at ``path`` is damaged
     (what LMDB reports for corrupt pages), else None."""
@@ -115,15 +153,18 @@ def verify_at_start(store: MaildirStore, index_path: str) -> Deferred[int]:
     warning per problem with the command that repairs it; Deferred[number of problems].
     A failure of the check itself is logged, never raised."""
 
-    def run() -> tuple[list[Mismatch], list[str]]:
-        return check(store), unknown_accounts(store)
+    def run() -> tuple[list[Mismatch | HeaderIndexMismatch], list[str]]:
+        return [*check(store), *header_index_problems(store)], unknown_accounts(store)
 
-    def report(found: tuple[list[Mismatch], list[str]]) -> int:
+    def report(found: tuple[list[Mismatch | HeaderIndexMismatch], list[str]]) -> int:
         mismatches, unknown = found
         for mismatch in mismatches:
             log.warn(
                 "index out of step with the maildir files: {mismatch}; run 'mailserver "
-                "reindex {address}' (best with the server stopped)",
+                "reindex {address}' (best with the server stopped)"
+                if isinstance(mismatch, Mismatch)
+                else "index out of step with its messages: {mismatch}; run 'mailserver "
+                "reindex {address}' (SEARCH may miss messages until then)",
                 mismatch=str(mismatch),
                 address=mismatch.address,
             )

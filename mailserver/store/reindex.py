@@ -9,7 +9,11 @@
   index entries without a file are dropped like an expunge (a tombstone each, and a higher
   HIGHESTMODSEQ, so QRESYNC clients hear of them); folders on disk but not in the index are
   added; each folder's EXISTS, unseen and size counters are recounted from its entries (an
-  index that lost entries keeps counters that no longer match).
+  index that lost entries keeps counters that no longer match); each folder's header index
+  is brought in step with its messages (:func:`mailserver.store.header_audit.repair_folder`:
+  entries of messages that are gone deleted, missing SEARCH texts and text leaves written
+  from the parse results), and entries of folders that are gone are deleted. New files get
+  their header block, texts and leaves as at delivery, from the parse of the file.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from twisted.internet.defer import inlineCallbacks
 
 from mailserver.db import Txn
 from mailserver.db.schema import decode_flags, u32
-from mailserver.store import index, maildir, quota, sketch
+from mailserver.store import header_audit, index, maildir, quota, sketch
 from mailserver.store.mailbox import move_to_cur
 from mailserver.types import SEEN, SYSTEM_FLAGS, FlagMode
 
@@ -44,6 +48,8 @@ class ReindexReport:
     messages_dropped: int = 0
     flags_fixed: int = 0
     files_seen: int = 0
+    #: header index entries deleted (orphans) or written (missing texts, leaves)
+    header_index_fixed: int = 0
 
 
 def _scan_new(path: str, now: float) -> list[str]:
@@ -216,9 +222,20 @@ def reindex(
             yield _index_file(mailbox, subdir, file, object_id, first)
             report.messages_added += 1
         yield store.write(lambda txn, f=mailbox.folder_id: _recount(txn, f))
+        report.header_index_fixed += yield store.write(_repair_header_index(mailbox.folder_id))
+    report.header_index_fixed += yield store.write(header_audit.drop_stray)
     # The quota counters (RFC 9208 usage) follow the messages now in the index.
     yield store.write(lambda txn: quota.rebuild_usage(txn, address))
     return report
+
+
+def _repair_header_index(fid: int) -> Callable[[Txn], int]:
+    """The write that brings folder ``fid``'s header index in step with its messages."""
+
+    def repair(txn: Txn) -> int:
+        return header_audit.repair_folder(txn, fid)
+
+    return repair
 
 
 def _recount(txn: Txn, fid: int) -> None:

@@ -1,0 +1,142 @@
+"""The header index (``headers``, ``header_text``, ``text_parts``) under the tools that check
+and rebuild the index (mailserver/store/header_audit.py): an entry whose message is gone next
+to a message without its SEARCH text makes SEARCH miss that message; the start-up check and
+``mailserver verify`` name such a folder with the command that repairs it, and ``mailserver
+reindex`` repairs it (and drops entries of folders that are gone). Deleting folders and
+accounts leaves no entry behind, and a folder made afterwards never sees an old text."""
+
+from __future__ import annotations
+
+import io
+
+import pytest_twisted
+
+from mailserver.db import schema
+from mailserver.message import search_text
+from mailserver.store import header_audit
+from mailserver.store.backup_check import index_problems
+from mailserver.store.consistency import check, header_index_problems
+from mailserver.store.reindex import reindex
+
+ALICE = "alice@example.org"
+SUBJECTS = ["quarterly report", "lunch", "quarterly numbers"]
+
+
+def _message(n: int, subject: str) -> bytes:
+    return (
+        f"From: sender{n}@example.net\r\nTo: {ALICE}\r\nSubject: {subject}\r\n"
+        f"Message-ID: <m{n}@example.net>\r\nContent-Type: text/plain\r\n\r\nbody {n}\r\n"
+    ).encode()
+
+
+async def _inbox(storage, subjects=SUBJECTS):
+    await storage.store.create_account(ALICE)
+    inbox = storage.store.account(ALICE).folder("INBOX")
+    for n, subject in enumerate(subjects, 1):
+        await inbox.append(io.BytesIO(_message(n, subject)))
+    return inbox
+
+
+def _all_entries(storage) -> dict[bytes, list[bytes]]:
+    with storage.db.read() as txn:
+        return {
+            table: [bytes(key) for key, _ in txn.prefix(table, b"")]
+            for table in header_audit.TABLES
+        }
+
+
+def _verify(storage) -> list[str]:
+    with storage.db.env.begin(write=False) as raw:
+        return index_problems(raw, storage.db.dbs)
+
+
+def _damage(storage, fid: int) -> None:
+    """What a partly restored index can hold: the SUBJECT text of message 3 lost, and the
+    texts of an expunged message 9 left behind (so the count of texts still matches)."""
+
+    def damage(txn):
+        txn.delete(b"header_text", schema.header_text_key(fid, b"S", 3))
+        for tag, text in search_text.texts({"subject": "quarterly old"}).items():
+            txn.put(b"header_text", schema.header_text_key(fid, tag, 9), text)
+        txn.put(b"text_parts", schema.msg_key(fid, 9), b"")
+
+    storage.db.write_sync(damage)
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_orphan_beside_a_missing_text_misleads_search_until_reindexed(storage):
+    """With message 3's SUBJECT text lost and an expunged message's texts left, the count of
+    texts matches EXISTS and SEARCH SUBJECT "quarterly" misses message 3; the start-up check
+    and verify name the folder and the repair; reindex deletes the orphans and writes the
+    missing text from the message's envelope, so SEARCH answers right again."""
+    inbox = await _inbox(storage)
+    assert inbox.search_field("SUBJECT", "quarterly") == [1, 3]
+    _damage(storage, inbox.folder_id)
+    assert inbox.search_field("SUBJECT", "quarterly") == [1, 9]  # wrong: 3 missed
+    assert check(storage.store) == []  # files, entries and EXISTS still agree
+    [problem] = header_index_problems(storage.store)
+    assert (problem.address, problem.folder) == (ALICE, "INBOX")
+    assert "5 header_text entries of expunged messages" in str(problem)
+    assert "1 text_parts entry of expunged messages" in str(problem)
+    assert "1 message(s) without their SEARCH texts" in str(problem)
+    [line] = _verify(storage)
+    assert line.startswith(f"index: {ALICE} INBOX: header index has ")
+    assert line.endswith(f"; run: mailserver reindex {ALICE}")
+    report = await reindex(storage.store, ALICE)
+    assert report.header_index_fixed == 7  # 6 orphans deleted, 1 text written
+    assert inbox.search_field("SUBJECT", "quarterly") == [1, 3]
+    assert header_index_problems(storage.store) == []
+    assert _verify(storage) == []
+    again = await reindex(storage.store, ALICE)
+    assert again.header_index_fixed == 0  # a consistent index is left as it is
+
+
+@pytest_twisted.ensureDeferred
+async def test_entries_of_a_folder_that_is_gone_are_named_and_dropped(storage):
+    """Header index entries under a folder id with no folder (left by a damaged index) are
+    named by verify and dropped by reindex; the folders that exist keep theirs."""
+    inbox = await _inbox(storage)
+    kept = _all_entries(storage)
+
+    def stray(txn):
+        txn.put(b"headers", schema.msg_key(4000, 1), b"Subject: old\r\n\r\n")
+        for tag, text in search_text.texts({"subject": "old"}).items():
+            txn.put(b"header_text", schema.header_text_key(4000, tag, 1), text)
+
+    storage.db.write_sync(stray)
+    assert _verify(storage) == [
+        "index: 6 header index entries of folder id 4000, which does not exist; "
+        "run: mailserver reindex"
+    ]
+    report = await reindex(storage.store, ALICE)
+    assert report.header_index_fixed == 6
+    assert _all_entries(storage) == kept
+    assert inbox.search_field("SUBJECT", "") == [1, 2, 3]
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleted_folders_and_accounts_leave_nothing_and_ids_are_not_reused(storage):
+    """Deleting a folder (with messages and a copy of one elsewhere) and then the account
+    leaves no entry in any header index sub-db; a folder of the same name made afterwards
+    gets a new folder id and finds nothing; quota usage follows the messages."""
+    inbox = await _inbox(storage)
+    account = storage.store.account(ALICE)
+    await inbox.copy([1, 2], "Archive")
+    archive = account.folder("Archive")
+    old_id = archive.folder_id
+    await account.delete_folder("Archive")
+    with storage.db.read() as txn:
+        for table in header_audit.TABLES:
+            assert list(txn.prefix(table, schema.u32(old_id))) == []
+    assert account.quota().used_messages == 3
+    await account.create_folder("Archive")
+    again = account.folder("Archive")
+    assert again.folder_id != old_id
+    assert again.search_field("SUBJECT", "") == []
+    await storage.store.delete_account(ALICE)
+    assert _all_entries(storage) == {table: [] for table in header_audit.TABLES}
+    await _inbox(storage)
+    fresh = storage.store.account(ALICE).folder("INBOX")
+    assert fresh.folder_id not in (inbox.folder_id, old_id, again.folder_id)
+    assert fresh.search_field("SUBJECT", "quarterly") == [1, 3]
+    assert _verify(storage) == []
