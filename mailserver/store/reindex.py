@@ -4,16 +4,18 @@
   crash came after the commit: just move them to ``cur/``) or not (a crash came before it, or
   an outside deliverer put them there: index them).
 - :func:`reindex` is ``mailserver reindex``: the files are the truth. Known files keep their
-  UID, modseq and keywords and take the system flags from their names; unknown files get new
-  UIDs (hard links to one inode share one object id, i.e. they are labels of one message);
-  index entries without a file are dropped like an expunge (a tombstone each, and a higher
-  HIGHESTMODSEQ, so QRESYNC clients hear of them); folders on disk but not in the index are
-  added; each folder's EXISTS, unseen and size counters are recounted from its entries (an
-  index that lost entries keeps counters that no longer match); each folder's header index
-  is brought in step with its messages (:func:`mailserver.store.header_audit.repair_folder`:
-  entries of messages that are gone deleted, missing SEARCH texts and text leaves written
-  from the parse results), and entries of folders that are gone are deleted. New files get
-  their header block, texts and leaves as at delivery, from the parse of the file.
+  UID, modseq and keywords and take the system flags from their names (a file whose
+  ``names`` entry was lost is known by its message entry's record, and gets the entry
+  back); unknown files get new UIDs (hard links to one inode share one object id, i.e. they
+  are labels of one message); index entries without a file are dropped like an expunge (a
+  tombstone each, and a higher HIGHESTMODSEQ, so QRESYNC clients hear of them); folders on
+  disk but not in the index are added; each folder's EXISTS, unseen and size counters are
+  recounted from its entries (an index that lost entries keeps counters that no longer
+  match); each folder's header index is brought in step with its messages
+  (:func:`mailserver.store.header_audit.repair_folder`: entries of messages that are gone
+  deleted, missing SEARCH texts and text leaves written from the parse results), and entries
+  of folders that are gone are deleted. New files get their header block, texts and leaves
+  as at delivery, from the parse of the file.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.defer import inlineCallbacks
 
 from mailserver.db import Txn
-from mailserver.db.schema import decode_flags, u32
+from mailserver.db.schema import decode_flags, name_key, u32
 from mailserver.store import header_audit, index, maildir, quota, sketch
 from mailserver.store.mailbox import move_to_cur
 from mailserver.types import SEEN, SYSTEM_FLAGS, FlagMode
@@ -188,34 +190,51 @@ def reindex(
         mailbox = account.folder(name)
         files = yield store.in_thread(_disk_files, mailbox.path)
         report.files_seen += len(files)
-        seen_bases: set[str] = set()
         unknown = []
         fixes: dict[frozenset[str], list[int]] = {}
         with store.db.read() as txn:
+            fid = mailbox.folder_id
+            entries = _entries_by_base(txn, fid)
+            kept: dict[str, int] = {}
+            relinked: list[tuple[str, int]] = []
             for subdir, file, inode in files:
                 base, file_flags = maildir.split_name(file)
-                seen_bases.add(base)
-                uid = index.uid_for_name(txn, mailbox.folder_id, base)
-                found = None if uid is None else index.message(txn, mailbox.folder_id, uid)
+                uid = index.uid_for_name(txn, fid, base)
+                found = None if uid is None else index.message(txn, fid, uid)
+                if found is None and entries.get(base):
+                    # Its ``names`` entry was lost, its message entry stands: it keeps its UID.
+                    uid = entries[base][0]
+                    found = index.message(txn, fid, uid)
+                    relinked.append((base, uid))
                 if uid is None or found is None:
                     unknown.append((subdir, file, inode))
                     continue
+                kept[base] = uid
                 record, _modseq, flags = found
                 inode_objects.setdefault(inode, record["object_id"])
                 wanted = (flags - SYSTEM_FLAGS) | (file_flags & SYSTEM_FLAGS)
                 if file_flags != maildir.split_name(maildir.file_name(base, flags))[1]:
                     fixes.setdefault(frozenset(wanted), []).append(uid)
-            stale = [
-                index.uid_for_name(txn, mailbox.folder_id, key[4:].decode())
-                for key, _ in txn.prefix(b"names", u32(mailbox.folder_id))
-                if key[4:].decode() not in seen_bases
+            dead_names = [
+                bytes(key)
+                for key, _ in txn.prefix(b"names", u32(fid))
+                if bytes(key[4:]).decode() not in kept
             ]
+            # Entries whose file is gone, found by their ``names`` entry or by their record
+            # (a lost ``names`` entry), and second entries of one file.
+            named = (index.uid_for_name(txn, fid, key[4:].decode()) for key in dead_names)
+            stale = sorted(
+                {uid for uid in named if uid is not None}
+                | {uid for base, uids in entries.items() for uid in uids if kept.get(base) != uid}
+            )
         for wanted, uids in fixes.items():
             yield mailbox.store_flags(uids, wanted, FlagMode.REPLACE)
             report.flags_fixed += len(uids)
-        if stale:
-            yield store.write(lambda txn, s=stale, m=mailbox: _drop(txn, m, s))
-            report.messages_dropped += len(stale)
+        if stale or dead_names or relinked:
+            dropped = yield store.write(
+                lambda txn, s=stale, m=mailbox, d=dead_names, r=relinked: _drop(txn, m, s, d, r)
+            )
+            report.messages_dropped += dropped
         for subdir, file, inode in unknown:
             first = inode not in inode_objects
             object_id = inode_objects.setdefault(inode, index.new_object_id())
@@ -253,5 +272,30 @@ def _recount(txn: Txn, fid: int) -> None:
         index.update_folder(txn, record)
 
 
-def _drop(txn: Txn, mailbox: MaildirMailbox, uids: list[int | None]) -> None:
-    index.remove_messages(txn, index.folder(txn, mailbox.folder_id), [u for u in uids if u])
+def _entries_by_base(txn: Txn, fid: int) -> dict[str, list[int]]:
+    """File base -> UIDs (ascending) of the folder's message entries, from their records."""
+    found: dict[str, list[int]] = {}
+    for uid, _flags, _modseq in index.flag_range(txn, fid, 1, None):
+        got = index.message(txn, fid, uid)
+        if got is not None and got[0] is not None:
+            found.setdefault(got[0]["base"], []).append(uid)
+    return found
+
+
+def _drop(
+    txn: Txn,
+    mailbox: MaildirMailbox,
+    uids: list[int],
+    dead_names: list[bytes],
+    relinked: list[tuple[str, int]],
+) -> int:
+    """Remove the stale entries ``uids`` (like an expunge) and the ``names`` entries of files
+    that are gone; give files whose ``names`` entry was lost theirs again. How many message
+    entries were removed."""
+    fid = mailbox.folder_id
+    removed = index.remove_messages(txn, index.folder(txn, fid), uids)
+    for key in dead_names:
+        txn.delete(b"names", key)
+    for base, uid in relinked:
+        txn.put(b"names", name_key(fid, base), u32(uid))
+    return len(removed)

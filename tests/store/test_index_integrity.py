@@ -8,6 +8,7 @@ accounts leaves no entry behind, and a folder made afterwards never sees an old 
 from __future__ import annotations
 
 import io
+import os
 
 import pytest_twisted
 
@@ -17,6 +18,7 @@ from mailserver.store import header_audit
 from mailserver.store.backup_check import index_problems
 from mailserver.store.consistency import check, header_index_problems
 from mailserver.store.reindex import reindex
+from mailserver.types import FlagMode
 
 ALICE = "alice@example.org"
 SUBJECTS = ["quarterly report", "lunch", "quarterly numbers"]
@@ -140,3 +142,48 @@ async def test_deleted_folders_and_accounts_leave_nothing_and_ids_are_not_reused
     assert fresh.folder_id not in (inbox.folder_id, old_id, again.folder_id)
     assert fresh.search_field("SUBJECT", "quarterly") == [1, 3]
     assert _verify(storage) == []
+
+
+def _lose_name(storage, fid: int, uid: int) -> str:
+    """Delete the ``names`` entry of message ``uid``; its file's base."""
+    with storage.db.read() as txn:
+        base = txn.get_json(b"messages", schema.msg_key(fid, uid))["base"]
+    storage.db.write_sync(lambda txn: txn.delete(b"names", schema.name_key(fid, base)))
+    return base
+
+
+@pytest_twisted.ensureDeferred
+async def test_reindex_keeps_a_message_whose_names_entry_was_lost(storage):
+    """A file whose ``names`` entry (file -> UID) was lost keeps its UID, flags and header
+    index entries through reindex instead of coming back as a second message; its entry is
+    written again."""
+    inbox = await _inbox(storage)
+    await inbox.store_flags([2], ["\\Seen", "$done"], FlagMode.ADD)
+    base = _lose_name(storage, inbox.folder_id, 2)
+    report = await reindex(storage.store, ALICE)
+    assert (report.messages_added, report.messages_dropped) == (0, 0)
+    assert [(i.uid, i.flags) for i in inbox.flags()] == [
+        (1, frozenset()),
+        (2, frozenset({"\\Seen", "$done"})),
+        (3, frozenset()),
+    ]
+    with storage.db.read() as txn:
+        assert txn.get(b"names", schema.name_key(inbox.folder_id, base)) == schema.u32(2)
+    assert inbox.search_field("SUBJECT", "") == [1, 2, 3]
+    assert check(storage.store) == [] and _verify(storage) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_reindex_drops_an_entry_whose_names_entry_and_file_are_gone(storage):
+    """A message entry with neither its file nor its ``names`` entry is dropped like an
+    expunge (its header index entries with it), not kept forever."""
+    inbox = await _inbox(storage)
+    path = inbox.message(2).path()
+    _lose_name(storage, inbox.folder_id, 2)
+    os.unlink(path)
+    report = await reindex(storage.store, ALICE)
+    assert (report.messages_added, report.messages_dropped) == (0, 1)
+    assert list(inbox.uids()) == [1, 3]
+    assert inbox.search_field("SUBJECT", "") == [1, 3]
+    assert inbox.expunged_since(0) == [2]
+    assert check(storage.store) == [] and _verify(storage) == []
