@@ -144,7 +144,8 @@ def filled(server_process):
 
 @pytest_twisted.ensureDeferred
 async def test_lost_entries_are_reported_and_reindex_restores_them(filled):
-    """Two INBOX entries lost: the start-up check names the folder and the command; after
+    """Two INBOX entries lost: the start-up check names the folder and the command, and
+    the folder's header index, which still holds the lost messages' entries (orphans); after
     ``mailserver reindex alice@example.org`` every message and flag is back and the check
     is quiet."""
     server = filled
@@ -152,6 +153,10 @@ async def test_lost_entries_are_reported_and_reindex_restores_them(filled):
     await deferToThread(server.start)
     line = await deferToThread(wait_for_log, server, "index out of step with the maildir files")
     assert "alice@example.org INBOX: 4 message file(s), 2 index entries, EXISTS 4" in line
+    assert f"mailserver reindex {ALICE}" in line
+    line = await deferToThread(wait_for_log, server, "index out of step with its messages")
+    assert "alice@example.org INBOX: header index has " in line
+    assert "10 header_text entries of expunged messages" in line
     assert f"mailserver reindex {ALICE}" in line
     assert server.get("/healthz")[0] == 200
     assert server.stop() == 0, server.output()
@@ -172,7 +177,7 @@ async def test_lost_entries_are_reported_and_reindex_restores_them(filled):
 
     await deferToThread(check)
     assert server.stop() == 0, server.output()
-    assert server.stdout().count("index out of step") == 1  # only the first start
+    assert server.stdout().count("index out of step") == 2  # only the first start
 
 
 @pytest_twisted.ensureDeferred
