@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 
+import pytest
 import pytest_twisted
 
 from mailserver.db import schema
@@ -17,6 +18,7 @@ from mailserver.message import search_text
 from mailserver.store import header_audit
 from mailserver.store.backup_check import index_problems
 from mailserver.store.consistency import check, header_index_problems
+from mailserver.store.mailbox import message_meta
 from mailserver.store.reindex import reindex
 from mailserver.types import FlagMode
 
@@ -187,3 +189,26 @@ async def test_reindex_drops_an_entry_whose_names_entry_and_file_are_gone(storag
     assert inbox.search_field("SUBJECT", "") == [1, 3]
     assert inbox.expunged_since(0) == [2]
     assert check(storage.store) == [] and _verify(storage) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_header_entries_commit_with_the_message_or_not_at_all(storage):
+    """The header block, texts and leaves are written in the transaction that adds the
+    message: a write that fails after adding it (a crash before the commit) leaves none."""
+    inbox = await _inbox(storage)
+    before = _all_entries(storage)
+    meta = message_meta(_message(9, "never committed"))
+
+    def op(txn):
+        inbox._add(txn, "1.M1P1.crash", frozenset(), 100, 0.0, meta)
+        with_entries = {
+            table: len(list(txn.prefix(table, schema.u32(inbox.folder_id))))
+            for table in header_audit.TABLES
+        }
+        assert with_entries == {b"headers": 4, b"header_text": 20, b"text_parts": 4}
+        raise RuntimeError("crash before the commit")
+
+    with pytest.raises(RuntimeError):
+        await storage.store.write(op)
+    assert _all_entries(storage) == before
+    assert inbox.search_field("SUBJECT", "never") == []
