@@ -41,6 +41,18 @@ def write_new(
     entry is NOT yet durable: rename it into place and call :func:`fsync_directory` (or use
     :func:`publish`)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    if isinstance(source, bytes):  # straight to the descriptor: no buffered file object
+        try:
+            try:
+                size = _write_all(fd, prefix) + _write_all(fd, source)
+                if fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+        except BaseException as error:
+            _remove_partial(path, error)
+            raise
+        return size
     try:
         with os.fdopen(fd, "wb", closefd=True) as out:
             out.write(prefix)
@@ -53,14 +65,28 @@ def write_new(
             if fsync:
                 os.fsync(out.fileno())
     except BaseException as error:
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
-        if out_of_space(error):
-            raise InsufficientStorage(detail=f"writing {path}: {error}") from error
+        _remove_partial(path, error)
         raise
     return size
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    """Write all of ``data`` to ``fd`` (``os.write`` may write less); its length."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    return len(data)
+
+
+def _remove_partial(path: str, error: BaseException) -> None:
+    """Remove the partial file ``path`` after ``error``; raise InsufficientStorage for lack
+    of space (the caller re-raises any other error)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    if out_of_space(error):
+        raise InsufficientStorage(detail=f"writing {path}: {error}") from error
 
 
 def publish(temporary: str, final: str, *, fsync: bool = True) -> None:

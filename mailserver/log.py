@@ -7,15 +7,37 @@ from __future__ import annotations
 from typing import IO
 
 from twisted.logger import (
-    FilteringLogObserver,
     ILogObserver,
+    LogEvent,
     LogLevel,
-    LogLevelFilterPredicate,
     jsonFileLogObserver,
     textFileLogObserver,
 )
+from zope.interface import implementer
 
 from mailserver.config import LogConfig
+
+
+@implementer(ILogObserver)
+class LevelFilter:
+    """Forwards to ``sink`` the events at ``level`` or above and drops the rest.
+
+    The same decisions as :class:`twisted.logger.FilteringLogObserver` with a
+    :class:`twisted.logger.LogLevelFilterPredicate` that has only a default level (an event
+    without ``log_level`` or ``log_namespace`` is dropped too), at the cost of one set
+    look-up: the predicate walks the event's namespace, segment by segment, for every event,
+    and several events come per message.
+    """
+
+    def __init__(self, sink: ILogObserver, level: LogLevel) -> None:
+        self.sink = sink
+        self.levels = frozenset(
+            known for known in LogLevel.iterconstants() if known >= level  # type: ignore[operator]
+        )
+
+    def __call__(self, event: LogEvent) -> None:
+        if event.get("log_level") in self.levels and event.get("log_namespace"):
+            self.sink(event)
 
 
 def make_observer(config: LogConfig, stream: IO[str]) -> ILogObserver:
@@ -27,5 +49,4 @@ def make_observer(config: LogConfig, stream: IO[str]) -> ILogObserver:
         sink = jsonFileLogObserver(stream)
     else:
         sink = textFileLogObserver(stream)
-    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(config.level))
-    return FilteringLogObserver(sink, [predicate])
+    return LevelFilter(sink, LogLevel.levelWithName(config.level))

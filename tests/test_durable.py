@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -71,3 +74,34 @@ def test_write_atomically_replaces(tmp_path):
     durable.write_atomically(str(path), b"two")
     assert path.read_bytes() == b"two"
     assert os.listdir(tmp_path) == ["state"]
+
+
+def test_write_new_of_bytes_writes_prefix_and_bytes(tmp_path):
+    """Bytes (written straight to the descriptor) land after the prefix, whole, mode 0600,
+    and the count returned is the file's size."""
+    path = tmp_path / "m"
+    data = os.urandom(300_000)
+    assert durable.write_new(str(path), data, prefix=b"Return-Path: <a@b>\r\n") == 20 + 300_000
+    assert path.read_bytes() == b"Return-Path: <a@b>\r\n" + data
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_write_new_of_bytes_that_fails_leaves_nothing(tmp_path):
+    """A write of bytes that fails part-way (here: past the process's file size limit,
+    EFBIG) removes the partial file and raises the error."""
+    path = tmp_path / "big"
+    script = (
+        "import resource, signal, sys\n"
+        "from mailserver import durable\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (4096, resource.RLIM_INFINITY))\n"
+        "try:\n"
+        "    durable.write_new(sys.argv[1], b'x' * 100_000, prefix=b'head')\n"
+        "except OSError as error:\n"
+        "    print(error.errno)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, str(path)], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == str(errno.EFBIG)
+    assert not path.exists()

@@ -187,20 +187,29 @@ class LocalDelivery:
         first = self._inboxes[0]
 
         def write() -> tuple[str, int, index.Record]:
-            # Streamed: the spooled message is copied in chunks after the Return-Path, and
-            # the index's parse reads the written file in bounded memory (store/sketch.py),
-            # so a large message never sits whole in memory here (issue 12).
+            # A message up to sketch.SMALL octets (the spool holds it in memory) is read
+            # once, written with the Return-Path and parsed from those bytes. A larger one is
+            # streamed: copied in chunks after the Return-Path, and the index's parse reads
+            # the written file in bounded memory (store/sketch.py), so it never sits whole in
+            # memory here (issue 12).
+            start = source.tell()
+            end = source.seek(0, os.SEEK_END)
             reserve = self.target.reserve
             if reserve is not None:
-                incoming = source.seek(0, os.SEEK_END)
-                source.seek(0)
-                reserve.check(incoming)
+                start = 0
+                reserve.check(end)
+            source.seek(start)
             base = maildir.unique_name()
             path = os.path.join(first.path, "tmp", base)
             prefix = return_path(self.envelope)
-            size = durable.write_new(path, source, prefix=prefix, fsync=store.fsync)
+            small = len(prefix) + end - start <= sketch.SMALL
+            data = prefix + source.read() if small else b""
+            if small:
+                size = durable.write_new(path, data, fsync=store.fsync)
+            else:
+                size = durable.write_new(path, source, prefix=prefix, fsync=store.fsync)
             try:
-                meta = sketch.file_meta(path)
+                meta = sketch.data_meta(data) if small else sketch.file_meta(path)
             except BaseException:
                 _unlink_quietly(path)
                 raise

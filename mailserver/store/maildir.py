@@ -41,12 +41,29 @@ def _hostname() -> str:
     return socket.gethostname().replace("/", "\\057").replace(":", "\\072") or "localhost"
 
 
+#: ``P<pid>`` and ``.host`` of this process's names, taken once per process as Dovecot does
+#: (``my_hostname``, set at start-up): no uname and getpid per message. A forked child takes
+#: its own (os.register_at_fork), so two processes never share a pid part.
+_process_parts = ("", "")
+
+
+def _take_process_parts() -> None:
+    global _process_parts
+    _process_parts = (f"P{os.getpid()}", _hostname())
+
+
+_take_process_parts()
+os.register_at_fork(after_in_child=_take_process_parts)
+
+
 def unique_name(now: float | None = None) -> str:
-    """A file name unique across processes and hosts: ``sec.M<usec>P<pid>Q<n>R<rand>.host``."""
+    """A file name unique across processes and hosts: ``sec.M<usec>P<pid>Q<n>R<rand>.host``
+    (pid and host name as of the process's start, or of the fork that made it)."""
     now = time.time() if now is None else now
     seconds = int(now)
     micro = int((now - seconds) * 1_000_000)
-    return f"{seconds}.M{micro}P{os.getpid()}Q{next(_counter)}R{secrets.token_hex(4)}.{_hostname()}"
+    pid, host = _process_parts
+    return f"{seconds}.M{micro}{pid}Q{next(_counter)}R{secrets.token_hex(4)}.{host}"
 
 
 def flags_suffix(flags: frozenset[str]) -> str:

@@ -37,7 +37,16 @@ from typing import BinaryIO
 
 from mailserver.store import index
 
-__all__ = ["DELIMITER_KEEP", "HEAD", "PIECE", "SMALL", "WINDOW", "file_meta", "sketch"]
+__all__ = [
+    "DELIMITER_KEEP",
+    "HEAD",
+    "PIECE",
+    "SMALL",
+    "WINDOW",
+    "data_meta",
+    "file_meta",
+    "sketch",
+]
 
 #: Files up to this size are parsed whole (exact, and cheaper than a sketch).
 SMALL = 1 << 20
@@ -200,6 +209,15 @@ def _numbered(node: dict[str, object], number: str, root: bool, out: dict[str, d
             _numbered(child, f"{number}.{i}" if number else str(i), False, out)
         return
     out[(f"{number}.1" if number else "1") if root else number] = node
+
+
+def data_meta(data: bytes) -> index.Record:
+    """The cached parse results of a message already in memory (at most :data:`SMALL`
+    octets): what :func:`file_meta` gives for a file holding ``data``, without reading the
+    file back."""
+    from mailserver.store.mailbox import message_meta  # mailbox imports this module
+
+    return message_meta(data)
 
 
 def file_meta(path: str) -> index.Record:

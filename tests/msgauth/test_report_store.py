@@ -175,3 +175,21 @@ async def test_unusable_reports_are_delivered_not_recorded(served, message):
     assert reports.reports("example.org") == reports.reports("example.net") == []
     assert inbox_count(served, "dmarc-reports@example.org") == 1
     assert inbox_count(served, "bob@example.org") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_other_recipients_deliveries_answer_as_the_store(served):
+    """A message for other recipients passes straight through: body and commit answer what
+    the store's own delivery answers (the commit its UIDs), and nothing is kept for a
+    report."""
+    from twisted.internet import reactor
+
+    target = ReportRecordingTarget(
+        LocalDeliveryTarget(served.store, served.directory), ReportStore(served.db),
+        "dmarc-reports", served.directory.has_domain, reactor=reactor)
+    delivery = target.start(Envelope(sender=Address("dmarc", "reporter.example")))
+    await delivery.add_recipient(Address("bob", "example.org"))
+    assert await delivery.body(io.BytesIO(b"Subject: hi\r\n\r\nbody\r\n")) is None
+    assert delivery.message is None
+    assert await delivery.commit() == [1]
+    assert inbox_count(served, "bob@example.org") == 1

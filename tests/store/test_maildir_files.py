@@ -169,3 +169,61 @@ async def test_reindex_follows_outside_changes(alice):
     assert list(inbox.uids()) == [keep]
     assert inbox.message(keep).info.flags == frozenset({SEEN})
     assert inbox.info().unseen == 0
+
+
+def test_unique_names_carry_the_pid_and_host_of_their_process():
+    """Names made in a forked child carry the child's pid, not the parent's, and both end
+    in the host name (taken once per process); two names never repeat."""
+    import socket
+
+    parent = maildir.unique_name()
+    assert f"P{os.getpid()}Q" in parent
+    host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+    assert parent.endswith("." + host)
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: report one name and leave at once
+        try:
+            os.write(write, maildir.unique_name().encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        name = pipe.read().decode()
+    os.waitpid(child, 0)
+    assert f"P{child}Q" in name and name.endswith("." + host)
+    assert name != parent != maildir.unique_name()
+
+
+@pytest.mark.parametrize("body_octets", [40, 2 << 20], ids=["small", "over-1MiB"])
+@pytest_twisted.ensureDeferred
+async def test_delivered_file_and_index_agree(storage, body_octets):
+    """Local delivery of a small message (parsed from the bytes it wrote) and of one over
+    sketch.SMALL (streamed, parsed from the file) stores Return-Path + the message, and
+    the index holds the size, envelope and structure of that very file."""
+    from mailserver.store import index, sketch
+
+    await storage.directory.add_domain("example.org")
+    await storage.directory.add_user(ALICE, "pw")
+    await storage.store.create_account(ALICE)
+    data = (
+        b"From: bob@example.net\r\nSubject: s\r\nContent-Type: text/plain\r\n\r\n"
+        + (b"y" * 78 + b"\r\n") * (body_octets // 80 + 1)
+    )
+    delivery = LocalDeliveryTarget(storage.store, storage.directory).start(
+        Envelope(sender=Address("bob", "example.net"))
+    )
+    await delivery.add_recipient(Address("alice", "example.org"))
+    await delivery.body(io.BytesIO(data))
+    [uid] = await delivery.commit()
+    inbox = storage.store.account(ALICE).folder("INBOX")
+    message = inbox.message(uid)
+    with open(message.path(), "rb") as stored:
+        written = stored.read()
+    assert written == b"Return-Path: <bob@example.net>\r\n" + data
+    assert message.info.size == len(written)
+    from_file = sketch.file_meta(message.path())
+    with storage.db.read() as txn:
+        meta = index.object_meta(txn, message.info.object_id)
+    assert meta["bodystructure"] == from_file["bodystructure"]
+    assert meta["envelope"] == from_file["envelope"]

@@ -122,3 +122,13 @@ def test_sketch_of_large_base64_body_is_small(tmp_path: Path) -> None:
         sketched, _ = sketch.sketch(source)
     assert len(sketched) < len(data) // 10
     assert sketch.file_meta(str(path)) == message_meta(data)
+
+
+@pytest.mark.parametrize("nl", [b"\r\n", b"\n"], ids=["crlf", "lf"])
+def test_meta_of_bytes_in_memory_equals_meta_of_the_file(tmp_path: Path, nl: bytes) -> None:
+    """data_meta (a small message parsed from the bytes delivery just wrote) gives what
+    file_meta gives for the file holding those bytes."""
+    for number, data in enumerate(_messages(nl)):
+        path = tmp_path / f"m{number}"
+        path.write_bytes(data)
+        assert sketch.data_meta(data) == sketch.file_meta(str(path)), number

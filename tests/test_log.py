@@ -1,0 +1,59 @@
+"""The ``[log]`` level filter decides exactly as Twisted's level predicate with one default
+level would, and make_observer writes only the events it lets through."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from twisted.logger import (
+    FilteringLogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+)
+
+from mailserver.config import LogConfig
+from mailserver.log import LevelFilter, make_observer
+
+LEVELS = list(LogLevel.iterconstants())
+
+
+def events() -> list[dict[str, Any]]:
+    """Events at every level and namespace depth, plus ones lacking a level or namespace."""
+    found: list[dict[str, Any]] = []
+    for level in LEVELS:
+        for namespace in ("mailserver.smtp.server", "x", ""):
+            found.append({"log_level": level, "log_namespace": namespace, "n": len(found)})
+    found.append({"log_namespace": "mailserver", "n": len(found)})
+    found.append({"log_level": LogLevel.error, "n": len(found)})
+    return found
+
+
+@pytest.mark.parametrize("level", LEVELS, ids=lambda level: level.name)
+def test_level_filter_passes_what_twisteds_predicate_passes(level: LogLevel) -> None:
+    """For each configured level, the same events pass as through FilteringLogObserver
+    with LogLevelFilterPredicate(defaultLogLevel=level)."""
+    ours: list[dict[str, Any]] = []
+    theirs: list[dict[str, Any]] = []
+    reference = FilteringLogObserver(
+        theirs.append, [LogLevelFilterPredicate(defaultLogLevel=level)]
+    )
+    mine = LevelFilter(ours.append, level)
+    for event in events():
+        mine(dict(event))
+        reference(dict(event))
+    assert [e["n"] for e in ours] == [e["n"] for e in theirs]
+    assert ours, "some events pass at every level (critical at least)"
+
+
+def test_make_observer_writes_events_at_the_level_and_above() -> None:
+    """With level = "warn", an info event is not written and a warn event is."""
+    stream = io.StringIO()
+    observer = make_observer(LogConfig(level="warn"), stream)
+    base = {"log_namespace": "mailserver.test", "log_time": 0.0}
+    observer({**base, "log_level": LogLevel.info, "log_format": "quiet line"})
+    observer({**base, "log_level": LogLevel.warn, "log_format": "loud line"})
+    text = stream.getvalue()
+    assert "loud line" in text
+    assert "quiet line" not in text
