@@ -94,6 +94,10 @@ PROFILES: dict[str, tuple[dict[str, Any], str]] = {
         "msgauth.enabled = false), everything else default",
     ),
     "full": ({}, "our full defaults: spam filter, rate limits, SPF/DKIM/ARC/DMARC"),
+    "base": (
+        {"filter.enabled": False, "msgauth.enabled": False},
+        "A/B: the 'ours' settings, with the mailserver package of --base-code",
+    ),
 }
 
 
@@ -103,10 +107,13 @@ def row_name(profile: str, workers: int) -> str:
 
 
 def our_rows(
-    workers: tuple[int, ...], full_workers: tuple[int, ...]
+    workers: tuple[int, ...], full_workers: tuple[int, ...], base: bool = False
 ) -> list[tuple[str, str, int]]:
-    """(row name, profile, workers) of every server of ours, ``ours`` rows first."""
-    rows = [("ours", count) for count in dict.fromkeys(workers)]
+    """(row name, profile, workers) of every server of ours, ``ours`` rows first (each
+    followed by its ``base`` row when ``base``: an A/B of two versions of the code)."""
+    rows = []
+    for count in dict.fromkeys(workers):
+        rows += [("ours", count), ("base", count)] if base else [("ours", count)]
     rows += [("full", count) for count in dict.fromkeys(full_workers)]
     return [(row_name(profile, count), profile, count) for profile, count in rows]
 
@@ -137,8 +144,10 @@ class OurServer(servers.TwistdServer):
         max_connections_per_ip: int = 200,
         overrides: dict[str, Any] | None = None,
         workers: int = 1,
+        code: Path | None = None,
     ) -> None:
         self.workers = workers
+        self.code = code
         self.data_dir = directory / "var"
         port = free_port("127.0.0.1")
         base: dict[str, dict[str, Any]] = {
@@ -155,6 +164,22 @@ class OurServer(servers.TwistdServer):
         super().__init__(
             directory, servers.server_config(base, overrides), host="127.0.0.1", port=port
         )
+
+    def spawn(self) -> None:
+        """Start twistd; with ``code``, twistd and its workers import ``mailserver`` from
+        that directory (PYTHONPATH) instead of this checkout."""
+        if self.code is None:
+            super().spawn()
+            return
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = str(self.code)
+        try:
+            super().spawn()
+        finally:
+            if saved is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = saved
 
     def provision(self) -> None:
         """Create example.org, alice and her store account (before the server starts)."""
@@ -422,13 +447,14 @@ def run_bench(
     postfix_overrides: dict[str, str] | None = None,
     workers: tuple[int, ...] = (1, 2),
     full_workers: tuple[int, ...] = (2,),
+    base_code: Path | None = None,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """Start both MTAs, warm them up, measure every size; the result document. One server
     of ours per row of :func:`our_rows`; ``ratio`` is the one of the ``ours`` row with the
     most workers (the first row when there is none), ``ratios`` has each row's."""
     load_at_start = [round(x, 2) for x in os.getloadavg()]
-    rows = our_rows(workers, full_workers)
+    rows = our_rows(workers, full_workers, base_code is not None)
     if not rows:
         raise ValueError("no server of ours to measure: give --workers or --full-workers")
     ours_all = {
@@ -437,6 +463,7 @@ def run_bench(
             max_connections_per_ip=max(100, sessions * 2),
             overrides={**PROFILES[profile][0], **(overrides or {})},
             workers=count,
+            code=base_code if profile == "base" else None,
         )
         for name, profile, count in rows
     }
@@ -636,6 +663,13 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated [smtp] workers values of the 'full' rows (our full defaults), "
         "or 'none'",
     )
+    parser.add_argument(
+        "--base-code",
+        type=Path,
+        help="A/B: also run a 'base wN' row beside each 'ours wN' row, same settings, whose "
+        "server imports the mailserver package from this directory (e.g. an export of an "
+        "older commit)",
+    )
     servers.add_run_options(
         parser,
         "smoke run: 10 messages, 5 sessions, one run, no warm-up",
@@ -662,6 +696,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         messages, sessions, warmup, repeat = messages or 10, min(sessions, 5), 0, 1
 
+    if args.base_code and not (args.base_code / "mailserver" / "__init__.py").is_file():
+        parser.error(f"--base-code: no mailserver package in {args.base_code}")
     overrides = servers.parse_overrides(args.set, parser)
     postfix_overrides = servers.parse_settings(args.postfix_set, parser, "--postfix-set")
     with servers.temporary_workdir("smtp-bench-", args.workdir, args.keep) as workdir:
@@ -678,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
             postfix_overrides=postfix_overrides,
             workers=workers,
             full_workers=full_workers,
+            base_code=args.base_code.resolve() if args.base_code else None,
             log=lambda text: print(text, file=sys.stderr),
         )
     servers.report(document, render, args.json)
