@@ -219,9 +219,10 @@ def repair_folder(txn: Txn, fid: int) -> int:
         for key in keys:
             txn.delete(table, key)
             changed += 1
-    for uid in sorted(set(audit.missing_texts) | set(audit.missing_leaves)):
+    texts, leaves = set(audit.missing_texts), set(audit.missing_leaves)
+    for uid in sorted(texts | leaves):
         record = _object(txn, fid, uid)
-        if uid in audit.missing_texts:
+        if uid in texts:
             envelope = record.get("envelope")
             given = envelope if isinstance(envelope, dict) else {}
             for tag, text in search_text.texts(given).items():
@@ -229,7 +230,7 @@ def repair_folder(txn: Txn, fid: int) -> int:
                 if txn.get(b"header_text", key) is None:
                     txn.put(b"header_text", key, text)
                     changed += 1
-        if uid in audit.missing_leaves:
+        if uid in leaves:
             packed = body_text.stored_form(record.get("bodystructure"))
             if packed is not None:
                 txn.put(b"text_parts", msg_key(fid, uid), packed)
