@@ -18,9 +18,10 @@ from mailserver.message import search_text
 from mailserver.store import header_audit
 from mailserver.store.backup_check import index_problems
 from mailserver.store.consistency import check, header_index_problems
+from mailserver.store.local import LocalDeliveryTarget
 from mailserver.store.mailbox import message_meta
 from mailserver.store.reindex import reindex
-from mailserver.types import FlagMode
+from mailserver.types import Address, Envelope, FlagMode
 
 ALICE = "alice@example.org"
 SUBJECTS = ["quarterly report", "lunch", "quarterly numbers"]
@@ -212,3 +213,34 @@ async def test_header_entries_commit_with_the_message_or_not_at_all(storage):
         await storage.store.write(op)
     assert _all_entries(storage) == before
     assert inbox.search_field("SUBJECT", "never") == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_deleting_one_recipients_account_leaves_the_others_entries(storage):
+    """A message delivered to two accounts is one object with two labels: deleting one
+    account drops that account's entries only; the other keeps its block, texts, leaves,
+    rendered items and quota usage, and both the check and verify stay clean."""
+    await storage.directory.add_domain("example.org")
+    for user in (ALICE, "bob@example.org"):
+        await storage.directory.add_user(user, "pw")
+        await storage.store.create_account(user)
+    target = LocalDeliveryTarget(storage.store, storage.directory)
+    delivery = target.start(Envelope(sender=Address("carol", "example.net"), queue_id="Q1"))
+    for user in ("alice", "bob"):
+        await delivery.add_recipient(Address(user, "example.org"))
+    await delivery.body(io.BytesIO(_message(1, "shared quarterly")))
+    assert await delivery.commit() == [1, 1]
+    bob = storage.store.account("bob@example.org")
+    inbox = bob.folder("INBOX")
+    kept = dict(inbox.header_blocks([1]))
+    await storage.store.delete_account(ALICE)
+    assert dict(inbox.header_blocks([1])) == kept and kept
+    assert inbox.search_field("SUBJECT", "quarterly") == [1]
+    assert list(inbox.text_leaves([1]))
+    assert next(iter(inbox.messages([1], "rendered"))).info.rendered
+    assert bob.quota().used_messages == 1
+    with storage.db.read() as txn:
+        for table in header_audit.TABLES:
+            fids = {bytes(key[:4]) for key, _ in txn.prefix(table, b"")}
+            assert fids == {schema.u32(inbox.folder_id)}
+    assert header_index_problems(storage.store) == [] and _verify(storage) == []
