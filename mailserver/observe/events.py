@@ -10,13 +10,16 @@ every protocol package may use it.
 kind       fields
 ========== ==================================================================================
 connection listener, peer, state (``open``, ``closed`` or ``refused``)
-command    protocol, listener, session, peer, verb (``UNKNOWN`` for a verb the server does not
-           know, so the label set stays bounded); ``line``, the redacted command, when the
-           listener's trace is on
+command    only when the listener's trace is on: protocol, listener, session, peer, verb
+           (``UNKNOWN`` for a verb the server does not know, so the label set stays
+           bounded), line (the redacted command)
 reply      protocol, listener, session, peer, verb (the command answered), code (SMTP ``250``,
            IMAP ``OK``/``NO``/``BAD``, POP3 ``+OK``/``-ERR``), elapsed (seconds since the
-           command arrived); ``text`` when the listener's trace is on (all lines of an SMTP
-           reply; IMAP's tagged line and POP3's first line, never message data)
+           command arrived), commands (the verbs of the commands that arrived since the
+           previous reply: normally the one answered, none for a second reply to it such as
+           SMTP's after 354; the metrics count commands from this); ``text`` when the
+           listener's trace is on (all lines of an SMTP reply; IMAP's tagged line and POP3's
+           first line, never message data)
 auth       protocol, listener, session, result (``success`` or ``failure``)
 message    SMTP only: protocol, listener, session, client, queue_id, sender, recipients,
            size, phase (``mail``, ``rcpt`` or ``data``), result (``accepted``, ``deferred``
@@ -30,9 +33,11 @@ maillog    the one summary line per message and direction (see :mod:`.maillog`; 
 
 Design rules:
 
-1. Cheap on the reactor: one event (one dict) per command and one per reply. Command lines
-   are decoded, redacted and formatted only when the listener's trace is on; otherwise the
-   events carry only bounded labels and are emitted at debug level.
+1. Cheap on the reactor: one event (one dict) per reply, which also names the commands it
+   answers, and a command event of its own only when the listener's trace is on (several
+   commands come per message). Command lines are decoded, redacted and formatted only
+   when tracing; otherwise the events carry only bounded labels and are emitted at debug
+   level.
 2. Credentials never reach an event: AUTH/AUTHENTICATE initial responses, every SASL
    response line, POP3 ``PASS`` and the ``APOP`` digest are replaced by ``***`` before an
    event is made; IMAP ``LOGIN`` and ``AUTHENTICATE`` arguments keep their secrets out of
@@ -146,6 +151,7 @@ class SessionEvents:
         self._started = 0.0
         self._line = b""
         self._message: dict[str, Any] | None = None
+        self._commands: list[str] = []  # arrived since the last reply (rule 1)
 
     def _emit(self, level: LogLevel, format: str, **fields: Any) -> None:
         """What ``Logger.emit`` does, without its check of ``level`` against every level
@@ -173,10 +179,14 @@ class SessionEvents:
 
     def command(self, verb: str, text: Callable[[], str] | None = None) -> None:
         """A command arrived: ``verb`` is a bounded label; ``text()`` (called only when
-        tracing) is its redacted form."""
+        tracing) is its redacted form. The next reply event names it in ``commands``; its
+        own event is made only when tracing (rule 1)."""
         self.verb = verb
         self._started = self._now()
-        line = text() if self.trace and text is not None else verb
+        self._commands.append(verb)
+        if not self.trace:
+            return
+        line = text() if text is not None else verb
         self._emit(
             self.level,
             "{listener} {session} {peer} > {line}",
@@ -212,6 +222,9 @@ class SessionEvents:
         now = self._now()
         elapsed = now - self._started if self._started else 0.0
         shown = text() if self.trace and text is not None else code
+        commands = self._commands
+        if commands:
+            self._commands = []
         self._emit(
             self.level,
             "{listener} {session} {peer} < {text}",
@@ -220,6 +233,7 @@ class SessionEvents:
             verb=self.verb,
             code=code,
             elapsed=elapsed,
+            commands=tuple(commands),
             text=shown[:MAX_TRACE],
         )
         if self._message is not None:

@@ -30,7 +30,7 @@ from prometheus_client.registry import Collector
 from twisted.logger import ILogObserver
 from zope.interface import implementer
 
-from mailserver.observe.events import AUTH, COMMAND, CONNECTION, MAILLOG, MESSAGE, REPLY, VERDICT
+from mailserver.observe.events import AUTH, CONNECTION, MAILLOG, MESSAGE, REPLY, VERDICT
 
 __all__ = ["METRIC_NAMES", "Metrics", "QueueCollector"]
 
@@ -186,7 +186,6 @@ class Metrics:
         self._children: dict[tuple[Any, ...], Any] = {}
         self._handlers: Mapping[str, Callable[[Mapping[str, Any]], None]] = {
             CONNECTION: self._connection,
-            COMMAND: self._command,
             REPLY: self._reply,
             AUTH: self._auth,
             MESSAGE: self._message,
@@ -230,14 +229,11 @@ class Metrics:
         elif state == "refused":
             self._child(self.connections_refused, listener).inc()
 
-    def _command(self, event: Mapping[str, Any]) -> None:
-        verb = event["verb"]
-        if verb:  # "" is a SASL response line, not a command
-            self._child(self.commands, event["protocol"], event["listener"], verb).inc()
-
     def _reply(self, event: Mapping[str, Any]) -> None:
-        protocol = event["protocol"]
-        self._child(self.replies, protocol, event["listener"], event["code"]).inc()
+        protocol, listener = event["protocol"], event["listener"]
+        for verb in event.get("commands", ()):  # the commands this reply is the first to
+            self._child(self.commands, protocol, listener, verb).inc()
+        self._child(self.replies, protocol, listener, event["code"]).inc()
         if protocol == "imap" and event["verb"] not in _OPEN_ENDED:
             self._child(self.imap_seconds, event["verb"]).observe(event["elapsed"])
 

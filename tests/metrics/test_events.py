@@ -65,9 +65,10 @@ def test_imap_line_keeps_login_and_authenticate_secrets_out():
     assert "hunter2" not in repr(Login("alice", "hunter2"))
 
 
-def test_without_trace_commands_and_replies_are_debug_labels_only():
-    """Trace off: a command event carries the verb and no line, at debug level; the text
-    callables are never called."""
+def test_without_trace_only_replies_with_labels_at_debug():
+    """Trace off: a command makes no event of its own; the reply event, at debug level,
+    carries the verb it answers and names the command in ``commands``; the text callables
+    are never called."""
     emitter, events, _clock = session()
 
     def never() -> str:
@@ -75,25 +76,41 @@ def test_without_trace_commands_and_replies_are_debug_labels_only():
 
     emitter.command("MAIL", never)
     emitter.reply("250", never, "2.1.0")
-    command, reply = events
-    assert command["mail_event"] == COMMAND and command["log_level"] is LogLevel.debug
-    assert (command["verb"], command["line"], command["listener"]) == ("MAIL", "MAIL",
-                                                                     "smtp.listen")
-    assert reply["mail_event"] == REPLY and reply["code"] == "250" and reply["verb"] == "MAIL"
-    assert reply["session"] == command["session"] and len(command["session"]) == 8
+    [reply] = events
+    assert reply["mail_event"] == REPLY and reply["log_level"] is LogLevel.debug
+    assert (reply["code"], reply["verb"], reply["listener"]) == ("250", "MAIL", "smtp.listen")
+    assert reply["commands"] == ("MAIL",) and len(reply["session"]) == 8
+
+
+def test_reply_names_each_command_once():
+    """Each command is named by the first reply after it: pipelined commands all by the
+    next reply, none by a second reply to the same command (SMTP's 250 after 354)."""
+    emitter, events, _clock = session()
+    emitter.command("MAIL")
+    emitter.command("RCPT")
+    emitter.reply("250")
+    emitter.reply("250")
+    emitter.command("DATA")
+    emitter.reply("354")
+    emitter.reply("250")
+    assert [e["commands"] for e in events] == [("MAIL", "RCPT"), (), ("DATA",), ()]
 
 
 def test_with_trace_lines_are_logged_at_info_and_redacted():
     """Trace on: command and reply events are info level with the redacted line and the
-    reply text; a SASL response line is logged as *** and is not a command (verb "")."""
+    reply text; a SASL response line is logged as *** and is not a command (verb "", and
+    the reply after it names no command)."""
     emitter, events, _clock = session(trace=True, listener="submission.listen")
     emitter.line_command(b"AUTH PLAIN AGFsaWNlAHNlY3JldA==", {"AUTH"})
     emitter.reply("334", lambda: "334 ", "")
     emitter.sasl_line(b"AGFsaWNlAHNlY3JldA==")
-    assert [e["log_level"] for e in events] == [LogLevel.info] * 3
+    emitter.reply("235", lambda: "235 2.7.0 ok", "2.7.0")
+    assert [e["log_level"] for e in events] == [LogLevel.info] * 4
+    assert events[0]["mail_event"] == COMMAND
     assert events[0]["line"] == f"AUTH PLAIN {SECRET}" and events[0]["verb"] == "AUTH"
-    assert events[1]["text"] == "334 "
+    assert events[1]["text"] == "334 " and events[1]["commands"] == ("AUTH",)
     assert events[2]["line"] == SECRET and events[2]["verb"] == ""
+    assert events[3]["commands"] == ()
     assert not any("AGFsaWNl" in str(value) for e in events for value in e.values())
 
 
@@ -101,7 +118,8 @@ def test_unknown_verbs_share_one_label():
     """A verb the protocol does not know is counted as UNKNOWN (bounded labels)."""
     emitter, events, _clock = session()
     emitter.line_command(b"XYZZY now", {"MAIL", "RCPT"})
-    assert events[0]["verb"] == "UNKNOWN"
+    emitter.reply("500")
+    assert events[0]["verb"] == "UNKNOWN" and events[0]["commands"] == ("UNKNOWN",)
 
 
 def test_the_reply_after_end_of_data_is_the_message_outcome():

@@ -59,16 +59,20 @@ def test_connections_total_open_and_refused():
 
 
 def test_commands_replies_and_imap_latency():
-    """Commands by verb, replies by code; IMAP replies feed the command histogram, except
-    IDLE (its time is the client's)."""
+    """Commands by verb (as the replies name them), replies by code; IMAP replies feed the
+    command histogram, except IDLE (its time is the client's). A traced command's own
+    event is not counted again."""
     metrics = Metrics()
     base = {"protocol": "imap", "listener": "imap.listen", "session": "s"}
-    metrics({"mail_event": "command", "verb": "SELECT", **base})
+    metrics({"mail_event": "command", "verb": "SELECT", **base})  # traced: the log's only
     metrics({"mail_event": "command", "verb": "", **base})  # a SASL line: not a command
-    metrics({"mail_event": "reply", "verb": "SELECT", "code": "OK", "elapsed": 0.002, **base})
-    metrics({"mail_event": "reply", "verb": "IDLE", "code": "OK", "elapsed": 600.0, **base})
+    metrics({"mail_event": "reply", "verb": "SELECT", "code": "OK", "elapsed": 0.002,
+             "commands": ("SELECT",), **base})
+    metrics({"mail_event": "reply", "verb": "IDLE", "code": "OK", "elapsed": 600.0,
+             "commands": ("IDLE",), **base})
     labels = {"protocol": "imap", "listener": "imap.listen"}
     assert value(metrics, "mailserver_commands_total", verb="SELECT", **labels) == 1
+    assert value(metrics, "mailserver_commands_total", verb="IDLE", **labels) == 1
     assert value(metrics, "mailserver_commands_total", verb="", **labels) is None
     assert value(metrics, "mailserver_replies_total", code="OK", **labels) == 2
     assert value(metrics, "mailserver_imap_command_seconds_count", verb="SELECT") == 1
@@ -188,8 +192,8 @@ async def test_metrics_served_over_http_on_loopback():
     """GET /metrics on a real listener on 127.0.0.1 returns the text format with every
     family of METRIC_NAMES described."""
     metrics = Metrics()
-    metrics({"mail_event": "command", "protocol": "smtp", "listener": "smtp.listen",
-             "verb": "EHLO"})
+    metrics({"mail_event": "reply", "protocol": "smtp", "listener": "smtp.listen",
+             "verb": "EHLO", "code": "250", "elapsed": 0.0, "commands": ("EHLO",)})
     root = Resource()
     root.putChild(b"metrics", MetricsResource(metrics.registry))
     port = reactor.listenTCP(0, Site(root), interface="127.0.0.1")
