@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mailserver.db import Txn
-from mailserver.db.schema import header_text_key, load, msg_key, u32
+from mailserver.db.schema import SUBDBS, header_text_key, load, msg_key, u32
 from mailserver.message import body_text, search_text
 
 __all__ = [
@@ -45,8 +45,14 @@ __all__ = [
     "stray_folders",
 ]
 
-#: The per-message sub-dbs of the header index, all keyed by folder id first.
-TABLES = (b"headers", b"header_text", b"text_parts")
+#: The per-message sub-dbs of the header index, all keyed by folder id first, and (from
+#: schema 12) ``imap_items``, keyed the same way, whose orphans are checked and dropped too
+#: (a message without one is read from its record: not a problem).
+TABLES = tuple(
+    table
+    for table in (b"headers", b"header_text", b"text_parts", b"imap_items")
+    if table in SUBDBS
+)
 
 
 @dataclass
@@ -138,7 +144,9 @@ def audit_folder(raw: Any, dbs: dict[bytes, Any], fid: int) -> FolderAudit:
     prefix = u32(fid)
     uids = _tails(raw, dbs[b"flags"], prefix, 4)
     audit = FolderAudit()
-    for table in (b"headers", b"text_parts"):
+    for table in TABLES:
+        if table == b"header_text":
+            continue
         orphans, missing = _merge(uids, _tails(raw, dbs[table], prefix, 4))
         audit.orphans[table] = [prefix + uid for uid in orphans]
         if table == b"text_parts":
