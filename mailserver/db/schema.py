@@ -24,9 +24,17 @@ messages      folder id (u32) + uid (u32)             JSON {base, size, internal
                                                       object_id}
 objects       object id (ascii)                       JSON {envelope, bodystructure,
                                                       attachments, spam, size}
-rendered      object id (ascii)                       the object's IMAP ENVELOPE, BODYSTRUCTURE
-                                                      and BODY as sent (packed by
-                                                      :mod:`mailserver.message.imap_render`)
+rendered      object id (ascii)                       versions 9-11 only: the object's IMAP
+                                                      ENVELOPE, BODYSTRUCTURE and BODY as sent;
+                                                      emptied by version 12 (moved to
+                                                      ``imap_items``)
+imap_items    folder id (u32) + uid (u32)             size (u64) + internal date (IEEE double)
+                                                      + object id length (u8) + object id
+                                                      (ascii) + the object's IMAP ENVELOPE,
+                                                      BODYSTRUCTURE and BODY as sent (packed by
+                                                      :mod:`mailserver.message.imap_render`;
+                                                      empty for an older layout):
+                                                      :mod:`mailserver.store.imap_items`
 headers       folder id (u32) + uid (u32)             the message's header block as in its file
                                                       (when known exactly at delivery and small:
                                                       :mod:`mailserver.store.header_index`)
@@ -93,7 +101,7 @@ from typing import Any
 from mailserver.message import body_text, imap_render, search_text
 
 #: Bump with a migration below whenever a key or value layout changes.
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
 
 SUBDBS = (
     b"meta",
@@ -127,6 +135,7 @@ SUBDBS = (
     b"headers",
     b"header_text",
     b"text_parts",
+    b"imap_items",
 )
 
 _U32 = struct.Struct(">I")
@@ -362,6 +371,36 @@ def _add_text_parts_v11(txn: Any, dbs: dict[bytes, Any]) -> None:
             txn.put(key, packed, db=dbs[b"text_parts"])
 
 
+#: The head of an ``imap_items`` value (:mod:`mailserver.store.imap_items`, which reads it).
+IMAP_ITEMS_HEAD = struct.Struct(">QdB")
+
+
+def _add_imap_items_v12(txn: Any, dbs: dict[bytes, Any]) -> None:
+    """Version 12 adds ``imap_items`` (issue 6): each message's size, internal date, object id
+    and its object's rendered items (from ``rendered``, or none when the object has none), so
+    FETCH reads them in UID order; ``rendered`` is emptied (nothing reads it any more). Read
+    :data:`_RENDER_BATCH` messages at a time (a cursor pass, then the writes)."""
+    start: bytes | None = b""
+    while start is not None:
+        cursor = txn.cursor(db=dbs[b"messages"])
+        found = cursor.set_range(start) if start else cursor.first()
+        batch: list[tuple[bytes, Any]] = []
+        while found and len(batch) < _RENDER_BATCH:
+            batch.append((bytes(cursor.key()), load(bytes(cursor.value()))))
+            found = cursor.next()
+        start = bytes(cursor.key()) if found else None
+        for key, record in batch:
+            try:
+                object_id = str(record["object_id"]).encode("ascii")
+                head = IMAP_ITEMS_HEAD.pack(record["size"], record["internaldate"], len(object_id))
+            except (KeyError, TypeError, UnicodeEncodeError, struct.error):
+                continue  # not a record add_message wrote: FETCH reads it as before
+            packed = txn.get(object_id, db=dbs[b"rendered"])
+            value = head + object_id + (b"" if packed is None else bytes(packed))
+            txn.put(key, value, db=dbs[b"imap_items"])
+    txn.drop(dbs[b"rendered"], delete=False)
+
+
 MIGRATIONS: dict[int, Migration] = {
     0: _create_v1,
     1: _add_spool_v2,
@@ -374,4 +413,5 @@ MIGRATIONS: dict[int, Migration] = {
     8: _add_rendered_v9,
     9: _add_header_index_v10,
     10: _add_text_parts_v11,
+    11: _add_imap_items_v12,
 }

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import secrets
 import time
 from collections.abc import Iterable, Iterator
@@ -48,8 +47,7 @@ from mailserver.db.schema import (
     u32,
 )
 from mailserver.errors import FolderExists, NoSuchFolder, NoSuchUser
-from mailserver.message import imap_render
-from mailserver.store import header_index, quota
+from mailserver.store import header_index, imap_items, quota
 from mailserver.types import DEFAULT_FOLDERS, SEEN, FlagInfo, FlagMode
 
 Record = dict[str, Any]
@@ -58,14 +56,6 @@ Record = dict[str, Any]
 #: envelope as its first key, and the decoder that reads that one value (:func:`object_envelope`).
 _ENVELOPE_FIRST = '{"envelope":'
 _DECODER = json.JSONDecoder()
-#: The end of a message record as :func:`add_message` writes it (``json.dumps`` of its dict,
-#: keys in that order): size, internal date (a JSON number) and object id (RFC 8474
-#: characters), cut out without decoding the record (:func:`records`).
-_RECORD_TAIL = re.compile(
-    rb'"size":(\d+),"internaldate":(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?),'
-    rb'"savedate":[^,]*,"object_id":"([A-Za-z0-9_-]+)"\}\Z'
-)
-
 #: Expunge tombstones kept per folder (see the module docstring); pruning starts when a
 #: folder holds an eighth more than this.
 TOMBSTONES_KEPT = 100_000
@@ -260,9 +250,8 @@ def add_message(
         meta = {name: value for name, value in meta.items() if name != "header"}
     if meta is not None and txn.get(b"objects", object_id.encode()) is None:
         txn.put_json(b"objects", object_id.encode(), meta)
-        rendered = imap_render.render(meta)  # issue 6: FETCH writes these bytes as stored
-        if rendered is not None:
-            txn.put(b"rendered", object_id.encode(), imap_render.pack(rendered))
+    # issue 6: FETCH writes these bytes as stored, read in UID order
+    imap_items.add(txn, fid, uid, size, internaldate, object_id, meta)
     record["uidnext"] = uid + 1
     record["highestmodseq"] = modseq
     record["exists"] += 1
@@ -302,56 +291,8 @@ def messages(
         yield uid, load(bytes(record)), from_bytes(value[:8], "big"), flag_set(bytes(value[8:]))
 
 
-def records(
-    txn: Txn, fid: int, uids: Iterable[int], rendered: bool = False
-) -> list[tuple[int, frozenset[str], int, int, float, str, bytes | None]]:
-    """(uid, flags, modseq, size, internaldate, object_id, packed rendered items or None)
-    of each of ``uids`` present in the folder, in the order given: :func:`messages` as plain
-    tuples, for FETCH of index items only (IMailbox.records). The three values are cut out
-    of the message record's text as :func:`add_message` writes it (:data:`_RECORD_TAIL`);
-    a record in any other layout is decoded whole, by the C scanner directly
-    (``json.loads`` of bytes detects the encoding first, which costs more than decoding)."""
-    raw = txn.raw
-    get = raw.get
-    flags_db, messages_db = txn.dbs[b"flags"], txn.dbs[b"messages"]
-    rendered_db = txn.dbs[b"rendered"] if rendered else None
-    decode = _DECODER.raw_decode
-    cut = _RECORD_TAIL.search
-    from_bytes = int.from_bytes
-    prefix = u32(fid)
-    out = []
-    for uid in uids:
-        key = prefix + uid.to_bytes(4, "big")
-        value = get(key, db=flags_db)
-        if value is None:
-            continue
-        record = get(key, db=messages_db)
-        if record is None:
-            continue
-        text = bytes(record)
-        tail = cut(text)
-        if tail is not None:
-            size, internaldate, object_id = int(tail[1]), float(tail[2]), tail[3].decode()
-        else:
-            fields = decode(text.decode())[0]
-            size, internaldate = fields["size"], fields["internaldate"]
-            object_id = fields["object_id"]
-        packed = None
-        if rendered_db is not None:
-            stored = get(object_id.encode(), db=rendered_db)
-            packed = None if stored is None else bytes(stored)
-        out.append(
-            (
-                uid,
-                flag_set(bytes(value[8:])),
-                from_bytes(value[:8], "big"),
-                size,
-                internaldate,
-                object_id,
-                packed,
-            )
-        )
-    return out
+#: IMailbox.records: see :func:`mailserver.store.imap_items.records`.
+records = imap_items.records
 
 
 def object_envelope(txn: Txn, object_id: str) -> Record:
@@ -366,18 +307,6 @@ def object_envelope(txn: Txn, object_id: str) -> Record:
     else:  # another layout (written by an older version): the whole record
         envelope = json.loads(text).get("envelope")
     return envelope if isinstance(envelope, dict) else {}
-
-
-def object_rendered(txn: Txn, object_id: str) -> dict[str, bytes]:
-    """The object's IMAP items as rendered at delivery (:mod:`mailserver.message.imap_render`);
-    empty when none were stored (an object in an older layout, or a damaged value)."""
-    raw = txn.raw.get(object_id.encode(), db=txn.dbs[b"rendered"])
-    if raw is None:
-        return {}
-    try:
-        return imap_render.unpack(bytes(raw))
-    except ValueError:
-        return {}
 
 
 def object_meta(txn: Txn, object_id: str) -> Record:
@@ -560,11 +489,11 @@ def remove_messages(
         txn.delete(b"names", name_key(fid, info["base"]))
         txn.put(b"vanished", modseq_uid_key(fid, modseq, uid), b"")
         header_index.remove(txn, fid, uid)
+        imap_items.remove(txn, fid, uid)
         object_id = info["object_id"]
         txn.delete(b"labels", label_key(object_id, fid, uid))
         if next(txn.prefix(b"labels", object_id.encode("ascii") + b"\0"), None) is None:
             txn.delete(b"objects", object_id.encode())
-            txn.delete(b"rendered", object_id.encode())
         record["exists"] -= 1
         record["size"] -= info["size"]
         if SEEN not in flags:

@@ -21,7 +21,7 @@ from mailserver.interfaces import IMailbox, IMessage
 from mailserver.interfaces.header_index import IHeaderIndex
 from mailserver.message import body_text, mime
 from mailserver.message.headers import header_length
-from mailserver.store import header_index, index, maildir, quota, sketch
+from mailserver.store import header_index, imap_items, index, maildir, quota, sketch
 from mailserver.store.names import normalize_folder_name
 from mailserver.types import (
     DELETED,
@@ -254,7 +254,7 @@ class MaildirMailbox:
                     if meta == "envelope":
                         object_meta = {"envelope": index.object_envelope(txn, record["object_id"])}
                     elif meta == "rendered":  # the stored IMAP items, else the parse results
-                        rendered = index.object_rendered(txn, record["object_id"])
+                        rendered = imap_items.rendered(txn, self.folder_id, uid)
                         object_meta = (
                             {"rendered": rendered}
                             if rendered
@@ -274,8 +274,8 @@ class MaildirMailbox:
             chunk = list(itertools.islice(wanted, CHUNK))
             if not chunk:
                 return
-            with self.store.db.read() as txn:
-                found = index.records(txn, self.folder_id, chunk, rendered)
+            with self._bytes_read() as txn:
+                found = imap_items.records(txn, self.folder_id, chunk, rendered)
             yield from found
 
     def _message(

@@ -8,10 +8,12 @@ import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
 
+from mailserver.db.schema import msg_key
 from mailserver.imap import response
 from mailserver.imap.commands.fetch_index import date_time
 from mailserver.imap.rendered import stored
 from mailserver.message import imap_render
+from mailserver.store import imap_items
 from tests.imap.conftest import in_thread, message
 from tests.imap.test_server_fetch import MULTIPART
 
@@ -60,9 +62,10 @@ def _fetch(server, command: str) -> list[bytes]:
 
 @pytest_twisted.ensureDeferred
 async def test_group_with_an_unrendered_message_is_answered_in_order(maildir_imap):
-    """When one message of a group has no stored rendered items (an object indexed before
-    schema 9), the group is answered by the general path: every message once, in sequence
-    order, each FETCH as before the stored items went; the flags line answers alike."""
+    """When a message of a group has no stored rendered items (an object indexed before
+    schema 9, or a damaged index without the message's entry), the group is answered by the
+    general path: every message once, in sequence order, each FETCH as before the stored
+    items went; the flags line answers alike."""
     for n in range(5):
         await maildir_imap.deliver(MULTIPART if n % 2 else message(f"Subject {n}"))
     command = "FETCH 1:* (UID FLAGS BODYSTRUCTURE ENVELOPE RFC822.SIZE INTERNALDATE EMAILID)"
@@ -71,8 +74,11 @@ async def test_group_with_an_unrendered_message_is_answered_in_order(maildir_ima
     inbox = maildir_imap.store.account("alice@example.org").folder("INBOX")
     third = next(iter(inbox.messages([3], meta=False))).info.object_id
 
-    def forget(txn):
-        txn.delete(b"rendered", third.encode())
+    def forget(txn):  # the entry of an object in an older layout: no items
+        key = msg_key(inbox.folder_id, 3)
+        parts = imap_items.split(bytes(txn.get(b"imap_items", key)))
+        txn.put(b"imap_items", key, imap_items.entry(*parts[:3], b""))
+        txn.delete(b"imap_items", msg_key(inbox.folder_id, 4))  # and one with no entry at all
 
     await maildir_imap.store.db.write(forget)
     after = await in_thread(_fetch, maildir_imap, command)

@@ -1,6 +1,6 @@
 """IMailbox.messages(meta="rendered") on the maildir store: the IMAP items rendered at
-delivery, without the parse results; an object with nothing rendered (indexed before schema
-9) comes with its parse results instead, so a FETCH can render it."""
+delivery, without the parse results; a message with nothing rendered (its object indexed
+before schema 9) comes with its parse results instead, so a FETCH can render it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import io
 
 import pytest_twisted
 
+from mailserver.db.schema import msg_key
 from mailserver.imap import response
 from mailserver.message import imap_render
+from mailserver.store import imap_items
 
 ALICE = "alice@example.org"
 MESSAGE = "From: Bób <bob@example.net>\r\nSubject: Grüße\r\n\r\nbody\r\n".encode()
@@ -37,8 +39,13 @@ async def test_rendered_read_gives_the_stored_items_else_the_parse_results(stora
         assert imap_render.item(rendered, "BODY", utf8) == response.body_structure(
             full.bodystructure, extended=False, utf8=utf8
         )
-    key = other.info.object_id.encode()
-    await store.db.write(lambda txn: txn.delete(b"rendered", key))
+    key = msg_key(inbox.folder_id, second)
+
+    def forget(txn):  # the entry of an object in an older layout: no items
+        parts = imap_items.split(bytes(txn.get(b"imap_items", key)))
+        txn.put(b"imap_items", key, imap_items.entry(*parts[:3], b""))
+
+    await store.db.write(forget)
     [unrendered] = inbox.messages([second], meta="rendered")
     assert unrendered.info.rendered == {}
     assert unrendered.info.envelope["subject"] == "Grüße"

@@ -110,6 +110,20 @@ class IndexFetch:
         rendered, template, pick = self.rendered, self.template, self.pick
         get = self.cache.get
         out = []
+        if len(rendered) == 1 and not (want_flags or want_date or want_id):
+            # One rendered item beside plain numbers (FETCH 1:* BODYSTRUCTURE, UID FETCH ...
+            # ENVELOPE): the same row, built without the per-item loop.
+            name, tag = rendered[0]
+            for (number, _), (uid, _, modseq, size, _, object_id, packed) in zip(
+                group, records
+            ):
+                value = None if packed is None else stored(packed, tag, utf8)
+                if value is None:
+                    value = get((object_id, name, utf8))
+                    if value is None:
+                        return None
+                out.append(template % pick((number, uid, None, modseq, size, None, None, value)))
+            return b"".join(out)
         for (number, _), (uid, flags, modseq, size, internal, object_id, packed) in zip(
             group, records
         ):
