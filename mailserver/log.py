@@ -7,11 +7,13 @@ from __future__ import annotations
 from typing import IO
 
 from twisted.logger import (
+    FileLogObserver,
     ILogObserver,
     LogEvent,
     LogLevel,
+    formatEventAsClassicLogText,
+    formatTime,
     jsonFileLogObserver,
-    textFileLogObserver,
 )
 from zope.interface import implementer
 
@@ -40,6 +42,32 @@ class LevelFilter:
             self.sink(event)
 
 
+class SecondClock:
+    """Twisted's text log time stamp (:func:`twisted.logger.formatTime`, RFC 3339 to the
+    second), computed once per second instead of for every line (a time zone, a datetime
+    and a strftime each)."""
+
+    def __init__(self) -> None:
+        self.second: int | None = None
+        self.text = "-"
+
+    def __call__(self, when: float | None) -> str:
+        if when is None:
+            return "-"
+        second = int(when // 1)
+        if second != self.second:
+            self.text = formatTime(float(second))
+            self.second = second
+        return self.text
+
+
+def text_observer(stream: IO[str]) -> FileLogObserver:
+    """What :func:`twisted.logger.textFileLogObserver` writes (the same lines), with the time
+    stamp from a :class:`SecondClock`."""
+    clock = SecondClock()
+    return FileLogObserver(stream, lambda event: formatEventAsClassicLogText(event, clock))
+
+
 def make_observer(config: LogConfig, stream: IO[str]) -> ILogObserver:
     """An observer writing events at ``config.level`` or above to ``stream``: one text line
     per event, or with ``format = "json"`` one JSON object per event (record-separated, as
@@ -48,5 +76,5 @@ def make_observer(config: LogConfig, stream: IO[str]) -> ILogObserver:
     if config.format == "json":
         sink = jsonFileLogObserver(stream)
     else:
-        sink = textFileLogObserver(stream)
+        sink = text_observer(stream)
     return LevelFilter(sink, LogLevel.levelWithName(config.level))

@@ -57,3 +57,29 @@ def test_make_observer_writes_events_at_the_level_and_above() -> None:
     text = stream.getvalue()
     assert "loud line" in text
     assert "quiet line" not in text
+
+
+def test_text_lines_equal_twisteds_text_observer():
+    """The text observer writes exactly what textFileLogObserver writes: the same time
+    stamps (events within one second, across seconds and without a time), systems, levels
+    and multi-line texts."""
+    from twisted.logger import textFileLogObserver
+
+    from mailserver.log import text_observer
+
+    ours, theirs = io.StringIO(), io.StringIO()
+    mine, reference = text_observer(ours), textFileLogObserver(theirs)
+    start = 1_764_442_800.0  # a whole second
+    for offset in (0.0, 0.25, 0.999999, 1.0, 61.5, 3600.0, -0.5):
+        for event in (
+            {"log_time": start + offset, "log_namespace": "a.b", "log_level": LogLevel.info,
+             "log_format": "{x} done", "x": offset},
+            {"log_time": start + offset, "log_system": "smtp-worker 1",
+             "log_format": "two\nlines"},
+            {"log_format": "no time"},
+            {"log_time": start + offset},  # no format: no line
+        ):
+            mine(dict(event))
+            reference(dict(event))
+    assert ours.getvalue() == theirs.getvalue()
+    assert ours.getvalue().count("\n") > 10
