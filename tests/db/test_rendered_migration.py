@@ -163,3 +163,28 @@ def test_damaged_entry_reads_as_absent(db):
     assert [row[:6] for row in rows] == [row[:6] for row in plain]
     assert [row[3:6] for row in rows] == [(10 + n, 7.5, f"M{n}") for n in range(4)]
     assert rows[0][6] is None and rows[2][6] is None and rows[1][6] is not None
+
+
+def test_copy_of_a_message_without_entry_renders_from_the_parse_results(db):
+    """A copy (COPY/MOVE) of a message that has no entry (a damaged index) gets its items
+    rendered from the object's parse results; of one whose object is in an older layout, an
+    entry without items (FETCH renders those as before)."""
+
+    def add(txn):
+        record = _folder(txn)
+        index.add_message(txn, record, "b1", frozenset(), 10, 1.0, "Mnew", _meta("new"))
+        index.add_message(txn, record, "b2", frozenset(), 20, 2.0, "Mold", _old(_meta("old")))
+        txn.delete(b"imap_items", schema.msg_key(record["id"], 1))
+        index.add_message(txn, record, "c1", frozenset(), 10, 1.0, "Mnew", None)
+        index.add_message(txn, record, "c2", frozenset(), 20, 2.0, "Mold", None)
+        return record["id"]
+
+    fid = db.write_sync(add)
+    with db.read() as txn:
+        copied = imap_items.rendered(txn, fid, 3)
+        rows = imap_items.records(txn, fid, [3, 4], rendered=True)
+    assert copied["BODYSTRUCTURE"] == response.body_structure(_meta("new")["bodystructure"])
+    assert [row[3:7] for row in rows] == [
+        (10, 1.0, "Mnew", imap_render.pack(copied)),
+        (20, 2.0, "Mold", None),
+    ]
