@@ -3,7 +3,7 @@
     .venv/bin/python bench/smtp_bench.py [--messages N] [--sessions 20] [--sizes 4096,102400]
         [--repeat 3] [--warmup 40] [--json PATH] [--quick] [--workdir DIR] [--keep]
         [--set SECTION.KEY=VALUE ...] [--postfix-set KEY=VALUE ...] [--skip-postfix]
-        [--workers 1,2] [--full-workers 2|none]
+        [--workers 1,2] [--full-workers 2|none] [--base-code DIR]
 
 For every message size, Postfix's ``smtp-source`` (``-s SESSIONS -m N -l SIZE``, one message
 per connection, no PIPELINING, no TLS) sends N messages for alice@example.org to
@@ -47,6 +47,8 @@ log.level=warn``), ``--postfix-set`` Postfix's main.cf (e.g. ``--postfix-set
 in_flow_delay=0``). Every server of ours runs interleaved with Postfix in the same run; the
 CPU of the worker processes counts as ours ("worker processes" in the parts), and a server
 is measured only once all its workers serve.
+``--base-code DIR`` (an A/B of two versions of the code) adds a ``base wN`` row beside each
+``ours wN`` row: the same settings, but its server imports ``mailserver`` from ``DIR``.
 """
 
 from __future__ import annotations
