@@ -49,7 +49,8 @@ def summary(account: str, report: ReindexReport) -> str:
     return (
         f"{account}: {report.files_seen} file(s); messages +{report.messages_added} "
         f"-{report.messages_dropped}; flags fixed {report.flags_fixed}; "
-        f"folders +{report.folders_added} -{report.folders_dropped}"
+        f"folders +{report.folders_added} -{report.folders_dropped}; "
+        f"header index fixed {report.header_index_fixed}"
     )
 
 
