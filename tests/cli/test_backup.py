@@ -101,7 +101,9 @@ async def test_backup_restore_gives_back_every_message_flag_and_queued_message(e
     assert await contents(restored) == before
     assert restored.ok("verify").endswith(": OK\n")
     assert restored.ok("queue", "list").count(queue_id) == 1
-    assert restored.ok("reindex", ALICE).endswith("messages +0 -0; flags fixed 0; folders +0 -0; header index fixed 0\n")
+    assert restored.ok("reindex", ALICE).endswith(
+        "messages +0 -0; flags fixed 0; folders +0 -0; header index fixed 0\n"
+    )
 
 
 @pytest_twisted.ensureDeferred

@@ -56,7 +56,9 @@ async def test_file_dropped_into_cur_is_indexed(example):
     """A file dropped into a folder's cur/ is indexed by 'reindex ADDRESS' with its flags."""
     (example.maildir() / "cur" / "1700000009.M9P9.host:2,RS").write_bytes(MESSAGE % (9, 9))
     out = example.ok("reindex", ALICE)
-    assert out == f"{ALICE}: 1 file(s); messages +1 -0; flags fixed 0; folders +0 -0; header index fixed 0\n"
+    assert out == (
+        f"{ALICE}: 1 file(s); messages +1 -0; flags fixed 0; folders +0 -0; header index fixed 0\n"
+    )
     storage = example.storage()
     try:
         assert flags_by_subject(storage) == {"9": frozenset({"\\Answered", "\\Seen"})}
