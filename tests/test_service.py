@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
@@ -18,6 +19,10 @@ class Recorder:
         self.name = name
         self.close_result = close_result
         self.schema_version = 1
+        self.env = self  # the db's LMDB environment, for its path
+
+    def path(self):
+        return f"{self.name}-path"
 
     def recover(self):
         self.events.append(f"{self.name}.recover")
@@ -37,6 +42,17 @@ class Listener(Service):
         return super().stopService()
 
 
+@pytest.fixture(autouse=True)
+def checks(monkeypatch):
+    """The start-up consistency check's calls (store, index path), instead of running it
+    on the fakes."""
+    calls: list[tuple[object, str]] = []
+    monkeypatch.setattr(
+        "mailserver.service.verify_at_start", lambda store, path: calls.append((store, path))
+    )
+    return calls
+
+
 def make(config: Config, store_close=None):
     events: list[str] = []
     clock = Clock()
@@ -47,12 +63,15 @@ def make(config: Config, store_close=None):
     return service, clock, events
 
 
-def test_ready_after_recovery():
-    """startService recovers the store and /healthz status turns from starting to ok."""
+def test_ready_after_recovery(checks):
+    """startService recovers the store and /healthz status turns from starting to ok; the
+    consistency check of the recovered store and its index follows."""
     service, _, events = make(Config())
     assert service.status()["status"] == "starting"
+    assert checks == []
     service.startService()
     assert events == ["store.recover"]
+    assert checks == [(service.store, "db-path")]
     assert service.status() == {
         "status": "ok",
         "version": service.status()["version"],
