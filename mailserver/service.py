@@ -322,7 +322,7 @@ def _within(deferred: Deferred[Any], seconds: float, reactor: Any) -> Deferred[A
     return result
 
 
-def _tls_options(config: Config) -> ServerTLS:
+def server_tls(config: Config) -> ServerTLS:
     """The configured certificate (or the self-signed one under ``<data_dir>/tls``) plus
     the per-host certificates of ``tls.sni_dir``."""
     cert, key = config.tls.cert, config.tls.key
@@ -395,7 +395,7 @@ def build(config: Config, reactor: Any) -> MailService:
         os.makedirs(data_dir, exist_ok=True)
     except OSError as error:
         raise _data_dir_error(config, error) from None
-    tls = _tls_options(config)
+    tls = server_tls(config)
     db, directory, store = open_storage(config, reactor)
     root = MailService(config, reactor, db=db, store=store, directory=directory, tls=tls)
     site = Site(_web_root(root.status))
@@ -418,7 +418,7 @@ def build(config: Config, reactor: Any) -> MailService:
     site.resource.putChild(b"mail", WebmailResource())  # the web mail page, /mail/
     scheduler.setServiceParent(root)
     if config.smtp.listen:
-        mx_factory = _mx_factory(config, root, reactor)
+        mx_factory = port25_factory(config, root, reactor)
         mx = root.add_listeners("smtp.listen", config.smtp.listen, mx_factory)
         if config.smtp.workers > 1:  # worker processes on the same sockets (smtp_workers.py)
             WorkerPool(config, mx, lambda: root.state, reactor).setServiceParent(root)
@@ -650,8 +650,9 @@ def _policy_fields(config: Config) -> dict[str, Any]:
     }
 
 
-def _mx_factory(config: Config, service: MailService, reactor: Any) -> SMTPFactory:
-    """The port-25 SMTP factory: anonymous sessions that may deliver only to local users."""
+def port25_factory(config: Config, service: MailService, reactor: Any) -> SMTPFactory:
+    """The port-25 SMTP factory: anonymous sessions that may deliver only to local users.
+    Each ``[smtp] workers`` process builds its own with this (``worker.py``)."""
     postmaster = f"postmaster@{config.server.hostname}"
     # the free-space reserve is checked by the local target on the thread writing the body
     target: Any = LocalDeliveryTarget(

@@ -54,7 +54,7 @@ from zope.interface import implementer
 from mailserver.config import Config, load
 from mailserver.errors import ConfigError, MailError
 from mailserver.filtering import Filters
-from mailserver.service import MailService, _mx_factory, _tls_options, open_storage
+from mailserver.service import MailService, open_storage, port25_factory, server_tls
 from mailserver.smtp_workers import encode_event
 
 __all__ = ["EXIT_PARENT_DIED", "EXIT_STARTUP", "WorkerService", "build", "main"]
@@ -116,13 +116,13 @@ class WorkerService(MailService):
 def build(config: Config, reactor: Any, sockets: Sequence[tuple[int, int]]) -> WorkerService:
     """Wire a worker for ``config``: storage, TLS (for STARTTLS), the filters when on, and
     the port-25 factory on each ``(fd, family)`` socket."""
-    tls = _tls_options(config)
+    tls = server_tls(config)
     db, directory, store = open_storage(config, reactor)
     root = WorkerService(config, reactor, db=db, store=store, directory=directory, tls=tls)
     if config.filter.enabled:
         root.filters = Filters(config, db, directory, store.account, reactor)
         root.filters.setServiceParent(root)
-    factory = _mx_factory(config, root, reactor)
+    factory = port25_factory(config, root, reactor)
     factory.listener = LISTENER_KEY
     factory.trace = "smtp" in config.log.trace
     root.factories.append(factory)
