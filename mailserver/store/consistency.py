@@ -5,10 +5,12 @@ recovery every message file of a folder (in ``cur/`` and ``new/``) has an index 
 every entry a file, so a difference means the index lost entries (a damaged or restored
 index) or the files changed behind the server's back. The check compares, per folder, the
 number of files, of index entries and the folder's EXISTS counter, and finds account
-directories on disk that the index does not know (a lost or replaced index). It also audits
-each folder's header index (:mod:`mailserver.store.header_audit`): entries of messages that are
-gone, or messages without their SEARCH texts, which could make SEARCH SUBJECT/FROM/... miss
-a message. It reads directories and the index only; it changes nothing.
+directories on disk that the index does not know (a lost or replaced index). For each folder
+found out of step it also audits the header index (:mod:`mailserver.store.header_audit`):
+entries of messages that are gone, or messages without their SEARCH texts, which could make
+SEARCH SUBJECT/FROM/... miss a message. That audit reads every message's entries, so a
+healthy store does not pay for it at each start; ``mailserver verify`` audits every folder.
+It reads directories and the index only; it changes nothing.
 
 Each problem comes with the command that repairs it, so the log says what to do:
 ``mailserver reindex ADDRESS`` for a folder out of step (files, counters or header index),
@@ -124,15 +126,20 @@ def check(store: MaildirStore) -> list[Mismatch]:
     return problems
 
 
-def header_index_problems(store: MaildirStore) -> list[HeaderIndexMismatch]:
-    """Every folder of every account whose header index has orphans or messages without
-    their SEARCH texts (:func:`mailserver.store.header_audit.audit_folder`), one read
-    transaction per folder. Blocking: run it in a worker thread."""
+def header_index_problems(
+    store: MaildirStore, only: set[tuple[str, str]] | None = None
+) -> list[HeaderIndexMismatch]:
+    """Every folder of every account (or only the ``(address, folder name)`` pairs in
+    ``only``) whose header index has orphans or messages without their SEARCH texts
+    (:func:`mailserver.store.header_audit.audit_folder`), one read transaction per folder.
+    Blocking: run it in a worker thread."""
     problems = []
     for address in store.accounts():
         with store.db.read() as txn:
             found = [(name, fid) for name, fid, _record in index.folders(txn, address)]
         for name, fid in found:
+            if only is not None and (address, name) not in only:
+                continue
             with store.db.read() as txn:
                 audit = header_audit.audit_folder(txn.raw, txn.dbs, fid)
             if audit.problems:
@@ -149,12 +156,16 @@ def damaged_index(error: BaseException, path: str) -> str | None:
 
 
 def verify_at_start(store: MaildirStore, index_path: str) -> Deferred[int]:
-    """Run :func:`check` and :func:`unknown_accounts` in the thread pool and log one
-    warning per problem with the command that repairs it; Deferred[number of problems].
-    A failure of the check itself is logged, never raised."""
+    """Run :func:`check` (then :func:`header_index_problems` of the folders it finds out of
+    step) and :func:`unknown_accounts` in the thread pool and log one warning per problem
+    with the command that repairs it; Deferred[number of problems]. A failure of the check
+    itself is logged, never raised."""
 
     def run() -> tuple[list[Mismatch | HeaderIndexMismatch], list[str]]:
-        return [*check(store), *header_index_problems(store)], unknown_accounts(store)
+        mismatches = check(store)
+        damaged = {(mismatch.address, mismatch.folder) for mismatch in mismatches}
+        headers = header_index_problems(store, only=damaged) if damaged else []
+        return [*mismatches, *headers], unknown_accounts(store)
 
     def report(found: tuple[list[Mismatch | HeaderIndexMismatch], list[str]]) -> int:
         mismatches, unknown = found
