@@ -7,9 +7,12 @@
   instead of copying them when DEST is on the same file system (fast, but not a copy of the
   bytes: keep such a backup only until it has been copied elsewhere).
 - ``restore SRC``: verify the backup, then copy it into the configured ``server.data_dir``,
-  which must be absent or empty. Start the server afterwards.
+  which must be absent or empty. Start the server afterwards. A backup made by an older
+  version (an older index schema) is restored too: its index is upgraded as the server
+  would upgrade it, then checked; one made by a newer version is refused.
 - ``verify SRC``: check every file of a backup against its manifest and every index entry
-  against the files. ``verify`` with no SRC checks the live data directory (index vs files).
+  against the files (an older schema's index in an upgraded temporary copy). ``verify`` with
+  no SRC checks the live data directory (index vs files).
 
 Progress goes to stderr as bars; problems one per line on stdout; the exit status is 0 when
 all is well, 1 when there is a problem (each is named) or the command could not run.
@@ -25,9 +28,10 @@ from typing import Any
 
 from mailserver.cli.common import add_config_option, load_config
 from mailserver.cli.spam import ProgressBar
-from mailserver.cli.storage import EXIT_FAILED
+from mailserver.cli.storage import EXIT_FAILED, say_note
+from mailserver.db import schema
 from mailserver.store.backup import BackupError, take_backup
-from mailserver.store.backup_check import restore, verify_backup, verify_live
+from mailserver.store.backup_check import backup_schema, restore, verify_backup, verify_live
 
 __all__ = ["Bars", "register", "run_backup", "run_restore", "run_verify"]
 
@@ -54,7 +58,9 @@ def register(subparsers: Any) -> None:
         "restore",
         help="restore a backup into an empty data directory",
         description="Verify the backup in SRC, then copy it into server.data_dir, which "
-        "must be absent or empty. Start the server afterwards.",
+        "must be absent or empty. A backup made by an older mailserver version has its index "
+        "upgraded (then checked); one made by a newer version is refused. Start the server "
+        "afterwards.",
     )
     restore_parser.add_argument("src", metavar="SRC", help="a directory made by 'backup'")
     add_config_option(restore_parser)
@@ -124,10 +130,25 @@ def run_restore(args: argparse.Namespace) -> int:
     data_dir = config.server.data_path
     bars = Bars()
     try:
-        count = restore(src, data_dir, fsync=config.store.fsync, progress=bars)
+        restored = restore(
+            src,
+            data_dir,
+            fsync=config.store.fsync,
+            progress=bars,
+            map_size=config.store.map_size_mb * 1024 * 1024,
+        )
     finally:
         bars.finish()
-    print(f"restored {count} file(s) from {src} into {data_dir}; start the server now")
+    upgraded = (
+        ""
+        if restored.upgraded_from is None
+        else f"; its index was upgraded from schema {restored.upgraded_from} to "
+        f"{schema.SCHEMA_VERSION}"
+    )
+    print(
+        f"restored {restored.files} file(s) from {src} into {data_dir}{upgraded}; "
+        "start the server now"
+    )
     return 0
 
 
@@ -139,7 +160,10 @@ def run_verify(args: argparse.Namespace) -> int:
         if args.src is not None:
             where = os.path.abspath(args.src)
             _require_dir(where)
-            problems = verify_backup(where, progress=bars)
+            _note_older(where)
+            problems = verify_backup(
+                where, progress=bars, map_size=config.store.map_size_mb * 1024 * 1024
+            )
         else:
             where = config.server.data_path
             problems = verify_live(
@@ -154,6 +178,17 @@ def run_verify(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     print(f"{where}: OK")
     return 0
+
+
+def _note_older(root: str) -> None:
+    """Say on stderr when the backup in ``root`` was made with an older index schema."""
+    version = backup_schema(root)
+    if version is not None and version < schema.SCHEMA_VERSION:
+        say_note(
+            f"the backup's index has schema {version}, older than this program's "
+            f"{schema.SCHEMA_VERSION}: it is checked in a temporary copy upgraded to "
+            f"{schema.SCHEMA_VERSION} (restore upgrades it the same way)"
+        )
 
 
 def _require_dir(path: str) -> None:

@@ -111,15 +111,14 @@ class BackupReport:
 # -- reading an index ----------------------------------------------------------------------
 
 
-@contextmanager
-def open_index(path: str) -> Iterator[tuple[Any, dict[bytes, Any]]]:
-    """A read transaction on the index in ``path`` (a backup's copy: no lock file is made)
-    and its sub-databases. BackupError when it is missing, unreadable or of another schema."""
+def _open_copy(path: str) -> Any:
+    """The LMDB environment of the index copy in ``path``, read-only and without a lock file
+    (nothing else writes a backup's copy)."""
     data = os.path.join(path, "data.mdb")
     if not os.path.isfile(data):
         raise BackupError(f"no index at {data}")
     try:
-        env = lmdb.open(
+        return lmdb.open(
             path,
             readonly=True,
             lock=False,
@@ -128,16 +127,51 @@ def open_index(path: str) -> Iterator[tuple[Any, dict[bytes, Any]]]:
         )
     except lmdb.Error as error:
         raise BackupError(f"cannot read the index at {path}: {error}") from None
+
+
+def index_version(path: str) -> int:
+    """The schema version of the index in ``path`` (a backup's copy; only ``meta`` is read,
+    so an index of an older schema, which lacks the newer sub-dbs, is read too); 0 when it
+    records none. BackupError when it is missing or unreadable."""
+    env = _open_copy(path)
     try:
         with env.begin(write=False) as txn:
             meta = env.open_db(b"meta", txn=txn, create=False)
             raw = txn.get(b"schema_version", db=meta)
-            version = int(schema.load(bytes(raw))) if raw is not None else 0
-            if version != schema.SCHEMA_VERSION:
-                raise BackupError(
-                    f"the index at {path} has schema {version}, this program uses "
-                    f"{schema.SCHEMA_VERSION}: use the mailserver version that made it"
-                )
+            return int(schema.load(bytes(raw))) if raw is not None else 0
+    except (lmdb.Error, ValueError, TypeError) as error:
+        raise BackupError(
+            f"cannot read the schema version of the index at {path}: {error}"
+        ) from None
+    finally:
+        env.close()
+
+
+def newer_schema(path: str, version: int) -> BackupError:
+    """The refusal of an index written by a newer program than this one."""
+    return BackupError(
+        f"the index at {path} has schema {version}, newer than this program's "
+        f"{schema.SCHEMA_VERSION}: it was made by a newer mailserver; verify or restore it "
+        "with that version (or a later one)"
+    )
+
+
+@contextmanager
+def open_index(path: str) -> Iterator[tuple[Any, dict[bytes, Any]]]:
+    """A read transaction on the index in ``path`` (a backup's copy: no lock file is made)
+    and its sub-databases. BackupError when it is missing, unreadable or of another schema
+    (an older one is upgraded first: :func:`mailserver.store.backup_check.upgrade_index`)."""
+    version = index_version(path)
+    if version > schema.SCHEMA_VERSION:
+        raise newer_schema(path, version)
+    if version < schema.SCHEMA_VERSION:
+        raise BackupError(
+            f"the index at {path} has schema {version}, older than this program's "
+            f"{schema.SCHEMA_VERSION}: upgrade a copy first (mailserver verify and restore do)"
+        )
+    env = _open_copy(path)
+    try:
+        with env.begin(write=False) as txn:
             dbs = {name: env.open_db(name, txn=txn, create=False) for name in schema.SUBDBS}
             yield txn, dbs
     except lmdb.Error as error:

@@ -14,6 +14,11 @@
   the header index (``headers``, ``header_text``, ``text_parts``: no entry of a message or
   folder that is gone, every message with its SEARCH texts; :mod:`mailserver.store.header_audit`).
 - :func:`restore` copies a verified backup into an empty data directory.
+- A backup whose index has an older schema than this program's (made before an upgrade) is
+  verified and restored too: its files are checked against the manifest as they were
+  written, and the index checks run on the index upgraded by the server's own migrations
+  (:func:`upgrade_index`): a temporary copy for :func:`verify_backup`, the restored index for
+  :func:`restore`. An index of a newer schema is refused (BackupError naming the versions).
 
 Each check returns the list of problems (one line each, naming the file or entry); an
 empty list means all is well. Everything here blocks.
@@ -22,10 +27,16 @@ empty list means all is well. Everything here blocks.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import lmdb
+
 from mailserver.db import Snapshot, schema
+from mailserver.db.env import migrate
 from mailserver.store import header_audit, maildir
 from mailserver.store.backup import (
     INDEX,
@@ -38,8 +49,10 @@ from mailserver.store.backup import (
     copy_file,
     find_live,
     folder_dirs,
+    index_version,
     message_files,
     mirror_owners,
+    newer_schema,
     no_progress,
     open_index,
     queued_files,
@@ -53,10 +66,67 @@ def _describe(message: MessageFile) -> str:
     return f"{message.account} {message.name} uid {message.uid}"
 
 
-def verify_backup(root: str, progress: Progress = no_progress) -> list[str]:
-    """The problems of the backup in ``root`` (BackupError when it has no usable manifest)."""
+#: A backup's index file, relative to its root.
+INDEX_FILE = os.path.join(INDEX, "data.mdb")
+#: The map size an index is upgraded in when the caller gives none (the default of
+#: ``store.map_size_mb``); at least twice the index file, whatever is given.
+UPGRADE_MAP_SIZE = 1 << 30
+
+
+def verify_backup(
+    root: str, progress: Progress = no_progress, *, map_size: int = UPGRADE_MAP_SIZE
+) -> list[str]:
+    """The problems of the backup in ``root``. BackupError when it has no usable manifest, or
+    its index has a newer schema than this program's. An index of an older schema is checked
+    in a temporary copy upgraded as the server would upgrade it (:func:`upgrade_index`,
+    ``map_size`` for its map; removed afterwards): the backup itself is not changed."""
     manifest = read_manifest(root)
     listed: dict[str, dict[str, object]] = manifest.get("files") or {}
+    problems = _file_problems(root, listed, progress)
+    if INDEX_FILE not in listed:
+        problems.append(f"{INDEX_FILE}: the manifest lists no index")
+        return problems
+    if any(problem.startswith(INDEX_FILE + ":") for problem in problems):
+        return problems  # a damaged index is not opened
+    index_dir = os.path.join(root, INDEX)
+    version = _restorable_version(index_dir)
+    if version == schema.SCHEMA_VERSION:
+        return problems + _index_problems(index_dir, root, listed)
+    with tempfile.TemporaryDirectory(prefix="mailserver-verify-") as scratch:
+        try:
+            shutil.copyfile(os.path.join(index_dir, "data.mdb"), os.path.join(scratch, "data.mdb"))
+        except OSError as error:
+            raise BackupError(
+                f"cannot copy the index into {scratch} to upgrade it: "
+                f"{error.strerror or error}; point TMPDIR at a directory with room for it"
+            ) from None
+        upgrade_index(scratch, map_size=map_size, sync=False, progress=progress)
+        return problems + _index_problems(scratch, root, listed)
+
+
+def backup_schema(root: str) -> int | None:
+    """The schema version of the index of the backup in ``root``; None when it has no
+    readable one (:func:`verify_backup` then says what is wrong)."""
+    try:
+        return index_version(os.path.join(root, INDEX))
+    except BackupError:
+        return None
+
+
+def _restorable_version(index_dir: str) -> int:
+    """The schema of the index in ``index_dir``: this program's or an older one (which
+    :func:`upgrade_index` upgrades); BackupError for a newer one."""
+    version = index_version(index_dir)
+    if version > schema.SCHEMA_VERSION:
+        raise newer_schema(index_dir, version)
+    return version
+
+
+def _file_problems(
+    root: str, listed: dict[str, dict[str, object]], progress: Progress
+) -> list[str]:
+    """Every file the manifest lists is in ``root`` with its size and SHA-256, and no other
+    file is there."""
     problems = []
     for done, (path, entry) in enumerate(sorted(listed.items()), 1):
         full = os.path.join(root, path)
@@ -71,11 +141,19 @@ def verify_backup(root: str, progress: Progress = no_progress) -> list[str]:
             problems.append(f"{path}: checksum mismatch (the file is damaged)")
     for path in sorted(set(backup_files(root)) - set(listed)):
         problems.append(f"{path}: not in the manifest")
-    if os.path.join(INDEX, "data.mdb") not in listed:
-        problems.append(f"{INDEX}/data.mdb: the manifest lists no index")
-        return problems
+    return problems
+
+
+def _index_problems(
+    index_dir: str, root: str, listed: dict[str, dict[str, object]]
+) -> list[str]:
+    """The index in ``index_dir`` (of this program's schema) against itself
+    (:func:`index_problems`) and against the files of the backup (``listed`` in its
+    manifest, present under ``root``): every message and queued entry has its file of the
+    indexed size, every message file is indexed."""
+    problems = []
     mail_files = {path for path in listed if path.startswith(MAIL + os.sep)}
-    with open_index(os.path.join(root, INDEX)) as (txn, dbs):
+    with open_index(index_dir) as (txn, dbs):
         problems.extend(index_problems(txn, dbs))
         for message in message_files(txn, dbs):
             path = message.path
@@ -95,6 +173,54 @@ def verify_backup(root: str, progress: Progress = no_progress) -> list[str]:
         if os.sep + "cur" + os.sep in path or os.sep + "new" + os.sep in path:
             problems.append(f"{path}: a message file the index does not reference")
     return problems
+
+
+def upgrade_index(
+    path: str,
+    *,
+    map_size: int = UPGRADE_MAP_SIZE,
+    sync: bool = True,
+    progress: Progress = no_progress,
+) -> int:
+    """Bring the index in ``path`` (a copy nothing else has open) up to this program's schema
+    the way the server does when it opens a data directory: the sub-dbs added since are
+    created, then :func:`mailserver.db.env.migrate` runs each pending migration in its own
+    write transaction. The version it had (this program's: nothing done). BackupError, with
+    what to do, for a newer schema or a migration that fails (the index may then be left
+    part-way: upgrade a copy). Run as root, the lock file it makes gets the index's owner."""
+    version = _restorable_version(path)
+    if version == schema.SCHEMA_VERSION:
+        return version
+    phase = f"upgrading the index from schema {version} to {schema.SCHEMA_VERSION}"
+    progress(phase, 0, 1)
+    data = os.path.join(path, "data.mdb")
+    try:
+        env = lmdb.open(
+            path,
+            map_size=max(map_size, 2 * os.path.getsize(data)),
+            max_dbs=len(schema.SUBDBS) + 4,
+            sync=sync,
+            metasync=sync,
+        )
+    except (OSError, lmdb.Error) as error:
+        raise BackupError(f"cannot open the index at {path} to upgrade it: {error}") from None
+    try:
+        dbs = {name: env.open_db(name) for name in schema.SUBDBS}
+        migrate(env, dbs)
+    except Exception as error:  # a record a migration cannot read: say so, no traceback
+        raise BackupError(
+            f"cannot upgrade the index at {path} from schema {version} to "
+            f"{schema.SCHEMA_VERSION}: {type(error).__name__}: {error}; check the backup "
+            "(mailserver verify SRC), or restore it with the mailserver version that made it, "
+            "start that server once and take a new backup"
+        ) from None
+    finally:
+        env.close()
+    if os.geteuid() == 0 and os.path.exists(os.path.join(path, "lock.mdb")):
+        stat = os.stat(data)
+        os.chown(os.path.join(path, "lock.mdb"), stat.st_uid, stat.st_gid)
+    progress(phase, 1, 1)
+    return version
 
 
 def index_problems(txn: Any, dbs: dict[bytes, Any]) -> list[str]:
@@ -315,26 +441,81 @@ def _live_checks(
         snapshot.close()
 
 
+@dataclass(frozen=True)
+class Restored:
+    """What :func:`restore` did."""
+
+    files: int
+    #: the backup's schema when it was older than this program's and was upgraded, else None
+    upgraded_from: int | None = None
+
+
 def restore(
-    root: str, data_dir: str, *, fsync: bool = True, progress: Progress = no_progress
-) -> int:
-    """Copy the backup in ``root`` into ``data_dir`` (absent or empty) after verifying it;
-    the number of files restored. BackupError when the target is not empty or the backup
-    has problems (nothing is written then)."""
+    root: str,
+    data_dir: str,
+    *,
+    fsync: bool = True,
+    progress: Progress = no_progress,
+    map_size: int = UPGRADE_MAP_SIZE,
+) -> Restored:
+    """Copy the backup in ``root`` into ``data_dir`` (absent or empty) after verifying it.
+    BackupError when the target is not empty or the backup has problems (nothing is written
+    then), or its index has a newer schema than this program's.
+
+    A backup whose index has an older schema is restored too: its files are checked against
+    the manifest as they were written, copied, and the restored index is upgraded in place
+    (:func:`upgrade_index`, ``map_size`` for its map) and then checked as :func:`verify_backup`
+    checks a backup; if that fails, what was written is removed again."""
     if os.path.exists(data_dir) and (not os.path.isdir(data_dir) or os.listdir(data_dir)):
         raise BackupError(
             f"the data directory {data_dir} is not empty; restore only into an empty one: "
             f"move it aside (mv {data_dir} {data_dir}.old) or give --config a config whose "
             "server.data_dir is a new directory"
         )
-    problems = verify_backup(root, progress)
+    manifest = read_manifest(root)
+    listed: dict[str, dict[str, object]] = manifest.get("files") or {}
+    problems = _file_problems(root, listed, progress)
+    if INDEX_FILE not in listed:
+        problems.append(f"{INDEX_FILE}: the manifest lists no index")
+    upgraded_from = None
+    if not problems:
+        index_dir = os.path.join(root, INDEX)
+        version = _restorable_version(index_dir)
+        if version == schema.SCHEMA_VERSION:
+            problems = _index_problems(index_dir, root, listed)
+        else:
+            upgraded_from = version
     if problems:
         raise BackupError(
             f"the backup in {root} has {len(problems)} problem(s), e.g. {problems[0]}; "
             f"see them all with: mailserver verify {root}"
         )
-    manifest = read_manifest(root)
-    paths = sorted(manifest["files"])
+    created = not os.path.exists(data_dir)
+    count = _copy_backup(root, data_dir, sorted(listed), progress)
+    mirror_owners(root, data_dir)
+    if upgraded_from is not None:
+        index_dir = os.path.join(data_dir, INDEX)
+        try:
+            upgrade_index(index_dir, map_size=map_size, sync=fsync, progress=progress)
+            problems = _index_problems(index_dir, data_dir, listed)
+        except BackupError:
+            _unrestore(data_dir, created)
+            raise
+        if problems:
+            _unrestore(data_dir, created)
+            raise BackupError(
+                f"the index of the backup in {root}, upgraded from schema {upgraded_from} to "
+                f"{schema.SCHEMA_VERSION}, has {len(problems)} problem(s), e.g. {problems[0]}; "
+                f"nothing was restored; see them all with: mailserver verify {root}"
+            )
+    if fsync:
+        sync_tree(data_dir)
+    return Restored(count, upgraded_from)
+
+
+def _copy_backup(root: str, data_dir: str, paths: list[str], progress: Progress) -> int:
+    """Copy the files ``paths`` of the backup in ``root`` and its directories into
+    ``data_dir``; how many files."""
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
     for current, dirs, _files in os.walk(root):  # empty folders (tmp/, new/) too
         for name in dirs:
@@ -351,7 +532,17 @@ def restore(
             copy_file(source, target, fsync=False)
             inodes[(stat.st_dev, stat.st_ino)] = target
         progress("restoring", done, len(paths))
-    mirror_owners(root, data_dir)
-    if fsync:
-        sync_tree(data_dir)
     return len(paths)
+
+
+def _unrestore(data_dir: str, created: bool) -> None:
+    """Remove what a restore wrote into ``data_dir``, which was absent (``created``) or empty."""
+    if created:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        return
+    for name in os.listdir(data_dir):
+        path = os.path.join(data_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
