@@ -183,7 +183,7 @@ def run_verify(args: argparse.Namespace) -> int:
 def _note_older(root: str) -> None:
     """Say on stderr when the backup in ``root`` was made with an older index schema."""
     version = backup_schema(root)
-    if version is not None and version < schema.SCHEMA_VERSION:
+    if version is not None and 0 < version < schema.SCHEMA_VERSION:
         say_note(
             f"the backup's index has schema {version}, older than this program's "
             f"{schema.SCHEMA_VERSION}: it is checked in a temporary copy upgraded to "

@@ -119,6 +119,11 @@ def _restorable_version(index_dir: str) -> int:
     version = index_version(index_dir)
     if version > schema.SCHEMA_VERSION:
         raise newer_schema(index_dir, version)
+    if version < 1:  # schema 1 on wrote it; migrating "0" would start a new, empty index
+        raise BackupError(
+            f"the index at {index_dir} records no schema version: it was not written by "
+            "mailserver, or it is damaged; take the backup again"
+        )
     return version
 
 
@@ -210,9 +215,9 @@ def upgrade_index(
     except Exception as error:  # a record a migration cannot read: say so, no traceback
         raise BackupError(
             f"cannot upgrade the index at {path} from schema {version} to "
-            f"{schema.SCHEMA_VERSION}: {type(error).__name__}: {error}; check the backup "
-            "(mailserver verify SRC), or restore it with the mailserver version that made it, "
-            "start that server once and take a new backup"
+            f"{schema.SCHEMA_VERSION}: {type(error).__name__}: {error}; the index is damaged "
+            "or this program cannot upgrade it: restore the backup with the mailserver version "
+            "that made it (and report this error)"
         ) from None
     finally:
         env.close()

@@ -17,7 +17,7 @@ import pytest_twisted
 
 from mailserver.db import schema
 from mailserver.store import backup_check
-from mailserver.store.backup import sha256_file
+from mailserver.store.backup import BackupError, sha256_file
 from tests.cli.conftest import ALICE, Cli
 from tests.store.test_index_integrity_imap import (
     MAP_SIZE,
@@ -247,3 +247,72 @@ async def test_an_older_backup_whose_upgraded_index_has_problems_restores_nothin
         f"see them all with: mailserver verify {dest}"
     )
     assert restored.data.is_dir() and list(restored.data.iterdir()) == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_older_backup_that_cannot_be_upgraded_is_refused_and_restores_nothing(
+    source, tmp_path, monkeypatch
+):
+    """An older backup with a message record no migration can read (sealed in its manifest,
+    so the files check out) fails verify and restore with one line naming the index, both
+    versions, the record's error and what to do; verify leaves no temporary copy and
+    restore nothing in the data directory."""
+    await _filled(source.data)
+    dest = tmp_path / "backup"
+    source.ok("backup", str(dest))
+    _downgrade_to_9(dest)
+    env = _open(dest / "index")
+    try:
+        with env.begin(write=True) as txn:
+            messages = env.open_db(b"messages", txn=txn, create=False)
+            key = bytes(next(iter(txn.cursor(db=messages)))[0])
+            txn.put(key, b"not json", db=messages)
+    finally:
+        env.close()
+    _reseal(dest, 9)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    with pytest.raises(BackupError) as raised:
+        backup_check.verify_backup(str(dest), map_size=MAP_SIZE)
+    assert str(raised.value).startswith("cannot upgrade the index at ")
+    assert list(scratch.iterdir()) == []
+
+    done = source("verify", str(dest))
+    assert done.returncode == 1
+    line = done.stderr.decode().splitlines()[-1]
+    assert line.startswith("error: cannot upgrade the index at ")
+    assert f"from schema 9 to {schema.SCHEMA_VERSION}: JSONDecodeError: " in line
+    assert line.endswith(
+        "; the index is damaged or this program cannot upgrade it: restore the backup with "
+        "the mailserver version that made it (and report this error)"
+    )
+    (tmp_path / "restored").mkdir()
+    restored = Cli(tmp_path / "restored")
+    done = restored("restore", str(dest))
+    assert done.returncode == 1
+    line = done.stderr.decode().splitlines()[-1]
+    assert line.startswith(f"error: cannot upgrade the index at {restored.data / 'index'} ")
+    assert not restored.data.exists()
+
+
+def test_an_index_that_records_no_schema_version_is_refused(source, tmp_path):
+    """A backup index without a schema version is not upgraded as if it were empty (that
+    would start a new index over the old one): verify names it and the fix."""
+    source.ok("domain", "add", "example.org")
+    dest = tmp_path / "backup"
+    source.ok("backup", str(dest))
+    env = _open(dest / "index")
+    try:
+        with env.begin(write=True) as txn:
+            txn.delete(b"schema_version", db=env.open_db(b"meta", txn=txn, create=False))
+    finally:
+        env.close()
+    _reseal(dest, 0)
+    done = source("verify", str(dest))
+    assert done.returncode == 1
+    assert "note:" not in done.stderr.decode()
+    assert done.stderr.decode().splitlines()[-1] == (
+        f"error: the index at {dest / 'index'} records no schema version: it was not written "
+        "by mailserver, or it is damaged; take the backup again"
+    )
