@@ -245,18 +245,27 @@ def copy_file(source: str, target: str, fsync: bool = True) -> None:
 
 def mirror_owners(source_root: str, target_root: str) -> None:
     """Run as root: give each directory and file under ``target_root`` the owner of the one
-    at the same place under ``source_root`` (where there is one: e.g. the folders, their
-    ``maildirfolder`` markers, the index). Nothing otherwise."""
+    at the same place under ``source_root`` (e.g. the folders, their ``maildirfolder``
+    markers, the index), or, where there is none there (e.g. a ``spool/`` the backup made),
+    the owner just given to its directory. Nothing otherwise."""
     if os.geteuid() != 0:
         return
-    for current, _dirs, files in os.walk(target_root):
+    given: dict[str, tuple[int, int]] = {}
+    for current, _dirs, files in os.walk(target_root):  # top-down: a directory's owner first
         relative = os.path.relpath(current, target_root)
+        inherited = given.get(os.path.dirname(current))
         for name in [".", *files]:
+            target = current if name == "." else os.path.join(current, name)
             try:
                 stat = os.stat(os.path.join(source_root, relative, name))
+                owner: tuple[int, int] | None = (stat.st_uid, stat.st_gid)
             except FileNotFoundError:
+                owner = inherited if name == "." else given.get(current)
+            if owner is None:
                 continue
-            os.chown(os.path.join(current, name), stat.st_uid, stat.st_gid)
+            os.chown(target, *owner)
+            if name == ".":
+                given[current] = owner
 
 
 def find_live(folder: str, base: str) -> str | None:

@@ -8,6 +8,7 @@ the versions and the fix; an upgraded index with problems leaves nothing restore
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 from pathlib import Path
 
@@ -316,3 +317,31 @@ def test_an_index_that_records_no_schema_version_is_refused(source, tmp_path):
         f"error: the index at {dest / 'index'} records no schema version: it was not written "
         "by mailserver, or it is damaged; take the backup again"
     )
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="changing file owners needs root")
+@pytest_twisted.ensureDeferred
+async def test_an_older_backup_restored_as_root_keeps_the_servers_user_as_owner(source,
+                                                                                tmp_path):
+    """Run as root, restore of an older backup leaves every file the server's (the data
+    directory's owner), the lock file the upgrade made in the index directory and the
+    ``spool/`` the backup made (the source had none) included."""
+    await _filled(source.data)
+    assert not (source.data / "spool").exists()
+    owner = (4321, 4321)
+    for current, dirs, files in os.walk(source.data):
+        for name in [*dirs, *files, "."]:
+            os.chown(os.path.join(current, name), *owner)
+    dest = tmp_path / "backup"
+    source.ok("backup", str(dest))
+    _downgrade_to_9(dest)
+    (tmp_path / "restored").mkdir()
+    restored = Cli(tmp_path / "restored")
+    restored.ok("restore", str(dest))
+    assert (restored.data / "index" / "lock.mdb").exists()
+    owners = {
+        (stat.st_uid, stat.st_gid)
+        for current, dirs, files in os.walk(restored.data)
+        for stat in [os.stat(os.path.join(current, n)) for n in [*dirs, *files, "."]]
+    }
+    assert owners == {owner}
