@@ -18,21 +18,36 @@ the transaction that adds or removes a message; the layout is documented in
    without one (a damaged index) is read from its message record, with nothing rendered. The
    answers equal the message records' values: an entry is never trusted over a missing
    ``flags`` entry (the message is gone), and a damaged entry reads as absent.
+4. :func:`rendered_item` answers one item of a run of messages from the entries alone, or
+   None when any of them lacks it (the caller then uses :func:`records`); what it answers
+   equals what :func:`records` gives, read as IMAP reads the stored form.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
+import operator
 import re
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from mailserver.db import Txn
 from mailserver.db.schema import IMAP_ITEMS_HEAD, flag_set, msg_key, u32
 from mailserver.message import imap_render
 
-__all__ = ["Record", "add", "entry", "records", "remove", "rendered", "split"]
+__all__ = [
+    "Record",
+    "add",
+    "entry",
+    "records",
+    "remove",
+    "rendered",
+    "rendered_item",
+    "split",
+]
 
 #: One :func:`records` row: (uid, flags, modseq, size, internaldate, object_id, packed).
 Record = tuple[int, frozenset[str], int, int, float, str, bytes | None]
@@ -49,6 +64,7 @@ _RECORD_TAIL = re.compile(
     rb'"savedate":[^,]*,"object_id":"([A-Za-z0-9_-]+)"\}\Z'
 )
 _DECODER = json.JSONDecoder()
+_LENGTH = struct.Struct(">I")
 
 
 def entry(size: int, internaldate: float, object_id: str, packed: bytes) -> bytes:
@@ -139,22 +155,21 @@ def records(txn: Txn, fid: int, uids: Iterable[int], rendered: bool = False) -> 
     otherwise (and for a message without an entry) from the message record, cut out of its
     text as :func:`~mailserver.store.index.add_message` writes it (:data:`_RECORD_TAIL`), a
     record in any other layout decoded whole."""
-    raw = txn.raw
     prefix = u32(fid)
     wanted = list(uids)
     keys = [prefix + uid.to_bytes(4, "big") for uid in wanted]
-    flags = raw.cursor(db=txn.dbs[b"flags"]).getmulti(keys)
+    flags = _read(txn, b"flags", keys)
     if not flags:
         return []
     from_bytes = int.from_bytes
     out: list[Record] = []
     missing: list[tuple[Any, Any]] = flags
     if rendered:
-        if flags and type(flags[0][1]) is not bytes:  # a transaction reading buffers
-            flags = [(bytes(key), bytes(value)) for key, value in flags]
-        items = raw.cursor(db=txn.dbs[b"imap_items"]).getmulti(keys)
-        if items and type(items[0][1]) is not bytes:
-            items = [(bytes(key), bytes(value)) for key, value in items]
+        items = _read(txn, b"imap_items", keys)
+        if len(items) == len(flags) == len(keys):  # every message has an entry
+            aligned = _aligned(wanted, flags, items)
+            if aligned is not None:
+                return aligned
         get = dict(items).get
         unpack, head = _HEAD.unpack_from, _HEAD.size
         missing = []
@@ -184,7 +199,7 @@ def records(txn: Txn, fid: int, uids: Iterable[int], rendered: bool = False) -> 
             missing.append((key, value))
         if not missing:
             return out
-    found_records = dict(raw.cursor(db=txn.dbs[b"messages"]).getmulti([k for k, _ in missing]))
+    found_records = dict(_read(txn, b"messages", [k for k, _ in missing]))
     cut = _RECORD_TAIL.search
     decode = _DECODER.raw_decode
     for key, value in missing:
@@ -202,7 +217,7 @@ def records(txn: Txn, fid: int, uids: Iterable[int], rendered: bool = False) -> 
         out.append(
             (
                 from_bytes(key[4:], "big"),
-                flag_set(bytes(value[8:])),
+                flag_set(value[8:]),
                 from_bytes(value[:8], "big"),
                 size,
                 internaldate,
@@ -213,4 +228,154 @@ def records(txn: Txn, fid: int, uids: Iterable[int], rendered: bool = False) -> 
     if len(out) > len(missing):  # some from entries, some not: back in the order given
         order = {uid: n for n, uid in enumerate(wanted)}
         out.sort(key=lambda row: order[row[0]])
+    return out
+
+
+def _aligned(
+    uids: list[int], flags: list[tuple[bytes, bytes]], items: list[tuple[bytes, bytes]]
+) -> list[Record] | None:
+    """:func:`records`' rows when ``flags`` and ``items`` hold the entries of ``uids``, each
+    in that order; None when an entry is damaged (then each message is looked at alone)."""
+    from_bytes, unpack, head = int.from_bytes, _HEAD.unpack_from, _HEAD.size
+    out: list[Record] = []
+    append = out.append
+    try:
+        for uid, (_, value), (_, found) in zip(uids, flags, items, strict=True):
+            size, internaldate, length = unpack(found)
+            end = head + length
+            if not length or len(found) < end:
+                return None
+            append(
+                (
+                    uid,
+                    flag_set(value[8:]),
+                    from_bytes(value[:8], "big"),
+                    size,
+                    internaldate,
+                    found[head:end].decode("ascii"),
+                    found[end:] or None,
+                )
+            )
+    except (struct.error, ValueError):  # cut short, not ASCII: as if absent
+        return None
+    return out
+
+
+#: A run of keys is walked with one cursor (:func:`_read`) when the keys between its first and
+#: last are at most this many times as many as the run itself.
+_DENSE = 2
+
+
+def _read(txn: Txn, table: bytes, keys: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """(key, value) of each of ``keys`` (message keys of one folder) present in ``table``, as
+    ``bytes``, ascending when ``keys`` are. An ascending, dense run (``FETCH 1:*``: at most
+    :data:`_DENSE` times as many keys between its ends as asked for) is one cursor walk
+    from the first key (``set_range``, then the next entries in order: each page of the
+    B-tree read once), cut at the last key and filtered to ``keys``; other runs get one
+    descent per key (``getmulti``)."""
+    if not keys:
+        return []
+    cursor = txn.raw.cursor(db=txn.dbs[table])
+    first, last = keys[0], keys[-1]
+    span = int.from_bytes(last[4:], "big") - int.from_bytes(first[4:], "big") + 1
+    if 0 < span <= _DENSE * len(keys) and keys == sorted(keys):
+        if not cursor.set_range(first):
+            return []
+        rows: list[tuple[Any, Any]] = list(itertools.islice(cursor.iternext(), span))
+        if rows and type(rows[0][1]) is not bytes:  # a transaction reading buffers
+            rows = [(bytes(key), bytes(value)) for key, value in rows]
+        del rows[bisect.bisect_right(rows, last, key=_KEY) :]
+        if len(rows) != len(keys) or list(map(_KEY, rows)) != keys:
+            chosen = set(keys)
+            rows = [row for row in rows if row[0] in chosen]
+        return rows
+    found: list[tuple[Any, Any]] = cursor.getmulti(keys)
+    if found and type(found[0][1]) is not bytes:
+        found = [(bytes(key), bytes(value)) for key, value in found]
+    return found
+
+
+_KEY = operator.itemgetter(0)
+
+
+def rendered_item(
+    txn: Txn, fid: int, uids: Iterable[int], tag: int, utf8: bool
+) -> list[tuple[int, int, int, bytes]] | None:
+    """(uid, modseq, size, item) of each of ``uids`` (ascending) present in the folder, in
+    that order (IRenderedItems.rendered_item): the item with one-letter ``tag``
+    (:data:`imap_render.ITEMS`, as an int), its UTF-8 variant (the tag in lower case) for a
+    ``utf8`` client when one is kept; None when a present message has no entry or its entry
+    lacks the item or is damaged (the caller then reads :func:`records`).
+
+    ``flags`` says which messages exist; an ascending, dense run is walked with one cursor
+    per sub-db in step (each B-tree page read once), and only the item's octets are copied
+    out of each entry, inside the transaction. Equals :func:`records` followed by
+    :func:`mailserver.imap.rendered.stored` of the packed items, octet for octet."""
+    wanted = list(uids)
+    if not wanted:
+        return []
+    prefix = u32(fid)
+    first, last = wanted[0], wanted[-1]
+    span = last - first + 1
+    if not 0 < span <= _DENSE * len(wanted) or wanted != sorted(wanted):
+        return None  # a sparse or unordered run: records() descends per key
+    raw = txn.raw
+    flag_cursor = raw.cursor(db=txn.dbs[b"flags"])
+    item_cursor = raw.cursor(db=txn.dbs[b"imap_items"])
+    start = prefix + first.to_bytes(4, "big")
+    end_key = prefix + last.to_bytes(4, "big")
+    if not flag_cursor.set_range(start):
+        return []
+    if not item_cursor.set_range(start):
+        return None
+    chosen = None if span == len(wanted) else set(wanted)
+    items: Iterator[tuple[Any, Any]] = item_cursor.iternext()
+    if type(item_cursor.key()) is not bytes:  # a transaction reading buffers
+        items = ((bytes(key), value) for key, value in items)
+    from_bytes, unpack, head = int.from_bytes, _HEAD.unpack_from, _HEAD.size
+    length_at = _LENGTH.unpack_from
+    variant = tag + 32
+    out: list[tuple[int, int, int, bytes]] = []
+    append = out.append
+    try:
+        for key, value in itertools.islice(flag_cursor.iternext(), span):
+            if type(key) is not bytes:  # a transaction reading buffers
+                key, value = bytes(key), bytes(value)
+            if key > end_key:
+                break
+            uid = from_bytes(key[4:], "big")
+            if chosen is not None and uid not in chosen:
+                continue
+            item_key, entry_value = next(items)
+            while item_key < key:  # an entry without a flags entry: never used
+                item_key, entry_value = next(items)
+            if item_key != key:
+                return None  # no entry for this message
+            size, _, id_length = unpack(entry_value)
+            position = head + id_length
+            end = len(entry_value)
+            if not id_length or position > end:
+                return None
+            found = None
+            while position + 5 <= end:
+                kind = entry_value[position]
+                item_start = position + 5
+                position = item_start + length_at(entry_value, position + 1)[0]
+                if position > end:
+                    return None
+                if kind == tag:
+                    found = entry_value[item_start:position]
+                    if not utf8:
+                        break
+                elif utf8 and kind == variant:
+                    found = entry_value[item_start:position]
+                    break
+            else:
+                if position != end:  # a few octets left over: cut short
+                    return None
+            if found is None:
+                return None
+            append((uid, from_bytes(value[:8], "big"), size, bytes(found)))
+    except (StopIteration, struct.error):  # entries end early, or one is cut short
+        return None
     return out

@@ -19,6 +19,7 @@ from mailserver.db.schema import dump
 from mailserver.errors import NoSuchMessage
 from mailserver.interfaces import IMailbox, IMessage
 from mailserver.interfaces.header_index import IHeaderIndex
+from mailserver.interfaces.rendered_items import IRenderedItems
 from mailserver.message import body_text, mime
 from mailserver.message.headers import header_length
 from mailserver.store import header_index, imap_items, index, maildir, quota, sketch
@@ -188,7 +189,7 @@ def spam_record(verdict: SpamVerdict) -> dict[str, object]:
     }
 
 
-@implementer(IMailbox, IHeaderIndex)
+@implementer(IMailbox, IHeaderIndex, IRenderedItems)
 class MaildirMailbox:
     def __init__(self, account: MaildirAccount, folder_id: int, name: str, path: str) -> None:
         self.account = account
@@ -277,6 +278,16 @@ class MaildirMailbox:
             with self._bytes_read() as txn:
                 found = imap_items.records(txn, self.folder_id, chunk, rendered)
             yield from found
+
+    def rendered_item(
+        self, uids: Iterable[int], tag: int, utf8: bool
+    ) -> list[tuple[int, int, int, bytes]] | None:
+        """IRenderedItems: one read transaction; None for a run of over CHUNK messages."""
+        wanted = list(uids)
+        if len(wanted) > CHUNK:
+            return None
+        with self._bytes_read() as txn:
+            return imap_items.rendered_item(txn, self.folder_id, wanted, tag, utf8)
 
     def _message(
         self,

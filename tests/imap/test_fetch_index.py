@@ -14,6 +14,7 @@ from mailserver.imap.commands.fetch_index import date_time
 from mailserver.imap.rendered import stored
 from mailserver.message import imap_render
 from mailserver.store import imap_items
+from mailserver.types import FlagMode
 from tests.imap.conftest import in_thread, message
 from tests.imap.test_server_fetch import MULTIPART
 
@@ -88,3 +89,45 @@ async def test_group_with_an_unrendered_message_is_answered_in_order(maildir_ima
     assert await in_thread(_fetch, maildir_imap, "FETCH 1:* (FLAGS UID RFC822.SIZE)") == (
         flags_before
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_rendered_item_read_alone_answers_as_the_records(maildir_imap):
+    """FETCH of one rendered item beside UID, RFC822.SIZE and MODSEQ, read straight from the
+    index (IRenderedItems), answers byte for byte as the records path does once that path is
+    the only one (a message without its entry sends the whole group there): every message
+    once, in sequence order, an expunged message skipped; for a UTF-8 client too."""
+    for n in range(6):
+        await maildir_imap.deliver(MULTIPART if n % 2 else message(f"Subject {n}"))
+    inbox = maildir_imap.store.account("alice@example.org").folder("INBOX")
+    await inbox.store_flags([2], ["\\Deleted"], FlagMode.ADD)
+    await inbox.expunge()
+    commands = [
+        "FETCH 1:* BODYSTRUCTURE",
+        "UID FETCH 1:* (ENVELOPE RFC822.SIZE)",
+        "FETCH 2:4 (BODY UID MODSEQ)",
+        "FETCH 1,3,5 (UID BODYSTRUCTURE)",
+    ]
+    before = [await in_thread(_fetch, maildir_imap, command) for command in commands]
+    assert [len(lines) for lines in before] == [5, 5, 3, 3]
+    utf8_before = await in_thread(_fetch_utf8, maildir_imap, "FETCH 1:* ENVELOPE")
+
+    def forget(txn):  # no entry for message 6: each group goes to records()
+        txn.delete(b"imap_items", msg_key(inbox.folder_id, 6))
+
+    await maildir_imap.store.db.write(forget)
+    after = [await in_thread(_fetch, maildir_imap, command) for command in commands]
+    assert after == before
+    assert await in_thread(_fetch_utf8, maildir_imap, "FETCH 1:* ENVELOPE") == utf8_before
+
+
+def _fetch_utf8(server, command: str) -> list[bytes]:
+    client = server.raw()
+    client.login()
+    client.command("E", "ENABLE UTF8=ACCEPT")
+    client.command("S", "SELECT INBOX")
+    client.send(f"F {command}\r\n")
+    lines = client.until_bytes("F")
+    client.close()
+    assert lines[-1].startswith(b"F OK")
+    return lines[:-1]

@@ -291,6 +291,12 @@ async def _responses(
                 yield lines
                 continue
         if indexed is not None:  # every item from the index: one loop, one buffer
+            answered = indexed.direct(group, uids)  # one rendered item: copied out alone
+            if answered is not None:
+                missing = missing or answered[1] < len(group)
+                if answered[0]:
+                    yield answered[0]
+                continue
             kept, records = indexed.align(group, view.mailbox.records(uids, indexed.wants))
             missing = missing or len(kept) < len(group)
             lines = indexed.lines(kept, records)

@@ -8,6 +8,10 @@ items in the order the client asked) with the message's values: no value list, I
 MessageInfo per message. A group with a message whose rendered items are neither stored nor
 in the rendered cache is left to the general path (:mod:`mailserver.imap.commands.fetch`),
 which renders and caches them; so the answers are the general path's, byte for byte.
+One rendered item beside UID, RFC822.SIZE and MODSEQ (``FETCH 1:* BODYSTRUCTURE``) from a
+mailbox providing :class:`~mailserver.interfaces.rendered_items.IRenderedItems` is read
+straight out of the index, only that item copied (:meth:`IndexFetch.direct`), with the same
+answers.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ import math
 import operator
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 from mailserver.imap.parse_fetch import FetchAtt, FetchItem
 from mailserver.imap.rendered import RenderedCache, stored
 from mailserver.imap.selected import SelectedMailbox
+from mailserver.interfaces.rendered_items import IRenderedItems
 from mailserver.message.imap_render import ITEMS
 
 __all__ = ["IndexFetch", "date_time"]
@@ -40,6 +45,8 @@ _FORMS = {
 _RENDERED = frozenset(ITEMS)
 
 Record = tuple[int, frozenset[str], int, int, float, str, bytes | None]
+#: A row of :meth:`IndexFetch.align`: a record, or a row of IRenderedItems (UID first).
+RowT = TypeVar("RowT", bound=tuple[Any, ...])
 
 
 class IndexFetch:
@@ -70,6 +77,19 @@ class IndexFetch:
         self.flags = "FLAGS" in names
         self.date = "INTERNALDATE" in names
         self.emailid = "EMAILID" in names
+        #: The one rendered item's tag when the mailbox can give it straight from its index
+        #: (:meth:`direct`): no other item but the sequence number, UID, MODSEQ and size.
+        self.direct_tag: int | None = None
+        if (
+            len(self.rendered) == 1
+            and not (self.flags or self.date or self.emailid)
+            and IRenderedItems.providedBy(view.mailbox)
+        ):
+            self.direct_tag = self.rendered[0][1]
+            # (number, uid, modseq, size, value): the places of a row of lines() in it.
+            self.direct_pick: Callable[[tuple[Any, ...]], Any] = operator.itemgetter(
+                *[{0: 0, 1: 1, 3: 2, 4: 3, 7: 4}[place] for place in places]
+            )
 
     @classmethod
     def of(
@@ -87,10 +107,30 @@ class IndexFetch:
         """Whether the records must carry the rendered items (``records(rendered=...)``)."""
         return bool(self.rendered)
 
+    def direct(self, group: list[tuple[int, int]], uids: list[int]) -> tuple[bytes, int] | None:
+        """The responses of ``group`` ((sequence number, UID) pairs; ``uids`` their sorted
+        UIDs) and how many messages they answer, from the one rendered item each message
+        keeps in the index (:class:`IRenderedItems`): one walk of the index copying only that
+        item, one ``%``-format per message. None when this FETCH is not of that kind or a
+        message lacks the stored item (then :meth:`lines` answers, from the records), so the
+        octets equal :meth:`lines`'."""
+        if self.direct_tag is None:
+            return None
+        rows = IRenderedItems(self.view.mailbox).rendered_item(uids, self.direct_tag, self.utf8)
+        if rows is None:
+            return None
+        kept, found = self.align(group, rows)
+        template, pick = self.template, self.direct_pick
+        lines = [
+            template % pick((number, uid, modseq, size, value))
+            for (number, _), (uid, modseq, size, value) in zip(kept, found)
+        ]
+        return b"".join(lines), len(kept)
+
     @staticmethod
     def align(
-        group: list[tuple[int, int]], found: Iterable[Record]
-    ) -> tuple[list[tuple[int, int]], list[Record]]:
+        group: list[tuple[int, int]], found: Iterable[RowT]
+    ) -> tuple[list[tuple[int, int]], list[RowT]]:
         """The pairs of ``group`` whose UID has a record, and the record of each, in step."""
         records = list(found)
         if len(records) == len(group) and all(
