@@ -31,7 +31,7 @@ import json
 import operator
 import re
 import struct
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from mailserver.db import Txn
@@ -65,6 +65,8 @@ _RECORD_TAIL = re.compile(
 )
 _DECODER = json.JSONDecoder()
 _LENGTH = struct.Struct(">I")
+#: A message key (folder id, uid) or a flags value's modseq as one big-endian integer.
+_KEY_NUMBER = struct.Struct(">Q")
 
 
 def entry(size: int, internaldate: float, object_id: str, packed: bytes) -> bytes:
@@ -323,33 +325,31 @@ def rendered_item(
     flag_cursor = raw.cursor(db=txn.dbs[b"flags"])
     item_cursor = raw.cursor(db=txn.dbs[b"imap_items"])
     start = prefix + first.to_bytes(4, "big")
-    end_key = prefix + last.to_bytes(4, "big")
     if not flag_cursor.set_range(start):
         return []
     if not item_cursor.set_range(start):
         return None
     chosen = None if span == len(wanted) else set(wanted)
-    items: Iterator[tuple[Any, Any]] = item_cursor.iternext()
-    if type(item_cursor.key()) is not bytes:  # a transaction reading buffers
-        items = ((bytes(key), value) for key, value in items)
-    from_bytes, unpack, head = int.from_bytes, _HEAD.unpack_from, _HEAD.size
+    items = item_cursor.iternext()
+    # Keys compared as integers (folder id << 32 | uid), read from bytes and buffers alike.
+    number, unpack, head = _KEY_NUMBER.unpack_from, _HEAD.unpack_from, _HEAD.size
     length_at = _LENGTH.unpack_from
+    end_number = (fid << 32) | last
     variant = tag + 32
     out: list[tuple[int, int, int, bytes]] = []
     append = out.append
     try:
         for key, value in itertools.islice(flag_cursor.iternext(), span):
-            if type(key) is not bytes:  # a transaction reading buffers
-                key, value = bytes(key), bytes(value)
-            if key > end_key:
+            (at,) = number(key)
+            if at > end_number:
                 break
-            uid = from_bytes(key[4:], "big")
+            uid = at & 0xFFFFFFFF
             if chosen is not None and uid not in chosen:
                 continue
             item_key, entry_value = next(items)
-            while item_key < key:  # an entry without a flags entry: never used
+            while number(item_key)[0] < at:  # an entry without a flags entry: never used
                 item_key, entry_value = next(items)
-            if item_key != key:
+            if number(item_key)[0] != at:
                 return None  # no entry for this message
             size, _, id_length = unpack(entry_value)
             position = head + id_length
@@ -375,7 +375,7 @@ def rendered_item(
                     return None
             if found is None:
                 return None
-            append((uid, from_bytes(value[:8], "big"), size, bytes(found)))
+            append((uid, number(value)[0], size, bytes(found)))
     except (StopIteration, struct.error):  # entries end early, or one is cut short
         return None
     return out
