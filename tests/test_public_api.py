@@ -46,6 +46,7 @@ PUBLIC: dict[str, dict[str, str]] = {
         "IJunkFeedback": "mailserver.interfaces.filter",
         "IMailStore": "mailserver.interfaces.store",
         "IMailbox": "mailserver.interfaces.store",
+        "IMailboxRecords": "mailserver.interfaces.store",
         "IMessage": "mailserver.interfaces.store",
         "ISessionFilter": "mailserver.interfaces.filter",
         "ISpool": "mailserver.interfaces.spool",

@@ -16,7 +16,13 @@ from mailserver.interfaces.filter import (
 )
 from mailserver.interfaces.header_index import IHeaderIndex
 from mailserver.interfaces.spool import ISpool
-from mailserver.interfaces.store import IAccount, IMailbox, IMailStore, IMessage
+from mailserver.interfaces.store import (
+    IAccount,
+    IMailbox,
+    IMailboxRecords,
+    IMailStore,
+    IMessage,
+)
 from mailserver.interfaces.trace import ITraceLog
 
 __all__ = [
@@ -32,6 +38,7 @@ __all__ = [
     "IJunkFeedback",
     "IMailStore",
     "IMailbox",
+    "IMailboxRecords",
     "IMessage",
     "ISessionFilter",
     "ISpool",

@@ -13,7 +13,7 @@ class IRenderedItems(Interface):
     """Optional, beside :class:`~mailserver.interfaces.store.IMailbox` on the same object:
     the folder's index keeps the items of :func:`mailserver.message.imap_render.render`
     per message. The IMAP server uses it when a mailbox provides it, and otherwise
-    :meth:`IMailbox.records`, with the same answers. Reads only; fast enough for the reactor
+    :meth:`IMailboxRecords.records`, with the same answers. Reads only; fast enough for the reactor
     thread (no file is opened)."""
 
     def rendered_item(
@@ -24,5 +24,5 @@ class IRenderedItems(Interface):
         with one-letter ``tag`` (:data:`mailserver.message.imap_render.ITEMS`, as an int) as
         rendered at delivery, its UTF-8 variant for a ``utf8`` client where one is kept.
         None when any of those messages has no such item kept (then use
-        :meth:`IMailbox.records`); the values equal :meth:`IMailbox.records`' and the
+        :meth:`IMailboxRecords.records`); the values equal :meth:`IMailboxRecords.records`' and the
         rendered items' there."""

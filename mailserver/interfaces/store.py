@@ -150,19 +150,6 @@ class IMailbox(Interface):
         as with ``meta=True``. Ask for ``meta`` only when ENVELOPE,
         BODYSTRUCTURE or the like is wanted: decoding it is most of a look-up's cost."""
 
-    def records(
-        uids: Iterable[int], rendered: bool = False
-    ) -> Iterator[tuple[int, frozenset[str], int, int, float, str, bytes | None]]:
-        """The cheapest batch look-up, for FETCH of index items only (FLAGS UID RFC822.SIZE
-        INTERNALDATE, and ENVELOPE/BODYSTRUCTURE/BODY where they are kept rendered): a plain
-        tuple ``(uid, flags, modseq, size, internaldate, object_id, packed)`` per UID of
-        ``uids`` (an ascending iterable) that is present, in that order; absent ones are
-        skipped. The values equal :meth:`messages`' ``info`` fields. ``packed`` is None
-        unless ``rendered`` is asked for and the provider keeps the object's IMAP items
-        rendered at delivery: then it is their stored form
-        (:func:`mailserver.message.imap_render.pack`). Reads a chunk of messages per index
-        read transaction and builds no object per message but the tuple."""
-
     def append(
         source: BinaryIO, flags: Iterable[str] = (), internaldate: float | None = None
     ) -> Deferred[int]:
@@ -193,6 +180,26 @@ class IMailbox(Interface):
 
     def move(uids: Iterable[int], destination: str) -> Deferred[list[tuple[int, int]]]:
         """Copy then expunge, atomically. Deferred[list of (source uid, new uid)]."""
+
+
+class IMailboxRecords(Interface):
+    """Optional, beside :class:`IMailbox`: a mailbox that can list its index records without
+    building a message object each. IMAP FETCH of index items only (FLAGS UID RFC822.SIZE
+    INTERNALDATE, ENVELOPE/BODYSTRUCTURE/BODY kept rendered) uses it when the mailbox
+    provides it and :meth:`IMailbox.messages` otherwise, with the same answers."""
+
+    def records(
+        uids: Iterable[int], rendered: bool = False
+    ) -> Iterator[tuple[int, frozenset[str], int, int, float, str, bytes | None]]:
+        """The cheapest batch look-up, for FETCH of index items only (FLAGS UID RFC822.SIZE
+        INTERNALDATE, and ENVELOPE/BODYSTRUCTURE/BODY where they are kept rendered): a plain
+        tuple ``(uid, flags, modseq, size, internaldate, object_id, packed)`` per UID of
+        ``uids`` (an ascending iterable) that is present, in that order; absent ones are
+        skipped. The values equal :meth:`IMailbox.messages`' ``info`` fields. ``packed`` is None
+        unless ``rendered`` is asked for and the provider keeps the object's IMAP items
+        rendered at delivery: then it is their stored form
+        (:func:`mailserver.message.imap_render.pack`). Reads a chunk of messages per index
+        read transaction and builds no object per message but the tuple."""
 
 
 class IMessage(Interface):

@@ -149,7 +149,7 @@ def rendered(txn: Txn, fid: int, uid: int) -> dict[str, bytes]:
 
 def records(txn: Txn, fid: int, uids: Iterable[int], rendered: bool = False) -> list[Record]:
     """(uid, flags, modseq, size, internaldate, object_id, packed rendered items or None)
-    of each of ``uids`` present in the folder, in the order given (IMailbox.records). Reads
+    of each of ``uids`` present in the folder, in the order given (IMailboxRecords.records). Reads
     each sub-db with one cursor (``getmulti``: ascending keys stay on a page LMDB already
     holds), values as ``bytes`` or buffers alike.
 

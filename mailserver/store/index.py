@@ -291,7 +291,7 @@ def messages(
         yield uid, load(bytes(record)), from_bytes(value[:8], "big"), flag_set(bytes(value[8:]))
 
 
-#: IMailbox.records: see :func:`mailserver.store.imap_items.records`.
+#: IMailboxRecords.records: see :func:`mailserver.store.imap_items.records`.
 records = imap_items.records
 
 

@@ -17,7 +17,7 @@ from mailserver import durable
 from mailserver.db import Txn
 from mailserver.db.schema import dump
 from mailserver.errors import NoSuchMessage
-from mailserver.interfaces import IMailbox, IMessage
+from mailserver.interfaces import IMailbox, IMailboxRecords, IMessage
 from mailserver.interfaces.header_index import IHeaderIndex
 from mailserver.interfaces.rendered_items import IRenderedItems
 from mailserver.message import body_text, mime
@@ -189,7 +189,7 @@ def spam_record(verdict: SpamVerdict) -> dict[str, object]:
     }
 
 
-@implementer(IMailbox, IHeaderIndex, IRenderedItems)
+@implementer(IMailbox, IMailboxRecords, IHeaderIndex, IRenderedItems)
 class MaildirMailbox:
     def __init__(self, account: MaildirAccount, folder_id: int, name: str, path: str) -> None:
         self.account = account

@@ -37,6 +37,7 @@ from mailserver.interfaces import (
     IDelivery,
     IDeliveryTarget,
     IMailbox,
+    IMailboxRecords,
     IMailStore,
     IMessage,
     IUserDirectory,
@@ -287,7 +288,7 @@ class MemoryAccount:
         )
 
 
-@implementer(IMailbox)
+@implementer(IMailbox, IMailboxRecords)
 class MemoryMailbox:
     def __init__(self, account: MemoryAccount, folder: _Folder) -> None:
         self.account = account

@@ -16,7 +16,7 @@ from mailserver.errors import (
     NoSuchMessage,
     NoSuchUser,
 )
-from mailserver.interfaces import IAccount, IMailbox, IMailStore, IMessage
+from mailserver.interfaces import IAccount, IMailbox, IMailboxRecords, IMailStore, IMessage
 from mailserver.message import imap_render, mime
 from mailserver.testing import MemoryStore
 from mailserver.types import DELETED, SEEN, FlagMode, SpamVerdict, SpecialUse
@@ -171,7 +171,9 @@ class StoreContract:
         """records() gives, for the present UIDs in order (absent ones skipped), the tuple
         (uid, flags, modseq, size, internaldate, object_id, packed) with the values
         messages() gives; packed is None unless rendered items are asked for, and then it
-        is None or holds the stored form of what messages(meta="rendered") gives."""
+        is None or holds the stored form of what messages(meta="rendered") gives. (Both
+        providers offer the optional IMailboxRecords.)"""
+        assert verifyObject(IMailboxRecords, inbox)
         uids = [await self.append(inbox, n, flags=[SEEN] if n % 2 else []) for n in range(4)]
         await inbox.expunge([uids[1]])
         await inbox.store_flags([uids[2]], ["$Label"], FlagMode.ADD)

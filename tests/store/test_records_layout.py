@@ -1,4 +1,4 @@
-"""IMailbox.records on the maildir store: the values cut out of a message record's text
+"""IMailboxRecords.records on the maildir store: the values cut out of a message record's text
 equal the decoded record's, for the layout add_message writes and for any other layout
 (keys in another order, no save date, an integer or exponent internal date)."""
 

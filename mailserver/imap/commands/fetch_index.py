@@ -1,7 +1,8 @@
 """FETCH of index items only, one tight loop per group of messages (issue 6).
 
 ``FETCH 1:* (FLAGS UID RFC822.SIZE INTERNALDATE)``, ``FETCH 1:* BODYSTRUCTURE`` and the like
-need no message file: every value is in the index record (:meth:`IMailbox.records`), or, for
+need no message file: every value is in the index record (:meth:`IMailboxRecords.records`, for
+a mailbox that provides it; others go the general path), or, for
 ENVELOPE, BODYSTRUCTURE and BODY, in the items the store keeps rendered at delivery. For
 those commands each response is one ``%``-format of a template built once per command (the
 items in the order the client asked) with the message's values: no value list, IMessage or
@@ -26,6 +27,7 @@ from mailserver.imap.parse_fetch import FetchAtt, FetchItem
 from mailserver.imap.rendered import RenderedCache, stored
 from mailserver.imap.selected import SelectedMailbox
 from mailserver.interfaces.rendered_items import IRenderedItems
+from mailserver.interfaces.store import IMailboxRecords
 from mailserver.message.imap_render import ITEMS
 
 __all__ = ["IndexFetch", "date_time"]
@@ -95,7 +97,7 @@ class IndexFetch:
     def of(
         cls, view: SelectedMailbox, items: list[FetchItem], utf8: bool, cache: RenderedCache
     ) -> IndexFetch | None:
-        if not items or not all(
+        if not IMailboxRecords.providedBy(view.mailbox) or not items or not all(
             isinstance(item, FetchAtt) and (item.name in _FORMS or item.name in _RENDERED)
             for item in items
         ):
