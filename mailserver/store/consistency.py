@@ -186,7 +186,9 @@ def verify_at_start(store: MaildirStore, index_path: str) -> Deferred[int]:
                 count=len(unknown),
                 addresses=", ".join(unknown),
             )
-        return len(mismatches) + len(unknown)
+        problems = len(mismatches) + len(unknown)
+        log.info("start-up check done: {problems} problem(s)", problems=problems)
+        return problems
 
     def failed(failure: Any) -> int:
         line = damaged_index(failure.value, index_path)
