@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 from twisted.internet.defer import Deferred, inlineCallbacks
@@ -252,6 +252,7 @@ class MaildirMailbox:
             found = []
             with self.store.db.read() as txn:
                 for uid, record, modseq, flags in index.messages(txn, self.folder_id, chunk):
+                    object_meta: dict[str, Any] | None
                     if meta == "envelope":
                         object_meta = {"envelope": index.object_envelope(txn, record["object_id"])}
                     elif meta == "rendered":  # the stored IMAP items, else the parse results
@@ -270,14 +271,8 @@ class MaildirMailbox:
     def records(
         self, uids: Iterable[int], rendered: bool = False
     ) -> Iterator[tuple[int, frozenset[str], int, int, float, str, bytes | None]]:
-        wanted = iter(uids)
-        while True:
-            chunk = list(itertools.islice(wanted, CHUNK))
-            if not chunk:
-                return
-            with self._bytes_read() as txn:
-                found = imap_items.records(txn, self.folder_id, chunk, rendered)
-            yield from found
+        fid = self.folder_id
+        return self._chunked(uids, lambda txn, chunk: imap_items.records(txn, fid, chunk, rendered))
 
     def rendered_item(
         self, uids: Iterable[int], tag: int, utf8: bool
@@ -327,34 +322,44 @@ class MaildirMailbox:
 
     def header_blocks(self, uids: Iterable[int]) -> Iterator[tuple[int, bytes]]:
         """IHeaderIndex: one read transaction per CHUNK messages."""
-        wanted = iter(uids)
-        while True:
-            chunk = list(itertools.islice(wanted, CHUNK))
-            if not chunk:
-                return
-            with self._bytes_read() as txn:
-                found = list(header_index.header_blocks(txn, self.folder_id, chunk))
-            yield from found
+        fid = self.folder_id
+        return self._chunked(uids, lambda txn, chunk: header_index.header_blocks(txn, fid, chunk))
 
     def text_leaves(self, uids: Iterable[int]) -> Iterator[tuple[int, list[body_text.Leaf]]]:
         """IHeaderIndex: one read transaction per CHUNK messages."""
-        wanted = iter(uids)
-        while True:
-            chunk = list(itertools.islice(wanted, CHUNK))
-            if not chunk:
-                return
-            with self._bytes_read() as txn:
-                found = list(header_index.text_parts(txn, self.folder_id, chunk))
-            for uid, packed in found:
-                try:
-                    yield uid, body_text.unpack(packed)
-                except ValueError:  # a damaged value: the cached structure is used
-                    continue
+        fid = self.folder_id
+        for uid, packed in self._chunked(
+            uids, lambda txn, chunk: header_index.text_parts(txn, fid, chunk)
+        ):
+            try:
+                yield uid, body_text.unpack(packed)
+            except ValueError:  # a damaged value: the cached structure is used
+                continue
 
     def search_field(self, field: str, value: str) -> list[int] | None:
         """IHeaderIndex: one cursor walk of the folder's texts for ``field``."""
         with self._bytes_read() as txn:
             return header_index.search_field(txn, self._record(txn), field, value)
+
+    def _unlink_all(self, removed: Iterable[tuple[int, str, frozenset[str]]]) -> None:
+        """Remove the files of expunged messages (after the index commit)."""
+        for _uid, base, flags in removed:
+            _unlink(self.path, base, flags)
+
+    def _chunked(
+        self, uids: Iterable[int], read: Callable[[Txn, list[int]], Iterable[T]]
+    ) -> Iterator[T]:
+        """``read(txn, chunk)`` of each CHUNK of ``uids`` in a read transaction of its own
+        (:meth:`_bytes_read`), consumed before the transaction ends: no snapshot is pinned
+        while the caller works between chunks, and none is opened per message."""
+        wanted = iter(uids)
+        while True:
+            chunk = list(itertools.islice(wanted, CHUNK))
+            if not chunk:
+                return
+            with self._bytes_read() as txn:
+                found = list(read(txn, chunk))
+            yield from found
 
     @contextlib.contextmanager
     def _bytes_read(self) -> Iterator[Txn]:
@@ -479,7 +484,7 @@ class MaildirMailbox:
                     if DELETED in flags
                 ]
             removed = index.remove_messages(txn, self._record(txn), targets)
-            txn.after_commit(lambda: [_unlink(self.path, b, f) for _u, b, f in removed])
+            txn.after_commit(lambda: self._unlink_all(removed))
             return [uid for uid, _b, _f in removed]
 
         return self.store.write(op).addCallback(self._changed)
@@ -530,7 +535,7 @@ class MaildirMailbox:
                 pairs.append((uid, new_uid))
             if remove:
                 removed = index.remove_messages(txn, self._record(txn), [u for u, _r, _f in items])
-                txn.after_commit(lambda: [_unlink(self.path, b, f) for _u, b, f in removed])
+                txn.after_commit(lambda: self._unlink_all(removed))
             return pairs
 
         try:
