@@ -169,9 +169,14 @@ class TwistdServer:
             return SETTLED in log.read()
 
     def start(self, timeout: float = 30.0) -> None:
-        """:meth:`spawn`, then :meth:`wait_ready`."""
+        """:meth:`spawn`, then :meth:`wait_ready`; a server that never gets ready is
+        stopped before the error propagates (no twistd left behind)."""
         self.spawn()
-        self.wait_ready(timeout)
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM and wait (SIGKILL after ``timeout``)."""
