@@ -163,7 +163,6 @@ def records(txn: Txn, fid: int, uids: Iterable[int], rendered: bool = False) -> 
     flags = _read(txn, b"flags", keys)
     if not flags:
         return []
-    from_bytes = int.from_bytes
     out: list[Record] = []
     missing: list[tuple[Any, Any]] = flags
     if rendered:
@@ -186,17 +185,7 @@ def records(txn: Txn, fid: int, uids: Iterable[int], rendered: bool = False) -> 
                     pass
                 else:
                     if length and len(found) >= end:
-                        out.append(
-                            (
-                                from_bytes(key[4:], "big"),
-                                flag_set(value[8:]),
-                                from_bytes(value[:8], "big"),
-                                size,
-                                internaldate,
-                                object_id,
-                                found[end:] or None,
-                            )
-                        )
+                        out.append(_row(key, value, size, internaldate, object_id, found[end:]))
                         continue
             missing.append((key, value))
         if not missing:
@@ -216,21 +205,27 @@ def records(txn: Txn, fid: int, uids: Iterable[int], rendered: bool = False) -> 
             fields = decode(text.decode())[0]
             size, internaldate = fields["size"], fields["internaldate"]
             object_id = fields["object_id"]
-        out.append(
-            (
-                from_bytes(key[4:], "big"),
-                flag_set(value[8:]),
-                from_bytes(value[:8], "big"),
-                size,
-                internaldate,
-                object_id,
-                None,
-            )
-        )
+        out.append(_row(key, value, size, internaldate, object_id, None))
     if len(out) > len(missing):  # some from entries, some not: back in the order given
         order = {uid: n for n, uid in enumerate(wanted)}
         out.sort(key=lambda row: order[row[0]])
     return out
+
+
+def _row(
+    key: bytes, flags: bytes, size: int, internaldate: float, object_id: str, packed: bytes | None
+) -> Record:
+    """One row of :func:`records` from a ``flags`` entry (key and value) and the message's
+    index fields; ``packed`` None when empty."""
+    return (
+        int.from_bytes(key[4:], "big"),
+        flag_set(flags[8:]),
+        int.from_bytes(flags[:8], "big"),
+        size,
+        internaldate,
+        object_id,
+        packed or None,
+    )
 
 
 def _aligned(
