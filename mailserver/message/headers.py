@@ -61,11 +61,13 @@ def header_length(data: bytes, start: int = 0, end: int | None = None) -> int:
         return 1
     if data.startswith(b"\r\n", start, end):
         return 2
-    lf_lf = data.find(b"\n\n", start, end)
+    # The CRLF form first (all mail that came over SMTP); a LF-only blank line can only win
+    # before it, so that search stops there instead of scanning the whole body.
     lf_crlf = data.find(b"\n\r\n", start, end)
-    candidates = [pos + 2 for pos in (lf_lf,) if pos >= 0]
-    candidates += [pos + 3 for pos in (lf_crlf,) if pos >= 0]
-    return (min(candidates) if candidates else end) - start
+    lf_lf = data.find(b"\n\n", start, end if lf_crlf < 0 else lf_crlf + 2)
+    if lf_lf >= 0:
+        return lf_lf + 2 - start
+    return (end if lf_crlf < 0 else lf_crlf + 3) - start
 
 
 def split_message(data: bytes) -> tuple[bytes, bytes]:

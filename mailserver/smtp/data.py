@@ -26,7 +26,7 @@ Design rules:
    counting the dot added for transparency; the size (RFC 1870) counts stored octets. Past
    either limit, input is still parsed to the end (to stay in sync) but no longer stored.
    Precedence, whatever the chunking: BARE_NEWLINE, then LINE_TOO_LONG, then TOO_BIG.
-5. Common path: whole runs of clean CRLF lines are found with ``bytes.find``/``count`` and
+5. Common path: whole runs of clean CRLF lines are found with ``bytes.find``/``replace`` and
    written as one slice; only lines starting with ".", bare CR/LF and split lines go line by line.
 """
 
@@ -72,9 +72,33 @@ class Head:
 
 
 def _clean(buf: bytes, start: int, end: int) -> bool:
-    """True when ``buf[start:end]`` holds no bare CR and no bare LF (three C-speed counts)."""
-    lf = buf.count(b"\n", start, end)
-    return lf == buf.count(b"\r", start, end) == buf.count(CRLF, start, end)
+    """True when ``buf[start:end]`` holds no bare CR and no bare LF.
+
+    Exactly then does deleting every CR and writing every LF as CRLF give the range back:
+    every CR of the result is followed by a LF and every LF preceded by a CR. Both steps
+    replace one octet, which ``bytes.replace`` finds with ``memchr``: about four times
+    faster than counting the CRLFs (``bytes.count`` of two octets tests every position).
+    """
+    region = buf[start:end] if start or end != len(buf) else buf
+    return region.replace(b"\r", b"").replace(b"\n", CRLF) == region
+
+
+def _lines_fit(region: bytes, max_line: int) -> bool:
+    """True when every line of ``region`` (whole lines, each ending with a LF) is at most
+    ``max_line`` octets, its line ending included.
+
+    Walks from line start to line start: the last LF within ``max_line`` octets of a line
+    start (``rfind``, i.e. ``memrchr``) ends every line that starts in between, so each step
+    passes at least one line and usually about ``max_line`` octets; a line start with no LF
+    in reach starts a line that is too long.
+    """
+    start, size = 0, len(region)
+    while size - start > max_line:
+        end = region.rfind(b"\n", start, start + max_line)
+        if end < 0:
+            return False
+        start = end + 1
+    return True
 
 
 class _Sink:
@@ -189,7 +213,7 @@ class DataReader(_Reader):
             if self._at_start and self._after_crlf and buf[pos] != _DOT:
                 # Fast path: a run of complete CRLF lines with no dot line and no bare CR/LF.
                 if dot_at != -1 and dot_at < pos:
-                    dot_at = buf.find(b"\r\n.", pos)
+                    dot_at = _dot_line(buf, pos)
                 if bare_at != -1 and bare_at < pos:
                     if dirty is None:
                         dirty = not _clean(buf, pos, n - buf.endswith(b"\r"))
@@ -220,7 +244,7 @@ class DataReader(_Reader):
     def _run(self, region: bytes) -> None:
         """Store a run of whole CRLF lines, none starting with "." and none with bare CR/LF."""
         if self._max_line and self.outcome is Outcome.OK and len(region) > self._max_line:
-            if max(map(len, region.split(CRLF))) + 2 > self._max_line:
+            if not _lines_fit(region, self._max_line):
                 self._too_long()
         self._out.emit(region)
 
@@ -282,6 +306,28 @@ class DataReader(_Reader):
         self._line_len = 0
         self._at_start = True
         self._after_crlf = real
+
+
+#: Dots :func:`_dot_line` looks at one by one before it searches for ``<CRLF>.`` itself.
+_DOTS_ONE_BY_ONE = 16
+
+
+def _dot_line(buf: bytes, pos: int) -> int:
+    """Index of the first ``<CRLF>.`` at or after ``pos``, or -1.
+
+    Dots are found with ``memchr`` first, one by one (the header's few, in addresses and
+    host names): a body without any (base64, most attachments) is passed over at memory
+    speed. After :data:`_DOTS_ONE_BY_ONE` dots that start no line (text), the three octets
+    are searched for from the last of them.
+    """
+    dot = pos + 1
+    for _ in range(_DOTS_ONE_BY_ONE):
+        dot = buf.find(b".", dot + 1)
+        if dot == -1:
+            return -1
+        if buf[dot - 2 : dot] == CRLF:
+            return dot - 2
+    return buf.find(b"\r\n.", dot - 1)
 
 
 def _search(buf: bytes, pos: int) -> int:

@@ -10,6 +10,7 @@ from mailserver.message.headers import (
     decode_header_value,
     get_header,
     get_headers,
+    header_length,
     parse_headers,
     split_message,
     strip_mbox_from,
@@ -134,3 +135,34 @@ def test_header_parsing_never_raises(data):
     for name, value in parse_headers(header):
         assert name and ":" not in name
         assert isinstance(value, bytes)
+
+
+def _header_length_by_definition(data: bytes, start: int, end: int) -> int:
+    """The header block's length as its definition says: up to the first empty line, CRLF
+    or LF (the earliest of the first ``\\n\\n`` and the first ``\\n\\r\\n``)."""
+    if start >= end:
+        return 0
+    if data.startswith(b"\n", start, end):
+        return 1
+    if data.startswith(b"\r\n", start, end):
+        return 2
+    ends = [p + 2 for p in range(start, end - 1) if data[p : p + 2] == b"\n\n"]
+    ends += [p + 3 for p in range(start, end - 2) if data[p : p + 3] == b"\n\r\n"]
+    return (min(ends) if ends else end) - start
+
+
+_LINE = st.sampled_from([b"A: 1", b" b", b"", b"\r", b"x"]) | st.binary(max_size=6)
+_LINES = st.lists(st.tuples(_LINE, st.sampled_from([b"\n", b"\r\n"])), max_size=12).map(
+    lambda lines: b"".join(line + ending for line, ending in lines)
+)
+
+
+@given(_LINES, st.integers(0, 80), st.integers(0, 80))
+@settings(max_examples=500)
+def test_header_length_is_the_first_empty_line(data, start, stop):
+    """header_length of any range is where the first empty line (CRLF or LF, mixed line
+    ends, a CRLF blank line after an earlier LF one and the reverse) ends, or the range's
+    end when there is none."""
+    end = min(stop, len(data))
+    assert header_length(data, start, end) == _header_length_by_definition(data, start, end)
+    assert header_length(data) == _header_length_by_definition(data, 0, len(data))

@@ -115,6 +115,26 @@ def test_unterminated_last_line_counts():
     assert node["size"] == 8
 
 
+_BODY_PIECES = st.sampled_from([b"x", b"\r", b"\n", b"\r\n", b"--b", b"\r\n--b\r\n"])
+
+
+@settings(max_examples=300)
+@given(st.lists(_BODY_PIECES).map(b"".join))
+def test_text_line_counts_are_the_lines_of_each_body(body):
+    """A text leaf's ``lines`` is the number of LFs in its body, plus one for a last line
+    without a LF, whether the leaf is the whole message or a part between delimiters."""
+
+    def lines(data: bytes) -> int:
+        return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
+
+    single = b"Subject: x\r\n\r\n" + body
+    node = parse(single).bodystructure
+    assert node["lines"] == lines(body_of(single, node)) == lines(body)
+    multi = b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\n' + body
+    for part in parse(multi).bodystructure.get("parts", []):
+        assert part["lines"] == lines(body_of(multi, part))
+
+
 ALTERNATIVE = (
     b'Content-Type: multipart/alternative; boundary="b1"\r\n'
     b"MIME-Version: 1.0\r\n"

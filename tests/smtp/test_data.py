@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mailserver.smtp import data
 from mailserver.smtp.data import BdatState, ChunkReader, DataReader, Outcome, dot_stuff
 
 MODES = ["reject", "normalize"]
@@ -485,3 +486,58 @@ def test_message_id_never_fails(data, step):
             break
     found = reader.message_id
     assert found is None or isinstance(found, str)
+
+
+# -- the fast path's searches agree with their definitions -----------------------------------
+
+
+@settings(max_examples=500, deadline=None)
+@given(any_content, st.integers(0, 400), st.integers(0, 400))
+def test_clean_check_is_no_bare_newline(content, start, stop):
+    """The fast path's check of a range (counts of CR, LF and CRLF) says clean exactly when
+    the range holds no CR and no LF outside a CRLF."""
+    end = min(max(start, stop), len(content))
+    assert data._clean(content, start, end) is not has_bare(content[start:end])
+
+
+long_lines = st.lists(st.binary(max_size=60).map(lambda b: b.replace(b"\n", b"")), max_size=15)
+
+
+@settings(max_examples=500, deadline=None)
+@given(long_lines, st.integers(1, 70))
+def test_line_length_walk_is_the_longest_line(lines, max_line):
+    """The fast path's line-length check of a run of whole lines says they fit exactly when
+    the longest line, its CRLF included, is at most the limit."""
+    region = b"".join(line + b"\r\n" for line in lines)
+    longest = max((len(line) + 2 for line in lines), default=0)
+    assert data._lines_fit(region, max_line) is (longest <= max_line)
+
+
+@settings(max_examples=500, deadline=None)
+@given(any_content, st.integers(0, 400))
+def test_dot_line_search_is_the_first_dot_line(content, pos):
+    """The fast path's search for a line starting with "." finds the first <CRLF>. at or
+    after the position, as a plain search does, whether or not a dot comes earlier."""
+    assert data._dot_line(content, pos) == content.find(b"\r\n.", pos)
+
+
+@pytest.mark.parametrize("dots", [0, 1, data._DOTS_ONE_BY_ONE - 1, data._DOTS_ONE_BY_ONE, 40])
+def test_dot_line_found_after_many_other_dots(dots):
+    """A dot line after any number of dots inside lines (text) is found where it is, and
+    none is found when there is none."""
+    text = b"a.b\r\n" * dots
+    assert data._dot_line(text + b"x\r\n..y\r\n", 0) == len(text) + 1
+    assert data._dot_line(text + b"x\r\n", 0) == -1
+
+
+def test_large_message_with_a_long_line_late_is_refused():
+    """A 100 KB message of 80-octet lines with one line over the limit near its end is read
+    to the end and refused as LINE_TOO_LONG; the same message without it is stored as sent."""
+    lines = [b"%05d" % n + b"x" * 75 for n in range(1250)]
+    good = b"".join(line + b"\r\n" for line in lines)
+    stored, leftover, reader = read(good + b".\r\nQUIT\r\n", [65536], max_line=1000)
+    assert (stored, leftover, reader.outcome) == (good, b"QUIT\r\n", Outcome.OK)
+    lines[1200] = b"y" * 999
+    bad = b"".join(line + b"\r\n" for line in lines)
+    _stored, leftover, reader = read(bad + b".\r\nQUIT\r\n", [65536], max_line=1000)
+    assert (leftover, reader.outcome) == (b"QUIT\r\n", Outcome.LINE_TOO_LONG)
