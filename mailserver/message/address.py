@@ -14,6 +14,7 @@ and ``\\`` escaped. A quoted local part whose content is a valid dot-string is u
 from __future__ import annotations
 
 import encodings.idna
+import functools
 import ipaddress
 import re
 
@@ -145,7 +146,18 @@ def normalize_domain(domain: str) -> str:
     §3.3) but must convert to valid A-labels (RFC 5890); the domain may not exceed
     :data:`MAX_DOMAIN` octets, in its A-label form too (the form DNS and SMTP peers see, which
     is longer than the UTF-8 of its U-labels). An address literal is returned in canonical form.
+    The normal forms of the last :data:`DOMAINS_KEPT` valid domains are kept (a pure function:
+    every MAIL and RCPT of a session names the same few domains).
     """
+    return _normal_domain(domain)
+
+
+#: How many valid domains :func:`normalize_domain` keeps the normal form of.
+DOMAINS_KEPT = 1024
+
+
+@functools.lru_cache(maxsize=DOMAINS_KEPT)
+def _normal_domain(domain: str) -> str:
     if domain.startswith("[") and domain.endswith("]") and len(domain) > 2:
         return _address_literal(domain)
     domain = domain.lower()

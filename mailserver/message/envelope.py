@@ -6,10 +6,11 @@ cannot read, as IMAP servers must for the mail that actually arrives.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from mailserver.message.headers import decode_encoded_words, decode_text, get_header
+from mailserver.message.headers import decode_encoded_words, decode_text, first_fields
 
 __all__ = ["MISSING_DOMAIN", "build_envelope", "parse_address_list"]
 
@@ -143,8 +144,25 @@ def parse_address_list(raw: bytes) -> list[AddressEntry]:
     Group syntax ``name: a, b;`` is represented as RFC 3501 §7.4.2 says: a start entry
     ``[None, None, name, None]``, the members, and an end entry ``[None, None, None, None]``.
     Every start entry has its end entry: a group left open, or followed by another group
-    before its ``;``, is closed there.
+    before its ``;``, is closed there. The entries of the last :data:`LISTS_KEPT` short
+    lists are kept (the same recipients and senders recur); each call gets its own copy.
     """
+    if len(raw) > LIST_KEPT_OCTETS:
+        return _parse_address_list(raw)
+    return [list(entry) for entry in _kept_address_list(raw)]
+
+
+#: How many address lists, of at most :data:`LIST_KEPT_OCTETS` octets, are kept parsed.
+LISTS_KEPT = 1024
+LIST_KEPT_OCTETS = 512
+
+
+@functools.lru_cache(maxsize=LISTS_KEPT)
+def _kept_address_list(raw: bytes) -> tuple[tuple[str | None, ...], ...]:
+    return tuple(tuple(entry) for entry in _parse_address_list(raw))
+
+
+def _parse_address_list(raw: bytes) -> list[AddressEntry]:
     entries: list[AddressEntry] = []
     in_group = False
     pieces = _split_top_level(decode_text(raw))
@@ -212,16 +230,16 @@ def _split_top_level(text: str) -> list[tuple[str, str]]:
     return pieces
 
 
-def _address_field(headers: Sequence[tuple[str, bytes]], name: str) -> list[AddressEntry] | None:
-    raw = get_header(headers, name)
+def _address_field(fields: Mapping[str, bytes], name: str) -> list[AddressEntry] | None:
+    raw = fields.get(name)
     if raw is None:
         return None
     entries = parse_address_list(raw)
     return entries or None
 
 
-def _text_field(headers: Sequence[tuple[str, bytes]], name: str) -> str | None:
-    raw = get_header(headers, name)
+def _text_field(fields: Mapping[str, bytes], name: str) -> str | None:
+    raw = fields.get(name)
     if raw is None:
         return None
     return decode_encoded_words(decode_text(raw))
@@ -232,18 +250,19 @@ def build_envelope(headers: Sequence[tuple[str, bytes]]) -> dict[str, object]:
 
     Keys: date, subject, from, sender, reply_to, to, cc, bcc, in_reply_to, message_id.
     Strings are decoded (8-bit and RFC 2047); an absent or empty field is None. Sender and
-    reply_to default to from (RFC 3501 §7.4.2).
+    reply_to default to from (RFC 3501 §7.4.2). Each is the first field of its name.
     """
-    sender = _address_field(headers, "From")
+    fields = first_fields(headers)
+    sender = _address_field(fields, "from")
     return {
-        "date": _text_field(headers, "Date"),
-        "subject": _text_field(headers, "Subject"),
+        "date": _text_field(fields, "date"),
+        "subject": _text_field(fields, "subject"),
         "from": sender,
-        "sender": _address_field(headers, "Sender") or sender,
-        "reply_to": _address_field(headers, "Reply-To") or sender,
-        "to": _address_field(headers, "To"),
-        "cc": _address_field(headers, "Cc"),
-        "bcc": _address_field(headers, "Bcc"),
-        "in_reply_to": _text_field(headers, "In-Reply-To"),
-        "message_id": _text_field(headers, "Message-ID"),
+        "sender": _address_field(fields, "sender") or sender,
+        "reply_to": _address_field(fields, "reply-to") or sender,
+        "to": _address_field(fields, "to"),
+        "cc": _address_field(fields, "cc"),
+        "bcc": _address_field(fields, "bcc"),
+        "in_reply_to": _text_field(fields, "in-reply-to"),
+        "message_id": _text_field(fields, "message-id"),
     }

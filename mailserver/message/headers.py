@@ -19,6 +19,7 @@ __all__ = [
     "decode_encoded_words",
     "decode_header_value",
     "decode_text",
+    "first_fields",
     "get_header",
     "get_headers",
     "header_length",
@@ -124,6 +125,15 @@ def get_header(headers: Iterable[tuple[str, bytes]], name: str) -> bytes | None:
         if field_name.lower() == wanted:
             return value
     return None
+
+
+def first_fields(headers: Iterable[tuple[str, bytes]]) -> dict[str, bytes]:
+    """The value of the first field of each name, by lower-case name: ``first[name.lower()]``
+    is :func:`get_header` of ``name``, for one pass over the fields instead of one a name."""
+    first: dict[str, bytes] = {}
+    for field_name, value in headers:
+        first.setdefault(field_name.lower(), value)
+    return first
 
 
 def get_headers(headers: Iterable[tuple[str, bytes]], name: str) -> list[bytes]:

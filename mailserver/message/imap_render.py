@@ -56,18 +56,27 @@ def render(meta: Mapping[str, object]) -> dict[str, bytes] | None:
         return None
     if "body_offset" not in structure:
         return None
-    out: dict[str, bytes] = {}
-    for utf8 in (False, True):
-        suffix = _UTF8 if utf8 else ""
-        values = {
-            "ENVELOPE": envelope(env, utf8=utf8),
-            "BODYSTRUCTURE": body_structure(structure, extended=True, utf8=utf8),
-            "BODY": body_structure(structure, extended=False, utf8=utf8),
-        }
-        for name, value in values.items():
-            if not utf8 or out[name] != value:
-                out[name + suffix] = value
+    wide = _items(env, structure, utf8=True)
+    if all(value.isascii() for value in wide.values()):
+        # Every string rendered was ASCII (a UTF-8 client gets any other octet as it is), and
+        # an ASCII string is written the same for both kinds of client: no variants.
+        return wide
+    out = _items(env, structure, utf8=False)
+    for name, value in wide.items():
+        if out[name] != value:
+            out[name + _UTF8] = value
     return out
+
+
+def _items(
+    env: Mapping[str, object], structure: Mapping[str, object], *, utf8: bool
+) -> dict[str, bytes]:
+    """ENVELOPE, BODYSTRUCTURE and BODY for one kind of client."""
+    return {
+        "ENVELOPE": envelope(env, utf8=utf8),
+        "BODYSTRUCTURE": body_structure(structure, extended=True, utf8=utf8),
+        "BODY": body_structure(structure, extended=False, utf8=utf8),
+    }
 
 
 def pack(items: Mapping[str, bytes]) -> bytes:

@@ -36,7 +36,7 @@ from mailserver.message.headers import (
     decode_charset,
     decode_encoded_words,
     decode_text,
-    get_header,
+    first_fields,
     header_length,
     parse_headers,
 )
@@ -308,7 +308,8 @@ class _Parser:
         collect: bool,
     ) -> dict[str, object]:
         """Describe an entity whose header has already been parsed."""
-        raw_type = get_header(headers, "Content-Type")
+        fields = first_fields(headers)
+        raw_type = fields.get("content-type")
         parsed = _content_type(raw_type) if raw_type is not None else None
         boundary: bytes | None = None
         if parsed is not None:
@@ -321,13 +322,13 @@ class _Parser:
             # No usable boundary: the body cannot be split, so it is read as text.
             type_, subtype, params = _TEXT_PLAIN[0], _TEXT_PLAIN[1], dict(_TEXT_PLAIN[2])
         node: dict[str, object] = {"type": type_, "subtype": subtype, "params": params}
-        language = get_header(headers, "Content-Language")
+        language = fields.get("content-language")
         languages = None
         if language is not None:
             languages = [tag.strip() for tag in decode_text(language).split(",") if tag.strip()]
-        location = get_header(headers, "Content-Location")
+        location = fields.get("content-location")
         common = {
-            "disposition": parse_content_disposition(get_header(headers, "Content-Disposition")),
+            "disposition": parse_content_disposition(fields.get("content-disposition")),
             "language": languages or None,
             "location": decode_text(location) if location is not None else None,
             "header_offset": header_offset,
@@ -342,13 +343,13 @@ class _Parser:
             )
             node.update(common)
             return node
-        raw_encoding = get_header(headers, "Content-Transfer-Encoding")
+        raw_encoding = fields.get("content-transfer-encoding")
         encoding = "7bit"  # RFC 2045 §6.1 default
         if raw_encoding is not None:
             encoding = _strip_comments(decode_text(raw_encoding)).strip().lower() or "7bit"
-        description = get_header(headers, "Content-Description")
-        content_id = get_header(headers, "Content-ID")
-        md5 = get_header(headers, "Content-MD5")
+        description = fields.get("content-description")
+        content_id = fields.get("content-id")
+        md5 = fields.get("content-md5")
         is_message = type_ == "message" and subtype in ("rfc822", "global")
         node.update(
             {

@@ -134,8 +134,9 @@ class _Sink:
     def message_id(self) -> str | None:
         """The content's Message-ID field body (RFC 5322 §3.6.4), unfolded, when it is in the
         first :data:`HEAD_MAX` octets of the header section; for logs and tracing only."""
-        head = bytes(self._head.data).split(b"\r\n\r\n", 1)[0]
-        found = _MESSAGE_ID.search(head)
+        data = self._head.data
+        end = data.find(b"\r\n\r\n")
+        found = _MESSAGE_ID.search(data, 0, len(data) if end < 0 else end)
         if found is None:
             return None
         value = re.sub(rb"\r\n[ \t]+", b" ", found.group(1)).strip()

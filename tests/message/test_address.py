@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from mailserver.message.address import (
     domain_to_ascii,
     domain_to_unicode,
+    normalize_domain,
     parse_address,
     parse_path,
     quote_local,
@@ -229,3 +230,14 @@ def test_address_round_trip(local, domain):
     address = Address(local, domain)
     assert parse_address(str(address)) == address
     assert parse_path(f"<{address}>") == address
+
+
+def test_kept_domain_forms_answer_as_the_first_time():
+    """normalize_domain answers a repeated domain as it did the first time (the same normal
+    form), and a refused domain is refused again every time."""
+    first = [normalize_domain(name) for name in ("Example.ORG.", "bücher.example", "[1.2.3.4]")]
+    again = [normalize_domain(name) for name in ("Example.ORG.", "bücher.example", "[1.2.3.4]")]
+    assert first == again == ["example.org", "bücher.example", "[1.2.3.4]"]
+    for _ in range(2):
+        with pytest.raises(ValueError):
+            normalize_domain("bad_label.example")

@@ -35,6 +35,11 @@ def _check(data: bytes) -> None:
     assert items is not None
     stored = imap_render.unpack(imap_render.pack(items))
     assert stored == items
+    # The stored form: the three items, then each UTF-8 variant that differs, in that order.
+    names = ["ENVELOPE", "BODYSTRUCTURE", "BODY"]
+    variants = [name for name in names if name + "/utf8" in items]
+    assert list(items) == names + [name + "/utf8" for name in variants]
+    assert all(items[name + "/utf8"] != items[name] for name in variants)
     for utf8 in (False, True):
         expected = {
             "ENVELOPE": response.envelope(parsed.envelope, utf8=utf8),

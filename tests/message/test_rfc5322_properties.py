@@ -85,3 +85,17 @@ def test_address_list_parser_never_raises(raw):
             depth -= 1
         assert depth in (0, 1)
     assert depth == 0
+
+
+@_SETTINGS
+@given(st.one_of(rst.headerish(), st.binary(max_size=300)))
+def test_address_lists_parse_the_same_every_time(raw):
+    """Parsing an address list again gives the same entries, as a list of its own: changing
+    what one call returned changes nothing another call returns."""
+    first = parse_address_list(raw)
+    expected = json.loads(json.dumps(first))
+    for entry in first:
+        entry.append("changed")
+    first.append([None, None, None, None])
+    assert parse_address_list(raw) == expected
+    assert parse_address_list(raw * 3) == parse_address_list(raw * 3)
