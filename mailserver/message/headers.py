@@ -12,6 +12,7 @@ import binascii
 import codecs
 import email.utils
 import re
+import time
 from collections.abc import Iterable
 
 __all__ = [
@@ -239,6 +240,28 @@ def decode_header_value(raw: bytes) -> str:
 
 def rfc5322_date(timestamp: float | None = None) -> str:
     """An RFC 5322 §3.3 date-time in UTC, written ``+0000`` (``-0000`` would mean "time zone
-    unknown", and we know the clock is UTC)."""
+    unknown", and we know the clock is UTC). The text of the last whole second asked for is
+    kept: every Received header of a busy second has the same one."""
+    global _last_date
+    if timestamp is None:
+        timestamp = time.time()
+    second = int(timestamp)
+    # Far from the next second: rounding the time to microseconds (as datetime does) cannot
+    # carry into it, so the second alone decides the text.
+    if timestamp >= 0 and timestamp - second < 0.999999:
+        kept = _last_date  # one (second, text) pair, replaced whole: safe across threads
+        if kept[0] == second:
+            return kept[1]
+        text = _formatted_date(timestamp)
+        _last_date = (second, text)
+        return text
+    return _formatted_date(timestamp)
+
+
+#: The whole second :func:`rfc5322_date` last formatted, and its text.
+_last_date: tuple[int, str] = (-1, "")
+
+
+def _formatted_date(timestamp: float) -> str:
     formatted = email.utils.formatdate(timestamp, localtime=False)
     return formatted[:-5] + "+0000" if formatted.endswith("-0000") else formatted

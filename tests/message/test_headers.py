@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email.utils
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +14,7 @@ from mailserver.message.headers import (
     get_headers,
     header_length,
     parse_headers,
+    rfc5322_date,
     split_message,
     strip_mbox_from,
 )
@@ -166,3 +169,17 @@ def test_header_length_is_the_first_empty_line(data, start, stop):
     end = min(stop, len(data))
     assert header_length(data, start, end) == _header_length_by_definition(data, start, end)
     assert header_length(data) == _header_length_by_definition(data, 0, len(data))
+
+
+_TIMES = st.floats(min_value=0, max_value=4e9)
+
+
+@given(_TIMES, _TIMES)
+@settings(max_examples=300)
+def test_rfc5322_date_is_the_standard_form_every_time(first, second):
+    """rfc5322_date of any time, asked before or after another time of the same or another
+    second, is email.utils' RFC 5322 date of that time written +0000."""
+    for timestamp in (first, second, first, int(first) + 0.9999996, first):
+        assert rfc5322_date(timestamp) == email.utils.formatdate(timestamp).replace(
+            "-0000", "+0000"
+        )

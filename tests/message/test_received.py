@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from email import message_from_bytes
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from mailserver.message.received import protocol_name, received_header
 
 
@@ -38,3 +41,16 @@ def test_header_text_cannot_inject_lines():
         hostname="mx.test", protocol="ESMTP", queue_id="Q", recipient=None, timestamp=0.0,
     )
     assert b"\r\nX-Injected" not in raw and b"for <" not in raw
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=300)
+def test_header_text_is_the_text_without_breaks_or_comment_characters(helo):
+    """Any HELO is written without its CR, LF, parentheses and backslashes, cut at 255
+    characters, and nothing else of it changes."""
+    raw = received_header(
+        helo=helo, client_address="127.0.0.1", client_name=None, hostname="mx.test",
+        protocol="ESMTP", queue_id="Q", recipient=None, timestamp=0.0,
+    )
+    kept = "".join(c for c in helo if c not in "\r\n()\\")[:255] or "unknown"
+    assert raw.startswith(f"Received: from {kept} ([127.0.0.1])\r\n".encode())
