@@ -28,23 +28,51 @@ Design rules:
    credentials and audit log arrive as plain attributes of the ApiContext. Blocking work
    (reading the audit files, opening spooled messages) runs in the reactor's thread pool;
    directory and spool reads are LMDB reads and stay on the reactor.
+
+The code of these rules (checks, audit lines, canonical names) is in
+:mod:`mailserver.web.api.admin_rules`, the audit log route in
+:mod:`mailserver.web.api.admin_audit`; this module keeps the domain, user and alias routes
+and :data:`ROUTES`, and re-exports the names that lived here.
 """
 
 from __future__ import annotations
 
-import fnmatch
-import functools
-import json
-import os
-import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-from twisted.internet.defer import Deferred, ensureDeferred
-from twisted.internet.threads import deferToThreadPool
-
-from mailserver.message.address import normalize_domain, parse_address
 from mailserver.types import Role, User
+from mailserver.web.api.admin_audit import (  # noqa: F401
+    AUDIT_LIMIT,
+    AUDIT_LIMIT_MAX,
+    _lines_backwards,
+    _log_files_newest_first,
+    list_audit,
+    read_audit,
+)
+from mailserver.web.api.admin_rules import (  # noqa: F401
+    _QUEUE_ID,
+    ADMIN_ACTION,
+    MANAGE_ALIASES,
+    MANAGE_DOMAINS,
+    MANAGE_QUEUE,
+    MANAGE_USERS,
+    PASSWORD_CHANGED,
+    QUEUE_ACTION,
+    RANK,
+    READ_AUDIT,
+    _actor,
+    _below_caller,
+    _body,
+    _one,
+    _rank,
+    audit,
+    canonical_address,
+    canonical_domain,
+    in_thread,
+    queue_id,
+    require,
+    run,
+)
 from mailserver.web.api.routing import Call, Problem, Response, Route
 
 __all__ = [
@@ -59,124 +87,12 @@ __all__ = [
     "run",
 ]
 
-#: How much power a role gives, for "only act on accounts below you" (as the CLI's RANK).
-RANK = {Role.USER: 0, Role.DOMAIN_ADMIN: 1, Role.ADMIN: 2}
-
-#: Audit records per answer of ``GET /admin/audit`` (default and most).
-AUDIT_LIMIT, AUDIT_LIMIT_MAX = 50, 1000
-
-# The actions of mailserver.auth.roles.Action (this package may not import it).
-MANAGE_DOMAINS = "manage-domains"
-MANAGE_USERS = "manage-users"
-MANAGE_ALIASES = "manage-aliases"
-MANAGE_QUEUE = "manage-queue"
-READ_AUDIT = "read-audit"
-
-# The events of mailserver.auth.audit, same reason.
-ADMIN_ACTION = "admin_action"
-QUEUE_ACTION = "queue_action"
-PASSWORD_CHANGED = "password_changed"
-
-_QUEUE_ID = re.compile(r"[0-9A-Fa-f]{1,64}")
-
-
-# -- helpers shared with tracking ------------------------------------------------------------
-
-
-def run(handler: Callable[[Call], Awaitable[Any]]) -> Callable[[Call], Deferred[Any]]:
-    """A coroutine handler as the Deferred-returning handler a Route takes."""
-
-    @functools.wraps(handler)
-    def wrapper(call: Call) -> Deferred[Any]:
-        return ensureDeferred(handler(call))
-
-    return wrapper
-
-
-def canonical_address(text: Any, what: str = "address") -> str:
-    """``local@domain`` lower-cased (as the directory keys it); 400 when malformed."""
-    try:
-        parsed = parse_address(str(text).strip())
-    except ValueError as error:
-        raise Problem(400, f"Invalid {what}", f"{text!r} is not an address: {error}") from None
-    return f"{parsed.local}@{parsed.domain}".lower()
-
-
-def canonical_domain(text: Any) -> str:
-    try:
-        return normalize_domain(str(text).strip())
-    except ValueError as error:
-        raise Problem(400, "Invalid domain", f"{text!r} is not a domain: {error}") from None
-
 
 def _alias_source(text: Any) -> str:
     text = str(text).strip()
     if text.startswith("@"):
         return "@" + canonical_domain(text[1:])
     return canonical_address(text, "alias source")
-
-
-def queue_id(text: Any) -> str:
-    """A queue id (hex digits) upper-cased; 400 otherwise."""
-    if not isinstance(text, str) or not _QUEUE_ID.fullmatch(text.strip()):
-        raise Problem(400, "Invalid queue id", f"{text!r} is not a queue id (hex digits)")
-    return text.strip().upper()
-
-
-def in_thread(call: Call, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
-    reactor = call.context.reactor
-    return deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
-
-
-async def audit(call: Call, event: str, outcome: str, **details: Any) -> None:
-    """One audit line for this call (rule 3); a missing log records nothing."""
-    log = getattr(call.context, "audit", None)
-    if log is not None:
-        await log.submit(event, who=call.user, where=call.client_ip or None,
-                         outcome=outcome, protocol="api", **details)
-
-
-async def require(
-    call: Call, action: str, target: str | None, event: str = "", what: str = ""
-) -> None:
-    """``call.require``; with ``event``, a refusal is audited as ``refused`` first."""
-    try:
-        call.require(action, target)
-    except Problem as problem:
-        if event and getattr(problem, "status", 403) == 403:
-            await audit(call, event, "refused", action=what, target=target or "")
-        raise
-
-
-def _actor(call: Call) -> User | None:
-    return None if call.user is None else call.context.directory.get_user(call.user)
-
-
-def _rank(user: User | None) -> int:
-    return max((RANK[role] for role in user.roles), default=0) if user else 0
-
-
-async def _below_caller(call: Call, address: str, event: str, what: str) -> None:
-    """Rule 1: a non-admin may not manage an account with as much power as their own."""
-    me = _actor(call)
-    if me is None or Role.ADMIN in me.roles or address == me.address:
-        return
-    other = call.context.directory.get_user(address)
-    if other is not None and _rank(other) >= _rank(me):
-        await audit(call, event, "refused", action=what, target=address)
-        raise Problem(403, "Forbidden",
-                      f"{me.address} may not manage {other.address}: it has as much power")
-
-
-def _body(call: Call) -> dict[str, Any]:
-    if not isinstance(call.json, dict):
-        raise Problem(400, "Invalid body", "the request body must be a JSON object")
-    return call.json
-
-
-def _one(call: Call, name: str) -> str | None:
-    """Query argument ``name``; an empty value counts as absent."""
-    return call.arg(name) or None
 
 
 def _user_json(user: User) -> dict[str, Any]:
@@ -512,90 +428,6 @@ async def delete_alias(call: Call) -> Any:
     await call.context.directory.remove_alias(source)
     await audit(call, ADMIN_ACTION, "ok", action="alias.delete", target=source)
     return Response(204)
-
-
-# -- audit ---------------------------------------------------------------------------------
-
-
-def _log_files_newest_first(path: str) -> list[str]:
-    """``path`` then ``path.1``, ``path.2``... (the rotation of ``auth.audit.AuditLog``)."""
-    directory, base = os.path.split(path)
-    try:
-        names = os.listdir(directory or ".")
-    except FileNotFoundError:
-        return []
-    numbers = sorted(int(n[len(base) + 1:]) for n in names
-                     if n.startswith(base + ".") and n[len(base) + 1:].isdigit())
-    found = [path] if base in names else []
-    return found + [f"{path}.{n}" for n in numbers]
-
-
-def _lines_backwards(path: str, block: int = 64 * 1024) -> Iterator[bytes]:
-    """The lines of a file, last first, reading ``block`` bytes at a time."""
-    try:
-        source = open(path, "rb")
-    except FileNotFoundError:
-        return
-    with source:
-        position = source.seek(0, os.SEEK_END)
-        rest = b""
-        while position > 0:
-            step = min(block, position)
-            position -= step
-            source.seek(position)
-            lines = (source.read(step) + rest).split(b"\n")
-            rest = lines.pop(0)
-            yield from reversed(lines)
-        yield rest
-
-
-def read_audit(path: str, limit: int, user: str | None, event: str | None,
-               before: float | None) -> list[dict[str, Any]]:
-    """Blocking: up to ``limit`` records newest first, matching ``user`` (who; shell
-    patterns, case-insensitive) and ``event`` (name or pattern), older than ``before``.
-    Malformed lines are skipped, as ``auth.audit.read`` does."""
-    found: list[dict[str, Any]] = []
-    for name in _log_files_newest_first(path):
-        for line in _lines_backwards(name):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(record, dict) or "event" not in record:
-                continue
-            if before is not None and float(record.get("epoch") or 0) >= before:
-                continue
-            if event is not None and not fnmatch.fnmatchcase(str(record["event"]), event):
-                continue
-            if user is not None and not fnmatch.fnmatch(str(record.get("who") or "").lower(),
-                                                        user.lower()):
-                continue
-            found.append(record)
-            if len(found) >= limit:
-                return found
-    return found
-
-
-@run
-async def list_audit(call: Call) -> Any:
-    """The newest audit records first (``?limit=&user=&event=&before=``); ``next_before``
-    pages on to older ones."""
-    call.require(READ_AUDIT)
-    log = getattr(call.context, "audit", None)
-    if log is None:
-        raise Problem(404, "No audit log", "this server keeps no audit log")
-    limit = call.int_arg("limit", AUDIT_LIMIT, 1, AUDIT_LIMIT_MAX)
-    before_text = _one(call, "before")
-    try:
-        before = None if before_text is None else float(before_text)
-    except ValueError:
-        raise Problem(400, "Invalid parameter", "before is epoch seconds") from None
-    records = await in_thread(call, read_audit, log.path, limit, _one(call, "user"),
-                               _one(call, "event"), before)
-    more = len(records) == limit
-    return {"records": records, "next_before": records[-1].get("epoch") if more else None}
 
 
 # -- routes --------------------------------------------------------------------------------
