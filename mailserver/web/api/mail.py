@@ -22,13 +22,15 @@ Design rules:
 5. **Search has the power of IMAP SEARCH**: ``q`` is an IMAP search program parsed by the
    IMAP parser and matched by the IMAP server's matcher (a UID-only view: no sequence-number
    session state, ``RECENT`` never matches, ``$`` is empty).
+
+The folder listing (rule 1) is in :mod:`mailserver.web.api.mail_listing` and the JSON shapes
+in :mod:`mailserver.web.api.mail_json`; their names are re-exported here.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
@@ -44,9 +46,30 @@ from mailserver.imap.commands.search import Candidate, Matcher, all_keys
 from mailserver.imap.parse_search import Contains, DateKey, Header, ObjectId, SizeKey, Within
 from mailserver.imap.parse_search import parse_search as _parse_search
 from mailserver.imap.scanner import ParseError, Scanner
-from mailserver.types import DELETED, SEEN, FlagMode, FolderInfo, MessageInfo, SpecialUse
+from mailserver.types import DELETED, SEEN, FlagMode, FolderInfo, SpecialUse
 from mailserver.web.api import compose, render
 from mailserver.web.api.compose import account_of, deferred_handler, folder_by_use, uid_param
+
+# The JSON shapes and the folder listing live in these modules; their names stay importable here.
+from mailserver.web.api.mail_json import (  # noqa: F401
+    _FOLDER,
+    _PAGE,
+    _SUMMARY,
+    folder_json,
+    summary_json,
+)
+from mailserver.web.api.mail_listing import (  # noqa: F401
+    _SORTS,
+    BATCH,
+    MAX_LIMIT,
+    MAX_SORTED,
+    _infos,
+    _ranked,
+    _sort_key,
+    _uids_after,
+    _uids_before,
+    list_messages,
+)
 from mailserver.web.api.routing import Call, Problem, Response, Route
 
 __all__ = [
@@ -61,14 +84,6 @@ __all__ = [
 ]
 
 log = Logger(namespace="mailserver.web.api")
-
-#: Messages per store call when a pass reads index metadata.
-BATCH = 256
-#: The most messages a non-UID sort or a search looks at in one folder.
-MAX_SORTED = 200_000
-#: Largest page.
-MAX_LIMIT = 500
-_SORTS = ("date", "-date", "size", "-size", "from", "-from", "subject", "-subject")
 
 
 def _in_thread(call: Call, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Deferred[Any]:
@@ -89,73 +104,6 @@ def _special_use(text: object, field: str = "special_use") -> SpecialUse | None:
             return use
     names = ", ".join(u.value.lstrip("\\") for u in SpecialUse)
     raise Problem(400, "Bad request", f"{field} must be one of {names}", field=field)
-
-
-# -- JSON shapes ----------------------------------------------------------------------------
-
-
-def folder_json(info: FolderInfo) -> dict[str, object]:
-    return {
-        "name": info.name,
-        "special_use": info.special_use.value if info.special_use else None,
-        "exists": info.exists,
-        "unseen": info.unseen,
-        "size": info.size,
-        "uidvalidity": info.uidvalidity,
-        "uidnext": info.uidnext,
-        "subscribed": info.subscribed,
-        "mailbox_id": info.mailbox_id,
-    }
-
-
-def summary_json(info: MessageInfo) -> dict[str, object]:
-    """One message of a list: flags, sizes, dates and the cached envelope."""
-    env = info.envelope
-    spam = info.spam
-    return {
-        "uid": info.uid,
-        "flags": sorted(info.flags),
-        "size": info.size,
-        "internaldate": info.internaldate,
-        "from": render.addresses(env.get("from")),
-        "to": render.addresses(env.get("to")),
-        "subject": env.get("subject"),
-        "date": env.get("date"),
-        "message_id": env.get("message_id"),
-        "has_attachments": bool(info.attachments),
-        "spam": None
-        if spam is None
-        else {
-            "score": spam.score,
-            "is_spam": spam.is_spam,
-            "classifier": spam.classifier,
-            "reasons": list(spam.reasons),
-        },
-    }
-
-
-_FOLDER = {
-    "type": "object",
-    "properties": {
-        "name": {"type": "string"},
-        "special_use": {"type": ["string", "null"]},
-        "exists": {"type": "integer"},
-        "unseen": {"type": "integer"},
-        "size": {"type": "integer"},
-        "uidvalidity": {"type": "integer"},
-        "uidnext": {"type": "integer"},
-    },
-}
-_SUMMARY = {"type": "object", "properties": {"uid": {"type": "integer"},
-                                             "flags": {"type": "array"}}}  # fmt: skip
-_PAGE = {
-    "type": "object",
-    "properties": {
-        "messages": {"type": "array", "items": _SUMMARY},
-        "total": {"type": "integer"},
-        "next": {"type": ["object", "null"]},
-    },
-}
 
 
 # -- folders --------------------------------------------------------------------------------
@@ -192,114 +140,6 @@ async def delete_folder(call: Call) -> None:
     account = account_of(call)
     account.folder(call.params["folder"])
     await account.delete_folder(call.params["folder"])
-
-
-# -- message lists --------------------------------------------------------------------------
-
-
-def _uids_before(mailbox: Any, before: int, limit: int) -> list[int]:
-    """The ``limit`` highest UIDs below ``before``, descending: index windows read backwards
-    (doubling), never the whole folder unless the page needs it."""
-    found: list[int] = []
-    high = before - 1
-    window = max(limit * 2, 64)
-    while high >= 1 and len(found) < limit:
-        low = max(1, high - window + 1)
-        chunk = list(mailbox.uids(low, high))
-        found.extend(reversed(chunk))
-        high = low - 1
-        window *= 2
-    return found[:limit]
-
-
-def _uids_after(mailbox: Any, after: int, limit: int) -> list[int]:
-    out: list[int] = []
-    for uid in mailbox.uids(after + 1, None):
-        out.append(uid)
-        if len(out) >= limit:
-            break
-    return out
-
-
-def _infos(mailbox: Any, uids: Iterable[int], meta: bool | str = True) -> list[MessageInfo]:
-    """The MessageInfo of ``uids`` (any order), in that order, a batch per store call."""
-    wanted = list(uids)
-    found: dict[int, MessageInfo] = {}
-    ordered = sorted(wanted)
-    for start in range(0, len(ordered), BATCH):
-        for message in mailbox.messages(ordered[start : start + BATCH], meta):
-            found[message.info.uid] = message.info
-    return [found[uid] for uid in wanted if uid in found]
-
-
-def _sort_key(sort: str) -> Callable[[MessageInfo], Any]:
-    field = sort.lstrip("-")
-    if field == "size":
-        return lambda info: (info.size, info.uid)
-    if field == "subject":
-        return lambda info: (str(info.envelope.get("subject") or "").casefold(), info.uid)
-
-    def sender(info: MessageInfo) -> tuple[str, int]:
-        first = render.addresses(info.envelope.get("from"))
-        text = (first[0]["name"] or first[0]["address"] or "") if first else ""
-        return (text.casefold(), info.uid)
-
-    return sender
-
-
-async def _ranked(call: Call, mailbox: Any, sort: str) -> list[int]:
-    """The folder's UIDs (at most :data:`MAX_SORTED`) in ``sort`` order: one pass over the
-    index metadata a batch at a time, keeping only each message's sort key, and letting
-    the reactor run between batches."""
-    meta: bool | str = False if sort.lstrip("-") == "size" else "envelope"
-    key = _sort_key(sort)
-    uids = list(itertools.islice(mailbox.uids(), MAX_SORTED))
-    keyed: list[tuple[Any, int]] = []
-    for start in range(0, len(uids), BATCH):
-        for message in mailbox.messages(uids[start : start + BATCH], meta):
-            keyed.append((key(message.info), message.info.uid))
-        await deferLater(call.context.reactor, 0, lambda: None)
-    keyed.sort(reverse=sort.startswith("-"))
-    return [uid for _, uid in keyed]
-
-
-async def list_messages(call: Call) -> dict[str, object]:
-    """One page of a folder (see rule 1 for the cost of each sort)."""
-    mailbox = account_of(call).folder(call.params["folder"])
-    limit = call.int_arg("limit", 50, 1, MAX_LIMIT)
-    sort = call.arg("sort", "-date") or "-date"
-    if sort not in _SORTS:
-        raise Problem(400, "Bad query parameter", f"sort must be one of {', '.join(_SORTS)}",
-                      field="sort")  # fmt: skip
-    info = mailbox.info()
-    next_page: dict[str, int] | None = None
-    if sort == "-date":
-        before = call.int_arg("before_uid", info.uidnext, 1, compose.MAX_UID + 1)
-        uids = _uids_before(mailbox, before, limit + 1)
-        if len(uids) > limit:
-            uids = uids[:limit]
-            next_page = {"before_uid": uids[-1]}
-        infos = _infos(mailbox, uids)
-    elif sort == "date":
-        after = call.int_arg("after_uid", 0, 0, compose.MAX_UID)
-        uids = _uids_after(mailbox, after, limit + 1)
-        if len(uids) > limit:
-            uids = uids[:limit]
-            next_page = {"after_uid": uids[-1]}
-        infos = _infos(mailbox, uids)
-    else:
-        offset = call.int_arg("offset", 0, 0, MAX_SORTED)
-        ranked = await _ranked(call, mailbox, sort)
-        page = ranked[offset : offset + limit]
-        if offset + limit < len(ranked):
-            next_page = {"offset": offset + limit}
-        infos = _infos(mailbox, page)
-    return {
-        "folder": mailbox.name,
-        "messages": [summary_json(i) for i in infos],
-        "total": info.exists,
-        "next": next_page,
-    }
 
 
 # -- one message ----------------------------------------------------------------------------
