@@ -146,6 +146,7 @@ class Database:
         self._queue: queue.Queue[_Write[Any] | None] = queue.Queue()
         self._closing: list[Deferred[None]] | None = None
         self._done = False
+        self._lock = threading.Lock()  # _closing and the queue's end marker, for submit()
         self._thread = threading.Thread(target=self._run, name="lmdb-writer", daemon=True)
         self._thread.start()
 
@@ -186,11 +187,25 @@ class Database:
         The Deferred fires with its result after the commit is durable, or fails with the
         exception it raised (its changes are then rolled back, others' are not).
         """
-        if self._closing is not None:
-            return fail(StoreUnavailable(detail="the index is closing"))
         d: Deferred[T] = Deferred()
-        self._queue.put(_Write(function, d))
+        with self._lock:
+            if self._closing is not None:
+                return fail(StoreUnavailable(detail="the index is closing"))
+            self._queue.put(_Write(function, d))
         return d
+
+    def submit(self, function: Callable[[Txn], T], deferred: Deferred[T]) -> None:
+        """:meth:`write` from any thread: ``function`` runs in the writer's next group
+        commit and ``deferred`` (made, and given its callbacks, on the reactor thread) fires
+        there as :meth:`write`'s would, or fails with StoreUnavailable once the index is
+        closing. A pool thread that has just written and fsynced a message file hands its
+        index write over this way, without a trip through the reactor in between."""
+        with self._lock:
+            if self._closing is None:
+                self._queue.put(_Write(function, deferred))
+                return
+        closing = StoreUnavailable(detail="the index is closing")
+        self._reactor.callFromThread(deferred.errback, closing)
 
     def write_sync(self, function: Callable[[Txn], T]) -> T:
         """Run a write on the calling thread (for tools with no reactor, e.g. the CLI's
@@ -208,9 +223,10 @@ class Database:
         """Finish every queued write, then close the environment. Idempotent."""
         if self._done:
             return succeed(None)
-        if self._closing is None:
-            self._closing = []
-            self._queue.put(None)
+        with self._lock:  # no write is queued behind the end marker (submit)
+            if self._closing is None:
+                self._closing = []
+                self._queue.put(None)
         d: Deferred[None] = Deferred()
         self._closing.append(d)
         return d
@@ -266,10 +282,9 @@ class Database:
                     action()
                 except OSError as e:
                     log.warn("post-commit action failed: {error}", error=e)
-            if item.error is not None:
-                self._reactor.callFromThread(item.deferred.errback, item.error)
-            else:
-                self._reactor.callFromThread(item.deferred.callback, item.result)
+        # One reactor wake-up for the whole batch, not one per write (each callFromThread
+        # wakes the reactor and hands the GIL over).
+        self._reactor.callFromThread(_answer, batch)
 
     def _finish(self) -> None:
         self.env.sync(True)
@@ -280,6 +295,16 @@ class Database:
         self._done = True
         for d in self._closing or ():
             d.callback(None)
+
+
+def _answer(batch: list[_Write[Any]]) -> None:
+    """Fire each write's Deferred, in the order they were queued (on the reactor thread).
+    A callback that raises is that Deferred's failure; it never keeps the others unfired."""
+    for item in batch:
+        if item.error is not None:
+            item.deferred.errback(item.error)
+        else:
+            item.deferred.callback(item.result)
 
 
 def _full(error: BaseException) -> InsufficientStorage | None:

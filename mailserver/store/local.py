@@ -8,12 +8,19 @@ for every recipient or for none before the commit's Deferred fires. The renames 
 all the deliveries that share a group commit (DESIGN decision 5: batch fsyncs where the
 semantics allow). A crash after the rename but before the commit leaves a file in ``new/``
 that start-up recovery indexes (the sender got no 250 and may send it again).
+
+A small message held in memory makes one round trip off the reactor thread, not two: the
+pool thread that wrote and fsynced it queues its index write itself (``_BodyWrite``), so
+the reactor hears of it only when the commit is durable (fewer thread wake-ups and GIL
+hand-offs a message; issue 3).
 """
 
 from __future__ import annotations
 
+import io
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, BinaryIO
 
@@ -77,6 +84,16 @@ class LocalDeliveryTarget:
     def start(self, envelope: Envelope) -> LocalDelivery:
         return LocalDelivery(self, envelope)
 
+    @property
+    def reactor(self) -> Any:
+        """The store's reactor: its thread pool writes the bodies, and a pool thread's
+        results reach the reactor thread through it."""
+        return self.store._reactor
+
+    def pool(self) -> Any:
+        """The reactor's thread pool (where :meth:`MaildirStore.in_thread` runs work too)."""
+        return self.reactor.getThreadPool()
+
     def inbox(self, address: str) -> MaildirMailbox | None:
         """The INBOX of the account ``address`` (canonical), None when there is none."""
         store = self.store
@@ -122,6 +139,7 @@ class LocalDelivery:
         self._accounts: dict[str, None] = {}
         self._inboxes: list[MaildirMailbox] = []
         self._written: tuple[str, int, index.Record] | None = None  # (base, size, meta)
+        self._job: _BodyWrite | None = None  # a small body being written in the pool
         self._done = False
         self._special_use: SpecialUse | None = None
         self._spam: SpamVerdict | None = None
@@ -175,6 +193,16 @@ class LocalDelivery:
             self._accounts[account] = None
 
     def body(self, source: BinaryIO) -> Deferred[None]:
+        """Write the message into the first INBOX's ``tmp/`` in the thread pool.
+
+        A message held in memory (the SMTP spool up to 1 MiB) of at most ``sketch.SMALL``
+        octets is read here, and the Deferred fires at once: the pool thread writes,
+        fsyncs and parses it, and once :meth:`commit` has been called hands the index write
+        straight to the writer thread (:meth:`mailserver.db.env.Database.submit`), so the
+        message reaches the reactor thread once, with its commit, instead of once after the
+        write and again after the commit. A write that fails (no space, the free-space
+        reserve) fails the commit. A larger or file-backed message is streamed in the pool
+        and the Deferred fires when it is written, as before."""
         if not self._accounts:
             return fail(
                 MailError("no valid recipients", detail="body before any accepted recipient")
@@ -185,23 +213,27 @@ class LocalDelivery:
             return fail()
         store = self.target.store
         first = self._inboxes[0]
+        prefix = return_path(self.envelope)
+        data = _small_in_memory(source, prefix)
+        base = maildir.unique_name()
+        path = os.path.join(first.path, "tmp", base)
+        reserve = self.target.reserve
+        if data is not None:
+            job = self._job = _BodyWrite(self, base, path, data, len(data) - len(prefix))
+            self.target.pool().callInThread(job.run)
+            return succeed(None)
 
         def write() -> tuple[str, int, index.Record]:
-            # A message up to sketch.SMALL octets (the spool holds it in memory) is read
-            # once, written with the Return-Path and parsed from those bytes. A larger one is
-            # streamed: copied in chunks after the Return-Path, and the index's parse reads
-            # the written file in bounded memory (store/sketch.py), so it never sits whole in
-            # memory here (issue 12).
+            # A message on disk up to sketch.SMALL octets is read once, written with the
+            # Return-Path and parsed from those bytes. A larger one is streamed: copied in
+            # chunks after the Return-Path, and the index's parse reads the written file in
+            # bounded memory (store/sketch.py), so it never sits whole in memory (issue 12).
             start = source.tell()
             end = source.seek(0, os.SEEK_END)
-            reserve = self.target.reserve
             if reserve is not None:
                 start = 0
                 reserve.check(end)
             source.seek(start)
-            base = maildir.unique_name()
-            path = os.path.join(first.path, "tmp", base)
-            prefix = return_path(self.envelope)
             small = len(prefix) + end - start <= sketch.SMALL
             data = prefix + source.read() if small else b""
             if small:
@@ -213,8 +245,6 @@ class LocalDelivery:
             except BaseException:
                 _unlink_quietly(path)
                 raise
-            if self._spam is not None:
-                meta["spam"] = spam_record(self._spam)
             return base, size, meta
 
         def written(result: tuple[str, int, index.Record]) -> None:
@@ -226,14 +256,15 @@ class LocalDelivery:
         if self._done:
             return fail(MailError("transaction already finished"))
         self._done = True
-        if self._written is None:
+        job = self._job
+        if self._written is None and job is None:
             return fail(MailError("no message body", detail="commit before body"))
         store = self.target.store
-        base, size, meta = self._written
         inboxes = self._inboxes
         object_id = index.new_object_id()
         received = self.envelope.received_at or None
         fsync = store.fsync
+        base = job.base if job is not None else self._written[0]  # type: ignore[index]
 
         limits = [
             (address, limit)
@@ -243,6 +274,10 @@ class LocalDelivery:
         bases = [base] + [maildir.unique_name() for _ in inboxes[1:]]
 
         def op(txn: Txn) -> list[int]:
+            assert self._written is not None  # the body is written before its commit runs
+            _base, size, meta = self._written
+            if self._spam is not None:
+                meta["spam"] = spam_record(self._spam)
             for address, limit in limits:  # before any file moves: a refusal leaves tmp/ only
                 quota.check(txn, address, limit, size, 1)
             first = inboxes[0]
@@ -260,14 +295,16 @@ class LocalDelivery:
             ]
 
         def not_committed(failure: Failure) -> Deferred[Any]:
-            # Not committed (over quota, index full, a failed commit): the sender hears so
-            # and may send again, so no file may stay for start-up recovery to index.
+            # Not committed (over quota, index full, a failed write or commit): the sender
+            # hears so and may send again, so no file may stay for start-up recovery to index.
             files = [os.path.join(inboxes[0].path, "tmp", base)] + [
                 os.path.join(mailbox.path, "new", name) for mailbox, name in zip(inboxes, bases)
             ]
             return store.in_thread(_unlink_all_quietly, files).addCallback(lambda _: failure)
 
         def committed(uids: list[int]) -> list[int]:
+            assert self._written is not None
+            meta = self._written[2]
             for mailbox in inboxes:
                 store.changes.notify(mailbox.account.address, mailbox.name)
             envelope = self.envelope
@@ -288,17 +325,129 @@ class LocalDelivery:
             )
             return uids
 
-        return store.write(op).addCallbacks(committed, not_committed)
+        if job is None:
+            done = store.write(op)
+        else:
+            done = store.track(Deferred())
+            job.commit_with(op, done)
+        return done.addCallbacks(committed, not_committed)
 
     def abort(self) -> Deferred[None]:
         if self._done:
             return succeed(None)
         self._done = True
+        job, self._job = self._job, None
+        if job is not None:
+            return job.abort()
         written, self._written = self._written, None
         if written is None or not self._inboxes:
             return succeed(None)
         path = os.path.join(self._inboxes[0].path, "tmp", written[0])
         return self.target.store.in_thread(_unlink_quietly, path)
+
+
+class _BodyWrite:
+    """A small message being written into ``tmp/`` by a pool thread (LocalDelivery.body),
+    and what the reactor thread asked for meanwhile: the commit (the pool thread then
+    submits the index write itself) or an abort (it then removes the file itself). The lock
+    orders the pool thread's end against those requests; Deferreds are only fired on the
+    reactor thread."""
+
+    def __init__(
+        self, delivery: LocalDelivery, base: str, path: str, data: bytes, source_size: int
+    ) -> None:
+        self.delivery = delivery
+        self.base = base
+        self.path = path
+        self.data = data
+        self.source_size = source_size
+        self.lock = threading.Lock()
+        self.finished = False
+        self.error: BaseException | None = None
+        self.commit: tuple[Callable[[Txn], Any], Deferred[Any]] | None = None
+        self.aborted: Deferred[None] | None = None
+
+    def run(self) -> None:
+        """On a pool thread: reserve check, write + fsync, parse; then whatever was asked."""
+        delivery = self.delivery
+        target = delivery.target
+        try:
+            if target.reserve is not None:
+                target.reserve.check(self.source_size)
+            size = durable.write_new(self.path, self.data, fsync=target.store.fsync)
+            try:
+                meta = sketch.data_meta(self.data)
+            except BaseException:
+                _unlink_quietly(self.path)
+                raise
+            delivery._written = (self.base, size, meta)
+        except BaseException as error:
+            self.error = error
+        self.data = b""
+        with self.lock:
+            self.finished = True
+            commit, aborted = self.commit, self.aborted
+        self._then(commit, aborted)
+
+    def _then(
+        self,
+        commit: tuple[Callable[[Txn], Any], Deferred[Any]] | None,
+        aborted: Deferred[None] | None,
+    ) -> None:
+        """After the write (on the pool thread, or on the reactor when it was over before
+        the request came): submit the commit, fail it, or finish the abort."""
+        reactor = self.delivery.target.reactor
+        if aborted is not None:
+            if self.error is None:
+                _unlink_quietly(self.path)
+            reactor.callFromThread(aborted.callback, None)
+        elif commit is not None:
+            op, done = commit
+            if self.error is not None:
+                reactor.callFromThread(done.errback, self.error)
+            else:
+                self.delivery.target.store.db.submit(op, done)
+
+    def commit_with(self, op: Callable[[Txn], Any], done: Deferred[Any]) -> None:
+        """On the reactor thread: commit with ``op`` once the write is over (now if it is)."""
+        with self.lock:
+            finished = self.finished
+            if not finished:
+                self.commit = (op, done)
+        if finished:
+            self._then((op, done), None)
+
+    def abort(self) -> Deferred[None]:
+        """On the reactor thread: remove the file once the write is over."""
+        done: Deferred[None] = Deferred()
+        with self.lock:
+            finished = self.finished
+            if not finished:
+                self.aborted = done
+        if finished:
+            store = self.delivery.target.store
+            if self.error is not None:
+                return succeed(None)
+            return store.in_thread(_unlink_quietly, self.path)
+        return self.delivery.target.store.track(done)
+
+
+def _small_in_memory(source: BinaryIO, prefix: bytes) -> bytes | None:
+    """``prefix`` + the rest of ``source`` when ``source`` holds it in memory (a BytesIO, or
+    a ``tempfile.SpooledTemporaryFile`` not rolled over to disk, possibly behind a wrapper
+    that passes its attributes on, as the SMTP session's spool up to 1 MiB is) and the
+    result is at most ``sketch.SMALL`` octets; None (nothing read) otherwise: a file on
+    disk is read in the pool, never on the reactor thread."""
+    # SpooledTemporaryFile keeps the state in _rolled (False while in memory) and has no
+    # public name for it; a wrapper's __getattr__ passes it through.
+    if getattr(source, "_rolled", None) is not False and not isinstance(source, io.BytesIO):
+        return None
+    start = source.tell()
+    end = source.seek(0, os.SEEK_END)
+    source.seek(start)
+    if len(prefix) + end - start > sketch.SMALL:
+        return None
+    return prefix + source.read()
 
 
 def _declared_size(envelope: Envelope) -> int:

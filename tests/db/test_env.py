@@ -139,3 +139,82 @@ def test_snapshot_of_an_older_index_says_to_upgrade(tmp_path) -> None:
     with pytest.raises(StoreUnavailable) as error:
         Snapshot.open(path, map_size=1 << 24)
     assert "run any storage command" in error.value.detail
+
+
+class CountingReactor:
+    """The real reactor, counting the calls handed to it from other threads."""
+
+    def __init__(self) -> None:
+        self.from_threads = 0
+
+    def callFromThread(self, function, *args) -> None:
+        self.from_threads += 1
+        reactor.callFromThread(function, *args)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_group_commit_wakes_the_reactor_once(tmp_path):
+    """The writes of one group commit are answered in one call into the reactor thread,
+    each with its own result (or failure) and in the order they were queued."""
+    import threading
+
+    counting = CountingReactor()
+    database = Database.open(str(tmp_path / "index"), map_size=16 << 20, reactor=counting)
+    try:
+        gate, running = threading.Event(), threading.Event()
+        first = database.write(lambda txn: (running.set(), gate.wait(10))[1])
+        assert running.wait(10)  # the writer thread is held inside the first batch
+        order: list[int] = []
+
+        def put(n):
+            def op(txn):
+                if n == 2:
+                    raise Boom()
+                txn.put(b"meta", b"k%d" % n, b"v")
+                return n
+            return op
+
+        writes = [database.write(put(n)) for n in range(5)]
+        for n, d in enumerate(writes):
+            d.addBoth(lambda result, n=n: (order.append(n), result)[1])
+        gate.set()
+        assert await first is True
+        results = await defer.DeferredList(writes, consumeErrors=True)
+        assert [ok for ok, _ in results] == [True, True, False, True, True]
+        assert [value for ok, value in results if ok] == [0, 1, 3, 4]
+        assert order == [0, 1, 2, 3, 4]
+        assert counting.from_threads == 2  # the held write's batch, then the other five
+    finally:
+        await database.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_submit_queues_a_write_from_another_thread(db):
+    """A write submitted from a thread other than the reactor's is committed in a group
+    commit and answers its Deferred on the reactor thread."""
+    import threading
+
+    answered_on = []
+    done = defer.Deferred()
+    done.addCallback(lambda result: (answered_on.append(threading.current_thread()), result)[1])
+    thread = threading.Thread(
+        target=db.submit, args=(lambda txn: (txn.put(b"meta", b"from", b"thread"), 7)[1], done)
+    )
+    thread.start()
+    thread.join()
+    assert await done == 7
+    assert answered_on == [threading.main_thread()]
+    with db.read() as txn:
+        assert txn.get(b"meta", b"from") == b"thread"
+
+
+@pytest_twisted.ensureDeferred
+async def test_submit_after_close_fails_with_store_unavailable(db):
+    """Once the index is closing, a submitted write is not run: its Deferred fails with
+    StoreUnavailable on the reactor thread."""
+    closing = db.close()
+    done = defer.Deferred()
+    db.submit(lambda txn: txn.put(b"meta", b"late", b"1"), done)
+    with pytest.raises(StoreUnavailable):
+        await done
+    await closing
