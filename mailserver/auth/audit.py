@@ -60,20 +60,11 @@ from twisted.internet.interfaces import IReactorThreads, IReactorTime
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-# Reading and the records live in these modules; every name they had here stays importable.
+# Reading and the records live in these modules; their public names stay importable from here.
 from mailserver.auth.audit_read import (  # noqa: F401
     OnBad,
     Query,
-    _like,
-    _network,
-    _open_at_end,
-    _open_or_none,
-    _parse,
-    _parse_one,
-    _replaced,
     _rotated_numbers,
-    _rotated_since,
-    _within,
     end_offset,
     follow,
     log_files,

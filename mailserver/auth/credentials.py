@@ -53,10 +53,9 @@ from typing import Any
 import pyotp
 from twisted.internet.defer import Deferred, succeed
 
-# The names moved to these two modules stay importable from here (hence the noqa).
-from mailserver.auth.credential_key import (  # noqa: F401
+# The public names moved to these two modules stay importable from here (hence the noqa).
+from mailserver.auth.credential_key import (
     SECRET_SIZE,
-    _read_secret,
     load_or_create_secret,
     secret_path,
 )

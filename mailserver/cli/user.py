@@ -39,19 +39,15 @@ from mailserver.cli.storage import (
     say_note,
 )
 
-# The credential verbs' helpers live there; the ones unused here stay importable from here.
-from mailserver.cli.user_credentials import (  # noqa: F401
+# The credential verbs' helpers live there.
+from mailserver.cli.user_credentials import (
     _add_app_password,
-    _ask,
     _confirm_totp,
-    _credential_table,
-    _credentials,
     _list_credentials,
     _require_user,
     _revoke_credential,
     _scope_list,
     _start_totp,
-    _table,
     _when,
     _with_credentials,
 )

@@ -26,37 +26,12 @@ field of that type on :class:`Config`.
 
 from __future__ import annotations
 
-# The underscored names are re-exported too (hence the noqa), so everything importable from the
-# single module this package replaced still is.
-from mailserver.config.checks import (  # noqa: F401
+from mailserver.config.checks import (
     Check,
-    _addresses,
-    _at_least,
-    _authserv_id,
-    _between,
-    _clamd,
-    _each_of,
-    _endpoints,
-    _key,
-    _networks,
-    _not_empty,
-    _not_negative,
-    _one_of,
-    _positive,
-    _report_local_part,
-    _zones,
     endpoint_problem,
 )
-from mailserver.config.example import _toml_value, render_example  # noqa: F401
-from mailserver.config.load import (  # noqa: F401
-    _check_files,
-    _coerce,
-    _example_value,
-    _expected_name,
-    _section,
-    _short,
-    _suggest,
-    _type_name,
+from mailserver.config.example import render_example
+from mailserver.config.load import (
     from_mapping,
     load,
     loads,
@@ -78,7 +53,7 @@ from mailserver.config.servers import (
     SubmissionConfig,
     TLSConfig,
 )
-from mailserver.config.tree import EMBEDDED, Config, _sections  # noqa: F401
+from mailserver.config.tree import EMBEDDED, Config
 
 __all__ = [
     "EMBEDDED",

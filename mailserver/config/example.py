@@ -28,7 +28,7 @@ def render_example() -> str:
     lines = [
         "# mailserver configuration (TOML).",
         "#",
-        "# Generated from mailserver/config.py: `mailserver config example > "
+        "# Generated from mailserver/config/: `mailserver config example > "
         "etc/mailserver.toml.example`.",
         "# Every key is optional and shown commented out with its default; uncomment to change.",
         "# Check a file with `mailserver config check --config PATH`.",

@@ -44,13 +44,10 @@ from mailserver.types import Role, User
 from mailserver.web.api.admin_audit import (  # noqa: F401
     AUDIT_LIMIT,
     AUDIT_LIMIT_MAX,
-    _lines_backwards,
-    _log_files_newest_first,
     list_audit,
     read_audit,
 )
 from mailserver.web.api.admin_rules import (  # noqa: F401
-    _QUEUE_ID,
     ADMIN_ACTION,
     MANAGE_ALIASES,
     MANAGE_DOMAINS,
@@ -64,7 +61,6 @@ from mailserver.web.api.admin_rules import (  # noqa: F401
     _below_caller,
     _body,
     _one,
-    _rank,
     audit,
     canonical_address,
     canonical_domain,

@@ -50,24 +50,19 @@ from mailserver.types import DELETED, SEEN, FlagMode, FolderInfo, SpecialUse
 from mailserver.web.api import compose, render
 from mailserver.web.api.compose import account_of, deferred_handler, folder_by_use, uid_param
 
-# The JSON shapes and the folder listing live in these modules; their names stay importable here.
-from mailserver.web.api.mail_json import (  # noqa: F401
+# The JSON shapes and the folder listing live in these modules.
+from mailserver.web.api.mail_json import (
     _FOLDER,
     _PAGE,
-    _SUMMARY,
     folder_json,
     summary_json,
 )
-from mailserver.web.api.mail_listing import (  # noqa: F401
+from mailserver.web.api.mail_listing import (
     _SORTS,
     BATCH,
     MAX_LIMIT,
     MAX_SORTED,
     _infos,
-    _ranked,
-    _sort_key,
-    _uids_after,
-    _uids_before,
     list_messages,
 )
 from mailserver.web.api.routing import Call, Problem, Response, Route
