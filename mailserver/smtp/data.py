@@ -209,12 +209,13 @@ class DataReader(_Reader):
         # Searches cached for this buffer (-2: not searched yet, -1: none up to the end), so
         # that the fast path stays linear however many lines fall back to the slow path.
         dot_at = bare_at = -2
+        hops = _DOTS_ONE_BY_ONE  # dots to look at one by one in this feed (see _dot_line)
         dirty: bool | None = None  # whether some bare CR/LF lies ahead (counted once)
         while pos < n:
             if self._at_start and self._after_crlf and buf[pos] != _DOT:
                 # Fast path: a run of complete CRLF lines with no dot line and no bare CR/LF.
                 if dot_at != -1 and dot_at < pos:
-                    dot_at = _dot_line(buf, pos)
+                    dot_at, hops = _dot_line(buf, pos, hops)
                 if bare_at != -1 and bare_at < pos:
                     if dirty is None:
                         dirty = not _clean(buf, pos, n - buf.endswith(b"\r"))
@@ -309,26 +310,28 @@ class DataReader(_Reader):
         self._after_crlf = real
 
 
-#: Dots :func:`_dot_line` looks at one by one before it searches for ``<CRLF>.`` itself.
+#: Dots :func:`_dot_line` may look at one by one in one feed before it only searches for
+#: ``<CRLF>.`` itself.
 _DOTS_ONE_BY_ONE = 16
 
 
-def _dot_line(buf: bytes, pos: int) -> int:
-    """Index of the first ``<CRLF>.`` at or after ``pos``, or -1.
+def _dot_line(buf: bytes, pos: int, hops: int) -> tuple[int, int]:
+    """Index of the first ``<CRLF>.`` at or after ``pos`` (or -1), and the hops left.
 
-    Dots are found with ``memchr`` first, one by one (the header's few, in addresses and
-    host names): a body without any (base64, most attachments) is passed over at memory
-    speed. After :data:`_DOTS_ONE_BY_ONE` dots that start no line (text), the three octets
-    are searched for from the last of them.
+    Up to ``hops`` dots are found with ``memchr`` first, one by one (a header's few, in
+    addresses and host names): a body without any (base64, most attachments) is passed over
+    at memory speed. Once they are used up (text, full of dots), the three octets are
+    searched for from the last dot seen, and from ``pos`` on later calls.
     """
     dot = pos + 1
-    for _ in range(_DOTS_ONE_BY_ONE):
+    while hops:
+        hops -= 1
         dot = buf.find(b".", dot + 1)
         if dot == -1:
-            return -1
+            return -1, hops
         if buf[dot - 2 : dot] == CRLF:
-            return dot - 2
-    return buf.find(b"\r\n.", dot - 1)
+            return dot - 2, hops
+    return buf.find(b"\r\n.", dot - 1), 0
 
 
 def _search(buf: bytes, pos: int) -> int:

@@ -514,11 +514,14 @@ def test_line_length_walk_is_the_longest_line(lines, max_line):
 
 
 @settings(max_examples=500, deadline=None)
-@given(any_content, st.integers(0, 400))
-def test_dot_line_search_is_the_first_dot_line(content, pos):
+@given(any_content, st.integers(0, 400), st.integers(0, data._DOTS_ONE_BY_ONE))
+def test_dot_line_search_is_the_first_dot_line(content, pos, hops):
     """The fast path's search for a line starting with "." finds the first <CRLF>. at or
-    after the position, as a plain search does, whether or not a dot comes earlier."""
-    assert data._dot_line(content, pos) == content.find(b"\r\n.", pos)
+    after the position, as a plain search does, whether or not a dot comes earlier and
+    however many dots it may still look at one by one (never more than it had)."""
+    found, left = data._dot_line(content, pos, hops)
+    assert found == content.find(b"\r\n.", pos)
+    assert 0 <= left <= hops
 
 
 @pytest.mark.parametrize("dots", [0, 1, data._DOTS_ONE_BY_ONE - 1, data._DOTS_ONE_BY_ONE, 40])
@@ -526,8 +529,18 @@ def test_dot_line_found_after_many_other_dots(dots):
     """A dot line after any number of dots inside lines (text) is found where it is, and
     none is found when there is none."""
     text = b"a.b\r\n" * dots
-    assert data._dot_line(text + b"x\r\n..y\r\n", 0) == len(text) + 1
-    assert data._dot_line(text + b"x\r\n", 0) == -1
+    hops = data._DOTS_ONE_BY_ONE
+    assert data._dot_line(text + b"x\r\n..y\r\n", 0, hops)[0] == len(text) + 1
+    assert data._dot_line(text + b"x\r\n", 0, hops)[0] == -1
+
+
+def test_text_with_many_dot_lines_is_read_as_the_line_model_says():
+    """Text full of dots with a dot-stuffed line every few lines, in 64 KiB feeds: every
+    leading dot is removed once and nothing else changes."""
+    line = b"Hello. A sentence, e.g. with dots... ok.\r\n"
+    content = (line * 3 + b".lead\r\n") * 600
+    stored, leftover, reader = read(dot_stuff(content) + b"QUIT\r\n", [65536, 131072])
+    assert (stored, leftover, reader.outcome) == (content, b"QUIT\r\n", Outcome.OK)
 
 
 def test_large_message_with_a_long_line_late_is_refused():
