@@ -135,6 +135,25 @@ def test_text_line_counts_are_the_lines_of_each_body(body):
         assert part["lines"] == lines(body_of(multi, part))
 
 
+@settings(max_examples=200)
+@given(
+    st.binary(max_size=90),
+    st.integers(1, 300),
+    st.sampled_from([b"\n", b"\r\n", b"\n\n\n", b""]),
+    st.integers(0, 30000),
+)
+def test_line_counts_of_big_bodies(line, repeat, extra, at):
+    """Bodies of many lines, long or short, dense line ends inserted anywhere, with or
+    without a last LF: ``lines`` is the number of LFs plus one for an unterminated last
+    line, as counted octet by octet."""
+    body = (line + b"\n") * repeat
+    body = body[:at] + extra + body[at:]
+    for text in (body, body + b"tail"):
+        data = b"Subject: x\r\n\r\n" + text
+        expected = text.count(b"\n") + (not text.endswith(b"\n"))
+        assert parse(data).bodystructure["lines"] == expected
+
+
 ALTERNATIVE = (
     b'Content-Type: multipart/alternative; boundary="b1"\r\n'
     b"MIME-Version: 1.0\r\n"

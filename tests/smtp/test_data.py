@@ -500,6 +500,37 @@ def test_clean_check_is_no_bare_newline(content, start, stop):
     assert data._clean(content, start, end) is not has_bare(content[start:end])
 
 
+long_line = st.binary(min_size=30, max_size=90).map(
+    lambda b: b.replace(b"\r", b"x").replace(b"\n", b"x")
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    long_line,
+    st.integers(100, 400),
+    st.integers(0, 20000),
+    st.sampled_from([b"", b"\r", b"\n", b"\r\r\n", b"\n\r", b"\r\n\n", b"\r\n" * 300]),
+)
+def test_clean_check_of_big_regions(line, repeat, at, dirt):
+    """Regions of many lines, long ones (found line by line) or short and empty ones
+    (counted), with or without a bare CR/LF anywhere: clean exactly when there is none."""
+    for lines in (line + b"\r\n", line[:3] + b"\r\n\r\n"):
+        region = lines * repeat
+        region = region[:at] + dirt + region[at:]
+        assert data._clean(region, 0, len(region)) is not has_bare(region)
+        assert data._clean(b"--" + region, 2, len(region) + 2) is not has_bare(region)
+
+
+def test_long_lines_are_found_line_by_line_and_short_ones_counted():
+    """The bare CR/LF check finds line ends one by one in 80-octet lines and counts them in
+    2- and 10-octet lines (a message of empty lines costs no more than before)."""
+    assert data._sparse_lines(b"y" * 78 + b"\r\n" * 100) is False
+    assert data._sparse_lines((b"y" * 78 + b"\r\n") * 100) is True
+    assert data._sparse_lines((b"y" * 8 + b"\r\n") * 1000) is False
+    assert data._sparse_lines(b"\r\n" * 10000) is False
+
+
 long_lines = st.lists(st.binary(max_size=60).map(lambda b: b.replace(b"\n", b"")), max_size=15)
 
 
