@@ -46,12 +46,13 @@ Design rules:
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Container, Sequence
 from typing import Any
 
 from twisted.logger import Logger, LogLevel
+
+from mailserver.randomness import token_hex
 
 __all__ = [
     "AUTH",
@@ -144,7 +145,7 @@ class SessionEvents:
         self.listener = str(getattr(factory, "listener", "") or protocol)
         self.trace = bool(getattr(factory, "trace", False))
         self.level = LogLevel.info if self.trace else LogLevel.debug
-        self.session = secrets.token_hex(4)
+        self.session = token_hex(4)
         self.peer = ""
         self.verb = ""
         self._clock = getattr(factory, "reactor", None)

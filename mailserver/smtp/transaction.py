@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import re
-import secrets
 import tempfile
 import time
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from twisted.python.failure import Failure
 
 from mailserver.interfaces import IDelivery
 from mailserver.message.received import protocol_name, received_header
+from mailserver.randomness import token_hex
 from mailserver.smtp import codes
 from mailserver.smtp.codes import Reply
 from mailserver.smtp.data import BdatState, ChunkReader, DataReader, Outcome
@@ -78,7 +78,7 @@ class Transaction:
 
 def new_queue_id() -> str:
     """A short, unique, unguessable id shown in the 250 reply and the Received header."""
-    return secrets.token_hex(6).upper()
+    return token_hex(6).upper()
 
 
 

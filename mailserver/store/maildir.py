@@ -15,11 +15,11 @@ from __future__ import annotations
 import itertools
 import os
 import re
-import secrets
 import socket
 import time
 
 from mailserver.message import utf7
+from mailserver.randomness import token_hex
 
 _counter = itertools.count(1)
 
@@ -63,7 +63,7 @@ def unique_name(now: float | None = None) -> str:
     seconds = int(now)
     micro = int((now - seconds) * 1_000_000)
     pid, host = _process_parts
-    return f"{seconds}.M{micro}{pid}Q{next(_counter)}R{secrets.token_hex(4)}.{host}"
+    return f"{seconds}.M{micro}{pid}Q{next(_counter)}R{token_hex(4)}.{host}"
 
 
 def flags_suffix(flags: frozenset[str]) -> str:
