@@ -28,12 +28,9 @@ from mailserver.message import body_text, search_text
 
 __all__ = [
     "HEADER_LIMIT",
-    "Prepared",
     "add",
     "exact_header",
     "header_blocks",
-    "prepare",
-    "put_prepared",
     "remove",
     "search_field",
     "text_parts",
@@ -78,37 +75,6 @@ def add(txn: Txn, fid: int, uid: int, object_id: str, meta: Mapping[str, object]
                 leaves = None if found is None else bytes(found)
                 break
     for tag, text in search_text.texts(envelope if isinstance(envelope, Mapping) else {}).items():
-        txn.put(b"header_text", header_text_key(fid, tag, uid), text)
-    if header is not None:
-        txn.put(b"headers", key, header)
-    if leaves is not None:
-        txn.put(b"text_parts", key, leaves)
-
-
-#: What :func:`add` writes for a message from its parse results, computed before the
-#: transaction (:func:`prepare`): SEARCH texts by field tag, the exact header block (or
-#: None), the packed text leaves (or None).
-Prepared = tuple[dict[bytes, bytes], bytes | None, bytes | None]
-
-
-def prepare(meta: Mapping[str, object]) -> Prepared:
-    """The values :func:`add` computes from ``meta`` (parse results with ``header``), on any
-    thread: they depend on neither the UID nor the transaction (issue 3: less work while the
-    index's write lock is held). :func:`put_prepared` writes them."""
-    envelope = meta.get("envelope")
-    return (
-        search_text.texts(envelope if isinstance(envelope, Mapping) else {}),
-        exact_header(meta),
-        body_text.stored_form(meta.get("bodystructure")),
-    )
-
-
-def put_prepared(txn: Txn, fid: int, uid: int, prepared: Prepared) -> None:
-    """Index the new message ``uid`` of folder ``fid`` from :func:`prepare`'s values: the same
-    records :func:`add` writes from the parse results they were computed from."""
-    texts, header, leaves = prepared
-    key = msg_key(fid, uid)
-    for tag, text in texts.items():
         txn.put(b"header_text", header_text_key(fid, tag, uid), text)
     if header is not None:
         txn.put(b"headers", key, header)

@@ -42,8 +42,6 @@ __all__ = [
     "Record",
     "add",
     "entry",
-    "packed_items",
-    "put_entry",
     "records",
     "remove",
     "rendered",
@@ -115,22 +113,6 @@ def add(
         items = imap_render.render(meta or {})
         packed = b"" if items is None else imap_render.pack(items)
     txn.put(b"imap_items", key, entry(size, internaldate, object_id, packed))
-
-
-def packed_items(meta: dict[str, Any]) -> bytes:
-    """The rendered part of an entry from a message's parse results (``meta`` without
-    ``header``), as :func:`add` writes it; computed on any thread, before the transaction
-    (issue 3: less work while the index's write lock is held)."""
-    items = imap_render.render(meta)
-    return b"" if items is None else imap_render.pack(items)
-
-
-def put_entry(
-    txn: Txn, fid: int, uid: int, size: int, internaldate: float, object_id: str, packed: bytes
-) -> None:
-    """Write the entry of the new message ``uid`` of folder ``fid`` with :func:`packed_items`'
-    bytes: the entry :func:`add` writes from the parse results they were rendered from."""
-    txn.put(b"imap_items", msg_key(fid, uid), entry(size, internaldate, object_id, packed))
 
 
 def _from_other_copy(txn: Txn, key: bytes, object_id: str) -> bytes | None:

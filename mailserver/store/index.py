@@ -27,12 +27,11 @@ import json
 import secrets
 import time
 from collections.abc import Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 from mailserver.db import Txn
 from mailserver.db.schema import (
     decode_flags,
-    dump,
     encode_flags,
     flag_set,
     folder_key,
@@ -214,38 +213,6 @@ def delete_folder(txn: Txn, fid: int) -> list[tuple[int, str, frozenset[str]]]:
 # -- messages -----------------------------------------------------------------------------
 
 
-class Prepared(NamedTuple):
-    """What :func:`add_message` writes for a message with parse results that depends on
-    neither its UID nor the transaction's reads, computed before the transaction
-    (:func:`prepare`) on the thread that parsed the message, so the index's write lock is
-    held only to allocate the UID and modseq and put the values (issue 3)."""
-
-    #: The parse results these were computed from, and their spam verdict then: a
-    #: :func:`add_message` given other parse results, or these with another verdict,
-    #: computes the values afresh.
-    meta: Record
-    spam: Any
-    #: The ``objects`` record (the parse results without ``header``), encoded.
-    objects: bytes
-    #: :func:`mailserver.store.header_index.prepare`'s values.
-    headers: header_index.Prepared
-    #: :func:`mailserver.store.imap_items.packed_items`' bytes.
-    items: bytes
-
-
-def prepare(meta: Record) -> Prepared:
-    """The values :func:`add_message` computes from ``meta``, on any thread. Do not change
-    ``meta`` afterwards except its ``spam`` (a changed verdict is noticed)."""
-    stored = {name: value for name, value in meta.items() if name != "header"}
-    return Prepared(
-        meta,
-        meta.get("spam"),
-        dump(stored),
-        header_index.prepare(meta),
-        imap_items.packed_items(stored),
-    )
-
-
 def add_message(
     txn: Txn,
     record: Record,
@@ -255,16 +222,9 @@ def add_message(
     internaldate: float,
     object_id: str,
     meta: Record | None = None,
-    prepared: Prepared | None = None,
 ) -> int:
     """Append a message to the folder ``record`` (updated in place and written back); return
-    its UID. ``meta`` (envelope, bodystructure, attachments) is stored once per object.
-    ``prepared`` (:func:`prepare` of ``meta``, made outside the transaction) saves computing
-    its values here; the records written are the same bytes with or without it."""
-    if meta is not None and (
-        prepared is None or prepared.meta is not meta or prepared.spam != meta.get("spam")
-    ):
-        prepared = prepare(meta)
+    its UID. ``meta`` (envelope, bodystructure, attachments) is stored once per object."""
     quota.charge(txn, record["account"], size, 1)
     fid = record["id"]
     uid = record["uidnext"]
@@ -285,16 +245,13 @@ def add_message(
     txn.put(b"modseq", modseq_uid_key(fid, modseq, uid), b"")
     txn.put(b"names", name_key(fid, base), u32(uid))
     txn.put(b"labels", label_key(object_id, fid, uid), b"")
-    # issue 6: the header block and SEARCH texts; FETCH's items as stored, read in UID order.
-    # The header block goes to the header index only, not into the object's record.
-    if prepared is None:  # a copy: from the object's record and its other labels
-        header_index.add(txn, fid, uid, object_id, None)
-        imap_items.add(txn, fid, uid, size, internaldate, object_id, None)
-    else:
-        header_index.put_prepared(txn, fid, uid, prepared.headers)
-        if txn.get(b"objects", object_id.encode()) is None:
-            txn.put(b"objects", object_id.encode(), prepared.objects)
-        imap_items.put_entry(txn, fid, uid, size, internaldate, object_id, prepared.items)
+    header_index.add(txn, fid, uid, object_id, meta)  # issue 6: header block, SEARCH texts
+    if meta is not None and "header" in meta:  # the block goes to the header index only
+        meta = {name: value for name, value in meta.items() if name != "header"}
+    if meta is not None and txn.get(b"objects", object_id.encode()) is None:
+        txn.put_json(b"objects", object_id.encode(), meta)
+    # issue 6: FETCH writes these bytes as stored, read in UID order
+    imap_items.add(txn, fid, uid, size, internaldate, object_id, meta)
     record["uidnext"] = uid + 1
     record["highestmodseq"] = modseq
     record["exists"] += 1

@@ -12,9 +12,7 @@ that start-up recovery indexes (the sender got no 250 and may send it again).
 A small message held in memory makes one round trip off the reactor thread, not two: the
 pool thread that wrote and fsynced it queues its index write itself (``_BodyWrite``), so
 the reactor hears of it only when the commit is durable (fewer thread wake-ups and GIL
-hand-offs a message; issue 3). The thread that parses a message also computes its index
-values (:func:`mailserver.store.index.prepare`), so the index's write lock, which worker
-processes share, is held only to allocate UIDs and put them.
+hand-offs a message; issue 3).
 """
 
 from __future__ import annotations
@@ -141,8 +139,6 @@ class LocalDelivery:
         self._accounts: dict[str, None] = {}
         self._inboxes: list[MaildirMailbox] = []
         self._written: tuple[str, int, index.Record] | None = None  # (base, size, meta)
-        #: index.prepare of the written meta, made on the thread that parsed it.
-        self._prepared: index.Prepared | None = None
         self._job: _BodyWrite | None = None  # a small body being written in the pool
         self._done = False
         self._special_use: SpecialUse | None = None
@@ -227,7 +223,7 @@ class LocalDelivery:
             self.target.pool().callInThread(job.run)
             return succeed(None)
 
-        def write() -> tuple[str, int, index.Record, index.Prepared]:
+        def write() -> tuple[str, int, index.Record]:
             # A message on disk up to sketch.SMALL octets is read once, written with the
             # Return-Path and parsed from those bytes. A larger one is streamed: copied in
             # chunks after the Return-Path, and the index's parse reads the written file in
@@ -246,27 +242,15 @@ class LocalDelivery:
                 size = durable.write_new(path, source, prefix=prefix, fsync=store.fsync)
             try:
                 meta = sketch.data_meta(data) if small else sketch.file_meta(path)
-                prepared = self._prepare(meta)
             except BaseException:
                 _unlink_quietly(path)
                 raise
-            return base, size, meta, prepared
+            return base, size, meta
 
-        def written(result: tuple[str, int, index.Record, index.Prepared]) -> None:
-            self._written = result[:3]
-            self._prepared = result[3]
+        def written(result: tuple[str, int, index.Record]) -> None:
+            self._written = result
 
         return store.in_thread(write).addCallback(written)
-
-    def _prepare(self, meta: index.Record) -> index.Prepared:
-        """On the thread that parsed the message: the index values of ``meta`` (with the
-        filter's verdict when it is known, as it is when a filter pipeline runs first),
-        computed outside the index's write lock; a verdict given later is noticed by
-        :func:`mailserver.store.index.add_message`, which then computes them itself."""
-        spam = self._spam
-        if spam is not None:
-            meta["spam"] = spam_record(spam)
-        return index.prepare(meta)
 
     def commit(self) -> Deferred[list[int]]:
         if self._done:
@@ -292,7 +276,6 @@ class LocalDelivery:
         def op(txn: Txn) -> list[int]:
             assert self._written is not None  # the body is written before its commit runs
             _base, size, meta = self._written
-            prepared = self._prepared
             if self._spam is not None:
                 meta["spam"] = spam_record(self._spam)
             for address, limit in limits:  # before any file moves: a refusal leaves tmp/ only
@@ -307,7 +290,7 @@ class LocalDelivery:
                     new_dir = os.path.join(mailbox.path, "new")
                     txn.before_commit(("fsync", new_dir), partial(durable.fsync_directory, new_dir))
             return [
-                mailbox._add(txn, name, frozenset(), size, received, meta, object_id, prepared)
+                mailbox._add(txn, name, frozenset(), size, received, meta, object_id)
                 for mailbox, name in zip(inboxes, bases)
             ]
 
@@ -394,7 +377,6 @@ class _BodyWrite:
             size = durable.write_new(self.path, self.data, fsync=target.store.fsync)
             try:
                 meta = sketch.data_meta(self.data)
-                delivery._prepared = delivery._prepare(meta)
             except BaseException:
                 _unlink_quietly(self.path)
                 raise

@@ -425,7 +425,6 @@ class MaildirMailbox:
         internaldate: float | None,
         meta: index.Record | None,
         object_id: str | None = None,
-        prepared: index.Prepared | None = None,
     ) -> int:
         record = self._record(txn)
         uid = index.add_message(
@@ -437,7 +436,6 @@ class MaildirMailbox:
             time.time() if internaldate is None else internaldate,
             object_id or index.new_object_id(),
             meta,
-            prepared,
         )
         txn.after_commit(lambda: move_to_cur(self.path, base, flags))
         return uid
