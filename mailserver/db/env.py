@@ -234,28 +234,21 @@ class Database:
     def _run(self) -> None:
         while True:
             first = self._queue.get()
-            if first is None:
-                self._finish()
-                return
-            batch = [first]
-            stop = False
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                batch.append(item)
-            self._commit(batch)
-            if stop:
+            if first is None or self._commit(first):
                 self._finish()
                 return
 
-    def _commit(self, batch: list[_Write[Any]]) -> None:
+    def _commit(self, first: _Write[Any]) -> bool:
+        """Commit ``first`` with the writes queued by the time the write lock is held (at
+        most MAX_BATCH); True when the queue's end marker was among them."""
+        batch = [first]
+        stop = False
         try:
             with self.env.begin(write=True) as parent:
+                # The batch is gathered once the lock is held, not before: while another
+                # process's writer held it, the writes queued here join this commit and
+                # share its fsyncs instead of waiting for the next one.
+                stop = self._gather(batch)
                 before: dict[Any, Callable[[], None]] = {}
                 for item in batch:
                     child = self.env.begin(write=True, parent=parent)
@@ -285,6 +278,20 @@ class Database:
         # One reactor wake-up for the whole batch, not one per write (each callFromThread
         # wakes the reactor and hands the GIL over).
         self._reactor.callFromThread(_answer, batch)
+        return stop
+
+    def _gather(self, batch: list[_Write[Any]]) -> bool:
+        """Add the queued writes to ``batch`` up to MAX_BATCH without waiting; True when the
+        end marker was taken (the writes before it are in the batch)."""
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if item is None:
+                return True
+            batch.append(item)
+        return False
 
     def _finish(self) -> None:
         self.env.sync(True)

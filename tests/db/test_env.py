@@ -218,3 +218,53 @@ async def test_submit_after_close_fails_with_store_unavailable(db):
     with pytest.raises(StoreUnavailable):
         await done
     await closing
+
+
+_HOLD_LOCK = """
+import sys, lmdb
+env = lmdb.open(sys.argv[1], max_dbs=64, map_size=16 << 20)
+txn = env.begin(write=True)
+print("held", flush=True)
+sys.stdin.readline()
+txn.abort()
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_writes_queued_while_another_process_holds_the_lock_join_the_commit(tmp_path):
+    """The batch is gathered once the write lock is held: writes queued while another
+    process (an SMTP worker) held it share the waiting write's commit and its fsyncs."""
+    import subprocess
+    import sys
+
+    from twisted.internet import task, threads
+
+    path = str(tmp_path / "index")
+    database = Database.open(path, map_size=16 << 20, reactor=reactor)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_LOCK, path],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert await threads.deferToThread(holder.stdout.readline) == "held\n"
+
+        def record(n):
+            def op(txn):
+                txn.put(b"meta", b"k%d" % n, b"v")
+                return database.env.info()["last_txnid"]  # the commit this write is in
+            return op
+
+        first = database.write(record(0))
+        while not database._queue.empty():  # the writer has taken it and waits for the lock
+            await task.deferLater(reactor, 0.01, lambda: None)
+        later = [database.write(record(n)) for n in (1, 2, 3)]
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        commits = await defer.gatherResults([first, *later])
+        assert len(set(commits)) == 1
+        with database.read() as txn:
+            assert [txn.get(b"meta", b"k%d" % n) for n in range(4)] == [b"v"] * 4
+    finally:
+        holder.kill()
+        holder.wait()
+        await database.close()
