@@ -74,6 +74,20 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that were free a moment ago: the probes stay
+    bound until all are picked, so the kernel cannot hand out one port twice (with one probe
+    at a time it may, and then two listeners of one server collide)."""
+    probes = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
     """True when ``host:port`` can be bound right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
@@ -130,7 +144,7 @@ class ServerProcess:
             self.data_dir = self.directory / "var"
             self.ports = {"http.listen": 8080}
             return
-        self.ports = {key: free_port() for key in listen_keys}
+        self.ports = dict(zip(listen_keys, free_ports(len(listen_keys))))
         base: dict[str, dict[str, Any]] = {
             "server": {"hostname": "localhost", "data_dir": str(self.directory / "var")},
             "auth": {"bcrypt_cost": 4},
