@@ -88,9 +88,18 @@ def _index_file(
     if subdir == "cur" or ":" in name:
         # Give it a plain name in new/ so the usual post-commit step files it in cur/.
         yield store.in_thread(os.rename, path, os.path.join(mailbox.path, "new", base))
-    uid = yield store.write(
-        lambda txn: mailbox._add(txn, base, flags, size, mtime, meta, object_id)
-    )
+    def op(txn: Txn) -> int:
+        # Checked again in the write itself: start-up recovery runs while the listeners
+        # already deliver, and a delivery renames its file into new/ before its commit, so
+        # a file seen unindexed by the scan may be indexed by the time this write runs
+        # (the writes are serial, so this check cannot race). Indexing it again would give
+        # the message a second UID.
+        indexed = index.uid_for_name(txn, mailbox.folder_id, base)
+        if indexed is not None:
+            return indexed
+        return mailbox._add(txn, base, flags, size, mtime, meta, object_id)
+
+    uid = yield store.write(op)
     return uid
 
 
@@ -111,7 +120,10 @@ def recover_new(store: MaildirStore) -> Any:
                 if found is not None:
                     yield store.in_thread(move_to_cur, mailbox.path, base, found[2])
                     continue
-                yield _index_file(mailbox, "new", name, index.new_object_id(), True)
+                try:
+                    yield _index_file(mailbox, "new", name, index.new_object_id(), True)
+                except FileNotFoundError:
+                    continue  # moved to cur/ by the commit of the delivery that wrote it
                 count += 1
     return count
 

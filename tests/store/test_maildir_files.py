@@ -227,3 +227,43 @@ async def test_delivered_file_and_index_agree(storage, body_octets):
         meta = index.object_meta(txn, message.info.object_id)
     assert meta["bodystructure"] == from_file["bodystructure"]
     assert meta["envelope"] == from_file["envelope"]
+
+
+def _commit_when_called(monkeypatch, module, name, inbox, base):
+    """Make ``module.name`` (a step of recovery, on a pool thread) first run as before and
+    then commit ``base``'s index entry the way its delivery would (with the move to cur/):
+    the delivery's commit lands between recovery's scan of new/ and its own write."""
+    real = getattr(module, name)
+
+    def step(*args):
+        result = real(*args)
+        inbox.store.db.write_sync(
+            lambda txn: inbox._add(txn, base, frozenset(), len(DATA), None, None)
+        )
+        return result
+
+    monkeypatch.setattr(module, name, step)
+
+
+@pytest.mark.parametrize("moment", ["after the parse", "after the scan"])
+@pytest_twisted.ensureDeferred
+async def test_recover_never_indexes_a_delivery_twice(alice, monkeypatch, moment):
+    """Start-up recovery runs while the listeners already deliver, and a delivery renames
+    its file into new/ before its commit: a file recovery found unindexed is indexed once,
+    whether the delivery's commit lands after recovery parsed it (recovery's write sees
+    the entry and adds none) or right after the scan (the file has moved to cur/)."""
+    from mailserver.store import reindex as reindex_module
+    from mailserver.store import sketch
+
+    inbox = alice.folder("INBOX")
+    base = maildir.unique_name()
+    with open(os.path.join(inbox.path, "new", base), "wb") as f:
+        f.write(DATA)
+    if moment == "after the parse":
+        _commit_when_called(monkeypatch, sketch, "file_meta", inbox, base)
+    else:
+        _commit_when_called(monkeypatch, reindex_module, "_stat", inbox, base)
+    await recover_new(alice.store)
+    assert len(list(inbox.uids())) == 1
+    assert files(inbox.path, "new") == []
+    assert len(files(inbox.path)) == 1
