@@ -40,6 +40,7 @@ from mailserver.message.headers import (
     header_length,
     parse_headers,
 )
+from mailserver.message.octets import long_lines
 
 __all__ = [
     "MAX_DEPTH",
@@ -264,21 +265,12 @@ def _line_count(data: bytes, start: int, end: int) -> int:
     return _lf_count(data, start, end) + (data[end - 1] != 0x0A)
 
 
-#: Octets of each probe :func:`_lf_count` counts the LFs of, and the most LFs a probe may
-#: hold for the lines to count as long (24 octets or more on average).
-_PROBE = 1024
-_LONG_LINES = _PROBE // 24
-
-
 def _lf_count(data: bytes, start: int, end: int) -> int:
     """The LFs in ``data[start:end]``. Long lines (probes at the start, middle and end) are
     counted by what deleting the LFs removes: ``bytes.replace`` of one octet finds each with
     ``memchr``, about twice as fast as ``bytes.count`` tests every octet, even with the
     slice's copy; dense line ends (about ten times slower that way) are counted."""
-    if end - start >= 4 * _PROBE and all(
-        data.count(b"\n", at, at + _PROBE) <= _LONG_LINES
-        for at in (start, (start + end - _PROBE) // 2, end - _PROBE)
-    ):
+    if long_lines(data, start, end):
         body = data[start:end] if start or end != len(data) else data
         return len(body) - len(body.replace(b"\n", b""))
     return data.count(b"\n", start, end)

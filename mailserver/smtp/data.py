@@ -37,6 +37,8 @@ import re
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from mailserver.message.octets import long_lines
+
 __all__ = ["BdatState", "ChunkReader", "DataReader", "Outcome", "dot_stuff"]
 
 CRLF = b"\r\n"
@@ -71,25 +73,6 @@ class Head:
     complete: bool = False
 
 
-#: Octets of each probe :func:`_sparse_lines` counts the LFs of.
-_PROBE = 1024
-#: The fewest octets per LF, in every probe, for a range to count as having long lines.
-_LONG_LINES = 24
-
-
-def _sparse_lines(region: bytes) -> bool:
-    """Whether ``region`` looks like lines of :data:`_LONG_LINES` octets or more on average
-    (probes at its start, middle and end): then finding each line end with ``memchr`` (one
-    call per line) is faster than testing every octet, and for dense line ends (many empty or
-    very short lines) it is the other way round, about ten times over."""
-    size = len(region)
-    most = _PROBE // _LONG_LINES
-    return size >= 4 * _PROBE and all(
-        region.count(b"\n", at, at + _PROBE) <= most
-        for at in (0, (size - _PROBE) // 2, size - _PROBE)
-    )
-
-
 def _clean(buf: bytes, start: int, end: int) -> bool:
     """True when ``buf[start:end]`` holds no bare CR and no bare LF.
 
@@ -97,10 +80,10 @@ def _clean(buf: bytes, start: int, end: int) -> bool:
     every CR of the result is followed by a LF and every LF preceded by a CR. Both steps
     replace one octet, which ``bytes.replace`` finds with ``memchr``: for long lines about
     four times faster than counting CRs, LFs and CRLFs (``bytes.count`` of two octets tests
-    every position), which short lines still use (:func:`_sparse_lines`).
+    every position), which short lines still use (:func:`~mailserver.message.octets.long_lines`).
     """
     region = buf[start:end] if start or end != len(buf) else buf
-    if _sparse_lines(region):
+    if long_lines(region):
         return region.replace(b"\r", b"").replace(b"\n", CRLF) == region
     lf = region.count(b"\n")
     return lf == region.count(b"\r") == region.count(CRLF)
